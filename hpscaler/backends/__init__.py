@@ -1,0 +1,1 @@
+"""Interfaces to outside systems, and the data that crosses them."""

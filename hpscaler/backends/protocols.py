@@ -1,0 +1,127 @@
+"""One small interface per outside system. The daemon only ever talks to these.
+
+Implementations: the in-memory fakes in `hpscaler.fake` (which also power the simulator), the real
+AWS and Kubernetes backends, and third-party backends found through the `hpscaler.backends` entry
+point group. Every method may raise `BackendError` for a failure the caller should retry later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+from hpscaler.backends.types import (
+    AddResult,
+    ClusterDescription,
+    ClusterEvent,
+    DeleteResult,
+    DisruptionBudgetStatus,
+    EvictionOutcome,
+    HyperPodNode,
+    InterruptionMessage,
+    JunkMessage,
+    Lease,
+    WatchEvent,
+)
+from hpscaler.model import Pod, Taint
+
+
+class BackendError(Exception):
+    """A call to an outside system failed; `retryable` says whether trying again may help."""
+
+    def __init__(self, message: str, *, retryable: bool = True, code: str = "") -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.code = code
+
+
+@runtime_checkable
+class KubernetesCluster(Protocol):
+    """The EKS cluster's API server."""
+
+    def watch(self) -> AsyncIterator[WatchEvent]:
+        """Pods and nodes: ADDED for each current object, then SYNCED, then live changes.
+
+        After a lost stream the backend lists again and repeats ADDED... SYNCED; the consumer
+        replaces its cache at SYNCED.
+        """
+        ...
+
+    async def taint_node(self, name: str, add: Sequence[Taint] = (), remove: Sequence[str] = ()) -> None:
+        """Add taints and remove taints by key, leaving the node's other taints alone."""
+        ...
+
+    async def annotate_node(self, name: str, annotations: Mapping[str, str | None]) -> None:
+        """Set (or with None remove) node annotations."""
+        ...
+
+    async def annotate_pod(self, namespace: str, name: str, annotations: Mapping[str, str | None]) -> None:
+        """Set (or with None remove) pod annotations."""
+        ...
+
+    async def evict_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> EvictionOutcome:
+        """Ask the Eviction API to evict a pod; "blocked" when a PodDisruptionBudget forbids it now."""
+        ...
+
+    async def delete_node(self, name: str) -> None:
+        """Delete the Node object (its instance is gone or going)."""
+        ...
+
+    async def list_disruption_budgets(self) -> Sequence[DisruptionBudgetStatus]:
+        """PodDisruptionBudgets with their currently allowed disruptions."""
+        ...
+
+    async def record_event(self, pod: Pod, reason: str, message: str, *, warning: bool = False) -> None:
+        """Emit a Kubernetes Event on a pod so `kubectl describe pod` shows the decision."""
+        ...
+
+    async def acquire_lease(self, name: str, holder: str, duration_seconds: float) -> Lease:
+        """Take or renew the named Lease if it is free, expired or ours; return who holds it now."""
+        ...
+
+
+@runtime_checkable
+class HyperPodCluster(Protocol):
+    """The SageMaker HyperPod cluster (continuous provisioning mode)."""
+
+    async def describe_cluster(self) -> ClusterDescription:
+        """Instance groups with their current and target counts."""
+        ...
+
+    async def list_nodes(self) -> Sequence[HyperPodNode]:
+        """Every node of the cluster, all pages."""
+        ...
+
+    async def batch_add_nodes(self, body: Mapping[str, object]) -> AddResult:
+        """BatchAddClusterNodes with exactly this request body (ClientToken included)."""
+        ...
+
+    async def batch_delete_nodes(self, logical_ids: Sequence[str]) -> DeleteResult:
+        """BatchDeleteClusterNodes by NodeLogicalIds (at most 99)."""
+        ...
+
+    async def list_events(self, since: float) -> Sequence[ClusterEvent]:
+        """ListClusterEvents newer than `since`."""
+        ...
+
+
+@runtime_checkable
+class PlacementScores(Protocol):
+    """EC2 Spot placement scores."""
+
+    async def scores(self, instance_types: Sequence[str], target_capacity: int) -> Mapping[str, float]:
+        """Score (1-10) per availability zone id for launching `target_capacity` of these types."""
+        ...
+
+
+@runtime_checkable
+class InterruptionSource(Protocol):
+    """Spot interruption, rebalance, scheduled-change and state-change signals (SQS in production)."""
+
+    async def receive(self) -> Sequence[InterruptionMessage | JunkMessage]:
+        """Wait (long poll) for the next batch of messages; may return an empty batch."""
+        ...
+
+    async def acknowledge(self, message: InterruptionMessage | JunkMessage) -> None:
+        """Delete a message once it has been handled (or is known to be junk)."""
+        ...

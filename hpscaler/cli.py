@@ -1,0 +1,185 @@
+"""The `hpscaler` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from hpscaler import __version__
+from hpscaler.catalogue import PriceOverride, load_catalogue
+from hpscaler.config import ConfigError, LoadedConfig, default_config_path, load_config
+from hpscaler.kube.objects import ManifestError, load_manifest_file
+from hpscaler.logs import configure as configure_logging
+from hpscaler.model import Node, Pod
+from hpscaler.planning import plan_pods, plan_to_json, plan_to_table
+from hpscaler.scheduling.types import SchedulingInput
+
+EXIT_INVALID = 2
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(message, err=True)
+    sys.exit(EXIT_INVALID)
+
+
+def _load(path: str | None) -> LoadedConfig:
+    try:
+        return load_config(path or default_config_path())
+    except ConfigError as exc:
+        _fail(f"invalid configuration:\n{exc}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hpscaler")
+def main() -> None:
+    """hpscaler: autoscaling for SageMaker HyperPod clusters orchestrated by EKS."""
+
+
+@main.command("check-config")
+@click.argument("path", type=click.Path(exists=True), required=False)
+def check_config(path: str | None) -> None:
+    """Validate configuration and manifests in PATH (a file or directory); exit 2 if invalid."""
+    config = _load(path)
+    for warning in config.warnings:
+        click.echo(str(warning), err=True)
+    click.echo(
+        f"ok: cluster {config.cluster_name}: {len(config.node_pools)} NodePool(s), "
+        f"{len(config.node_classes)} HyperpodNodeClass(es), {len(config.instance_groups)} instance group(s)"
+    )
+
+
+def _manifests(path: str | None) -> tuple[list[Pod], list[Node], list[Pod]]:
+    if path is None:
+        return [], [], []
+    try:
+        return load_manifest_file(Path(path))
+    except ManifestError as exc:
+        _fail(f"invalid manifest: {exc}")
+
+
+def _scores(values: tuple[str, ...]) -> dict[str, float]:
+    scores: dict[str, float] = {}
+    for item in values:
+        zone, _, score = item.partition("=")
+        try:
+            scores[zone] = float(score)
+        except ValueError:
+            _fail(f"--placement-score {item!r}: expected ZONE=SCORE, e.g. us-west-2a=9")
+    return scores
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True),
+    help="Config file or directory (default: the embedded example cluster).",
+)
+@click.option(
+    "--pods",
+    "pods_path",
+    type=click.Path(exists=True),
+    required=True,
+    help="Pending pods: Pod manifests, a List, or workloads (Deployment, Job, ...).",
+)
+@click.option(
+    "--nodes", "nodes_path", type=click.Path(exists=True), help="Existing Node and bound Pod manifests."
+)
+@click.option("--output", type=click.Choice(["json", "table"]), default="table", show_default=True)
+@click.option(
+    "--out-of-capacity",
+    "ooc",
+    multiple=True,
+    metavar="GROUP",
+    help="Treat an instance group as out of capacity (repeatable).",
+)
+@click.option(
+    "--placement-score",
+    "score_items",
+    multiple=True,
+    metavar="ZONE=SCORE",
+    help="Spot placement score of a zone or zone id (repeatable; overrides the config).",
+)
+def plan(
+    config_path: str | None,
+    pods_path: str,
+    nodes_path: str | None,
+    output: str,
+    ooc: tuple[str, ...],
+    score_items: tuple[str, ...],
+) -> None:
+    """Dry run: where would the scheduler put these pods, and which nodes would it ask for?"""
+    config = _load(config_path)
+    pods, _, daemonsets = _manifests(pods_path)
+    bound, nodes, node_daemonsets = _manifests(nodes_path)
+    groups = {g.name: g for g in config.instance_groups}
+    unknown = [g for g in ooc if g not in groups]
+    if unknown:
+        _fail(
+            f"--out-of-capacity: unknown instance group(s) {', '.join(unknown)}; known: {', '.join(groups)}"
+        )
+    settings = config.settings
+    unavailable: dict[tuple[str, str], str] = {}
+    for name in (*settings.out_of_capacity, *ooc):
+        for zone in groups[name].zones:
+            unavailable[(name, zone)] = "marked out of capacity"
+    catalogue = load_catalogue()
+    if settings.prices:
+        catalogue = catalogue.with_prices(
+            {name: PriceOverride(p.on_demand, p.spot) for name, p in settings.prices.items()}
+        )
+    by_node: dict[str, list[Pod]] = {}
+    for pod in bound:
+        by_node.setdefault(pod.node_name, []).append(pod)
+    for node in nodes:
+        node.pods = by_node.get(node.name, [])
+    base = SchedulingInput(
+        pods=(),
+        node_pools=config.node_pools,
+        node_classes=config.node_classes,
+        groups=config.instance_groups,
+        catalogue=catalogue,
+        placement_scores={**settings.placement_scores, **_scores(score_items)},
+        unavailable=unavailable,
+        region=settings.region,
+    )
+    result, requests = plan_pods(
+        cluster=config.cluster_name,
+        pods=[p for p in pods if not p.node_name],
+        nodes=nodes,
+        daemonsets=[*daemonsets, *node_daemonsets],
+        inp_base=base,
+    )
+    if output == "json":
+        click.echo(json.dumps(plan_to_json(result, requests), indent=2))
+    else:
+        click.echo(plan_to_table(result, requests))
+
+
+@main.command()
+@click.argument("scenario_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--output", type=click.Choice(["json", "table"]), default="table", show_default=True)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="error",
+              show_default=True, help="Daemon log events to stderr while simulating.")
+def simulate(scenario_path: str, output: str, log_level: str) -> None:
+    """Run the real daemon loops on the in-memory world, in virtual time, and report."""
+    configure_logging(log_level, "console")
+    from hpscaler.simulate.report import report_table
+    from hpscaler.simulate.runner import simulate as run_simulation
+    from hpscaler.simulate.scenario import ScenarioError, load_scenario
+
+    try:
+        scenario = load_scenario(scenario_path)
+    except ScenarioError as exc:
+        _fail(f"invalid scenario: {exc}")
+    try:
+        report = run_simulation(scenario)
+    except ConfigError as exc:
+        _fail(f"invalid configuration for scenario {scenario.name}:\n{exc}")
+    click.echo(json.dumps(report, indent=2) if output == "json" else report_table(report))
+    if report["violations"]:
+        sys.exit(1)

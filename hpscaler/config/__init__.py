@@ -1,0 +1,34 @@
+"""Configuration: users' Karpenter/HyperPod manifests, hpscaler's own settings, and cluster facts.
+
+`load_config(path)` reads a file or directory and returns a `LoadedConfig` in the core's model, or
+raises `ConfigError` listing every issue found.
+"""
+
+from hpscaler.config.documents import (
+    ClusterDocument,
+    HyperpodNodeClassDocument,
+    NodePoolDocument,
+)
+from hpscaler.config.durations import DurationError, format_duration, parse_duration, parse_optional_duration
+from hpscaler.config.loader import LoadedConfig, default_config_path, load_config, load_documents
+from hpscaler.config.settings import HpscalerConfigDocument, Settings
+from hpscaler.config.validate import ConfigError, ConfigIssue, check_capacity_type_unchanged
+
+__all__ = [
+    "ClusterDocument",
+    "ConfigError",
+    "ConfigIssue",
+    "DurationError",
+    "HpscalerConfigDocument",
+    "HyperpodNodeClassDocument",
+    "LoadedConfig",
+    "NodePoolDocument",
+    "Settings",
+    "check_capacity_type_unchanged",
+    "default_config_path",
+    "format_duration",
+    "load_config",
+    "load_documents",
+    "parse_duration",
+    "parse_optional_duration",
+]

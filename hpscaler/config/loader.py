@@ -1,0 +1,608 @@
+"""Load a configuration directory or file: users' manifests, hpscaler's own document, cluster facts.
+
+A path is a file (possibly multi-document YAML) or a directory whose *.yaml, *.yml and *.json files
+are read in name order. Each document is recognised by apiVersion/kind, or as DescribeCluster /
+DescribeSubnets output when it has neither. Everything wrong is collected before `ConfigError`
+is raised, so one run reports all of it.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from hpscaler.catalogue import Catalogue, load_catalogue
+from hpscaler.config.documents import (
+    CLUSTER_KEYS,
+    ClusterDocument,
+    HyperpodNodeClassDocument,
+    Loc,
+    NodePoolDocument,
+    SubnetDoc,
+)
+from hpscaler.config.settings import HpscalerConfigDocument, Settings
+from hpscaler.config.validate import (
+    ClassEntry,
+    ConfigError,
+    ConfigIssue,
+    GroupEntry,
+    InstanceCatalogue,
+    Origin,
+    PoolEntry,
+    Severity,
+    check_capacity_type_unchanged,
+    check_catalogue,
+    check_node_classes,
+    check_node_pools,
+    check_settings,
+    format_loc,
+    near_misses,
+    region_of,
+    suggest,
+    translate,
+)
+from hpscaler.model import CapacityType, InstanceGroup, NodeClass, NodePool
+
+__all__ = [
+    "ConfigError",
+    "ConfigIssue",
+    "LoadedConfig",
+    "check_capacity_type_unchanged",
+    "default_config_path",
+    "load_config",
+    "load_documents",
+]
+
+_SUFFIXES = (".yaml", ".yml", ".json")
+# kind -> (apiVersion, model); the API group is what tells a wrong version from a foreign kind.
+_KINDS: dict[str, tuple[str, type[BaseModel]]] = {
+    "NodePool": ("karpenter.sh/v1", NodePoolDocument),
+    "HyperpodNodeClass": ("karpenter.sagemaker.amazonaws.com/v1", HyperpodNodeClassDocument),
+    "HpscalerConfig": ("hpscaler.io/v1alpha1", HpscalerConfigDocument),
+}
+_OUR_GROUPS = {"karpenter.sh", "karpenter.sagemaker.amazonaws.com", "hpscaler.io"}
+_NO_GROUPS_FIX = (
+    "add the output of `aws sagemaker describe-cluster --cluster-name <name>` as a .json file, with the "
+    'instance groups\' subnets from `aws ec2 describe-subnets --subnet-ids ...` under "Subnets"'
+)
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """Everything the daemon and the offline commands need, converted to the core's model."""
+
+    settings: Settings
+    cluster_name: str
+    node_pools: tuple[NodePool, ...]
+    node_classes: tuple[NodeClass, ...]
+    instance_groups: tuple[InstanceGroup, ...]
+    warnings: tuple[ConfigIssue, ...]
+    sources: tuple[str, ...]
+
+
+def default_config_path() -> Path:
+    """The directory of the embedded example world (the HyperPod Spot documentation's cluster)."""
+    return Path(str(importlib.resources.files("hpscaler") / "examples"))
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Raw:
+    file: str
+    index: int
+    data: Any
+    lines: dict[Loc, int] = field(default_factory=dict)
+
+
+def _line_map(node: yaml.Node | None, file: str, index: int, issues: list[ConfigIssue]) -> dict[Loc, int]:
+    """Path -> line of every key and item; duplicated keys are reported (Kubernetes rejects them)."""
+    lines: dict[Loc, int] = {}
+    if node is None:
+        return lines
+
+    def walk(current: yaml.Node, path: Loc, depth: int) -> None:
+        lines.setdefault(path, current.start_mark.line + 1)
+        if depth > 64:  # aliases can make a node graph cyclic
+            return
+        if isinstance(current, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in current.value:
+                key = str(key_node.value)
+                if key in seen and key != "<<":
+                    issues.append(
+                        ConfigIssue(
+                            file,
+                            f"document {index + 1}",
+                            format_loc((*path, key)),
+                            f"key `{key}` appears twice in the same mapping",
+                            "keep only one of them (Kubernetes rejects duplicated fields)",
+                            "error",
+                            key_node.start_mark.line + 1,
+                        )
+                    )
+                seen.add(key)
+                lines[(*path, key)] = key_node.start_mark.line + 1
+                walk(value_node, (*path, key), depth + 1)
+        elif isinstance(current, yaml.SequenceNode):
+            for i, item in enumerate(current.value):
+                walk(item, (*path, i), depth + 1)
+
+    walk(node, (), 0)
+    return lines
+
+
+def _read_yaml(text: str, file: str, issues: list[ConfigIssue]) -> list[_Raw]:
+    raws: list[_Raw] = []
+    loader = yaml.SafeLoader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            index = len(raws)
+            lines = _line_map(node, file, index, issues)
+            raws.append(_Raw(file, index, loader.construct_document(node), lines))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        issues.append(
+            ConfigIssue(
+                file,
+                "YAML",
+                "",
+                f"invalid YAML{where}: {problem}",
+                "fix the syntax there (check indentation, colons and quotes)",
+                "error",
+                mark.line + 1 if mark is not None else None,
+            )
+        )
+    finally:
+        loader.dispose()
+    return raws
+
+
+def _read_json(text: str, file: str, issues: list[ConfigIssue]) -> list[_Raw]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        issues.append(
+            ConfigIssue(
+                file,
+                "JSON",
+                "",
+                f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
+                "fix the syntax there (check commas, brackets and quotes)",
+                "error",
+                exc.lineno,
+            )
+        )
+        return []
+    try:
+        # JSON is YAML's flow style, so YAML's composer gives line numbers (and duplicated keys).
+        lines = _line_map(yaml.compose(text, Loader=yaml.SafeLoader), file, 0, issues)
+    except yaml.YAMLError:
+        lines = {}
+    return [_Raw(file, 0, data, lines)]
+
+
+def _read(path: Path) -> tuple[list[_Raw], list[ConfigIssue], list[str]]:
+    issues: list[ConfigIssue] = []
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _SUFFIXES)
+        if not files:
+            issues.append(
+                ConfigIssue(
+                    str(path),
+                    "directory",
+                    "",
+                    "holds no .yaml, .yml or .json files",
+                    "put the NodePool, HyperpodNodeClass, HpscalerConfig and DescribeCluster files there",
+                )
+            )
+    elif path.is_file():
+        files = [path]
+    else:
+        issues.append(
+            ConfigIssue(str(path), "path", "", "does not exist", "give an existing file or directory")
+        )
+        files = []
+    raws: list[_Raw] = []
+    for file in files:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            issues.append(ConfigIssue(str(file), "file", "", f"cannot be read: {exc}", "check the file"))
+            continue
+        found = (
+            _read_json(text, str(file), issues)
+            if file.suffix == ".json"
+            else _read_yaml(text, str(file), issues)
+        )
+        for raw in found:
+            if raw.data is None:
+                continue  # an empty document, e.g. a trailing `---`
+            if not isinstance(raw.data, dict):
+                issues.append(
+                    ConfigIssue(
+                        raw.file,
+                        f"document {raw.index + 1}",
+                        "",
+                        "is not a mapping",
+                        "each document must be one Kubernetes object or one DescribeCluster output",
+                    )
+                )
+                continue
+            raws.append(raw)
+    return raws, issues, [str(f) for f in files]
+
+
+def load_documents(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """Every document under `path` as (file, mapping); raises ConfigError on syntax errors."""
+    raws, issues, _ = _read(Path(path))
+    if any(i.severity == "error" for i in issues):
+        raise ConfigError(issues)
+    return [(raw.file, raw.data) for raw in raws]
+
+
+# --- recognising and validating documents ---------------------------------------------------------
+
+
+@dataclass
+class _Parsed:
+    pools: list[tuple[Origin, NodePoolDocument]] = field(default_factory=list)
+    classes: list[tuple[Origin, HyperpodNodeClassDocument]] = field(default_factory=list)
+    configs: list[tuple[Origin, HpscalerConfigDocument]] = field(default_factory=list)
+    clusters: list[tuple[Origin, ClusterDocument]] = field(default_factory=list)
+    issues: list[ConfigIssue] = field(default_factory=list)
+    rejected: set[str] = field(default_factory=set)  # labels ("Kind name") of documents pydantic rejected
+
+
+def _object_label(data: dict[str, Any], kind: str, index: int) -> str:
+    metadata = data.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if kind == "HpscalerConfig" and name is None:
+        name = "default"  # the document's metadata is optional
+    return f"{kind} {name}" if isinstance(name, str) and name else f"{kind} (document {index + 1})"
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any], origin: Origin, out: _Parsed) -> BaseModel | None:
+    try:
+        doc = model.model_validate(data)
+    except ValidationError as exc:
+        out.issues += translate(exc, model, origin)
+        out.rejected.add(origin.obj)
+        if model is NodePoolDocument:
+            out.issues += [origin.problem(p) for p in NodePoolDocument.partial_problems(data)]
+        return None
+    problems = getattr(doc, "problems", None)
+    if problems is not None:
+        out.issues += [origin.problem(p) for p in problems()]
+    return doc
+
+
+def _parse(raw: _Raw, data: dict[str, Any], prefix: Loc, out: _Parsed) -> None:
+    api, kind = data.get("apiVersion"), data.get("kind")
+    if api is None and kind is None:
+        origin = Origin(raw.file, "DescribeCluster", raw.lines, prefix)
+        if not CLUSTER_KEYS & data.keys():
+            out.issues.append(
+                origin.issue(
+                    (),
+                    "is neither a Kubernetes object nor DescribeCluster output",
+                    "add apiVersion and kind, or remove the document",
+                )
+            )
+            return
+        doc = _validate(ClusterDocument, data, origin, out)
+        if isinstance(doc, ClusterDocument):
+            name = doc.cluster_name
+            origin = origin.named(f"DescribeCluster {name}" if name else "DescribeCluster")
+            out.issues += near_misses(ClusterDocument, data, origin)
+            out.clusters.append((origin, doc))
+        return
+    label = _object_label(data, kind if isinstance(kind, str) else "object", raw.index)
+    origin = Origin(raw.file, label, raw.lines, prefix)
+    if not isinstance(api, str) or not isinstance(kind, str):
+        missing = "apiVersion" if not isinstance(api, str) else "kind"
+        out.issues.append(origin.issue((missing,), "is required and must be a string", f"add `{missing}`"))
+        return
+    items = data.get("items")
+    if kind.endswith("List") and isinstance(items, list):  # `kubectl get ... -o yaml` output
+        for i, item in enumerate(items):
+            if isinstance(item, dict):
+                _parse(raw, item, (*prefix, "items", i), out)
+        return
+    group = api.rpartition("/")[0]
+    expected = _KINDS.get(kind)
+    if expected is not None and api != expected[0] and group == expected[0].rpartition("/")[0]:
+        out.issues.append(
+            origin.issue(
+                ("apiVersion",),
+                f"{kind} {api} is not supported",
+                f"use apiVersion: {expected[0]}"
+                + (" (HyperPod requires v1 NodePools)" if kind == "NodePool" else ""),
+            )
+        )
+        return
+    if expected is not None and api == expected[0]:
+        doc = _validate(expected[1], data, origin, out)
+        if isinstance(doc, NodePoolDocument):
+            out.pools.append((origin, doc))
+        elif isinstance(doc, HyperpodNodeClassDocument):
+            out.classes.append((origin, doc))
+        elif isinstance(doc, HpscalerConfigDocument):
+            out.configs.append((origin, doc))
+        return
+    if group in _OUR_GROUPS and kind not in ("NodeClaim", "NodeOverlay"):
+        close = suggest(kind, _KINDS)
+        out.issues.append(
+            origin.issue(
+                ("kind",),
+                f"unknown kind {kind} for {api}",
+                f"did you mean {close}?" if close else f"use one of {', '.join(_KINDS)}",
+            )
+        )
+        return
+    out.issues.append(
+        origin.issue(
+            (),
+            f"{kind} ({api}) is not a configuration document and is ignored",
+            "move it out of the configuration directory to silence this",
+            "warning",
+        )
+    )
+
+
+def _drop_duplicates(entries: list[tuple[Origin, Any]], kind: str, out: _Parsed) -> list[tuple[Origin, Any]]:
+    first: dict[str, Origin] = {}
+    kept: list[tuple[Origin, Any]] = []
+    for origin, doc in entries:
+        name = doc.metadata.name
+        if name in first:
+            where = first[name].file
+            out.issues.append(
+                origin.issue(
+                    ("metadata", "name"),
+                    f"{kind} {name} is defined twice (first in {where})",
+                    "delete one of the two, or rename it",
+                )
+            )
+            continue
+        first[name] = origin
+        kept.append((origin, doc))
+    return kept
+
+
+# --- instance groups ------------------------------------------------------------------------------
+
+
+def _subnet_map(clusters: list[tuple[Origin, ClusterDocument]], out: _Parsed) -> dict[str, SubnetDoc]:
+    subnets: dict[str, SubnetDoc] = {}
+    for origin, doc in clusters:
+        for i, subnet in enumerate(doc.subnets):
+            previous = subnets.setdefault(subnet.subnet_id, subnet)
+            if previous.availability_zone != subnet.availability_zone:
+                out.issues.append(
+                    origin.issue(
+                        ("Subnets", i, "AvailabilityZone"),
+                        f"subnet {subnet.subnet_id} is in {previous.availability_zone} elsewhere",
+                        "keep one description of the subnet, with its real zone",
+                    )
+                )
+    return subnets
+
+
+def _resolve_groups(
+    clusters: list[tuple[Origin, ClusterDocument]], referenced: set[str], out: _Parsed
+) -> tuple[dict[str, GroupEntry], dict[str, str]]:
+    """Instance groups with their zones; also every known zone name / zone id -> zone name."""
+    subnets = _subnet_map(clusters, out)
+    zones = {s.availability_zone: s.availability_zone for s in subnets.values()}
+    zones.update(
+        {s.availability_zone_id: s.availability_zone for s in subnets.values() if s.availability_zone_id}
+    )
+    groups: dict[str, GroupEntry] = {}
+    for cluster_origin, doc in clusters:
+        for i, spec in enumerate(doc.instance_groups):
+            name, loc = spec.instance_group_name, ("InstanceGroups", i)
+            origin = cluster_origin.named(f"InstanceGroup {name}")
+            # hpscaler never launches into a group no NodeClass lists, so its flaws are only warnings.
+            severity: Severity = "error" if name in referenced else "warning"
+            out.issues += [origin.problem(p, loc) for p in spec.problems()]
+            ids_loc: Loc
+            if spec.override_vpc_config is not None and spec.override_vpc_config.subnets:
+                ids, ids_loc = spec.override_vpc_config.subnets, (*loc, "OverrideVpcConfig", "Subnets")
+            else:
+                ids, ids_loc = (doc.vpc_config.subnets if doc.vpc_config else []), ("VpcConfig", "Subnets")
+            if not ids:
+                out.issues.append(
+                    origin.issue(
+                        (*loc, "OverrideVpcConfig"),
+                        "the instance group has no subnets",
+                        "add OverrideVpcConfig.Subnets, or the cluster's VpcConfig.Subnets",
+                        severity,
+                    )
+                )
+            found: list[SubnetDoc] = []
+            for k, subnet_id in enumerate(ids):
+                if subnet_id in subnets:
+                    found.append(subnets[subnet_id])
+                    continue
+                out.issues.append(
+                    origin.issue(
+                        (*ids_loc, k),
+                        f"subnet {subnet_id} is not in the Subnets list, so its zone is unknown",
+                        f"add the Subnets entries of `aws ec2 describe-subnets --subnet-ids {subnet_id}`",
+                        severity,
+                    )
+                )
+            by_zone = {s.availability_zone: s.availability_zone_id for s in found}
+            if len(by_zone) > 1:
+                out.issues.append(
+                    origin.issue(
+                        ids_loc,
+                        f"the subnets span {len(by_zone)} availability zones ({', '.join(by_zone)})",
+                        "HyperPod autoscaling needs single-AZ instance groups: use subnets of one zone "
+                        "and create one instance group per zone",
+                        severity,
+                    )
+                )
+            capacity = spec.capacity_requirements
+            config = spec.kubernetes_config
+            group = InstanceGroup(
+                name=name,
+                instance_types=tuple(spec.instance_types()),
+                capacity_type=CapacityType.SPOT
+                if capacity and capacity.spot is not None
+                else CapacityType.ON_DEMAND,
+                zones=tuple(by_zone),
+                zone_ids=tuple(by_zone.values()) if all(by_zone.values()) else (),
+                subnets=tuple(ids),
+                current_count=spec.current_count,
+                target_count=next(
+                    (c for c in (spec.target_count, spec.instance_count) if c is not None), spec.current_count
+                ),
+                labels=tuple(sorted(config.effective_labels().items())) if config else (),
+                taints=config.effective_taints() if config else (),
+                status=spec.status or "InService",
+            )
+            previous = groups.get(name)
+            if previous is None:
+                groups[name] = GroupEntry(origin, loc, group)
+            elif previous.group.capacity_type is not group.capacity_type:
+                out.issues.append(
+                    origin.issue(
+                        (*loc, "CapacityRequirements"),
+                        f"capacity type is {group.capacity_type.value} here but "
+                        f"{previous.group.capacity_type.value} in {previous.origin.file}",
+                        "an instance group's CapacityRequirements cannot change once it is created: "
+                        "remove the stale description",
+                    )
+                )
+            else:
+                out.issues.append(
+                    origin.issue(
+                        loc,
+                        f"instance group {name} is described twice (first in {previous.origin.file})",
+                        "remove one of the descriptions; the first one is used",
+                        "warning",
+                    )
+                )
+    return groups, zones
+
+
+# --- putting it together --------------------------------------------------------------------------
+
+
+def _cluster_name(
+    settings: Settings, origin: Origin, clusters: list[tuple[Origin, ClusterDocument]], out: _Parsed
+) -> str:
+    named = [(o, d.cluster_name) for o, d in clusters if d.cluster_name]
+    wanted = settings.cluster_name or (named[0][1] if named else "")
+    for cluster_origin, name in named:
+        if name != wanted:
+            source = (
+                "HpscalerConfig spec.clusterName"
+                if settings.cluster_name
+                else f"ClusterName in {named[0][0].file}"
+            )
+            out.issues.append(
+                cluster_origin.issue(
+                    ("ClusterName",),
+                    f"is {name} but {source} is {wanted}",
+                    "describe the cluster hpscaler manages, or correct spec.clusterName",
+                )
+            )
+    # A rejected HpscalerConfig may well have named the cluster; its own errors say enough.
+    if not wanted and not any(label.startswith("HpscalerConfig") for label in out.rejected):
+        out.issues.append(
+            origin.issue(
+                ("spec", "clusterName"),
+                "is required",
+                "set spec.clusterName in the HpscalerConfig, or include `aws sagemaker describe-cluster` "
+                "output (it carries ClusterName)",
+            )
+        )
+    return wanted or ""
+
+
+def load_config(
+    path: str | Path,
+    *,
+    catalogue: Catalogue | InstanceCatalogue | None = None,
+    require_instance_groups: bool = True,
+) -> LoadedConfig:
+    """Load and check everything under `path`; raises ConfigError listing every error (and warning).
+
+    `require_instance_groups=False` lets a daemon that reads instance groups from AWS start without a
+    DescribeCluster document; the checks that need groups or zones are then skipped.
+    """
+    path = Path(path)
+    raws, issues, sources = _read(path)
+    if not raws and issues:
+        raise ConfigError(issues)  # nothing readable: the follow-on "missing" errors would only be noise
+    out = _Parsed(issues=issues)
+    for raw in raws:
+        _parse(raw, raw.data, (), out)
+    pools = _drop_duplicates(list(out.pools), "NodePool", out)
+    classes = _drop_duplicates(list(out.classes), "HyperpodNodeClass", out)
+    for origin, _ in out.configs[1:]:
+        out.issues.append(
+            origin.issue(
+                (),
+                f"only one HpscalerConfig is allowed (the first is in {out.configs[0][0].file})",
+                "merge the two into one document",
+            )
+        )
+    settings_origin, settings = (
+        (out.configs[0][0], out.configs[0][1].spec)
+        if out.configs
+        else (Origin(str(path), "HpscalerConfig (defaults)"), Settings())
+    )
+    cluster_name = _cluster_name(settings, settings_origin, out.clusters, out)
+
+    referenced = {g for _, doc in classes for g in doc.spec.instance_groups}
+    groups, zones = _resolve_groups(out.clusters, referenced, out)
+    if not groups and require_instance_groups:
+        out.issues.append(
+            ConfigIssue(str(path), "InstanceGroups", "", "no instance groups were found", _NO_GROUPS_FIX)
+        )
+    region = settings.region
+    if not region:
+        regions = {r for z in zones.values() if (r := region_of(z))}
+        region = regions.pop() if len(regions) == 1 else ""
+    settings = settings.model_copy(update={"cluster_name": cluster_name, "region": region})
+
+    def clean(origin: Origin) -> bool:
+        return not any(
+            i.severity == "error" and i.file == origin.file and i.obj == origin.obj for i in out.issues
+        )
+
+    pool_entries = [PoolEntry(o, d, d.to_model()) for o, d in pools if clean(o)]
+    class_entries = [ClassEntry(o, d, d.to_model()) for o, d in classes]
+    if catalogue is None:
+        catalogue = load_catalogue()
+    if groups:
+        out.issues += check_node_classes(class_entries, groups)
+    broken = {label.partition(" ")[2] for label in out.rejected if label.startswith("HyperpodNodeClass ")}
+    out.issues += check_node_pools(pool_entries, class_entries, groups, region, broken)
+    out.issues += check_catalogue(groups, referenced, catalogue)
+    out.issues += check_settings(settings_origin, settings, groups, zones, catalogue)
+    if any(i.severity == "error" for i in out.issues):
+        raise ConfigError(out.issues)
+    return LoadedConfig(
+        settings=settings,
+        cluster_name=cluster_name,
+        node_pools=tuple(e.pool for e in pool_entries),
+        node_classes=tuple(e.node_class for e in class_entries),
+        instance_groups=tuple(e.group for e in groups.values()),
+        warnings=tuple(out.issues),
+        sources=tuple(sources),
+    )

@@ -1,0 +1,1 @@
+"""The daemon's loops: thin shells that move data between backends and the pure core."""

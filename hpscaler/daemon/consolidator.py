@@ -1,0 +1,148 @@
+"""The consolidation loop: removes empty, underutilized and expired nodes, one validated step at a time."""
+
+from __future__ import annotations
+
+import anyio
+
+from hpscaler.backends.protocols import BackendError
+from hpscaler.daemon.context import DaemonContext
+from hpscaler.daemon.drain import DISRUPTED_TAINT, REASON_ANNOTATION, Drainer
+from hpscaler.daemon.provisioner import Provisioner
+from hpscaler.daemon.state import instance_id_of
+from hpscaler.model import LABEL_NODEPOOL, Node, NodePool, as_pending
+from hpscaler.scheduling.consolidation import ConsolidationDecision, Removal, decide_consolidation
+from hpscaler.scheduling.types import SchedulingInput
+
+DRAIN_GIVE_UP_SECONDS = 300.0
+
+
+class Consolidator:
+    """Polls for consolidation opportunities and carries them out within disruption budgets."""
+
+    def __init__(self, ctx: DaemonContext, provisioner: Provisioner) -> None:
+        self.ctx = ctx
+        self.provisioner = provisioner
+        self.drainer = Drainer(ctx)
+
+    def pool_of(self, node: Node) -> NodePool | None:
+        """The NodePool that owns a node: its label, else the pool of its instance group."""
+        name = node.labels.get(LABEL_NODEPOOL)
+        if name:
+            return next((p for p in self.ctx.config.node_pools if p.name == name), None)
+        group = node.instance_group
+        return self.ctx.pool_for_group(group) if group in self.ctx.managed_groups() else None
+
+    async def decide(self, exclude: str = "") -> ConsolidationDecision:
+        """The pure decision over the current cache."""
+        ctx = self.ctx
+        nodes, pending = ctx.cache.snapshot()
+        try:
+            pdbs = await ctx.backends.kubernetes.list_disruption_budgets()
+        except BackendError as exc:
+            ctx.log.warning("list_pdbs_failed", error=str(exc))
+            return ConsolidationDecision()
+        disrupting = {k: v for k, v in ctx.disrupting.items() if k != exclude}
+        base = SchedulingInput(pods=(), node_pools=(), node_classes=(), groups=(), catalogue=ctx.catalogue)
+        return decide_consolidation(
+            nodes=nodes,
+            pending=[*pending, *ctx.displaced.values()],
+            pool_of=self.pool_of,
+            base=base,
+            pdbs=pdbs,
+            now=ctx.clock.now(),
+            last_pod_change=ctx.cache.pod_change,
+            disrupting=disrupting,
+        )
+
+    async def run(self) -> None:
+        """Poll every `pollSeconds`; carry out each removal in its own task."""
+        settings = self.ctx.config.settings.consolidation
+        await self.ctx.synced.wait()
+        async with anyio.create_task_group() as tg:
+            while True:
+                await anyio.sleep(settings.poll_seconds)
+                if not settings.enabled or self.ctx.inflight:
+                    continue  # nodes on their way change the picture; wait until they land
+                decision = await self.decide()
+                for removal in decision.remove:
+                    self.ctx.disrupting[removal.node] = f"consolidation:{removal.reason}"
+                    tg.start_soon(self.execute, removal)
+
+    async def execute(self, removal: Removal) -> None:
+        """Validate, drain and delete one node; undo the taint if it must stay after all."""
+        ctx = self.ctx
+        node = ctx.cache.nodes.get(removal.node)
+        if node is None:
+            ctx.disrupting.pop(removal.node, None)
+            return
+        try:
+            await ctx.backends.kubernetes.taint_node(node.name, add=[DISRUPTED_TAINT])
+            await ctx.backends.kubernetes.annotate_node(node.name, {REASON_ANNOTATION: removal.reason})
+            if not await self._validated(removal):
+                await self._abort(node, "no longer a valid consolidation")
+                return
+            if not await self.drainer.drain(node, deadline=None, give_up_after=DRAIN_GIVE_UP_SECONDS):
+                await self._abort(node, "pods could not be evicted (PodDisruptionBudgets)")
+                return
+            await self._wait_empty(node)
+            await self._delete(node)
+            ctx.stats.counters[f"nodes_disrupted:{removal.reason}"] += 1
+            ctx.log.info("node_consolidated", node=node.name, reason=removal.reason, pool=removal.node_pool)
+        except BackendError as exc:
+            ctx.log.warning("consolidation_failed", node=node.name, error=str(exc))
+            await self._abort(node, str(exc))
+
+    async def _validated(self, removal: Removal) -> bool:
+        ctx = self.ctx
+        if removal.reason == "Expired":
+            node = ctx.cache.nodes.get(removal.node)
+            pods = self.drainer.pods_on(removal.node)
+            if node is not None and pods:
+                # Expiry replaces before it evicts: line up new capacity for the pods first.
+                for pod in pods:
+                    ctx.displaced[pod.key] = as_pending(pod)
+                await self.provisioner.reconcile("expiry")
+                await self._wait_for_inflight()
+            return True
+        # Karpenter's validation delay: the cluster may change under a decision; look again.
+        await anyio.sleep(ctx.config.settings.consolidation.validation_seconds)
+        decision = await self.decide(exclude=removal.node)
+        return any(r.node == removal.node for r in decision.remove)
+
+    async def _wait_for_inflight(self) -> None:
+        provisioning = self.ctx.config.settings.provisioning
+        timeout = provisioning.launch_timeout_seconds + provisioning.registration_timeout_seconds
+        await self.ctx.wait_until(lambda: not self.ctx.inflight, timeout)
+
+    async def _wait_empty(self, node: Node) -> None:
+        longest = max((p.termination_grace_seconds for p in self.drainer.pods_on(node.name)), default=0)
+        await self.ctx.wait_until(
+            lambda: (
+                not any(p.node_name == node.name and not p.is_daemonset for p in self.ctx.cache.pods.values())
+            ),
+            longest + 60,
+        )
+
+    async def _delete(self, node: Node) -> None:
+        ctx = self.ctx
+        instance = instance_id_of(node)
+        hp_nodes = await ctx.backends.hyperpod.list_nodes()
+        logical = [n.logical_id for n in hp_nodes if instance and n.instance_id == instance]
+        if logical:
+            await ctx.backends.hyperpod.batch_delete_nodes(logical)
+            ctx.stats.counters["batch_delete_calls"] += 1
+        else:
+            ctx.log.warning("node_not_in_hyperpod", node=node.name, instance=instance)
+            await ctx.backends.kubernetes.delete_node(node.name)
+
+    async def _abort(self, node: Node, why: str) -> None:
+        ctx = self.ctx
+        ctx.disrupting.pop(node.name, None)
+        for key in [k for k in ctx.displaced if getattr(ctx.cache.pods.get(k), "node_name", "") == node.name]:
+            ctx.displaced.pop(key, None)
+        try:
+            await ctx.backends.kubernetes.taint_node(node.name, remove=[DISRUPTED_TAINT.key])
+            await ctx.backends.kubernetes.annotate_node(node.name, {REASON_ANNOTATION: None})
+        except BackendError as exc:
+            ctx.log.warning("untaint_failed", node=node.name, error=str(exc))
+        ctx.log.info("consolidation_aborted", node=node.name, why=why)

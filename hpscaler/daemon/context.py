@@ -1,0 +1,112 @@
+"""What every daemon loop shares: backends, configuration, caches and counters."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+
+from hpscaler.backends.protocols import (
+    HyperPodCluster,
+    InterruptionSource,
+    KubernetesCluster,
+    PlacementScores,
+)
+from hpscaler.catalogue import Catalogue
+from hpscaler.clock import Clock
+from hpscaler.config import LoadedConfig
+from hpscaler.daemon.batcher import Batcher
+from hpscaler.daemon.state import ClusterCache
+from hpscaler.model import InstanceGroup, NodePool, Pod
+from hpscaler.provisioning.launches import InFlight
+from hpscaler.scheduling.unavailable import UnavailableOfferings
+
+
+@dataclass(slots=True)
+class Backends:
+    """One implementation of each outside system."""
+
+    kubernetes: KubernetesCluster
+    hyperpod: HyperPodCluster
+    scores: PlacementScores | None = None
+    interruptions: InterruptionSource | None = None
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters and latency samples the simulator reports and the metrics endpoint exposes."""
+
+    counters: Counter[str] = field(default_factory=Counter)
+    # pod key -> when hpscaler first saw it pending (for pending -> running latency)
+    first_pending: dict[str, float] = field(default_factory=dict)
+    pending_to_running: list[float] = field(default_factory=list)
+    decision_seconds: list[float] = field(default_factory=list)
+    taint_latency: list[float] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class DaemonContext:
+    """Shared state of one daemon; loops read and write it only from the event loop thread."""
+
+    config: LoadedConfig
+    backends: Backends
+    catalogue: Catalogue
+    clock: Clock
+    cache: ClusterCache = field(default_factory=ClusterCache)
+    inflight: dict[str, InFlight] = field(default_factory=dict)
+    unavailable: UnavailableOfferings = field(default_factory=UnavailableOfferings)
+    scores: dict[str, float] = field(default_factory=dict)
+    stats: Stats = field(default_factory=Stats)
+    batcher: Batcher = field(default_factory=Batcher)
+    synced: anyio.Event = field(default_factory=anyio.Event)
+    plan_lock: anyio.Lock = field(default_factory=anyio.Lock)
+    # Nodes being drained (interruption or consolidation) -> why; they take no new pods.
+    disrupting: dict[str, str] = field(default_factory=dict)
+    # Pods on disrupted nodes that will need a new home (pending twins), until they are evicted.
+    displaced: dict[str, Pod] = field(default_factory=dict)
+    changed: anyio.Event = field(default_factory=anyio.Event)
+    log: structlog.typing.FilteringBoundLogger = field(
+        default_factory=lambda: structlog.get_logger("hpscaler")
+    )
+
+    def notify(self) -> None:
+        """Wake every `wait_until`: the cache or the in-flight set changed."""
+        self.changed.set()
+        self.changed = anyio.Event()
+
+    async def wait_until(self, predicate: Callable[[], bool], within: float) -> bool:
+        """Wait until `predicate()` holds (re-checked on every change) or `within` seconds pass."""
+        with anyio.move_on_after(within):
+            while not predicate():
+                await self.changed.wait()
+            return True
+        return predicate()
+
+    @property
+    def groups(self) -> dict[str, InstanceGroup]:
+        """Instance groups by name."""
+        return {g.name: g for g in self.config.instance_groups}
+
+    def managed_groups(self) -> set[str]:
+        """Instance groups referenced by a NodeClass that a NodePool uses."""
+        classes = {c.name: c for c in self.config.node_classes}
+        names: set[str] = set()
+        for pool in self.config.node_pools:
+            node_class = classes.get(pool.node_class)
+            if node_class is not None:
+                names.update(node_class.instance_groups)
+        return names
+
+    def pool_for_group(self, group: str) -> NodePool | None:
+        """The highest-weight NodePool whose NodeClass lists `group` (for adopted nodes)."""
+        classes = {c.name: c for c in self.config.node_classes}
+        pools = [
+            p
+            for p in self.config.node_pools
+            if group in getattr(classes.get(p.node_class), "instance_groups", ())
+        ]
+        return max(pools, key=lambda p: p.weight) if pools else None

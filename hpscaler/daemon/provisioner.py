@@ -1,0 +1,277 @@
+"""The provisioner: desired state (the scheduler's plan) -> BatchAddClusterNodes, and launch tracking.
+
+Each round lists HyperPod's nodes, settles in-flight launches (joined, vanished, failed), plans all
+pending pods against existing and in-flight nodes, and asks for the new nodes the plan needs. A
+refused group or an offering found out of capacity is marked and the round plans again at once, so
+the fallback to the next group (On-Demand last) costs no waiting.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import anyio
+
+from hpscaler.backends.protocols import BackendError
+from hpscaler.backends.types import AddResult, HyperPodNode
+from hpscaler.daemon.context import DaemonContext
+from hpscaler.daemon.state import joined_instance_ids
+from hpscaler.model import Pod
+from hpscaler.planning import group_additions
+from hpscaler.provisioning.batching import batch_additions
+from hpscaler.provisioning.launches import InFlight, review_launches
+from hpscaler.scheduling.scheduler import solve
+from hpscaler.scheduling.types import InFlightNode, Plan, SchedulingInput
+
+MAX_FALLBACK_ROUNDS = 12
+
+
+class Provisioner:
+    """Turns pending pods into node requests and watches the requests through."""
+
+    def __init__(self, ctx: DaemonContext) -> None:
+        self.ctx = ctx
+        self.last_plan: Plan | None = None
+        self._reported: dict[str, str] = {}
+
+    async def run_batches(self) -> None:
+        """Plan each time a batching window closes."""
+        await self.ctx.synced.wait()
+        while True:
+            await self.ctx.batcher.wait()
+            await self.reconcile("batch")
+
+    async def run_launch_monitor(self, interval: float) -> None:
+        """Check in-flight launches and re-plan for pods still pending, every `interval` seconds."""
+        await self.ctx.synced.wait()
+        while True:
+            await anyio.sleep(interval)
+            await self.reconcile("monitor")
+
+    async def reconcile(self, reason: str, extra_pending: Sequence[Pod] = ()) -> Plan | None:
+        """One provisioning round; returns the final plan (None when HyperPod could not be read)."""
+        async with self.ctx.plan_lock:
+            try:
+                nodes = await self.ctx.backends.hyperpod.list_nodes()
+            except BackendError as exc:
+                self.ctx.stats.counters["cloudprovider_errors"] += 1
+                self.ctx.log.warning("list_nodes_failed", error=str(exc), reason=reason)
+                return None
+            await self._settle_launches(nodes)
+            plan: Plan | None = None
+            for _ in range(MAX_FALLBACK_ROUNDS):
+                plan = self._plan(extra_pending)
+                if not plan.new_nodes:
+                    break
+                # Shielded: a shutdown must not cut a call between sending it and recording its nodes.
+                with anyio.CancelScope(shield=True):
+                    refused = await self._request(plan, extra_pending)
+                if not refused:
+                    break  # the plan is in flight
+            self.ctx.notify()
+            if plan is not None:
+                self.last_plan = plan
+                await self._report(plan)
+            return plan
+
+    # -- launches -----------------------------------------------------------------------------
+
+    async def _settle_launches(self, nodes: Sequence[HyperPodNode]) -> None:
+        ctx = self.ctx
+        now = ctx.clock.now()
+        settings = ctx.config.settings
+        review = review_launches(
+            ctx.inflight,
+            nodes,
+            joined_instance_ids(ctx.cache),
+            ctx.managed_groups(),
+            now,
+            launch_timeout=settings.provisioning.launch_timeout_seconds,
+            registration_timeout=settings.provisioning.registration_timeout_seconds,
+            group_zone={g.name: g.zones[0] for g in ctx.config.instance_groups if g.zones},
+        )
+        for node in review.adopted:
+            pool = ctx.pool_for_group(node.group)
+            if pool is not None:
+                ctx.inflight[node.logical_id] = InFlight(node.logical_id, node.group, pool.name, now)
+                ctx.log.info("inflight_adopted", node=node.logical_id, group=node.group)
+        for logical_id in (*review.joined, *review.vanished):
+            record = ctx.inflight.pop(logical_id, None)
+            if record is not None and logical_id in review.joined:
+                zone = ctx.groups[record.group].zones[0] if ctx.groups.get(record.group) else ""
+                ctx.unavailable.mark_available(record.group, zone)
+        if not review.give_up:
+            return
+        marked: set[tuple[str, str]] = set()
+        for give_up in review.give_up:
+            # One failure per offering and review: 29 nodes failing together are one observation.
+            if give_up.out_of_capacity and (give_up.group, give_up.zone) not in marked:
+                marked.add((give_up.group, give_up.zone))
+                until = ctx.unavailable.mark(give_up.group, give_up.zone, now, give_up.reason)
+                ctx.log.warning(
+                    "offering_unavailable",
+                    group=give_up.group,
+                    zone=give_up.zone,
+                    reason=give_up.reason,
+                    retry_in=round(until - now),
+                )
+            ctx.stats.counters["launch_failures"] += 1
+        ids = [g.logical_id for g in review.give_up]
+        try:
+            result = await ctx.backends.hyperpod.batch_delete_nodes(ids)
+        except BackendError as exc:
+            ctx.stats.counters["cloudprovider_errors"] += 1
+            ctx.log.warning("cancel_launches_failed", nodes=ids, error=str(exc))
+            return
+        ctx.stats.counters["batch_delete_calls"] += 1
+        for logical_id in (
+            *result.deleted,
+            *(f.logical_id for f in result.failed if f.code == "NodeIdNotFound"),
+        ):
+            ctx.inflight.pop(logical_id, None)
+        ctx.log.info("launches_cancelled", nodes=list(result.deleted))
+
+    # -- planning -----------------------------------------------------------------------------
+
+    def _plan(self, extra_pending: Sequence[Pod]) -> Plan:
+        ctx = self.ctx
+        started = time.perf_counter()
+        nodes, pending = ctx.cache.snapshot()
+        nodes = [n for n in nodes if n.name not in ctx.disrupting]
+        pending_keys = {p.key for p in pending}
+        for pod in (*ctx.displaced.values(), *extra_pending):
+            if pod.key not in pending_keys:
+                pending.append(pod)
+                pending_keys.add(pod.key)
+        now = ctx.clock.now()
+        for pod in pending:
+            ctx.stats.first_pending.setdefault(pod.key, now)
+        inflight = []
+        for record in ctx.inflight.values():
+            group = ctx.groups.get(record.group)
+            if group is None or not group.zones:
+                continue
+            inflight.append(
+                InFlightNode(
+                    record.logical_id,
+                    record.node_pool,
+                    record.group,
+                    group.instance_types[0],
+                    group.zones[0],
+                    group.capacity_type,
+                )
+            )
+        inp = SchedulingInput(
+            pods=pending,
+            nodes=nodes,
+            inflight=inflight,
+            node_pools=ctx.config.node_pools,
+            node_classes=ctx.config.node_classes,
+            groups=ctx.config.instance_groups,
+            catalogue=ctx.catalogue,
+            daemonsets=[],
+            placement_scores={**ctx.config.settings.placement_scores, **ctx.scores},
+            unavailable=ctx.unavailable.snapshot(now),
+            region=ctx.config.settings.region,
+        )
+        plan = solve(inp)
+        ctx.stats.decision_seconds.append(time.perf_counter() - started)
+        return plan
+
+    async def _request(self, plan: Plan, extra_pending: Sequence[Pod]) -> bool:
+        """Send the plan's additions; True if some group was refused (the caller re-plans)."""
+        ctx = self.ctx
+        pods = {p.key: p for p in (*ctx.cache.pods.values(), *extra_pending)}
+        pod_ids = {
+            key: (pods[key].uid or key) if key in pods else key for n in plan.new_nodes for key in n.pods
+        }
+        additions = group_additions(plan, ctx.config.instance_groups, pod_ids)
+        pools = {n.instance_group: n.node_pool for n in plan.new_nodes}
+        for_pods = {
+            n.instance_group: tuple(
+                p for m in plan.new_nodes if m.instance_group == n.instance_group for p in m.pods
+            )
+            for n in plan.new_nodes
+        }
+        refused = False
+        now = ctx.clock.now()
+        for request in batch_additions(ctx.config.cluster_name, additions):
+            try:
+                result = await ctx.backends.hyperpod.batch_add_nodes(request.body())
+            except BackendError as exc:
+                ctx.stats.counters["cloudprovider_errors"] += 1
+                ctx.log.warning("batch_add_failed", error=str(exc), code=exc.code, token=request.client_token)
+                if not exc.retryable:
+                    for entry in request.entries:
+                        group = ctx.groups.get(entry["InstanceGroupName"])
+                        zone = group.zones[0] if group and group.zones else ""
+                        ctx.unavailable.mark(entry["InstanceGroupName"], zone, now, f"refused: {exc.code}")
+                    refused = True
+                continue
+            ctx.stats.counters["batch_add_calls"] += 1
+            refused |= self._record(result, pools, for_pods, now)
+        return refused
+
+    def _record(
+        self, result: AddResult, pools: dict[str, str], for_pods: dict[str, tuple[str, ...]], now: float
+    ) -> bool:
+        ctx = self.ctx
+        for added in result.successful:
+            if added.logical_id not in ctx.inflight:
+                ctx.inflight[added.logical_id] = InFlight(
+                    added.logical_id,
+                    added.group,
+                    pools.get(added.group, ""),
+                    now,
+                    for_pods.get(added.group, ()),
+                )
+                ctx.stats.counters[f"nodes_created:{added.group}"] += 1
+        for group_name, count in _counts(result).items():
+            ctx.log.info("nodes_requested", group=group_name, count=count)
+        for failure in result.failed:
+            group = ctx.groups.get(failure.group)
+            zone = group.zones[0] if group and group.zones else ""
+            ctx.unavailable.mark(failure.group, zone, now, f"{failure.error_code}: {failure.message}")
+            ctx.log.warning(
+                "nodes_refused", group=failure.group, code=failure.error_code, count=failure.count
+            )
+        return bool(result.failed)
+
+    async def _report(self, plan: Plan) -> None:
+        """Tell users through pod Events what was decided (once per pod and decision)."""
+        ctx = self.ctx
+        decisions: dict[str, tuple[str, str, bool]] = {}
+        for node in plan.new_nodes:
+            for key in node.pods:
+                decisions[key] = (
+                    "Nominated",
+                    f"Pod should schedule on a new {node.instance_type} node in "
+                    f"{node.instance_group} ({node.zone}, {node.capacity_type})",
+                    False,
+                )
+        for name, keys in plan.inflight.items():
+            for key in keys:
+                decisions[key] = ("Nominated", f"Pod should schedule on in-flight node {name}", False)
+        for item in plan.unschedulable:
+            decisions[item.pod] = ("FailedScaling", item.reason, True)
+        for key, (reason, message, warning) in decisions.items():
+            if self._reported.get(key) == message:
+                continue
+            pod = ctx.cache.pods.get(key)
+            if pod is None:
+                continue
+            self._reported[key] = message
+            try:
+                await ctx.backends.kubernetes.record_event(pod, reason, message, warning=warning)
+            except BackendError as exc:
+                ctx.log.debug("event_failed", pod=key, error=str(exc))
+        if len(self._reported) > 4 * max(1, len(ctx.cache.pods)):
+            self._reported = {k: v for k, v in self._reported.items() if k in ctx.cache.pods}
+
+
+def _counts(result: AddResult) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for added in result.successful:
+        counts[added.group] = counts.get(added.group, 0) + 1
+    return counts

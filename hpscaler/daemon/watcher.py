@@ -1,0 +1,70 @@
+"""The pending-pod watcher: keeps the cluster cache current and opens batching windows."""
+
+from __future__ import annotations
+
+import anyio
+
+from hpscaler.backends.protocols import BackendError
+from hpscaler.backends.types import WatchKind
+from hpscaler.daemon.context import DaemonContext
+
+RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+async def run_watcher(ctx: DaemonContext) -> None:
+    """Consume the Kubernetes watch forever, re-listing after every lost stream."""
+    failures = 0
+    while True:
+        ctx.cache.begin_relist()
+        try:
+            async for event in ctx.backends.kubernetes.watch():
+                failures = 0
+                now = ctx.clock.now()
+                if ctx.cache.apply(event, now):
+                    ctx.batcher.trigger()
+                ctx.notify()
+                if event.kind is WatchKind.SYNCED:
+                    if not ctx.synced.is_set():
+                        ctx.log.info("cluster_synced", pods=len(ctx.cache.pods), nodes=len(ctx.cache.nodes))
+                    ctx.synced.set()
+                    _forget_gone(ctx)
+                elif event.pod is not None:
+                    _track_latency(
+                        ctx, event.kind, event.pod.key, event.pod.phase, bool(event.pod.node_name), now
+                    )
+                elif event.node is not None and event.kind is WatchKind.DELETED:
+                    _node_gone(ctx, event.node.name)
+        except BackendError as exc:
+            ctx.stats.counters["watch_errors"] += 1
+            ctx.log.warning("watch_lost", error=str(exc))
+        delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+        failures += 1
+        await anyio.sleep(delay)
+
+
+def _track_latency(
+    ctx: DaemonContext, kind: WatchKind, key: str, phase: str, bound: bool, now: float
+) -> None:
+    if kind is WatchKind.DELETED:
+        ctx.stats.first_pending.pop(key, None)
+        return
+    if bound and phase == "Running":
+        started = ctx.stats.first_pending.pop(key, None)
+        if started is not None:
+            ctx.stats.pending_to_running.append(now - started)
+    elif not bound:
+        ctx.stats.first_pending.setdefault(key, now)
+
+
+def _node_gone(ctx: DaemonContext, name: str) -> None:
+    ctx.disrupting.pop(name, None)
+    for key in [k for k, pod in ctx.displaced.items() if k not in ctx.cache.pods]:
+        ctx.displaced.pop(key, None)
+    # A node that vanished takes its pods; the controllers' replacements open a window anyway,
+    # but triggering now saves the wait for the first of them.
+    ctx.batcher.trigger()
+
+
+def _forget_gone(ctx: DaemonContext) -> None:
+    for name in [n for n in ctx.disrupting if n not in ctx.cache.nodes]:
+        _node_gone(ctx, name)

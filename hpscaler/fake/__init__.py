@@ -1,0 +1,46 @@
+"""In-memory fakes of every backend, sharing one virtual clock; they power tests and the simulator."""
+
+from hpscaler.fake.hyperpod import (
+    INSUFFICIENT_CAPACITY,
+    FakeHyperPod,
+    InstanceSpecLike,
+    MeterRecord,
+    Offering,
+    StaticSpec,
+    resolve_specs,
+)
+from hpscaler.fake.kubernetes import (
+    FakeKubernetes,
+    FaultInjector,
+    KubeCounters,
+    PodKill,
+    RecordedEvent,
+    Timers,
+    copy_node,
+    copy_pod,
+)
+from hpscaler.fake.signals import FakeInterruptionQueue, FakePlacementScores
+from hpscaler.fake.world import World, instance_group, node_name
+
+__all__ = [
+    "INSUFFICIENT_CAPACITY",
+    "FakeHyperPod",
+    "FakeInterruptionQueue",
+    "FakeKubernetes",
+    "FakePlacementScores",
+    "FaultInjector",
+    "InstanceSpecLike",
+    "KubeCounters",
+    "MeterRecord",
+    "Offering",
+    "PodKill",
+    "RecordedEvent",
+    "StaticSpec",
+    "Timers",
+    "World",
+    "copy_node",
+    "copy_pod",
+    "instance_group",
+    "node_name",
+    "resolve_specs",
+]

@@ -1,0 +1,573 @@
+"""An in-memory SageMaker HyperPod cluster in continuous provisioning mode, with Spot and metering.
+
+Continuous provisioning: BatchAddClusterNodes raises the target count and returns at once; nodes
+launch in the background, and a launch that finds no capacity fails and is retried until it
+succeeds or the node is deleted. Billing runs per instance from launch to shutdown.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import itertools
+import json
+import random
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Protocol, cast
+
+from hpscaler.backends.protocols import BackendError
+from hpscaler.backends.types import (
+    AddedNode,
+    AddFailure,
+    AddResult,
+    ClusterDescription,
+    ClusterEvent,
+    DeleteFailure,
+    DeleteResult,
+    HyperPodNode,
+    InterruptionKind,
+    InterruptionMessage,
+    NodeStatus,
+)
+from hpscaler.clock import Clock
+from hpscaler.fake.kubernetes import FaultInjector, Timers
+from hpscaler.fake.signals import FakeInterruptionQueue
+from hpscaler.model import CapacityType, InstanceGroup
+from hpscaler.provisioning.batching import MAX_GROUPS_PER_CALL, MAX_LOGICAL_IDS_PER_DELETE, MAX_NODES_PER_CALL
+
+TOKEN_TTL_SECONDS = 8 * 3600.0
+INSUFFICIENT_CAPACITY = "InsufficientInstanceCapacity"
+Offering = tuple[str, str, CapacityType]  # instance type, zone (name or id), capacity type
+_BODY_KEYS = {"ClusterName", "ClientToken", "NodesToAdd"}
+_ENTRY_KEYS = {"InstanceGroupName", "IncrementTargetCountBy", "AvailabilityZones", "InstanceTypes"}
+
+
+class InstanceSpecLike(Protocol):
+    """What the fakes need of a catalogue `InstanceSpec`."""
+
+    def allocatable(self) -> dict[str, int]:
+        """Allocatable resources of a node of this type, canonical units."""
+        ...
+
+    def labels(self) -> dict[str, str]:
+        """Well-known labels a node of this type carries."""
+        ...
+
+    def price(self, capacity_type: CapacityType) -> float:
+        """USD per hour."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StaticSpec:
+    """Instance type facts given directly, for tests that must not depend on the catalogue."""
+
+    resources: Mapping[str, int]
+    on_demand_price: float
+    spot_price: float
+    extra_labels: Mapping[str, str] = field(default_factory=dict)
+
+    def allocatable(self) -> dict[str, int]:
+        """The resources given."""
+        return dict(self.resources)
+
+    def labels(self) -> dict[str, str]:
+        """The labels given."""
+        return dict(self.extra_labels)
+
+    def price(self, capacity_type: CapacityType) -> float:
+        """The price given for the capacity type."""
+        return self.spot_price if capacity_type == CapacityType.SPOT else self.on_demand_price
+
+
+def resolve_specs(
+    instance_types: Sequence[str], specs: Mapping[str, InstanceSpecLike] | None = None
+) -> dict[str, InstanceSpecLike]:
+    """Specs for every type: the injected ones first, the rest from `hpscaler.catalogue`."""
+    resolved: dict[str, InstanceSpecLike] = dict(specs or {})
+    missing = sorted({t for t in instance_types if t not in resolved})
+    if missing:
+        try:
+            catalogue = importlib.import_module("hpscaler.catalogue").load_catalogue()
+        except (ImportError, AttributeError) as error:
+            raise ValueError(f"no spec for {missing} and no catalogue ({error}); pass specs=") from error
+        for name in missing:
+            spec = catalogue.get(name)
+            if spec is None:
+                raise ValueError(f"instance type {name} is not in the catalogue; pass specs=")
+            resolved[name] = cast(InstanceSpecLike, spec)
+    return resolved
+
+
+@dataclass(slots=True)
+class MeterRecord:
+    """Billing of one instance: from launch until it shuts down or terminates."""
+
+    logical_id: str
+    instance_id: str
+    group: str
+    instance_type: str
+    zone: str
+    capacity_type: CapacityType
+    price_per_hour: float
+    on_demand_price_per_hour: float
+    start: float
+    end: float | None = None
+    end_reason: str = ""
+
+    def seconds(self, now: float) -> float:
+        """Billed seconds so far."""
+        return (self.end if self.end is not None else now) - self.start
+
+
+@dataclass(slots=True)
+class _Node:
+    logical_id: str
+    group: str
+    capacity_type: CapacityType
+    instance_types: tuple[str, ...]  # allowed, in preference order
+    zones: tuple[str, ...]
+    status: NodeStatus = NodeStatus.PENDING
+    instance_id: str = ""
+    instance_type: str = ""
+    zone: str = ""
+    launch_time: float = 0.0
+    message: str = ""
+    attempt: int = 0  # stale timers compare it and do nothing
+    meter: MeterRecord | None = None
+    interrupted: bool = False
+
+    def view(self) -> HyperPodNode:
+        return HyperPodNode(
+            self.logical_id,
+            self.group,
+            self.status,
+            self.instance_id,
+            self.instance_type,
+            self.zone,
+            self.capacity_type,
+            self.launch_time,
+            self.message,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _TokenUse:
+    time: float
+    fingerprint: str
+    added: tuple[tuple[str, str], ...]  # (logical id, group)
+    failed: tuple[AddFailure, ...]
+
+
+class FakeHyperPod:
+    """In-memory `HyperPodCluster`; `run()` drives launches, retries and shutdowns."""
+
+    def __init__(
+        self,
+        cluster_name: str,
+        groups: Sequence[InstanceGroup],
+        clock: Clock,
+        *,
+        capacity: Mapping[Offering, int | None] | None = None,
+        specs: Mapping[str, InstanceSpecLike] | None = None,
+        interruptions: FakeInterruptionQueue | None = None,
+        launch_seconds: float = 90.0,
+        join_seconds: float = 30.0,
+        retry_seconds: float = 60.0,
+        shutdown_seconds: float = 30.0,
+        notice_seconds: float = 120.0,
+        state_change_messages: bool = True,
+        seed: int = 0,
+        timers: Timers | None = None,
+    ) -> None:
+        self.cluster_name = cluster_name
+        self.clock = clock
+        self.timers = timers or Timers()
+        self.faults = FaultInjector()
+        self.interruptions = interruptions or FakeInterruptionQueue()
+        self.launch_seconds = launch_seconds
+        self.join_seconds = join_seconds  # used by the World to make the K8s node Ready
+        self.retry_seconds = retry_seconds
+        self.shutdown_seconds = shutdown_seconds
+        self.notice_seconds = notice_seconds
+        self.state_change_messages = state_change_messages
+        self.specs = resolve_specs([t for g in groups for t in g.instance_types], specs)
+        self.calls: Counter[str] = Counter()
+        self.add_bodies: list[dict[str, object]] = []
+        self.delete_requests: list[tuple[str, ...]] = []
+        self.launched: Counter[tuple[str, CapacityType]] = Counter()
+        self.on_running: list[Callable[[HyperPodNode], None]] = []
+        self.on_gone: list[Callable[[HyperPodNode, str], None]] = []
+        self._groups = {g.name: g for g in groups}
+        self._targets = {g.name: 0 for g in groups}
+        self._capacity: dict[Offering, int | None] = dict(capacity or {})
+        self._nodes: dict[str, _Node] = {}
+        self._tokens: dict[str, _TokenUse] = {}
+        self._events: list[ClusterEvent] = []
+        self._meters: list[MeterRecord] = []
+        self._rng = random.Random(seed)
+        self._ids = itertools.count(1)
+        self._event_ids = itertools.count(1)
+        for group in groups:
+            if not group.zones:
+                raise ValueError(f"instance group {group.name} needs at least one zone to launch in")
+            # As CreateCluster with InstanceCount: the initial nodes launch like any other.
+            self._add(group, group.target_count, group.instance_types, group.zones)
+
+    async def run(self) -> None:
+        """Launch, retry and shut down nodes as their timers fall due, until cancelled."""
+        await self.timers.run()
+
+    # --- the HyperPodCluster interface ---------------------------------------------------------
+
+    async def describe_cluster(self) -> ClusterDescription:
+        """Groups with CurrentCount (Running nodes) and TargetCount."""
+        self.calls["describe_cluster"] += 1
+        self.faults.check("describe_cluster")
+        return ClusterDescription(self.cluster_name, tuple(self.groups()))
+
+    async def list_nodes(self) -> Sequence[HyperPodNode]:
+        """Every node not yet removed, in creation order."""
+        self.calls["list_nodes"] += 1
+        self.faults.check("list_nodes")
+        return self.nodes()
+
+    async def list_events(self, since: float) -> Sequence[ClusterEvent]:
+        """Events strictly newer than `since`."""
+        self.calls["list_events"] += 1
+        self.faults.check("list_events")
+        return [e for e in self._events if e.time > since]
+
+    async def batch_add_nodes(self, body: Mapping[str, object]) -> AddResult:
+        """Validate, replay an idempotent token, or raise target counts and queue new nodes."""
+        self.calls["batch_add_nodes"] += 1
+        self.add_bodies.append(copy.deepcopy(dict(body)))
+        self.faults.check("batch_add_nodes")
+        entries = self._validate_add(body)
+        now = self.clock.now()
+        token = body.get("ClientToken")
+        fingerprint = json.dumps(body, sort_keys=True, default=str)
+        if isinstance(token, str):
+            used = self._tokens.get(token)
+            if used is not None and now - used.time < TOKEN_TTL_SECONDS:
+                if used.fingerprint != fingerprint:
+                    raise BackendError(
+                        "ClientToken reused with different parameters",
+                        retryable=False,
+                        code="IdempotentParameterMismatch",
+                    )
+                return AddResult(tuple(AddedNode(i, g, self._status(i)) for i, g in used.added), used.failed)
+        added: list[tuple[str, str]] = []
+        failed: list[AddFailure] = []
+        for name, count, types, zones in entries:
+            group = self._groups.get(name)
+            if group is None:
+                failed.append(AddFailure(name, "InstanceGroupNotFound", count, f"no instance group {name}"))
+            elif group.status != "InService":
+                failed.append(
+                    AddFailure(name, "InvalidInstanceGroupStatus", count, f"group is {group.status}")
+                )
+            else:
+                added.extend((i, name) for i in self._add(group, count, types, zones))
+        if isinstance(token, str):
+            self._tokens[token] = _TokenUse(now, fingerprint, tuple(added), tuple(failed))
+        return AddResult(tuple(AddedNode(i, g, NodeStatus.PENDING) for i, g in added), tuple(failed))
+
+    async def batch_delete_nodes(self, logical_ids: Sequence[str]) -> DeleteResult:
+        """ShuttingDown at once (billing stops, target drops), removed after `shutdown_seconds`."""
+        self.calls["batch_delete_nodes"] += 1
+        self.delete_requests.append(tuple(logical_ids))
+        self.faults.check("batch_delete_nodes")
+        if not 1 <= len(logical_ids) <= MAX_LOGICAL_IDS_PER_DELETE:
+            raise BackendError(
+                f"NodeLogicalIds must hold 1-{MAX_LOGICAL_IDS_PER_DELETE} ids, got {len(logical_ids)}",
+                retryable=False,
+                code="ValidationException",
+            )
+        deleted: list[str] = []
+        failed: list[DeleteFailure] = []
+        for logical_id in logical_ids:
+            node = self._nodes.get(logical_id)
+            if node is None:
+                failed.append(DeleteFailure(logical_id, "NodeIdNotFound", f"node {logical_id} not found"))
+                continue
+            deleted.append(logical_id)
+            if node.status == NodeStatus.SHUTTING_DOWN:
+                continue
+            node.status, node.message = NodeStatus.SHUTTING_DOWN, ""
+            node.attempt += 1
+            self._targets[node.group] -= 1
+            self._stop_billing(node, "deleted")
+            self.timers.call_later(self.shutdown_seconds, partial(self._finish, logical_id, "deleted"))
+        return DeleteResult(tuple(deleted), tuple(failed))
+
+    # --- test-, world- and simulator-facing methods --------------------------------------------
+
+    def groups(self) -> list[InstanceGroup]:
+        """Instance groups with their live current and target counts."""
+        running = Counter(n.group for n in self._nodes.values() if n.status == NodeStatus.RUNNING)
+        return [
+            replace(g, current_count=running[g.name], target_count=self._targets[g.name])
+            for g in self._groups.values()
+        ]
+
+    def group(self, name: str) -> InstanceGroup:
+        """One group as configured."""
+        return self._groups[name]
+
+    def nodes(self) -> list[HyperPodNode]:
+        """Every node not yet removed, in creation order (no API call counted)."""
+        return [n.view() for n in self._nodes.values()]
+
+    def node_by_instance(self, instance_id: str) -> HyperPodNode | None:
+        """The node an instance backs, if it is still there."""
+        node = self._by_instance(instance_id)
+        return node.view() if node else None
+
+    def events(self) -> list[ClusterEvent]:
+        """All cluster events so far."""
+        return list(self._events)
+
+    def set_capacity(
+        self, instance_type: str, zone: str, capacity_type: CapacityType, count: int | None
+    ) -> None:
+        """Limit concurrently running instances of an offering (None: unlimited)."""
+        self._capacity[(instance_type, zone, capacity_type)] = count
+
+    def interrupt(self, instance_id: str, *, notice: bool = True) -> None:
+        """Reclaim a Spot instance: a 2-minute notice then termination, or termination right away."""
+        node = self._by_instance(instance_id)
+        if node is None:
+            raise ValueError(f"no live instance {instance_id}")
+        if node.interrupted:
+            return
+        node.interrupted = True
+        if not notice:
+            self._terminate(node.logical_id, "spot-interruption")
+            return
+        now = self.clock.now()
+        self.interruptions.put(
+            InterruptionMessage(
+                self.interruptions.new_id(),
+                InterruptionKind.SPOT_INTERRUPTION,
+                instance_id,
+                now,
+                deadline=now + self.notice_seconds,
+            )
+        )
+        self.timers.call_later(
+            self.notice_seconds, partial(self._terminate, node.logical_id, "spot-interruption")
+        )
+
+    def rebalance(self, instance_id: str) -> None:
+        """A rebalance recommendation: a message only, the instance stays."""
+        self.interruptions.put(
+            InterruptionMessage(
+                self.interruptions.new_id(), InterruptionKind.REBALANCE, instance_id, self.clock.now()
+            )
+        )
+
+    def meter_records(self) -> list[MeterRecord]:
+        """Copies of every instance's billing record, in launch order."""
+        return [replace(m) for m in self._meters]
+
+    def cost(self) -> float:
+        """USD billed so far at each instance's own price."""
+        now = self.clock.now()
+        return sum(m.seconds(now) * m.price_per_hour for m in self._meters) / 3600.0
+
+    def on_demand_equivalent_cost(self) -> float:
+        """What the same instance-seconds would have cost On-Demand."""
+        now = self.clock.now()
+        return sum(m.seconds(now) * m.on_demand_price_per_hour for m in self._meters) / 3600.0
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _validate_add(
+        self, body: Mapping[str, object]
+    ) -> list[tuple[str, int, tuple[str, ...], tuple[str, ...]]]:
+        def invalid(message: str) -> BackendError:
+            return BackendError(message, retryable=False, code="ValidationException")
+
+        if unknown := set(body) - _BODY_KEYS:
+            raise invalid(f"unknown parameters {sorted(unknown)}")
+        cluster = body.get("ClusterName")
+        if not isinstance(cluster, str) or cluster.rsplit("/", 1)[-1] != self.cluster_name:
+            raise invalid(f"ClusterName {cluster!r} does not name cluster {self.cluster_name}")
+        token = body.get("ClientToken")
+        if token is not None and (
+            not isinstance(token, str)
+            or not 1 <= len(token) <= 64
+            or not (token.isascii() and token.isprintable())
+        ):
+            raise invalid("ClientToken must be 1-64 printable ASCII characters")
+        entries = body.get("NodesToAdd")
+        if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_GROUPS_PER_CALL:
+            raise invalid(f"NodesToAdd must hold 1-{MAX_GROUPS_PER_CALL} entries")
+        parsed: list[tuple[str, int, tuple[str, ...], tuple[str, ...]]] = []
+        for entry in entries:
+            if not isinstance(entry, dict) or set(entry) - _ENTRY_KEYS:
+                raise invalid(f"bad NodesToAdd entry {entry!r}")
+            name, count = entry.get("InstanceGroupName"), entry.get("IncrementTargetCountBy")
+            if not isinstance(name, str) or not name:
+                raise invalid("InstanceGroupName is required")
+            if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_NODES_PER_CALL:
+                raise invalid(f"IncrementTargetCountBy must be 1-{MAX_NODES_PER_CALL}, got {count!r}")
+            group = self._groups.get(name)
+            types = _string_list(entry.get("InstanceTypes"), group.instance_types if group else (), invalid)
+            zones = _string_list(entry.get("AvailabilityZones"), group.zones if group else (), invalid)
+            if group is not None:
+                if set(types) - set(group.instance_types):
+                    raise invalid(f"InstanceTypes {types} not all in group {name}")
+                known = set(group.zones) | set(group.zone_ids)
+                if set(zones) - known:
+                    raise invalid(f"AvailabilityZones {zones} not all in group {name}")
+                zones = tuple(self._zone_name(group, z) for z in zones)
+            parsed.append((name, count, types, zones))
+        if sum(count for _, count, _, _ in parsed) > MAX_NODES_PER_CALL:
+            raise invalid(f"at most {MAX_NODES_PER_CALL} nodes per call")
+        return parsed
+
+    def _add(self, group: InstanceGroup, count: int, types: Sequence[str], zones: Sequence[str]) -> list[str]:
+        ids: list[str] = []
+        for _ in range(count):
+            logical_id = f"{group.name}-{next(self._ids)}"
+            node = _Node(logical_id, group.name, group.capacity_type, tuple(types), tuple(zones))
+            self._nodes[logical_id] = node
+            self._schedule_launch(node, self.launch_seconds)
+            ids.append(logical_id)
+        self._targets[group.name] += count
+        return ids
+
+    def _schedule_launch(self, node: _Node, delay: float) -> None:
+        node.attempt += 1
+        self.timers.call_later(delay, partial(self._launch, node.logical_id, node.attempt))
+
+    def _launch(self, logical_id: str, attempt: int) -> None:
+        node = self._nodes.get(logical_id)
+        if node is None or node.attempt != attempt or node.status != NodeStatus.PENDING:
+            return
+        now = self.clock.now()
+        offering = next(
+            ((t, z) for t in node.instance_types for z in node.zones if self._has_room(t, z, node)), None
+        )
+        if offering is None:
+            node.status, node.message = NodeStatus.FAILURE, INSUFFICIENT_CAPACITY
+            kinds = "/".join(node.instance_types)
+            self._event(
+                node.group,
+                "",
+                "Error",
+                f"Node {logical_id} failed to launch {kinds} ({node.capacity_type}) in "
+                f"{'/'.join(node.zones)}: {INSUFFICIENT_CAPACITY}. Retrying.",
+            )
+            node.attempt += 1
+            self.timers.call_later(self.retry_seconds, partial(self._retry, logical_id, node.attempt))
+            return
+        node.instance_type, node.zone = offering
+        node.instance_id = self._new_instance_id()
+        node.status, node.message, node.launch_time = NodeStatus.RUNNING, "", now
+        spec = self.specs[node.instance_type]
+        node.meter = MeterRecord(
+            logical_id,
+            node.instance_id,
+            node.group,
+            node.instance_type,
+            node.zone,
+            node.capacity_type,
+            spec.price(node.capacity_type),
+            spec.price(CapacityType.ON_DEMAND),
+            now,
+        )
+        self._meters.append(node.meter)
+        self.launched[(node.group, node.capacity_type)] += 1
+        self._event(node.group, node.instance_id, "Info", f"Node {logical_id} is Running in {node.zone}")
+        for callback in self.on_running:
+            callback(node.view())
+
+    def _retry(self, logical_id: str, attempt: int) -> None:
+        node = self._nodes.get(logical_id)
+        if node is not None and node.attempt == attempt and node.status == NodeStatus.FAILURE:
+            node.status = NodeStatus.PENDING
+            self._schedule_launch(node, self.launch_seconds)
+
+    def _terminate(self, logical_id: str, reason: str) -> None:
+        node = self._nodes.get(logical_id)
+        if node is None:
+            return
+        if node.status != NodeStatus.SHUTTING_DOWN:
+            self._targets[node.group] -= 1
+        self._stop_billing(node, reason)
+        self._event(node.group, node.instance_id, "Warning", f"Node {logical_id} terminated: {reason}")
+        if self.state_change_messages and node.instance_id:
+            self.interruptions.put(
+                InterruptionMessage(
+                    self.interruptions.new_id(),
+                    InterruptionKind.STATE_CHANGE,
+                    node.instance_id,
+                    self.clock.now(),
+                    state="terminated",
+                )
+            )
+        self._finish(logical_id, reason)
+
+    def _finish(self, logical_id: str, reason: str) -> None:
+        node = self._nodes.pop(logical_id, None)
+        if node is None:
+            return
+        view = node.view()
+        for callback in self.on_gone:
+            callback(view, reason)
+
+    def _stop_billing(self, node: _Node, reason: str) -> None:
+        if node.meter is not None and node.meter.end is None:
+            node.meter.end, node.meter.end_reason = self.clock.now(), reason
+
+    def _has_room(self, instance_type: str, zone: str, node: _Node) -> bool:
+        group = self._groups[node.group]
+        keys = [(instance_type, zone, node.capacity_type)]
+        if zone in group.zones and len(group.zone_ids) == len(group.zones):
+            keys.append((instance_type, group.zone_ids[group.zones.index(zone)], node.capacity_type))
+        limit = next((self._capacity[k] for k in keys if k in self._capacity), None)
+        if limit is None:
+            return True
+        # An instance holds its capacity until it is gone, including while it shuts down.
+        holding = sum(
+            1
+            for n in self._nodes.values()
+            if n.instance_id
+            and (n.instance_type, n.zone, n.capacity_type) == (instance_type, zone, node.capacity_type)
+        )
+        return holding < limit
+
+    def _zone_name(self, group: InstanceGroup, zone: str) -> str:
+        if zone in group.zone_ids and len(group.zone_ids) == len(group.zones):
+            return group.zones[group.zone_ids.index(zone)]
+        return zone
+
+    def _new_instance_id(self) -> str:
+        return f"i-{self._rng.getrandbits(68):017x}"
+
+    def _by_instance(self, instance_id: str) -> _Node | None:
+        return next((n for n in self._nodes.values() if instance_id and n.instance_id == instance_id), None)
+
+    def _status(self, logical_id: str) -> NodeStatus:
+        node = self._nodes.get(logical_id)
+        return node.status if node else NodeStatus.NOT_FOUND
+
+    def _event(self, group: str, instance_id: str, level: str, description: str) -> None:
+        event_id = f"evt-{next(self._event_ids):06d}"
+        self._events.append(ClusterEvent(event_id, self.clock.now(), group, instance_id, level, description))
+
+
+def _string_list(
+    value: object, default: Sequence[str], invalid: Callable[[str], BackendError]
+) -> tuple[str, ...]:
+    if value is None:
+        return tuple(default)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise invalid(f"expected a non-empty list of strings, got {value!r}")
+    return tuple(value)

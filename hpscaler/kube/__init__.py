@@ -1,0 +1,1 @@
+"""Adapters from Kubernetes objects (manifests and API JSON) to `hpscaler.model`."""

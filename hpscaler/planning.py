@@ -1,0 +1,118 @@
+"""`hpscaler plan`: the scheduler's decision for given pods, as JSON for scripts or a table for people."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hpscaler.model import InstanceGroup, Node, Pod
+from hpscaler.provisioning.batching import GroupAddition, batch_additions
+from hpscaler.quantity import format_resource
+from hpscaler.scheduling.scheduler import solve
+from hpscaler.scheduling.types import Plan, SchedulingInput
+
+
+def group_additions(
+    plan: Plan, groups: Sequence[InstanceGroup], pod_ids: Mapping[str, str]
+) -> list[GroupAddition]:
+    """Turn the plan's new nodes into per-group additions, remembering which pods they are for."""
+    by_name = {g.name: g for g in groups}
+    counts: dict[str, int] = {}
+    reasons: dict[str, list[str]] = {}
+    for node in plan.new_nodes:
+        counts[node.instance_group] = counts.get(node.instance_group, 0) + 1
+        reasons.setdefault(node.instance_group, []).extend(pod_ids.get(p, p) for p in node.pods)
+    additions = []
+    for name, count in sorted(counts.items()):
+        group = by_name.get(name)
+        additions.append(
+            GroupAddition(
+                group=name,
+                count=count,
+                zones=group.zones if group else (),
+                instance_types=group.instance_types if group else (),
+                reasons=tuple(reasons[name]),
+            )
+        )
+    return additions
+
+
+def plan_pods(
+    *,
+    cluster: str,
+    pods: Sequence[Pod],
+    nodes: Sequence[Node],
+    daemonsets: Sequence[Pod],
+    inp_base: SchedulingInput,
+) -> tuple[Plan, list[dict[str, Any]]]:
+    """Solve for `pods` on `nodes` and derive the exact BatchAddClusterNodes bodies."""
+    inp = SchedulingInput(
+        pods=pods,
+        nodes=nodes,
+        daemonsets=daemonsets,
+        node_pools=inp_base.node_pools,
+        node_classes=inp_base.node_classes,
+        groups=inp_base.groups,
+        catalogue=inp_base.catalogue,
+        placement_scores=inp_base.placement_scores,
+        unavailable=inp_base.unavailable,
+        region=inp_base.region,
+    )
+    plan = solve(inp)
+    pod_ids = {p.key: p.uid or p.key for p in pods}
+    requests = batch_additions(cluster, group_additions(plan, inp.groups, pod_ids))
+    return plan, [r.body() for r in requests]
+
+
+def plan_to_json(plan: Plan, requests: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The stable JSON contract of `hpscaler plan --output json`."""
+    return {
+        "newNodes": [
+            {
+                "name": n.name,
+                "nodePool": n.node_pool,
+                "instanceGroup": n.instance_group,
+                "instanceType": n.instance_type,
+                "zone": n.zone,
+                "capacityType": n.capacity_type.value,
+                "pricePerHour": round(n.price_per_hour, 6),
+                "allocatable": {k: format_resource(k, v) for k, v in sorted(n.allocatable.items())},
+                "pods": list(n.pods),
+            }
+            for n in plan.new_nodes
+        ],
+        "existingNodes": [{"name": name, "pods": pods} for name, pods in sorted(plan.existing.items())],
+        "unschedulable": [{"pod": u.pod, "reason": u.reason} for u in plan.unschedulable],
+        "batchAddClusterNodes": list(requests),
+        "costPerHour": round(plan.cost_per_hour, 6),
+    }
+
+
+def plan_to_table(plan: Plan, requests: Sequence[dict[str, Any]]) -> str:
+    """A readable summary of the plan."""
+    lines: list[str] = []
+    if plan.new_nodes:
+        lines.append(f"New nodes ({len(plan.new_nodes)}, ${plan.cost_per_hour:.2f}/h):")
+        header = f"  {'NAME':<32} {'GROUP':<28} {'TYPE':<18} {'ZONE':<12} {'CAPACITY':<10} {'PODS':>5}"
+        lines.append(header)
+        for n in plan.new_nodes:
+            lines.append(
+                f"  {n.name:<32} {n.instance_group:<28} {n.instance_type:<18} {n.zone:<12} "
+                f"{n.capacity_type.value:<10} {len(n.pods):>5}"
+            )
+    else:
+        lines.append("New nodes: none")
+    if plan.existing:
+        lines.append(f"Existing nodes taking pods ({len(plan.existing)}):")
+        lines.extend(f"  {name}: {len(pods)} pods" for name, pods in sorted(plan.existing.items()))
+    if plan.unschedulable:
+        lines.append(f"Unschedulable pods ({len(plan.unschedulable)}):")
+        lines.extend(f"  {u.pod}: {u.reason}" for u in plan.unschedulable)
+    if requests:
+        lines.append(f"BatchAddClusterNodes calls ({len(requests)}):")
+        for body in requests:
+            parts = ", ".join(
+                f"{e['InstanceGroupName']} +{e['IncrementTargetCountBy']}" for e in body["NodesToAdd"]
+            )
+            lines.append(f"  {body['ClientToken']}: {parts}")
+    return "\n".join(lines)

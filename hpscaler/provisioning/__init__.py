@@ -1,0 +1,1 @@
+"""Pure provisioning decisions: API request batching and launch review."""

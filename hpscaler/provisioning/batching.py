@@ -1,0 +1,106 @@
+"""Cut node additions into `BatchAddClusterNodes` requests within the API's limits.
+
+One request adds nodes to at most 5 instance groups and at most 50 nodes in total. A group that
+needs more is split over several requests. Each request carries a `ClientToken` derived from what
+it asks for and why (the pods it is for), so a daemon that restarts and recomputes the same plan
+sends the same token and HyperPod replays the earlier answer instead of adding nodes twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_GROUPS_PER_CALL = 5
+MAX_NODES_PER_CALL = 50
+MAX_LOGICAL_IDS_PER_DELETE = 99
+
+
+@dataclass(frozen=True, slots=True)
+class GroupAddition:
+    """Nodes wanted in one instance group, and the pods they are for."""
+
+    group: str
+    count: int
+    zones: tuple[str, ...] = ()  # only sent for groups spanning several zones
+    instance_types: tuple[str, ...] = ()  # only sent for flexible groups
+    reasons: tuple[str, ...] = ()  # pod keys or uids; they make the ClientToken
+
+
+@dataclass(slots=True)
+class AddRequest:
+    """One `BatchAddClusterNodes` call."""
+
+    cluster: str
+    client_token: str
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def node_count(self) -> int:
+        """Nodes this call adds."""
+        return sum(int(e["IncrementTargetCountBy"]) for e in self.entries)
+
+    def body(self) -> dict[str, Any]:
+        """The request parameters exactly as sent."""
+        return {"ClusterName": self.cluster, "ClientToken": self.client_token, "NodesToAdd": self.entries}
+
+
+def client_token(
+    cluster: str, entries: Sequence[dict[str, Any]], reasons: Sequence[str], salt: str = ""
+) -> str:
+    """A deterministic idempotency token (<= 64 printable characters, as the API requires)."""
+    payload = json.dumps([cluster, list(entries), sorted(reasons), salt], sort_keys=True)
+    return "hps-" + hashlib.sha256(payload.encode()).hexdigest()[:40]
+
+
+def batch_additions(
+    cluster: str,
+    additions: Sequence[GroupAddition],
+    *,
+    salt: str = "",
+    max_groups: int = MAX_GROUPS_PER_CALL,
+    max_nodes: int = MAX_NODES_PER_CALL,
+) -> list[AddRequest]:
+    """Pack additions into as few requests as the limits allow: ceil(nodes / 50) when groups allow."""
+    requests: list[AddRequest] = []
+    current: list[dict[str, Any]] = []
+    current_reasons: list[str] = []
+    nodes_in_call = 0
+
+    def close() -> None:
+        nonlocal current, current_reasons, nodes_in_call
+        if current:
+            token = client_token(cluster, current, current_reasons, salt)
+            requests.append(AddRequest(cluster, token, current))
+        current, current_reasons, nodes_in_call = [], [], 0
+
+    for addition in sorted(additions, key=lambda a: (-a.count, a.group)):
+        left = addition.count
+        reasons = list(addition.reasons)
+        while left > 0:
+            if nodes_in_call >= max_nodes or len(current) >= max_groups:
+                close()
+            take = min(left, max_nodes - nodes_in_call)
+            entry: dict[str, Any] = {"InstanceGroupName": addition.group, "IncrementTargetCountBy": take}
+            if len(addition.zones) > 1:
+                entry["AvailabilityZones"] = list(addition.zones)
+            if len(addition.instance_types) > 1:
+                entry["InstanceTypes"] = list(addition.instance_types)
+            current.append(entry)
+            # Each chunk's token covers the share of pods it was sized for.
+            share = max(1, round(len(reasons) * take / left)) if reasons else 0
+            current_reasons.extend(reasons[:share])
+            reasons = reasons[share:]
+            nodes_in_call += take
+            left -= take
+    close()
+    return requests
+
+
+def batch_deletions(logical_ids: Sequence[str], limit: int = MAX_LOGICAL_IDS_PER_DELETE) -> list[list[str]]:
+    """Split node logical ids into `BatchDeleteClusterNodes` calls of at most 99 ids."""
+    ids = sorted(set(logical_ids))
+    return [ids[i : i + limit] for i in range(0, len(ids), limit)]

@@ -1,0 +1,1 @@
+"""The pure core: requirement algebra, launch options, topology, packing, consolidation decisions."""

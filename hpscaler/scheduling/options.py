@@ -1,0 +1,169 @@
+"""Launch options: every (NodePool, instance group, instance type, zone) a new node could be.
+
+An option carries the node template the scheduler matches pods against (label value sets, taints,
+allocatable after DaemonSet overhead) and the facts ranking uses (capacity type, placement score,
+price, position in the NodeClass).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from hpscaler.catalogue import Catalogue, InstanceSpec
+from hpscaler.model import (
+    LABEL_CAPACITY_TYPE,
+    LABEL_INSTANCE_GROUP,
+    LABEL_NODEPOOL,
+    LABEL_REGION,
+    LABEL_ZONE,
+    LABEL_ZONE_ID,
+    PODS_RESOURCE,
+    CapacityType,
+    InstanceGroup,
+    NodeClass,
+    NodePool,
+    Pod,
+    Resources,
+    Taint,
+    fits,
+    sum_resources,
+    tolerates_all,
+)
+from hpscaler.scheduling.requirements import KeySets, first_conflict, key_sets, pod_terms
+
+SPOT_TIER = 0
+ON_DEMAND_TIER = 1
+
+
+@dataclass(slots=True)
+class Option:
+    """One way to launch a new node."""
+
+    index: int
+    node_pool: NodePool
+    group: InstanceGroup
+    spec: InstanceSpec
+    zone: str
+    zone_id: str
+    node_sets: KeySets  # what the node's labels may be
+    labels: dict[str, str]  # the labels the node will carry
+    taints: tuple[Taint, ...]
+    allocatable: Resources  # after kubelet reserve and DaemonSet overhead
+    capacity: Resources  # what NodePool limits count
+    price: float
+    score: float
+    class_position: int
+
+    @property
+    def capacity_type(self) -> CapacityType:
+        """Spot or On-Demand, fixed by the instance group."""
+        return self.group.capacity_type
+
+    def rank_key(self) -> tuple[int, int, float, float, int, str]:
+        """NodePool weight first, then Spot before On-Demand, placement score, price, NodeClass order."""
+        tier = SPOT_TIER if self.capacity_type is CapacityType.SPOT else ON_DEMAND_TIER
+        return (-self.node_pool.weight, tier, -self.score, self.price, self.class_position, self.spec.name)
+
+
+def _template_sets(
+    pool: NodePool, group: InstanceGroup, spec: InstanceSpec, zone: str, zone_id: str, region: str
+) -> tuple[KeySets, dict[str, str]]:
+    labels = spec.labels()
+    labels.update(
+        {
+            LABEL_ZONE: zone,
+            LABEL_CAPACITY_TYPE: group.capacity_type.value,
+            LABEL_NODEPOOL: pool.name,
+            LABEL_INSTANCE_GROUP: group.name,
+        }
+    )
+    if zone_id:
+        labels[LABEL_ZONE_ID] = zone_id
+    if region:
+        labels[LABEL_REGION] = region
+    labels.update(dict(group.labels))
+    labels.update(dict(pool.labels))
+    sets = key_sets(pool.requirements, labels)
+    # Keys the NodePool constrains but does not pin stay open: a pod may choose among them.
+    for key, allowed in sets.items():
+        if key not in labels:
+            value = allowed.pick()
+            if value is not None and allowed.values is not None and len(allowed.values) == 1:
+                labels[key] = value
+    return sets, labels
+
+
+def daemon_overhead(daemonsets: Sequence[Pod], sets: KeySets, taints: Sequence[Taint]) -> Resources:
+    """Requests of the DaemonSet pods that would land on a node of this template."""
+    selected = [
+        d.requests
+        for d in daemonsets
+        if tolerates_all(d.tolerations, taints) is None
+        and any(first_conflict(term, sets) is None for term in pod_terms(d))
+    ]
+    total = sum_resources(selected)
+    total[PODS_RESOURCE] = total.get(PODS_RESOURCE, 0) + len(selected)
+    return total
+
+
+def build_options(
+    node_pools: Sequence[NodePool],
+    node_classes: Sequence[NodeClass],
+    groups: Sequence[InstanceGroup],
+    catalogue: Catalogue,
+    daemonsets: Sequence[Pod],
+    placement_scores: Mapping[str, float],
+    region: str = "",
+) -> list[Option]:
+    """Every launch option whose template satisfies its NodePool's own requirements, ranked best first."""
+    classes = {c.name: c for c in node_classes}
+    by_name = {g.name: g for g in groups}
+    options: list[Option] = []
+    for pool in node_pools:
+        node_class = classes.get(pool.node_class)
+        if node_class is None:
+            continue
+        for position, group_name in enumerate(node_class.instance_groups):
+            group = by_name.get(group_name)
+            if group is None or group.status not in ("InService", "Updating", ""):
+                continue
+            for type_name in group.instance_types:
+                if type_name not in catalogue:
+                    continue
+                spec = catalogue.get(type_name)
+                zone_ids = group.zone_ids or ("",) * len(group.zones)
+                for zone, zone_id in zip(group.zones, zone_ids, strict=False):
+                    sets, labels = _template_sets(pool, group, spec, zone, zone_id, region)
+                    if any(s.is_empty() for s in sets.values()):
+                        continue  # the NodePool's requirements exclude this offering
+                    taints = (*pool.taints, *group.taints)
+                    overhead = daemon_overhead(daemonsets, sets, taints)
+                    allocatable = {
+                        name: amount - overhead.get(name, 0) for name, amount in spec.allocatable().items()
+                    }
+                    if not fits(overhead, spec.allocatable()):
+                        continue
+                    score = placement_scores.get(zone, placement_scores.get(zone_id, 0.0))
+                    options.append(
+                        Option(
+                            index=0,
+                            node_pool=pool,
+                            group=group,
+                            spec=spec,
+                            zone=zone,
+                            zone_id=zone_id,
+                            node_sets=sets,
+                            labels=labels,
+                            taints=taints,
+                            allocatable=allocatable,
+                            capacity=spec.capacity(),
+                            price=spec.price(group.capacity_type),
+                            score=score if group.capacity_type is CapacityType.SPOT else 0.0,
+                            class_position=position,
+                        )
+                    )
+    options.sort(key=Option.rank_key)
+    for index, option in enumerate(options):
+        option.index = index
+    return options

@@ -1,0 +1,195 @@
+"""Topology bookkeeping: spread constraints and required pod (anti-)affinity, by zone or hostname.
+
+Pods are counted per topology group (topology key, label selector, namespaces) and per domain
+(the node's value of the key). Every pod class (pods with the same labels and constraints) is
+compiled once into the groups it increments and the checks it must pass, so a placement check is a
+handful of dictionary lookups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from hpscaler.model import LabelSelector, Pod, PodAffinityTerm
+
+GroupKey = tuple[str, LabelSelector, tuple[str, ...]]
+
+
+@dataclass(slots=True)
+class TopologyGroup:
+    """Counts of the pods a selector matches, per domain of one topology key."""
+
+    key: str
+    selector: LabelSelector
+    namespaces: tuple[str, ...]
+    counts: dict[str, int] = field(default_factory=dict)
+    total: int = 0
+    # Pods that carry an anti-affinity term of this group, per domain: they repel matching pods.
+    owners: dict[str, int] = field(default_factory=dict)
+
+    def selects(self, namespace: str, labels: Mapping[str, str]) -> bool:
+        """Whether a pod in `namespace` with `labels` counts in this group."""
+        return namespace in self.namespaces and self.selector.matches(labels)
+
+
+@dataclass(slots=True)
+class SpreadCheck:
+    """One DoNotSchedule spread constraint of a pod class."""
+
+    group: TopologyGroup
+    max_skew: int
+    self_match: bool
+    domains: tuple[str, ...] = ()  # eligible zones; empty for hostname spread
+
+
+@dataclass(slots=True)
+class ClassTopology:
+    """What placing one pod of a class checks and changes."""
+
+    increments: list[TopologyGroup] = field(default_factory=list)
+    owns: list[TopologyGroup] = field(default_factory=list)
+    spreads: list[SpreadCheck] = field(default_factory=list)
+    anti: list[TopologyGroup] = field(default_factory=list)
+    affinity: list[tuple[TopologyGroup, bool]] = field(default_factory=list)
+    repelled_by: list[TopologyGroup] = field(default_factory=list)
+
+    @property
+    def constrained(self) -> bool:
+        """Whether any check applies (unconstrained classes skip the per-placement work)."""
+        return bool(self.spreads or self.anti or self.affinity or self.repelled_by)
+
+    @property
+    def zonal(self) -> bool:
+        """Whether a zone-keyed check applies (the choice of zone for a new node matters)."""
+        return any(s.group.key != HOSTNAME for s in self.spreads) or any(
+            g.key != HOSTNAME for g in (*self.anti, *(a for a, _ in self.affinity))
+        )
+
+
+HOSTNAME = "kubernetes.io/hostname"
+
+
+class Topology:
+    """All topology groups of one scheduling round."""
+
+    def __init__(self) -> None:
+        self._groups: dict[GroupKey, TopologyGroup] = {}
+        self._anti_groups: list[TopologyGroup] = []
+
+    def group(self, key: str, selector: LabelSelector, namespaces: tuple[str, ...]) -> TopologyGroup:
+        """The group for (key, selector, namespaces), created on first use."""
+        gkey = (key, selector, namespaces)
+        found = self._groups.get(gkey)
+        if found is None:
+            found = self._groups[gkey] = TopologyGroup(key, selector, namespaces)
+        return found
+
+    def _term_group(self, pod: Pod, term: PodAffinityTerm) -> TopologyGroup:
+        return self.group(term.topology_key, term.selector, term.namespaces or (pod.namespace,))
+
+    def register(self, pod: Pod) -> None:
+        """Create the groups a pod's constraints refer to (call for every pod before compiling)."""
+        for spread in pod.topology_spread:
+            if spread.when_unsatisfiable == "DoNotSchedule":
+                self.group(spread.topology_key, spread.selector, (pod.namespace,))
+        for term in pod.pod_affinity:
+            self._term_group(pod, term)
+        for term in pod.pod_anti_affinity:
+            group = self._term_group(pod, term)
+            if group not in self._anti_groups:
+                self._anti_groups.append(group)
+
+    def compile(self, pod: Pod, zones: Iterable[str]) -> ClassTopology:
+        """The checks and counters for pods like `pod`, which may go to `zones`."""
+        compiled = ClassTopology()
+        for group in self._groups.values():
+            if group.selects(pod.namespace, pod.labels):
+                compiled.increments.append(group)
+        for anti_group in self._anti_groups:
+            if anti_group.selects(pod.namespace, pod.labels):
+                compiled.repelled_by.append(anti_group)
+        zone_domains = tuple(sorted(set(zones)))
+        for spread in pod.topology_spread:
+            if spread.when_unsatisfiable != "DoNotSchedule":
+                continue  # ScheduleAnyway is a preference
+            group = self.group(spread.topology_key, spread.selector, (pod.namespace,))
+            domains = () if spread.topology_key == HOSTNAME else zone_domains
+            compiled.spreads.append(
+                SpreadCheck(group, spread.max_skew, group.selects(pod.namespace, pod.labels), domains)
+            )
+        for term in pod.pod_anti_affinity:
+            group = self._term_group(pod, term)
+            compiled.anti.append(group)
+            compiled.owns.append(group)
+        for term in pod.pod_affinity:
+            group = self._term_group(pod, term)
+            compiled.affinity.append((group, group.selects(pod.namespace, pod.labels)))
+        return compiled
+
+    def seed(self, pod: Pod, labels: Mapping[str, str]) -> None:
+        """Count a pod that already runs on a node with `labels`."""
+        for group in self._groups.values():
+            if group.selects(pod.namespace, pod.labels):
+                _bump(group.counts, labels.get(group.key), 1)
+                group.total += 1
+        for term in pod.pod_anti_affinity:
+            gkey = (term.topology_key, term.selector, term.namespaces or (pod.namespace,))
+            found = self._groups.get(gkey)
+            if found is not None:
+                _bump(found.owners, labels.get(found.key), 1)
+
+
+def _bump(counts: dict[str, int], domain: str | None, delta: int) -> None:
+    if domain is not None:
+        counts[domain] = counts.get(domain, 0) + delta
+
+
+def allowed(topo: ClassTopology, labels: Mapping[str, str]) -> bool:
+    """Whether one more pod of the class may go to a node with `labels`."""
+    for spread in topo.spreads:
+        group = spread.group
+        domain = labels.get(group.key)
+        if domain is None:
+            return False
+        after = group.counts.get(domain, 0) + (1 if spread.self_match else 0)
+        if spread.domains:
+            if domain not in spread.domains:
+                return False
+            low = min(group.counts.get(d, 0) for d in spread.domains)
+        else:
+            low = 0  # a new node can always open an empty hostname domain
+        if after - low > spread.max_skew:
+            return False
+    for group in topo.anti:
+        domain = labels.get(group.key)
+        if domain is not None and group.counts.get(domain, 0) > 0:
+            return False
+    for group in topo.repelled_by:
+        domain = labels.get(group.key)
+        if domain is not None and group.owners.get(domain, 0) > 0:
+            return False
+    for group, self_match in topo.affinity:
+        domain = labels.get(group.key)
+        if domain is None:
+            return False
+        if group.counts.get(domain, 0) == 0 and not (group.total == 0 and self_match):
+            return False
+    return True
+
+
+def record(topo: ClassTopology, labels: Mapping[str, str], delta: int) -> None:
+    """Count (delta=1) or un-count (delta=-1) one pod of the class on a node with `labels`."""
+    for group in topo.increments:
+        _bump(group.counts, labels.get(group.key), delta)
+        group.total += delta
+    for group in topo.owns:
+        _bump(group.owners, labels.get(group.key), delta)
+
+
+def zone_preference(topo: ClassTopology, zones: Iterable[str]) -> list[str]:
+    """Zones ordered so that spread constraints are met best (least-loaded domain first)."""
+    zone_spreads = [s for s in topo.spreads if s.domains]
+    if not zone_spreads:
+        return list(zones)
+    return sorted(zones, key=lambda z: tuple(s.group.counts.get(z, 0) for s in zone_spreads))

@@ -1,0 +1,220 @@
+"""What a simulation measured: the JSON report, its invariants, and a readable timeline."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from hpscaler.backends.types import NodeStatus, WatchKind
+from hpscaler.clock import Clock
+from hpscaler.config import LoadedConfig
+from hpscaler.daemon.context import DaemonContext
+from hpscaler.fake import World
+from hpscaler.model import ANNOTATION_DO_NOT_DISRUPT, CapacityType
+from hpscaler.simulate.scenario import Scenario
+
+STUCK_PENDING_SECONDS = 900.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass(slots=True)
+class Recorder:
+    """Watches the world as a user would: pod latencies, node counts over time, notable moments."""
+
+    clock: Clock
+    world: World
+    sample_seconds: float
+    first_pending: dict[str, float] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+    scheduled: set[str] = field(default_factory=set)
+    noticed_pods: set[str] = field(default_factory=set)
+    notes: list[tuple[float, str]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    start: float = 0.0
+
+    def note(self, text: str) -> None:
+        """Remember a scenario action for the timeline."""
+        self.notes.append((self.clock.now() - self.start, text))
+
+    def noticed(self, world: World, instance_id: str) -> None:
+        """An interruption notice is about to be sent: its node's pods must not die before their grace."""
+        for node in world.kubernetes.nodes():
+            if node.provider_id.endswith(instance_id):
+                self.noticed_pods.update(p.key for p in world.kubernetes.pods() if p.node_name == node.name)
+
+    def sample(self) -> None:
+        """One row of the timeline."""
+        nodes = self.world.hyperpod.nodes()
+        running = [n for n in nodes if n.status is NodeStatus.RUNNING]
+        pods = self.world.kubernetes.pods()
+        self.samples.append(
+            {
+                "t": round(self.clock.now() - self.start),
+                "spotNodes": sum(1 for n in running if n.capacity_type is CapacityType.SPOT),
+                "onDemandNodes": sum(1 for n in running if n.capacity_type is CapacityType.ON_DEMAND),
+                "launching": sum(1 for n in nodes if n.status in (NodeStatus.PENDING, NodeStatus.FAILURE)),
+                "podsRunning": sum(1 for p in pods if p.phase == "Running"),
+                "podsPending": sum(1 for p in pods if p.phase == "Pending"),
+                "cost": round(self.world.hyperpod.cost(), 4),
+            }
+        )
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Follow pods through the watch and sample the cluster every `sample_seconds`."""
+        self.start = self.clock.now()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._sampler)
+            task_status.started()
+            async for event in self.world.kubernetes.watch():
+                pod = event.pod
+                if pod is None:
+                    continue
+                now = self.clock.now()
+                if event.kind is WatchKind.DELETED:
+                    self.first_pending.pop(pod.key, None)
+                    continue
+                self.seen.add(pod.key)
+                if not pod.node_name:
+                    self.first_pending.setdefault(pod.key, now)
+                elif pod.key not in self.scheduled:
+                    self.scheduled.add(pod.key)
+                    started = self.first_pending.pop(pod.key, None)
+                    if started is not None:
+                        self.latencies.append(now - started)
+
+    async def _sampler(self) -> None:
+        while True:
+            self.sample()
+            await anyio.sleep(self.sample_seconds)
+
+
+def _limit_violations(config: LoadedConfig, world: World, ctx: DaemonContext) -> list[str]:
+    found = []
+    for pool in config.node_pools:
+        limits = dict(pool.limits)
+        if not limits:
+            continue
+        nodes = [
+            n for n in world.hyperpod.nodes()
+            if n.status is not NodeStatus.SHUTTING_DOWN and getattr(ctx.pool_for_group(n.group), "name", "") == pool.name
+        ]
+        if "nodes" in limits and len(nodes) > limits["nodes"]:
+            found.append(f"NodePool {pool.name} has {len(nodes)} nodes, limit {limits['nodes']}")
+        if "cpu" in limits:
+            cpu = sum(ctx.catalogue.get(n.instance_type).capacity()["cpu"] for n in nodes if n.instance_type)
+            if cpu > limits["cpu"]:
+                found.append(f"NodePool {pool.name} has {cpu}m CPU, limit {limits['cpu']}m")
+    return found
+
+
+def build_report(
+    scenario: Scenario, config: LoadedConfig, world: World, ctx: DaemonContext, recorder: Recorder, wall: float
+) -> dict[str, Any]:
+    """The JSON report of one run, with every invariant checked."""
+    kube = world.kubernetes
+    now = recorder.clock.now()
+    violations = list(recorder.violations)
+    noticed_kills = [k for k in kube.kills if k.key in recorder.noticed_pods]
+    for kill in noticed_kills:
+        violations.append(f"pod {kill.key} killed before its grace period although a notice came")
+    for kill in kube.kills:
+        if kill.reason not in ("spot-interruption", "instance-terminated") and kill.key not in recorder.noticed_pods:
+            violations.append(f"pod {kill.key} killed by node removal ({kill.reason})")
+    protected = {p.key for p in kube.pods() if p.annotations.get(ANNOTATION_DO_NOT_DISRUPT) == "true"}
+    violations.extend(f"do-not-disrupt pod {k.key} was killed" for k in kube.kills if k.key in protected)
+    violations.extend(_limit_violations(config, world, ctx))
+    stuck = [key for key, since in recorder.first_pending.items() if now - since > STUCK_PENDING_SECONDS]
+    violations.extend(f"pod {key} pending for more than {STUCK_PENDING_SECONDS:.0f}s" for key in stuck[:20])
+    cost = world.hyperpod.cost()
+    on_demand = world.hyperpod.on_demand_equivalent_cost()
+    if cost > on_demand + 1e-9:
+        violations.append(f"cost {cost:.2f} is above the all-On-Demand cost {on_demand:.2f}")
+    meters = world.hyperpod.meter_records()
+    spot_seconds = sum(m.seconds(now) for m in meters if m.capacity_type is CapacityType.SPOT)
+    all_seconds = sum(m.seconds(now) for m in meters)
+    launched: dict[str, dict[str, int]] = {}
+    for (group, capacity_type), count in sorted(world.hyperpod.launched.items()):
+        launched.setdefault(group, {})[capacity_type.value] = count
+    counters = ctx.stats.counters
+    return {
+        "scenario": scenario.name,
+        "description": scenario.description,
+        "virtualSeconds": scenario.duration,
+        "wallSeconds": round(wall, 3),
+        "podsScheduled": len(recorder.scheduled),
+        "podsTotal": len(recorder.seen),
+        "podsPendingAtEnd": sum(1 for p in kube.pods() if p.phase == "Pending"),
+        "pendingToRunningSeconds": {
+            "p50": round(percentile(recorder.latencies, 50), 3),
+            "p99": round(percentile(recorder.latencies, 99), 3),
+            "max": round(max(recorder.latencies, default=0.0), 3),
+        },
+        "nodesLaunched": launched,
+        "batchAddClusterNodesCalls": world.hyperpod.calls.get("batch_add_nodes", 0),
+        "batchDeleteClusterNodesCalls": world.hyperpod.calls.get("batch_delete_nodes", 0),
+        "interruptionsHandled": counters.get("interruptions_handled", 0),
+        "interruptionMessages": world.interruptions.received,
+        "podsKilledBeforeGracePeriod": len(noticed_kills),
+        "podsKilledWithoutNotice": sum(1 for k in kube.kills if k.key not in recorder.noticed_pods),
+        "evictions": kube.counters.evictions,
+        "evictionsBlockedByPDB": kube.counters.evictions_blocked,
+        "nodesConsolidated": {k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("nodes_disrupted:")},
+        "cost": round(cost, 4),
+        "costAllOnDemand": round(on_demand, 4),
+        "spotShare": round(spot_seconds / all_seconds, 4) if all_seconds else 0.0,
+        "decisionSeconds": {
+            "p50": round(percentile(ctx.stats.decision_seconds, 50), 5),
+            "p99": round(percentile(ctx.stats.decision_seconds, 99), 5),
+        },
+        "violations": violations,
+        "timeline": recorder.samples,
+        "notes": [{"t": round(t), "text": text} for t, text in recorder.notes],
+    }
+
+
+def report_table(report: dict[str, Any]) -> str:
+    """The report for people: headline numbers, then the timeline with the scenario's actions."""
+    lat = report["pendingToRunningSeconds"]
+    lines = [
+        f"Scenario {report['scenario']}: {report['description']}",
+        f"  simulated {report['virtualSeconds'] / 3600:.1f} h in {report['wallSeconds']:.1f} s",
+        f"  pods scheduled {report['podsScheduled']}/{report['podsTotal']}, pending at end {report['podsPendingAtEnd']}",
+        f"  pending -> running p50 {lat['p50']:.0f}s  p99 {lat['p99']:.0f}s",
+        f"  BatchAddClusterNodes calls {report['batchAddClusterNodesCalls']}, "
+        f"BatchDeleteClusterNodes calls {report['batchDeleteClusterNodesCalls']}",
+        f"  interruptions handled {report['interruptionsHandled']}, pods killed before grace period "
+        f"{report['podsKilledBeforeGracePeriod']}, killed without notice {report['podsKilledWithoutNotice']}",
+        f"  cost ${report['cost']:.2f} vs ${report['costAllOnDemand']:.2f} all On-Demand "
+        f"(Spot share {report['spotShare']:.0%})",
+        "  nodes launched: " + ", ".join(
+            f"{g} {'/'.join(f'{n} {c}' for c, n in by.items())}" for g, by in report["nodesLaunched"].items()
+        ),
+        "",
+        f"  {'TIME':>7} {'SPOT':>5} {'OD':>5} {'LAUNCH':>6} {'RUNNING':>8} {'PENDING':>8} {'COST':>9}  EVENTS",
+    ]
+    notes = list(report["notes"])
+    for row in report["timeline"]:
+        here = [n["text"] for n in notes if n["t"] <= row["t"]]
+        notes = [n for n in notes if n["t"] > row["t"]]
+        lines.append(
+            f"  {row['t'] // 60:>5}m {row['spotNodes']:>5} {row['onDemandNodes']:>5} {row['launching']:>6} "
+            f"{row['podsRunning']:>8} {row['podsPending']:>8} {row['cost']:>9.2f}  {'; '.join(here)}"
+        )
+    lines.append("")
+    lines.append("Violations: none" if not report["violations"] else "Violations:")
+    lines.extend(f"  - {v}" for v in report["violations"])
+    return "\n".join(lines)

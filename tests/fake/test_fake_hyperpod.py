@@ -1,0 +1,255 @@
+"""FakeHyperPod: BatchAdd/BatchDelete semantics, continuous provisioning, Spot, metering."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+from hpscaler.backends.protocols import BackendError, HyperPodCluster
+from hpscaler.backends.types import InterruptionKind, InterruptionMessage, NodeStatus
+from hpscaler.clock import LoopClock
+from hpscaler.fake import INSUFFICIENT_CAPACITY, FakeHyperPod, StaticSpec, instance_group
+from hpscaler.model import CapacityType
+
+SPECS = {
+    "ml.c5.2xlarge": StaticSpec({"cpu": 7910, "memory": 14 * 1024**3, "pods": 58}, 0.48, 0.12),
+    "ml.c5.xlarge": StaticSpec({"cpu": 3920, "memory": 6 * 1024**3, "pods": 58}, 0.24, 0.06),
+}
+GROUPS = (
+    instance_group("od", "ml.c5.2xlarge", "on-demand", ("us-west-2a",), ("usw2-az1",)),
+    instance_group("spot", "ml.c5.2xlarge", "spot", ("us-west-2a", "us-west-2b"), ("usw2-az1", "usw2-az2")),
+)
+LOGICAL_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-]*[a-zA-Z0-9]$")
+
+
+def make(**kw: Any) -> FakeHyperPod:
+    return FakeHyperPod("my-cluster", GROUPS, LoopClock(), specs=SPECS, **kw)
+
+
+def body(*entries: tuple[str, int], token: str | None = "tok-1", cluster: str = "my-cluster") -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "ClusterName": cluster,
+        "NodesToAdd": [{"InstanceGroupName": g, "IncrementTargetCountBy": n} for g, n in entries],
+    }
+    if token is not None:
+        request["ClientToken"] = token
+    return request
+
+
+@asynccontextmanager
+async def running(fake: FakeHyperPod) -> AsyncIterator[None]:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(fake.run)
+        yield
+        tg.cancel_scope.cancel()
+
+
+async def statuses(fake: FakeHyperPod) -> dict[str, NodeStatus]:
+    return {n.logical_id: n.status for n in await fake.list_nodes()}
+
+
+async def test_implements_the_protocol() -> None:
+    assert isinstance(make(), HyperPodCluster)
+
+
+@pytest.mark.parametrize(
+    "request_body",
+    [
+        body(),  # no NodesToAdd entries
+        body(*[("od", 1)] * 6),  # more than 5 entries
+        body(("od", 0)),
+        body(("od", 51)),
+        body(("od", 30), ("spot", 21)),  # 51 in total
+        body(("od", 1), cluster="other"),
+        body(("od", 1), token="x" * 65),
+        body(("od", 1), token="tab\there"),
+        {**body(("od", 1)), "Surprise": 1},
+        {"ClusterName": "my-cluster", "NodesToAdd": [{"InstanceGroupName": "od", "IncrementTargetCountBy": True}]},
+        {"ClusterName": "my-cluster", "NodesToAdd": [{"IncrementTargetCountBy": 1}]},
+        {
+            "ClusterName": "my-cluster",
+            "NodesToAdd": [{"InstanceGroupName": "spot", "IncrementTargetCountBy": 1, "AvailabilityZones": ["xx"]}],
+        },
+    ],
+)
+async def test_batch_add_validation(request_body: dict[str, Any]) -> None:
+    fake = make()
+    with pytest.raises(BackendError) as error:
+        await fake.batch_add_nodes(request_body)
+    assert (error.value.code, error.value.retryable) == ("ValidationException", False)
+    assert fake.nodes() == [] and fake.calls["batch_add_nodes"] == 1 and fake.add_bodies == [request_body]
+
+
+async def test_batch_add_accepts_the_limits_and_reports_unknown_groups() -> None:
+    fake = make()
+    arn = "arn:aws:sagemaker:us-west-2:111122223333:cluster/my-cluster"
+    result = await fake.batch_add_nodes(body(("od", 30), ("spot", 19), ("ghost", 1), cluster=arn))
+    assert [(f.group, f.error_code, f.count) for f in result.failed] == [("ghost", "InstanceGroupNotFound", 1)]
+    assert len(result.successful) == 49
+    assert all(LOGICAL_ID.match(n.logical_id) and n.status == NodeStatus.PENDING for n in result.successful)
+    assert len({n.logical_id for n in result.successful}) == 49
+    counts = {g.name: (g.current_count, g.target_count) for g in (await fake.describe_cluster()).groups}
+    assert counts == {"od": (0, 30), "spot": (0, 19)}
+
+
+@pytest.mark.looptime
+async def test_same_client_token_replays_for_eight_hours() -> None:
+    fake = make()
+    first = await fake.batch_add_nodes(body(("od", 2), ("ghost", 1)))
+    again = await fake.batch_add_nodes(body(("od", 2), ("ghost", 1)))
+    assert again == first
+    assert len(fake.nodes()) == 2 and fake.groups()[0].target_count == 2
+    with pytest.raises(BackendError) as mismatch:
+        await fake.batch_add_nodes(body(("od", 3)))
+    assert mismatch.value.code == "IdempotentParameterMismatch"
+    async with running(fake):
+        await fake.batch_delete_nodes([first.successful[0].logical_id])
+        await anyio.sleep(100)
+        replay = await fake.batch_add_nodes(body(("od", 2), ("ghost", 1)))
+        assert [(n.logical_id, n.status) for n in replay.successful] == [
+            (first.successful[0].logical_id, NodeStatus.NOT_FOUND),
+            (first.successful[1].logical_id, NodeStatus.RUNNING),
+        ]
+        assert len(fake.nodes()) == 1
+        await anyio.sleep(8 * 3600)
+        fresh = await fake.batch_add_nodes(body(("od", 2), ("ghost", 1)))
+        assert {n.logical_id for n in fresh.successful}.isdisjoint(n.logical_id for n in first.successful)
+        assert len(fake.nodes()) == 3
+
+
+@pytest.mark.looptime
+async def test_pending_node_runs_after_launch_seconds() -> None:
+    fake = make(launch_seconds=90)
+    result = await fake.batch_add_nodes(body(("spot", 1)))
+    logical_id = result.successful[0].logical_id
+    async with running(fake):
+        await anyio.sleep(89)
+        assert await statuses(fake) == {logical_id: NodeStatus.PENDING}
+        await anyio.sleep(2)
+        (node,) = await fake.list_nodes()
+        assert node.status == NodeStatus.RUNNING and node.launch_time == 90.0
+        assert re.fullmatch(r"i-[0-9a-f]{17}", node.instance_id)
+        assert (node.instance_type, node.zone, node.capacity_type) == ("ml.c5.2xlarge", "us-west-2a", "spot")
+        assert [(g.name, g.current_count) for g in fake.groups()] == [("od", 0), ("spot", 1)]
+
+
+@pytest.mark.looptime
+async def test_insufficient_capacity_fails_then_retries_until_capacity_returns() -> None:
+    # Capacity may be keyed by zone name or zone id.
+    fake = make(capacity={("ml.c5.2xlarge", "usw2-az1", CapacityType.ON_DEMAND): 1}, retry_seconds=60)
+    result = await fake.batch_add_nodes(body(("od", 2)))
+    first, second = (n.logical_id for n in result.successful)
+    async with running(fake):
+        await anyio.sleep(91)
+        assert await statuses(fake) == {first: NodeStatus.RUNNING, second: NodeStatus.FAILURE}
+        (failed,) = [n for n in fake.nodes() if n.status == NodeStatus.FAILURE]
+        assert failed.message == INSUFFICIENT_CAPACITY
+        errors = [e for e in await fake.list_events(0.0) if e.level == "Error"]
+        assert len(errors) == 1 and errors[0].group == "od" and INSUFFICIENT_CAPACITY in errors[0].description
+        assert errors[0].time == 90.0
+        await anyio.sleep(60)  # t=151: back to Pending for another launch attempt
+        assert (await statuses(fake))[second] == NodeStatus.PENDING
+        await anyio.sleep(90)  # t=241: the retry fails again: still no room
+        assert (await statuses(fake))[second] == NodeStatus.FAILURE
+        assert len([e for e in await fake.list_events(200.0) if e.level == "Error"]) == 1
+        fake.set_capacity("ml.c5.2xlarge", "us-west-2a", CapacityType.ON_DEMAND, None)
+        await anyio.sleep(150)  # retry at 300 -> Pending, launched at 390
+        assert await statuses(fake) == {first: NodeStatus.RUNNING, second: NodeStatus.RUNNING}
+        assert fake.node_by_instance(fake.nodes()[1].instance_id).launch_time == 390.0  # type: ignore[union-attr]
+
+
+@pytest.mark.looptime
+async def test_delete_shuts_down_stops_billing_and_removes() -> None:
+    fake = make(shutdown_seconds=30)
+    gone: list[tuple[str, str]] = []
+    fake.on_gone.append(lambda node, reason: gone.append((node.logical_id, reason)))
+    result = await fake.batch_add_nodes(body(("od", 2)))
+    ids = [n.logical_id for n in result.successful]
+    async with running(fake):
+        await anyio.sleep(90 + 3600)
+        deleted = await fake.batch_delete_nodes([ids[0], "nope"])
+        assert deleted.deleted == (ids[0],)
+        assert [(f.logical_id, f.code) for f in deleted.failed] == [("nope", "NodeIdNotFound")]
+        assert (await statuses(fake))[ids[0]] == NodeStatus.SHUTTING_DOWN
+        assert fake.groups()[0].target_count == 1
+        await anyio.sleep(29)
+        assert gone == []
+        await anyio.sleep(2)
+        assert gone == [(ids[0], "deleted")]
+        assert list(await statuses(fake)) == [ids[1]]
+        record = fake.meter_records()[0]
+        assert (record.start, record.end, record.end_reason) == (90.0, 3690.0, "deleted")
+    with pytest.raises(BackendError) as too_many:
+        await fake.batch_delete_nodes([f"n-{i}" for i in range(100)])
+    assert too_many.value.code == "ValidationException"
+
+
+@pytest.mark.looptime
+async def test_spot_interruption_with_and_without_notice() -> None:
+    fake = make()
+    gone: list[tuple[str, str]] = []
+    fake.on_gone.append(lambda node, reason: gone.append((node.instance_id, reason)))
+    await fake.batch_add_nodes(body(("spot", 3)))
+    async with running(fake):
+        await anyio.sleep(100)
+        warned, sudden, nudged = (n.instance_id for n in fake.nodes())
+        fake.interrupt(warned)
+        fake.interrupt(sudden, notice=False)
+        fake.rebalance(nudged)
+        assert gone == [(sudden, "spot-interruption")]
+        messages = fake.interruptions.messages()
+        assert [(m.kind, m.instance_id) for m in messages if isinstance(m, InterruptionMessage)] == [
+            (InterruptionKind.SPOT_INTERRUPTION, warned),
+            (InterruptionKind.STATE_CHANGE, sudden),
+            (InterruptionKind.REBALANCE, nudged),
+        ]
+        notice = messages[0]
+        assert isinstance(notice, InterruptionMessage) and (notice.time, notice.deadline) == (100.0, 220.0)
+        await anyio.sleep(119)
+        assert len(gone) == 1 and fake.groups()[1].target_count == 2
+        await anyio.sleep(2)
+        assert gone == [(sudden, "spot-interruption"), (warned, "spot-interruption")]
+        assert [n.instance_id for n in fake.nodes()] == [nudged]
+        assert fake.groups()[1].target_count == 1
+        ends = {m.instance_id: m.end for m in fake.meter_records()}
+        assert ends == {warned: 220.0, sudden: 100.0, nudged: None}
+        with pytest.raises(ValueError):
+            fake.interrupt(warned)
+
+
+@pytest.mark.looptime
+async def test_metering_hand_computed() -> None:
+    fake = make()
+    await fake.batch_add_nodes(body(("od", 1), ("spot", 2)))
+    async with running(fake):
+        await anyio.sleep(90)  # all three bill from t=90
+        spot_ids = [n.logical_id for n in fake.nodes() if n.capacity_type == CapacityType.SPOT]
+        await anyio.sleep(1800)
+        await fake.batch_delete_nodes(spot_ids[:1])  # billed 0.5 h
+        await anyio.sleep(1800)
+    # on-demand: 1 h x 0.48; spot: 0.5 h x 0.12 + 1 h x 0.12
+    assert fake.cost() == pytest.approx(0.48 + 0.06 + 0.12)
+    assert fake.on_demand_equivalent_cost() == pytest.approx(0.48 + 0.24 + 0.48)
+    assert dict(fake.launched) == {("od", CapacityType.ON_DEMAND): 1, ("spot", CapacityType.SPOT): 2}
+    assert [round(m.seconds(fake.clock.now())) for m in fake.meter_records()] == [3600, 1800, 3600]
+
+
+@pytest.mark.looptime
+async def test_initial_target_counts_launch_and_zone_restriction() -> None:
+    groups = (instance_group("warm", "ml.c5.xlarge", "spot", ("us-west-2a", "us-west-2b"), target_count=2),)
+    fake = FakeHyperPod(
+        "c", groups, LoopClock(), specs=SPECS, capacity={("ml.c5.xlarge", "us-west-2a", CapacityType.SPOT): 0}
+    )
+    async with running(fake):
+        await anyio.sleep(91)
+        assert [(n.status, n.zone) for n in fake.nodes()] == [(NodeStatus.RUNNING, "us-west-2b")] * 2
+        restricted = body(("warm", 1), cluster="c")
+        restricted["NodesToAdd"][0]["AvailabilityZones"] = ["us-west-2a"]
+        await fake.batch_add_nodes(restricted)
+        await anyio.sleep(91)
+        assert fake.nodes()[-1].status == NodeStatus.FAILURE  # may not fall back to us-west-2b
