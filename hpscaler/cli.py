@@ -163,8 +163,13 @@ def plan(
 @main.command()
 @click.argument("scenario_path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--output", type=click.Choice(["json", "table"]), default="table", show_default=True)
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="error",
-              show_default=True, help="Daemon log events to stderr while simulating.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="error",
+    show_default=True,
+    help="Daemon log events to stderr while simulating.",
+)
 def simulate(scenario_path: str, output: str, log_level: str) -> None:
     """Run the real daemon loops on the in-memory world, in virtual time, and report."""
     configure_logging(log_level, "console")

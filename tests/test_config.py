@@ -159,8 +159,9 @@ def test_embedded_world_has_the_example_settings() -> None:
     ]
 
 
-def test_foreign_kinds_are_ignored_with_a_warning() -> None:
-    loaded = load_config(SEED)  # holds the inflate Deployment too
+def test_foreign_kinds_are_ignored_with_a_warning(tmp_path: Path) -> None:
+    world(tmp_path, inflate_yaml="apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: inflate}\n")
+    loaded = load_config(tmp_path, catalogue=STUB)
     (warning,) = loaded.warnings
     assert warning.severity == "warning" and warning.obj == "Deployment inflate"
     assert str(warning).startswith("warning: ")
@@ -717,3 +718,20 @@ def test_settings_defaults_and_immutability() -> None:
     priced = Settings.model_validate({"prices": {"ml.c5.2xlarge": {"onDemand": 0.48, "spot": 0.15}}})
     override = priced.price_overrides()["ml.c5.2xlarge"]
     assert (override.on_demand, override.spot) == (0.48, 0.15)
+
+
+def test_without_instance_groups_references_are_still_checked(tmp_path: Path) -> None:
+    config = "apiVersion: hpscaler.io/v1alpha1\nkind: HpscalerConfig\n"
+    config += "spec: {clusterName: c, outOfCapacity: [g], placementScores: {z: 2}}\n"
+    pool = NODEPOOL.replace("name: multiazg6", "name: other")
+    world(tmp_path, instance_groups_json=None, nodepool_yaml=pool, hpscaler_yaml=config)
+    issue = only_error(tmp_path, require_instance_groups=False)
+    assert issue.field == "spec.template.spec.nodeClassRef.name"
+
+
+def test_issue_text_without_field_or_line() -> None:
+    issue = ConfigIssue("a.yaml", "YAML", "", "invalid YAML", "fix it", "warning")
+    assert str(issue) == "warning: a.yaml: YAML: invalid YAML. Fix: fix it"
+    error = ConfigError([issue, ConfigIssue("b.yaml", "NodePool x", "spec", "bad", "f")])
+    assert [i.file for i in error.issues] == ["b.yaml", "a.yaml"]
+    assert str(error).splitlines()[0] == "1 configuration error:"

@@ -63,6 +63,13 @@ class KubernetesCluster(Protocol):
         """Ask the Eviction API to evict a pod; "blocked" when a PodDisruptionBudget forbids it now."""
         ...
 
+    async def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> bool:
+        """Delete a pod gracefully without a PodDisruptionBudget check; False if it was gone.
+
+        Only for pods whose node disappears anyway: a graceful stop beats being killed.
+        """
+        ...
+
     async def delete_node(self, name: str) -> None:
         """Delete the Node object (its instance is gone or going)."""
         ...

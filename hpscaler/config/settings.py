@@ -74,7 +74,7 @@ class Provisioning(_Section):
 class OutOfCapacityBackoff(_Section):
     """How long an instance group stays out of the running after an insufficient-capacity failure."""
 
-    initial_seconds: _Seconds = 60.0
+    initial_seconds: _Seconds = 180.0
     max_seconds: _Seconds = 1800.0
     multiplier: float = Field(default=2.0, ge=1.0)
 

@@ -58,12 +58,18 @@ class Consolidator:
         """Poll every `pollSeconds`; carry out each removal in its own task."""
         settings = self.ctx.config.settings.consolidation
         await self.ctx.synced.wait()
+        seen: tuple[int, int] | None = None
+        recheck_at = 0.0
         async with anyio.create_task_group() as tg:
             while True:
                 await anyio.sleep(settings.poll_seconds)
                 if not settings.enabled or self.ctx.inflight:
                     continue  # nodes on their way change the picture; wait until they land
+                state = (self.ctx.cache.generation, len(self.ctx.disrupting))
+                if state == seen and self.ctx.clock.now() < recheck_at:
+                    continue  # nothing changed and no timer matured: the last answer still holds
                 decision = await self.decide()
+                seen, recheck_at = state, decision.recheck_at
                 for removal in decision.remove:
                     self.ctx.disrupting[removal.node] = f"consolidation:{removal.reason}"
                     tg.start_soon(self.execute, removal)

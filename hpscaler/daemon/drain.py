@@ -25,10 +25,11 @@ REASON_ANNOTATION = "hpscaler.io/disruption-reason"
 
 @dataclass(frozen=True, slots=True)
 class EvictionPlan:
-    """When to evict one pod, and with what grace period."""
+    """When to evict one pod, with what grace period, and the last moment for a graceful stop."""
 
     evict_at: float
     grace_seconds: int
+    last_moment: float | None = None  # with a deadline: evict_at can wait no longer than this
 
 
 def plan_eviction(
@@ -48,7 +49,7 @@ def plan_eviction(
     evict_at = latest if wants_checkpoint and not acknowledged else now
     evict_at = max(now, min(evict_at, latest))
     left = int(max(0.0, deadline - max(evict_at, now) - margin))
-    return EvictionPlan(evict_at, min(grace, left))
+    return EvictionPlan(evict_at, min(grace, left), latest)
 
 
 def rfc3339(epoch: float) -> str:
@@ -119,9 +120,18 @@ class Drainer:
                     ctx.log.warning("evict_failed", pod=pod.key, error=str(exc))
                     blocked = True
                     continue
+                if outcome == "blocked" and plan.last_moment is not None and now >= plan.last_moment:
+                    # The instance goes away at the deadline whatever the budget says: a graceful
+                    # stop now is better for the pod than being killed with its node.
+                    await ctx.backends.kubernetes.delete_pod(pod.namespace, pod.name, plan.grace_seconds)
+                    ctx.stats.counters["pdb_overridden_at_deadline"] += 1
+                    ctx.log.warning("pdb_overridden_at_deadline", pod=pod.key, node=node.name)
+                    outcome = "evicted"
                 if outcome == "blocked":
                     blocked = True
                     ctx.stats.counters["evictions_blocked"] += 1
+                    if plan.last_moment is not None:
+                        next_wake = min(next_wake, max(now + 0.05, plan.last_moment))
                 else:
                     evicted.add(pod.key)
                     ctx.displaced.pop(pod.key, None)

@@ -14,17 +14,18 @@ from collections.abc import Sequence
 import anyio
 
 from hpscaler.backends.protocols import BackendError
-from hpscaler.backends.types import AddResult, HyperPodNode
+from hpscaler.backends.types import AddResult, HyperPodNode, NodeStatus
 from hpscaler.daemon.context import DaemonContext
 from hpscaler.daemon.state import joined_instance_ids
 from hpscaler.model import Pod
 from hpscaler.planning import group_additions
-from hpscaler.provisioning.batching import batch_additions
+from hpscaler.provisioning.batching import AddRequest, batch_additions, client_token
 from hpscaler.provisioning.launches import InFlight, review_launches
 from hpscaler.scheduling.scheduler import solve
 from hpscaler.scheduling.types import InFlightNode, Plan, SchedulingInput
 
 MAX_FALLBACK_ROUNDS = 12
+MAX_TOKEN_SALTS = 4
 
 
 class Provisioner:
@@ -197,28 +198,49 @@ class Provisioner:
         refused = False
         now = ctx.clock.now()
         for request in batch_additions(ctx.config.cluster_name, additions):
-            try:
-                result = await ctx.backends.hyperpod.batch_add_nodes(request.body())
-            except BackendError as exc:
-                ctx.stats.counters["cloudprovider_errors"] += 1
-                ctx.log.warning("batch_add_failed", error=str(exc), code=exc.code, token=request.client_token)
-                if not exc.retryable:
+            result, rejected = await self._send(request)
+            if result is None:
+                if rejected:
                     for entry in request.entries:
                         group = ctx.groups.get(entry["InstanceGroupName"])
                         zone = group.zones[0] if group and group.zones else ""
-                        ctx.unavailable.mark(entry["InstanceGroupName"], zone, now, f"refused: {exc.code}")
+                        ctx.unavailable.mark(entry["InstanceGroupName"], zone, now, "refused by the API")
                     refused = True
                 continue
-            ctx.stats.counters["batch_add_calls"] += 1
             refused |= self._record(result, pools, for_pods, now)
         return refused
+
+    async def _send(self, request: AddRequest) -> tuple[AddResult | None, bool]:
+        """Send one request; returns (answer, whether the API rejected it outright).
+
+        A replay that answers NotFound means the token was used before for nodes cancelled since:
+        this is a new decision, so it is re-sent under a new token.
+        """
+        ctx = self.ctx
+        for attempt in range(MAX_TOKEN_SALTS):
+            body = request.body()
+            if attempt:
+                body["ClientToken"] = client_token(
+                    request.cluster, request.entries, [request.client_token], salt=f"retry-{attempt}"
+                )
+            try:
+                result = await ctx.backends.hyperpod.batch_add_nodes(body)
+            except BackendError as exc:
+                ctx.stats.counters["cloudprovider_errors"] += 1
+                ctx.log.warning("batch_add_failed", error=str(exc), code=exc.code, token=body["ClientToken"])
+                return None, not exc.retryable
+            ctx.stats.counters["batch_add_calls"] += 1
+            if not any(a.status is NodeStatus.NOT_FOUND for a in result.successful):
+                return result, False
+            ctx.log.info("client_token_replayed_cancelled_nodes", token=body["ClientToken"])
+        return None, False
 
     def _record(
         self, result: AddResult, pools: dict[str, str], for_pods: dict[str, tuple[str, ...]], now: float
     ) -> bool:
         ctx = self.ctx
         for added in result.successful:
-            if added.logical_id not in ctx.inflight:
+            if added.logical_id not in ctx.inflight and added.status is not NodeStatus.NOT_FOUND:
                 ctx.inflight[added.logical_id] = InFlight(
                     added.logical_id,
                     added.group,

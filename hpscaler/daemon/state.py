@@ -35,12 +35,14 @@ class ClusterCache:
     pods: dict[str, Pod] = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=dict)
     synced: bool = False
+    generation: int = 0  # bumped on every applied event: decisions over an unchanged cache can be reused
     _staging: tuple[dict[str, Pod], dict[str, Node]] | None = None
     # When a node's set of pods last changed: consolidateAfter counts from here.
     pod_change: dict[str, float] = field(default_factory=dict)
 
     def apply(self, event: WatchEvent, now: float) -> bool:
         """Apply one watch event; True if it makes a new provisionable pod appear."""
+        self.generation += 1
         if event.kind is WatchKind.SYNCED:
             if self._staging is not None:
                 self.pods, self.nodes = self._staging
@@ -96,8 +98,8 @@ class ClusterCache:
 
 
 def joined_instance_ids(cache: ClusterCache) -> set[str]:
-    """EC2 instances that are Kubernetes nodes already."""
-    return {i for i in (instance_id_of(n) for n in cache.nodes.values()) if i}
+    """EC2 instances that are Ready Kubernetes nodes; until then they count as capacity in flight."""
+    return {i for i in (instance_id_of(n) for n in cache.nodes.values() if n.ready) if i}
 
 
 def still_in_flight(node: HyperPodNode, joined: set[str]) -> bool:

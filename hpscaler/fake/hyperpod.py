@@ -8,7 +8,6 @@ succeeds or the node is deleted. Billing runs per instance from launch to shutdo
 from __future__ import annotations
 
 import copy
-import importlib
 import itertools
 import json
 import random
@@ -16,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Protocol, cast
+from typing import Protocol
 
 from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import (
@@ -32,6 +31,7 @@ from hpscaler.backends.types import (
     InterruptionMessage,
     NodeStatus,
 )
+from hpscaler.catalogue import Catalogue, UnknownInstanceType, load_catalogue
 from hpscaler.clock import Clock
 from hpscaler.fake.kubernetes import FaultInjector, Timers
 from hpscaler.fake.signals import FakeInterruptionQueue
@@ -46,7 +46,7 @@ _ENTRY_KEYS = {"InstanceGroupName", "IncrementTargetCountBy", "AvailabilityZones
 
 
 class InstanceSpecLike(Protocol):
-    """What the fakes need of a catalogue `InstanceSpec`."""
+    """What the fakes need of a catalogue `InstanceSpec` (which satisfies it)."""
 
     def allocatable(self) -> dict[str, int]:
         """Allocatable resources of a node of this type, canonical units."""
@@ -84,21 +84,20 @@ class StaticSpec:
 
 
 def resolve_specs(
-    instance_types: Sequence[str], specs: Mapping[str, InstanceSpecLike] | None = None
+    instance_types: Sequence[str],
+    specs: Mapping[str, InstanceSpecLike] | None = None,
+    catalogue: Catalogue | None = None,
 ) -> dict[str, InstanceSpecLike]:
-    """Specs for every type: the injected ones first, the rest from `hpscaler.catalogue`."""
+    """Specs for every type: the injected ones first, the rest from the catalogue (packaged by default)."""
     resolved: dict[str, InstanceSpecLike] = dict(specs or {})
     missing = sorted({t for t in instance_types if t not in resolved})
     if missing:
-        try:
-            catalogue = importlib.import_module("hpscaler.catalogue").load_catalogue()
-        except (ImportError, AttributeError) as error:
-            raise ValueError(f"no spec for {missing} and no catalogue ({error}); pass specs=") from error
+        catalogue = catalogue if catalogue is not None else load_catalogue()
         for name in missing:
-            spec = catalogue.get(name)
-            if spec is None:
-                raise ValueError(f"instance type {name} is not in the catalogue; pass specs=")
-            resolved[name] = cast(InstanceSpecLike, spec)
+            try:
+                resolved[name] = catalogue.get(name)
+            except UnknownInstanceType as error:
+                raise ValueError(f"{error}; pass its facts with specs=") from error
     return resolved
 
 
@@ -173,8 +172,10 @@ class FakeHyperPod:
         *,
         capacity: Mapping[Offering, int | None] | None = None,
         specs: Mapping[str, InstanceSpecLike] | None = None,
+        catalogue: Catalogue | None = None,
         interruptions: FakeInterruptionQueue | None = None,
         launch_seconds: float = 90.0,
+        capacity_error_seconds: float = 10.0,
         join_seconds: float = 30.0,
         retry_seconds: float = 60.0,
         shutdown_seconds: float = 30.0,
@@ -185,20 +186,22 @@ class FakeHyperPod:
     ) -> None:
         self.cluster_name = cluster_name
         self.clock = clock
-        self.timers = timers or Timers()
+        self.timers = timers if timers is not None else Timers()
         self.faults = FaultInjector()
-        self.interruptions = interruptions or FakeInterruptionQueue()
+        self.interruptions = interruptions if interruptions is not None else FakeInterruptionQueue()
         self.launch_seconds = launch_seconds
+        self.capacity_error_seconds = capacity_error_seconds
         self.join_seconds = join_seconds  # used by the World to make the K8s node Ready
         self.retry_seconds = retry_seconds
         self.shutdown_seconds = shutdown_seconds
         self.notice_seconds = notice_seconds
         self.state_change_messages = state_change_messages
-        self.specs = resolve_specs([t for g in groups for t in g.instance_types], specs)
+        self.specs = resolve_specs([t for g in groups for t in g.instance_types], specs, catalogue)
         self.calls: Counter[str] = Counter()
         self.add_bodies: list[dict[str, object]] = []
         self.delete_requests: list[tuple[str, ...]] = []
         self.launched: Counter[tuple[str, CapacityType]] = Counter()
+        self.interrupted = 0  # Spot instances reclaimed, with notice or without
         self.on_running: list[Callable[[HyperPodNode], None]] = []
         self.on_gone: list[Callable[[HyperPodNode, str], None]] = []
         self._groups = {g.name: g for g in groups}
@@ -345,6 +348,7 @@ class FakeHyperPod:
         if node.interrupted:
             return
         node.interrupted = True
+        self.interrupted += 1
         if not notice:
             self._terminate(node.logical_id, "spot-interruption")
             return
@@ -444,7 +448,34 @@ class FakeHyperPod:
 
     def _schedule_launch(self, node: _Node, delay: float) -> None:
         node.attempt += 1
-        self.timers.call_later(delay, partial(self._launch, node.logical_id, node.attempt))
+        # EC2 answers "insufficient capacity" within seconds; only a launch that gets capacity
+        # takes the full launch time. So the capacity verdict comes early, the node later.
+        check = min(delay, self.capacity_error_seconds)
+        self.timers.call_later(
+            check, partial(self._check_capacity, node.logical_id, node.attempt, delay - check)
+        )
+
+    def _check_capacity(self, logical_id: str, attempt: int, rest: float) -> None:
+        node = self._nodes.get(logical_id)
+        if node is None or node.attempt != attempt or node.status != NodeStatus.PENDING:
+            return
+        if any(self._has_room(t, z, node) for t in node.instance_types for z in node.zones):
+            self.timers.call_later(rest, partial(self._launch, logical_id, attempt))
+        else:
+            self._fail_launch(node)
+
+    def _fail_launch(self, node: _Node) -> None:
+        node.status, node.message = NodeStatus.FAILURE, INSUFFICIENT_CAPACITY
+        kinds = "/".join(node.instance_types)
+        self._event(
+            node.group,
+            "",
+            "Error",
+            f"Node {node.logical_id} failed to launch {kinds} ({node.capacity_type}) in "
+            f"{'/'.join(node.zones)}: {INSUFFICIENT_CAPACITY}. Retrying.",
+        )
+        node.attempt += 1
+        self.timers.call_later(self.retry_seconds, partial(self._retry, node.logical_id, node.attempt))
 
     def _launch(self, logical_id: str, attempt: int) -> None:
         node = self._nodes.get(logical_id)
@@ -455,17 +486,7 @@ class FakeHyperPod:
             ((t, z) for t in node.instance_types for z in node.zones if self._has_room(t, z, node)), None
         )
         if offering is None:
-            node.status, node.message = NodeStatus.FAILURE, INSUFFICIENT_CAPACITY
-            kinds = "/".join(node.instance_types)
-            self._event(
-                node.group,
-                "",
-                "Error",
-                f"Node {logical_id} failed to launch {kinds} ({node.capacity_type}) in "
-                f"{'/'.join(node.zones)}: {INSUFFICIENT_CAPACITY}. Retrying.",
-            )
-            node.attempt += 1
-            self.timers.call_later(self.retry_seconds, partial(self._retry, logical_id, node.attempt))
+            self._fail_launch(node)
             return
         node.instance_type, node.zone = offering
         node.instance_id = self._new_instance_id()

@@ -138,6 +138,7 @@ class KubeCounters:
     binds: int = 0
     evictions: int = 0
     evictions_blocked: int = 0
+    deletions: int = 0  # graceful deletes that bypassed PodDisruptionBudgets
     pods_killed: int = 0
     pods_recreated: int = 0
     pods_completed: int = 0
@@ -184,7 +185,7 @@ class FakeKubernetes:
 
     def __init__(self, clock: Clock, *, timers: Timers | None = None) -> None:
         self.clock = clock
-        self.timers = timers or Timers()
+        self.timers = timers if timers is not None else Timers()
         self.faults = FaultInjector()
         self.counters = KubeCounters()
         self.events: list[RecordedEvent] = []
@@ -209,7 +210,10 @@ class FakeKubernetes:
     # --- the KubernetesCluster interface -------------------------------------------------------
 
     async def watch(self) -> AsyncIterator[WatchEvent]:
-        """ADDED for every pod and node, SYNCED, then live changes (copies, never shared objects)."""
+        """ADDED for every pod and node, SYNCED, then live changes.
+
+        Events carry copies; nodes come with empty `pods`, as Node objects from the API do.
+        """
         send, receive = anyio.create_memory_object_stream[WatchEvent](math.inf)
         # Snapshot and subscription happen without an await in between, so nothing is lost.
         self._send_snapshot(send)
@@ -277,6 +281,23 @@ class FakeKubernetes:
                     budgets[0].pinned -= 1
         self.counters.evictions += 1
         self.evicted_at[key] = self.clock.now()
+        self._terminate(key, state, grace_seconds)
+        return "evicted"
+
+    async def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> bool:
+        """DELETE with a grace period: no PodDisruptionBudget check. False if the pod is gone."""
+        self.faults.check("delete_pod")
+        key = f"{namespace}/{name}"
+        state = self._pods.get(key)
+        if state is None:
+            return False
+        if state.terminating_since is None:
+            self.counters.deletions += 1
+            self._terminate(key, state, grace_seconds)
+        return True
+
+    def _terminate(self, key: str, state: _PodState, grace_seconds: int | None) -> None:
+        pod = state.pod
         grace = pod.termination_grace_seconds if grace_seconds is None else grace_seconds
         state.terminating_since = self.clock.now()
         self._pending.discard(key)
@@ -284,7 +305,6 @@ class FakeKubernetes:
             self._delete(key, recreate=True)
         else:
             self.timers.call_later(grace, partial(self._finish_termination, key, pod.uid))
-        return "evicted"
 
     async def delete_node(self, name: str) -> None:
         """Delete the Node object; its pods die with it. Deleting a missing node is a no-op."""

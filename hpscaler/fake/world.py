@@ -23,6 +23,7 @@ from hpscaler.backends.protocols import (
     PlacementScores,
 )
 from hpscaler.backends.types import HyperPodNode, NodeStatus
+from hpscaler.catalogue import Catalogue
 from hpscaler.clock import Clock, LoopClock
 from hpscaler.fake.hyperpod import FakeHyperPod, InstanceSpecLike, Offering
 from hpscaler.fake.kubernetes import FakeKubernetes, Timers
@@ -82,6 +83,7 @@ class World:
         clock: Clock,
         capacity: Mapping[Offering, int | None] | None = None,
         specs: Mapping[str, InstanceSpecLike] | None = None,
+        catalogue: Catalogue | None = None,
         scores: Mapping[str, float] | None = None,
         launch_seconds: float = 90.0,
         join_seconds: float = 30.0,
@@ -107,6 +109,7 @@ class World:
             clock,
             capacity=capacity,
             specs=specs,
+            catalogue=catalogue,
             interruptions=self.interruptions,
             launch_seconds=launch_seconds,
             join_seconds=join_seconds,
@@ -133,7 +136,7 @@ class World:
         **options: Any,
     ) -> World:
         """A world for these groups; the clock defaults to the running loop's (call it inside the loop)."""
-        return cls(cluster_name, groups, clock=clock or LoopClock(), **options)
+        return cls(cluster_name, groups, clock=clock if clock is not None else LoopClock(), **options)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run every background behaviour until cancelled."""
@@ -163,6 +166,7 @@ class World:
             "pods_recreated": k.pods_recreated,
             "pods_completed": k.pods_completed,
             "pods_pending": sum(1 for p in self.kubernetes.pods() if p.phase == "Pending"),
+            "spot_interruptions": self.hyperpod.interrupted,
             "hyperpod_calls": dict(self.hyperpod.calls),
             "interruption_messages": self.interruptions.received,
         }

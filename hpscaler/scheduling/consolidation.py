@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from hpscaler.backends.types import DisruptionBudgetStatus
-from hpscaler.model import ANNOTATION_DO_NOT_DISRUPT, Node, NodePool, Pod, as_pending
+from hpscaler.config.durations import DurationError, parse_duration
+from hpscaler.model import ANNOTATION_DO_NOT_DISRUPT, Node, NodePool, Pod, as_pending, sum_resources
 from hpscaler.scheduling.scheduler import solve
 from hpscaler.scheduling.types import SchedulingInput
 
@@ -48,25 +49,22 @@ class Removal:
 
 @dataclass(slots=True)
 class ConsolidationDecision:
-    """Nodes to remove now, and why every other candidate stays."""
+    """Nodes to remove now, why every other candidate stays, and when time alone could change that."""
 
     remove: list[Removal] = field(default_factory=list)
     kept: dict[str, str] = field(default_factory=dict)
+    recheck_at: float = math.inf
 
 
-def parse_duration(text: str) -> float | None:
-    """Go-style duration ("30m", "1h30m", "90s") in seconds, None if it is not one."""
-    total, number = 0.0, ""
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
-    for char in text.strip():
-        if char.isdigit() or char == ".":
-            number += char
-        elif char in units and number:
-            total += float(number) * units[char]
-            number = ""
-        else:
-            return None
-    return total if not number else None
+def _protected_for(pod: Pod) -> float | None:
+    """Seconds of `karpenter.sh/do-not-disrupt: <duration>` protection, if the pod has a duration."""
+    value = pod.annotations.get(ANNOTATION_DO_NOT_DISRUPT, "")
+    if not value or value.lower() == "true":
+        return None
+    try:
+        return parse_duration(value)
+    except DurationError:
+        return None
 
 
 def pod_blocker(pod: Pod, pool: NodePool, now: float, pdbs: Sequence[DisruptionBudgetStatus]) -> str | None:
@@ -75,7 +73,7 @@ def pod_blocker(pod: Pod, pool: NodePool, now: float, pdbs: Sequence[DisruptionB
     if value:
         if value.lower() == "true":
             return f"pod {pod.key} has {ANNOTATION_DO_NOT_DISRUPT}=true"
-        seconds = parse_duration(value)
+        seconds = _protected_for(pod)
         if seconds is not None and now - pod.created < seconds:
             return f"pod {pod.key} has {ANNOTATION_DO_NOT_DISRUPT}={value}, not yet elapsed"
     if pod.owner_kind in JOB_KINDS and not pool.consolidate_running_jobs:
@@ -141,17 +139,25 @@ def decide_consolidation(
         movable = [p for p in node.pods if not p.is_daemonset]
         expire = pool.expire_after_seconds
         expired = expire is not None and now - node.created >= expire
+        if expire is not None and not expired:
+            decision.recheck_at = min(decision.recheck_at, node.created + expire)
         after = pool.disruption.consolidate_after_seconds
         if not expired:
             if after is None:
                 decision.kept[node.name] = "consolidateAfter is Never"
                 continue
-            if now - last_pod_change.get(node.name, node.created) < after:
+            settled_at = last_pod_change.get(node.name, node.created) + after
+            if now < settled_at:
                 decision.kept[node.name] = "pods changed less than consolidateAfter ago"
+                decision.recheck_at = min(decision.recheck_at, settled_at)
                 continue
         if node.annotations.get(ANNOTATION_DO_NOT_DISRUPT, "").lower() == "true":
             decision.kept[node.name] = f"node has {ANNOTATION_DO_NOT_DISRUPT}=true"
             continue
+        for pod in movable:
+            seconds = _protected_for(pod)
+            if seconds is not None and now < pod.created + seconds:
+                decision.recheck_at = min(decision.recheck_at, pod.created + seconds)
         blocker = next((b for b in (pod_blocker(p, pool, now, pdbs) for p in movable) if b), None)
         if blocker is not None:
             decision.kept[node.name] = blocker
@@ -165,6 +171,7 @@ def decide_consolidation(
     candidates.sort(key=lambda c: c[0])
 
     staying = {n.name: n for n in nodes if n.name not in disrupting}
+    spare = sum_resources(n.free() for n in staying.values() if n.ready and not n.unschedulable)
     for _, node, reason in candidates:
         pool = pools[node.name]
         used = per_pool_disrupting.get(pool.name, 0)
@@ -173,12 +180,30 @@ def decide_consolidation(
             continue
         movable = [p for p in node.pods if not p.is_daemonset]
         if movable and reason != "Expired":
-            others = {name: n for name, n in staying.items() if name != node.name}
+            # Cheap necessary condition first: the other nodes' spare capacity, summed, must cover
+            # the pods. On a busy cluster it rules out nearly every candidate without a simulation.
+            need = sum_resources(p.requests for p in movable)
+            own = node.free()
+            if any(amount > spare.get(name, 0) - own.get(name, 0) for name, amount in need.items()):
+                decision.kept[node.name] = "its pods do not fit on the other nodes"
+                continue
+            # Only nodes with room for the smallest of the pods can take any of them.
+            smallest = {r: min(p.requests.get(r, 0) for p in movable) for r in ("cpu", "memory")}
+            others = {
+                name: n
+                for name, n in staying.items()
+                if name != node.name and all(n.free().get(r, 0) >= a for r, a in smallest.items())
+            }
             placement = _simulate([as_pending(p) for p in movable], others, base)
             if placement is None:
                 decision.kept[node.name] = "its pods do not fit on the other nodes"
                 continue
             _move(movable, placement, staying)
+            for name, amount in need.items():
+                spare[name] = spare.get(name, 0) - amount
+        if node.ready and not node.unschedulable:
+            for name, amount in node.free().items():
+                spare[name] = spare.get(name, 0) - amount
         staying.pop(node.name, None)
         per_pool_disrupting[pool.name] = used + 1
         decision.remove.append(Removal(node.name, reason, pool.name))

@@ -28,7 +28,7 @@ class Backoff:
 class UnavailableOfferings:
     """Which offerings are out of capacity, and until when."""
 
-    initial_seconds: float = 60.0
+    initial_seconds: float = 180.0
     max_seconds: float = 1800.0
     multiplier: float = 2.0
     reset_after_seconds: float = 3 * 3600.0

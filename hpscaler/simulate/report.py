@@ -41,6 +41,7 @@ class Recorder:
     seen: set[str] = field(default_factory=set)
     scheduled: set[str] = field(default_factory=set)
     noticed_pods: set[str] = field(default_factory=set)
+    noticed_instances: set[str] = field(default_factory=set)
     notes: list[tuple[float, str]] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
@@ -52,6 +53,7 @@ class Recorder:
 
     def noticed(self, world: World, instance_id: str) -> None:
         """An interruption notice is about to be sent: its node's pods must not die before their grace."""
+        self.noticed_instances.add(instance_id)
         for node in world.kubernetes.nodes():
             if node.provider_id.endswith(instance_id):
                 self.noticed_pods.update(p.key for p in world.kubernetes.pods() if p.node_name == node.name)
@@ -109,8 +111,10 @@ def _limit_violations(config: LoadedConfig, world: World, ctx: DaemonContext) ->
         if not limits:
             continue
         nodes = [
-            n for n in world.hyperpod.nodes()
-            if n.status is not NodeStatus.SHUTTING_DOWN and getattr(ctx.pool_for_group(n.group), "name", "") == pool.name
+            n
+            for n in world.hyperpod.nodes()
+            if n.status is not NodeStatus.SHUTTING_DOWN
+            and getattr(ctx.pool_for_group(n.group), "name", "") == pool.name
         ]
         if "nodes" in limits and len(nodes) > limits["nodes"]:
             found.append(f"NodePool {pool.name} has {len(nodes)} nodes, limit {limits['nodes']}")
@@ -122,7 +126,12 @@ def _limit_violations(config: LoadedConfig, world: World, ctx: DaemonContext) ->
 
 
 def build_report(
-    scenario: Scenario, config: LoadedConfig, world: World, ctx: DaemonContext, recorder: Recorder, wall: float
+    scenario: Scenario,
+    config: LoadedConfig,
+    world: World,
+    ctx: DaemonContext,
+    recorder: Recorder,
+    wall: float,
 ) -> dict[str, Any]:
     """The JSON report of one run, with every invariant checked."""
     kube = world.kubernetes
@@ -132,7 +141,10 @@ def build_report(
     for kill in noticed_kills:
         violations.append(f"pod {kill.key} killed before its grace period although a notice came")
     for kill in kube.kills:
-        if kill.reason not in ("spot-interruption", "instance-terminated") and kill.key not in recorder.noticed_pods:
+        if (
+            kill.reason not in ("spot-interruption", "instance-terminated")
+            and kill.key not in recorder.noticed_pods
+        ):
             violations.append(f"pod {kill.key} killed by node removal ({kill.reason})")
     protected = {p.key for p in kube.pods() if p.annotations.get(ANNOTATION_DO_NOT_DISRUPT) == "true"}
     violations.extend(f"do-not-disrupt pod {k.key} was killed" for k in kube.kills if k.key in protected)
@@ -172,7 +184,9 @@ def build_report(
         "podsKilledWithoutNotice": sum(1 for k in kube.kills if k.key not in recorder.noticed_pods),
         "evictions": kube.counters.evictions,
         "evictionsBlockedByPDB": kube.counters.evictions_blocked,
-        "nodesConsolidated": {k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("nodes_disrupted:")},
+        "nodesConsolidated": {
+            k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("nodes_disrupted:")
+        },
         "cost": round(cost, 4),
         "costAllOnDemand": round(on_demand, 4),
         "spotShare": round(spot_seconds / all_seconds, 4) if all_seconds else 0.0,
@@ -200,7 +214,8 @@ def report_table(report: dict[str, Any]) -> str:
         f"{report['podsKilledBeforeGracePeriod']}, killed without notice {report['podsKilledWithoutNotice']}",
         f"  cost ${report['cost']:.2f} vs ${report['costAllOnDemand']:.2f} all On-Demand "
         f"(Spot share {report['spotShare']:.0%})",
-        "  nodes launched: " + ", ".join(
+        "  nodes launched: "
+        + ", ".join(
             f"{g} {'/'.join(f'{n} {c}' for c, n in by.items())}" for g, by in report["nodesLaunched"].items()
         ),
         "",

@@ -37,7 +37,10 @@ class Driver:
     def pod(self, workload: Workload) -> Pod:
         index = self.serial.get(workload.name, 0)
         self.serial[workload.name] = index + 1
-        requests = {"cpu": parse_resource("cpu", workload.cpu), "memory": parse_resource("memory", workload.memory)}
+        requests = {
+            "cpu": parse_resource("cpu", workload.cpu),
+            "memory": parse_resource("memory", workload.memory),
+        }
         if workload.gpu:
             requests["nvidia.com/gpu"] = workload.gpu
         annotations: dict[str, str] = {}
@@ -61,7 +64,11 @@ class Driver:
     def start(self, workload: Workload) -> None:
         if workload.min_available is not None:
             self.world.kubernetes.add_pdb(
-                "default", workload.name, LabelSelector((("app", workload.name),)), workload.min_available, None
+                "default",
+                workload.name,
+                LabelSelector((("app", workload.name),)),
+                workload.min_available,
+                None,
             )
         self.scale(workload, workload.replicas)
 
@@ -92,7 +99,12 @@ class Driver:
         else:
             action = event.interrupt or event.rebalance
             assert action is not None
-            running = [n for n in hyperpod.nodes() if n.group == action.group and n.status.value == "Running"]
+            noticed = self.recorder.noticed_instances
+            running = [
+                n
+                for n in hyperpod.nodes()
+                if n.group == action.group and n.status.value == "Running" and n.instance_id not in noticed
+            ]
             for node in running[: action.count]:
                 if event.rebalance is not None:
                     hyperpod.rebalance(node.instance_id)
@@ -100,8 +112,11 @@ class Driver:
                 if action.notice:
                     self.recorder.noticed(self.world, node.instance_id)
                 hyperpod.interrupt(node.instance_id, notice=action.notice)
-            kind = "rebalance recommendations" if event.rebalance else (
-                "interruptions with notice" if action.notice else "interruptions without notice")
+            kind = (
+                "rebalance recommendations"
+                if event.rebalance
+                else ("interruptions with notice" if action.notice else "interruptions without notice")
+            )
             self.recorder.note(f"{min(action.count, len(running))} {kind} in {action.group}")
 
     async def run(self) -> None:
@@ -128,9 +143,15 @@ def _world(scenario: Scenario, config: LoadedConfig, clock: LoopClock) -> World:
                 capacity[(type_name, zone, group.capacity_type)] = item.count
     scores = {**config.settings.placement_scores, **scenario.world.placement_scores}
     return World(
-        config.cluster_name, config.instance_groups, clock=clock, capacity=capacity, scores=scores,
-        launch_seconds=scenario.world.launch_seconds, join_seconds=scenario.world.join_seconds,
-        retry_seconds=scenario.world.retry_seconds, shutdown_seconds=scenario.world.shutdown_seconds,
+        config.cluster_name,
+        config.instance_groups,
+        clock=clock,
+        capacity=capacity,
+        scores=scores,
+        launch_seconds=scenario.world.launch_seconds,
+        join_seconds=scenario.world.join_seconds,
+        retry_seconds=scenario.world.retry_seconds,
+        shutdown_seconds=scenario.world.shutdown_seconds,
         seed=scenario.seed,
     )
 

@@ -31,7 +31,9 @@ def make(**kw: Any) -> FakeHyperPod:
     return FakeHyperPod("my-cluster", GROUPS, LoopClock(), specs=SPECS, **kw)
 
 
-def body(*entries: tuple[str, int], token: str | None = "tok-1", cluster: str = "my-cluster") -> dict[str, Any]:
+def body(
+    *entries: tuple[str, int], token: str | None = "tok-1", cluster: str = "my-cluster"
+) -> dict[str, Any]:
     request: dict[str, Any] = {
         "ClusterName": cluster,
         "NodesToAdd": [{"InstanceGroupName": g, "IncrementTargetCountBy": n} for g, n in entries],
@@ -69,11 +71,16 @@ async def test_implements_the_protocol() -> None:
         body(("od", 1), token="x" * 65),
         body(("od", 1), token="tab\there"),
         {**body(("od", 1)), "Surprise": 1},
-        {"ClusterName": "my-cluster", "NodesToAdd": [{"InstanceGroupName": "od", "IncrementTargetCountBy": True}]},
+        {
+            "ClusterName": "my-cluster",
+            "NodesToAdd": [{"InstanceGroupName": "od", "IncrementTargetCountBy": True}],
+        },
         {"ClusterName": "my-cluster", "NodesToAdd": [{"IncrementTargetCountBy": 1}]},
         {
             "ClusterName": "my-cluster",
-            "NodesToAdd": [{"InstanceGroupName": "spot", "IncrementTargetCountBy": 1, "AvailabilityZones": ["xx"]}],
+            "NodesToAdd": [
+                {"InstanceGroupName": "spot", "IncrementTargetCountBy": 1, "AvailabilityZones": ["xx"]}
+            ],
         },
     ],
 )
@@ -89,7 +96,9 @@ async def test_batch_add_accepts_the_limits_and_reports_unknown_groups() -> None
     fake = make()
     arn = "arn:aws:sagemaker:us-west-2:111122223333:cluster/my-cluster"
     result = await fake.batch_add_nodes(body(("od", 30), ("spot", 19), ("ghost", 1), cluster=arn))
-    assert [(f.group, f.error_code, f.count) for f in result.failed] == [("ghost", "InstanceGroupNotFound", 1)]
+    assert [(f.group, f.error_code, f.count) for f in result.failed] == [
+        ("ghost", "InstanceGroupNotFound", 1)
+    ]
     assert len(result.successful) == 49
     assert all(LOGICAL_ID.match(n.logical_id) and n.status == NodeStatus.PENDING for n in result.successful)
     assert len({n.logical_id for n in result.successful}) == 49
@@ -154,13 +163,13 @@ async def test_insufficient_capacity_fails_then_retries_until_capacity_returns()
         assert errors[0].time == 90.0
         await anyio.sleep(60)  # t=151: back to Pending for another launch attempt
         assert (await statuses(fake))[second] == NodeStatus.PENDING
-        await anyio.sleep(90)  # t=241: the retry fails again: still no room
+        await anyio.sleep(90)  # t=241: the retry's capacity check (t=160, again t=230) finds no room
         assert (await statuses(fake))[second] == NodeStatus.FAILURE
         assert len([e for e in await fake.list_events(200.0) if e.level == "Error"]) == 1
         fake.set_capacity("ml.c5.2xlarge", "us-west-2a", CapacityType.ON_DEMAND, None)
-        await anyio.sleep(150)  # retry at 300 -> Pending, launched at 390
+        await anyio.sleep(150)  # retry at 290 -> Pending, room found at 300, launched at 380
         assert await statuses(fake) == {first: NodeStatus.RUNNING, second: NodeStatus.RUNNING}
-        assert fake.node_by_instance(fake.nodes()[1].instance_id).launch_time == 390.0  # type: ignore[union-attr]
+        assert fake.node_by_instance(fake.nodes()[1].instance_id).launch_time == 380.0  # type: ignore[union-attr]
 
 
 @pytest.mark.looptime
@@ -253,3 +262,15 @@ async def test_initial_target_counts_launch_and_zone_restriction() -> None:
         await fake.batch_add_nodes(restricted)
         await anyio.sleep(91)
         assert fake.nodes()[-1].status == NodeStatus.FAILURE  # may not fall back to us-west-2b
+
+
+@pytest.mark.looptime
+async def test_insufficient_capacity_is_reported_within_seconds_not_after_the_launch_time() -> None:
+    fake = make(capacity={("ml.c5.2xlarge", "usw2-az1", CapacityType.ON_DEMAND): 0}, retry_seconds=60)
+    result = await fake.batch_add_nodes(body(("od", 1)))
+    (node,) = (n.logical_id for n in result.successful)
+    async with running(fake):
+        await anyio.sleep(9)
+        assert (await statuses(fake))[node] == NodeStatus.PENDING
+        await anyio.sleep(2)  # t=11: the capacity verdict came at t=10, far before launch_seconds (90)
+        assert (await statuses(fake))[node] == NodeStatus.FAILURE

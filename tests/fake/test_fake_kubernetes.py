@@ -92,7 +92,9 @@ async def test_scheduler_respects_taints_selectors_and_affinity() -> None:
     kube.add_node(make_node("soft", taints=(Taint("x", "PreferNoSchedule"),), labels={"zone": "b"}))
     kube.add_pod(make_pod("selects-gpu", node_selector={"kind": "gpu"}))
     kube.add_pod(
-        make_pod("tolerates", node_selector={"kind": "gpu"}, tolerations=(Toleration("nvidia.com/gpu", "Exists"),))
+        make_pod(
+            "tolerates", node_selector={"kind": "gpu"}, tolerations=(Toleration("nvidia.com/gpu", "Exists"),)
+        )
     )
     kube.add_pod(make_pod("zone-c", node_affinity=((Requirement("zone", "In", ("c",)),),)))
     kube.add_pod(make_pod("zone-b-or-c", node_affinity=((Requirement("zone", "In", ("b", "c")),),)))
@@ -168,7 +170,11 @@ async def test_eviction_respects_pdb_then_waits_grace_and_controller_recreates()
         replacement = kube.pod("default/web0-r1")
         assert replacement is not None
         # The node still has room, so the default scheduler places the replacement at once.
-        assert (replacement.created, replacement.node_name, replacement.owner_kind) == (45.0, "n", "ReplicaSet")
+        assert (replacement.created, replacement.node_name, replacement.owner_kind) == (
+            45.0,
+            "n",
+            "ReplicaSet",
+        )
         assert kube.counters.pods_recreated == 1 and kube.counters.evictions == 1
 
 
