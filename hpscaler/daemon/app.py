@@ -5,7 +5,8 @@ from __future__ import annotations
 import signal
 
 import anyio
-from anyio.abc import CancelScope, TaskStatus
+from anyio import CancelScope
+from anyio.abc import TaskStatus
 
 from hpscaler.backends.protocols import BackendError
 from hpscaler.catalogue import Catalogue

@@ -34,17 +34,15 @@ def _too_big(pod: Pod, option: Option) -> str | None:
         for name, amount in sorted(request.items())
         if amount > option.allocatable.get(name, 0)
     ]
-    return f"requests exceed {option.spec.name} allocatable ({', '.join(over) or 'pod slots'})"
+    # Say so when the instance itself would do: the DaemonSets' share is what leaves too little.
+    overhead = " after DaemonSet overhead" if fits({**request, "pods": 1}, option.spec.allocatable()) else ""
+    return f"requests exceed {option.spec.name} allocatable{overhead} ({', '.join(over) or 'pod slots'})"
 
 
-def explain_unschedulable(
-    pod: Pod,
-    inp: SchedulingInput,
-    options: Sequence[Option],
-    compatible: Sequence[Option],
-    within_limits: Callable[[Option], bool],
-) -> str:
-    """The most useful reason why `pod` got no node, given all options and the ones its class fits."""
+def static_reason(
+    pod: Pod, inp: SchedulingInput, options: Sequence[Option], compatible: Sequence[Option]
+) -> str | None:
+    """Why no new node could ever take `pod`, whatever else is placed (None if one could)."""
     if not inp.node_pools:
         return "no NodePool is configured"
     if not options:
@@ -63,15 +61,41 @@ def explain_unschedulable(
     big = [_too_big(pod, o) for o in compatible]
     if all(b is not None for b in big):
         return f"too large for every compatible instance type: {big[0]}"
-    blocked = [o for o in compatible if (o.group.name, o.zone) in inp.unavailable]
-    if len(blocked) == len(compatible):
+    return None
+
+
+def _topology_constraints(pod: Pod) -> str:
+    parts = [
+        f"topology spread on {s.topology_key} (maxSkew {s.max_skew})"
+        for s in pod.topology_spread
+        if s.when_unsatisfiable == "DoNotSchedule"
+    ]
+    parts += [f"required pod affinity on {t.topology_key}" for t in pod.pod_affinity]
+    parts += [f"required pod anti-affinity on {t.topology_key}" for t in pod.pod_anti_affinity]
+    return ", ".join(parts)
+
+
+def explain_unschedulable(
+    pod: Pod,
+    inp: SchedulingInput,
+    options: Sequence[Option],
+    compatible: Sequence[Option],
+    within_limits: Callable[[Option], bool],
+) -> str:
+    """The most useful reason why `pod` got no node, given all options and the ones its class fits."""
+    reason = static_reason(pod, inp, options, compatible)
+    if reason is not None:
+        return reason
+    available = [o for o in compatible if (o.group.name, o.zone) not in inp.unavailable]
+    if not available:
         why = "; ".join(
-            f"{o.group.name} in {o.zone}: {inp.unavailable[(o.group.name, o.zone)]}" for o in blocked[:5]
+            f"{o.group.name} in {o.zone}: {inp.unavailable[(o.group.name, o.zone)]}" for o in compatible[:5]
         )
         return f"all {len(compatible)} compatible instance group offerings are out of capacity ({why})"
-    pools = sorted({o.node_pool.name for o in compatible if o not in blocked})
-    if pools and not any(within_limits(o) for o in compatible if o not in blocked):
+    if not any(within_limits(o) for o in available):
+        pools = sorted({o.node_pool.name for o in available})
         return f"NodePool limits reached for {', '.join(pools)}"
-    if pod.topology_spread or pod.pod_affinity or pod.pod_anti_affinity:
-        return "topology spread or pod (anti-)affinity constraints cannot be satisfied by any node"
+    constraints = _topology_constraints(pod)
+    if constraints:
+        return f"no node satisfies the pod's {constraints}"
     return "no node with room could be planned (limits or capacity left no room)"

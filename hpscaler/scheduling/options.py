@@ -36,9 +36,9 @@ SPOT_TIER = 0
 ON_DEMAND_TIER = 1
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Option:
-    """One way to launch a new node."""
+    """One way to launch a new node (compared and hashed by identity)."""
 
     index: int
     node_pool: NodePool

@@ -75,7 +75,7 @@ class Topology:
 
     def __init__(self) -> None:
         self._groups: dict[GroupKey, TopologyGroup] = {}
-        self._anti_groups: list[TopologyGroup] = []
+        self._anti_groups: dict[GroupKey, TopologyGroup] = {}
 
     def group(self, key: str, selector: LabelSelector, namespaces: tuple[str, ...]) -> TopologyGroup:
         """The group for (key, selector, namespaces), created on first use."""
@@ -97,8 +97,15 @@ class Topology:
             self._term_group(pod, term)
         for term in pod.pod_anti_affinity:
             group = self._term_group(pod, term)
-            if group not in self._anti_groups:
-                self._anti_groups.append(group)
+            self._anti_groups.setdefault((group.key, group.selector, group.namespaces), group)
+
+    def selector_keys(self) -> frozenset[str]:
+        """Every label key some group's selector reads: only these labels tell pods apart here."""
+        keys: set[str] = set()
+        for group in self._groups.values():
+            keys.update(k for k, _ in group.selector.match_labels)
+            keys.update(r.key for r in group.selector.match_expressions)
+        return frozenset(keys)
 
     def compile(self, pod: Pod, zones: Iterable[str]) -> ClassTopology:
         """The checks and counters for pods like `pod`, which may go to `zones`."""
@@ -106,7 +113,7 @@ class Topology:
         for group in self._groups.values():
             if group.selects(pod.namespace, pod.labels):
                 compiled.increments.append(group)
-        for anti_group in self._anti_groups:
+        for anti_group in self._anti_groups.values():
             if anti_group.selects(pod.namespace, pod.labels):
                 compiled.repelled_by.append(anti_group)
         zone_domains = tuple(sorted(set(zones)))

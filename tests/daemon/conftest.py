@@ -1,0 +1,34 @@
+"""Fixtures of the daemon tests; the helpers live in `daemon_harness`."""
+
+from __future__ import annotations
+
+import pytest
+import structlog
+from daemon_harness import MULTI_AZ, load_seed_config
+
+from hpscaler.catalogue import Catalogue, load_catalogue
+from hpscaler.config import LoadedConfig, load_config
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_logs() -> None:
+    """Warnings and errors only: the daemon logs every decision, which would slow long runs."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
+
+
+@pytest.fixture(scope="session")
+def seed_config() -> LoadedConfig:
+    """The embedded example cluster: NodePool gpunodepool, ml.c5.2xlarge in us-west-2a only."""
+    return load_seed_config()
+
+
+@pytest.fixture(scope="session")
+def multi_az_config() -> LoadedConfig:
+    """config/scenarios/multi-az: NodePool general over all 4 groups, consolidateAfter 2m, budget 20%."""
+    return load_config(MULTI_AZ)
+
+
+@pytest.fixture(scope="session")
+def catalogue() -> Catalogue:
+    """The packaged instance catalogue."""
+    return load_catalogue()

@@ -1,0 +1,89 @@
+"""Every shipped scenario runs the real daemon on the fake world, in virtual time, with no violations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpscaler.simulate.report import report_table
+from hpscaler.simulate.runner import simulate
+from hpscaler.simulate.scenario import ScenarioError, load_scenario
+
+SCENARIOS = Path(__file__).resolve().parent.parent / "config" / "scenarios"
+REQUIRED = {
+    "podsScheduled",
+    "podsTotal",
+    "pendingToRunningSeconds",
+    "nodesLaunched",
+    "batchAddClusterNodesCalls",
+    "batchDeleteClusterNodesCalls",
+    "interruptionsHandled",
+    "podsKilledBeforeGracePeriod",
+    "cost",
+    "costAllOnDemand",
+    "spotShare",
+    "violations",
+    "timeline",
+}
+_reports: dict[str, dict[str, Any]] = {}
+
+
+def report(name: str) -> dict[str, Any]:
+    if name not in _reports:
+        _reports[name] = simulate(load_scenario(SCENARIOS / f"{name}.yaml"))
+    return _reports[name]
+
+
+@pytest.mark.parametrize("name", ["burst", "spot-capacity-loss", "interruption-storm", "diurnal"])
+def test_scenario_has_no_violations_and_a_complete_report(name: str) -> None:
+    result = report(name)
+    assert REQUIRED <= result.keys()
+    assert result["violations"] == []
+    assert result["podsScheduled"] == result["podsTotal"] > 0
+    assert result["podsKilledBeforeGracePeriod"] == 0
+    assert 0 < result["cost"] <= result["costAllOnDemand"]
+    assert "Violations: none" in report_table(result)
+
+
+def test_burst_uses_one_call_per_fifty_nodes_spot_only_and_scales_to_zero() -> None:
+    result = report("burst")
+    launched = result["nodesLaunched"]
+    assert launched == {"auto-spot-c5-2x-az1": {"spot": 29}}  # 200 pods / 7 per c5.2xlarge
+    assert result["batchAddClusterNodesCalls"] == 1
+    assert result["spotShare"] == 1.0
+    last = result["timeline"][-1]
+    assert last["spotNodes"] == last["onDemandNodes"] == 0
+
+
+def test_spot_capacity_loss_falls_back_to_on_demand_within_minutes() -> None:
+    result = report("spot-capacity-loss")
+    assert result["nodesLaunched"]["auto-ondemand-c5-2x-az1"]["on-demand"] > 0
+    assert result["pendingToRunningSeconds"]["p99"] < 600
+
+
+def test_interruption_storm_replaces_and_drains_without_killing_noticed_pods() -> None:
+    result = report("interruption-storm")
+    assert result["interruptionsHandled"] >= 12
+    assert result["evictions"] > 0
+    assert result["podsKilledWithoutNotice"] > 0  # the three terminations without notice
+
+
+def test_diurnal_load_ends_at_zero_nodes() -> None:
+    result = report("diurnal")
+    last = result["timeline"][-1]
+    assert last["spotNodes"] + last["onDemandNodes"] == 0
+    assert result["batchDeleteClusterNodesCalls"] > 0
+
+
+def test_scenario_errors_name_the_file_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: Scenario\nspec:\n  name: x\n  duration: 2 hours\n")
+    with pytest.raises(ScenarioError, match=r"bad.yaml.*spec.duration"):
+        load_scenario(bad)
+    bad.write_text(
+        "kind: Scenario\nspec:\n  name: x\n  events: [{at: 1m, scale: {workload: nope, replicas: 1}}]\n"
+    )
+    with pytest.raises(ScenarioError, match="unknown workload 'nope'"):
+        load_scenario(bad)
