@@ -32,6 +32,31 @@ class Backends(_Section):
     aws: str = Field(default="aws", min_length=1)
 
 
+class Aws(_Section):
+    """How the AWS backend reaches SageMaker, EC2 and SQS (credentials come from the standard chain)."""
+
+    profile: str = ""
+    endpoint_url: str = ""  # one endpoint for every service (tests, LocalStack-style proxies)
+    sagemaker_endpoint_url: str = ""
+    ec2_endpoint_url: str = ""
+    sqs_endpoint_url: str = ""
+    interruption_queue_url: str = ""  # EventBridge -> SQS queue; empty disables the queue
+    placement_score_refresh_seconds: _Seconds = 600.0
+    max_attempts: int = Field(default=5, ge=1, le=20)
+
+
+class Kubernetes(_Section):
+    """How the Kubernetes backend reaches the API server."""
+
+    kubeconfig: str = ""  # empty: in-cluster config when running in a pod, else ~/.kube/config
+    context: str = ""
+    namespace: str = "kube-system"  # where Events, the leader Lease and custom resources live
+    lease_name: str = "hpscaler-leader"
+    lease_seconds: _Seconds = 15.0
+    renew_seconds: _Seconds = 10.0
+    read_custom_resources: bool = True  # NodePools and HyperpodNodeClasses from the cluster when present
+
+
 class Batching(_Section):
     """Pending-pod batching window (Karpenter's BATCH_IDLE_DURATION / BATCH_MAX_DURATION)."""
 
@@ -124,6 +149,8 @@ class Settings(_Section):
     cluster_name: str = ""
     region: str = ""
     backends: Backends = Backends()
+    aws: Aws = Aws()
+    kubernetes: Kubernetes = Kubernetes()
     batching: Batching = Batching()
     prices: dict[str, PriceSpec] = {}
     # Static Spot placement scores by zone name or zone id, used offline and when the SPS API fails.

@@ -22,19 +22,28 @@ class Batcher:
         self.idle = idle_seconds
         self.maximum = max_seconds
         self._event = anyio.Event()
+        self._first = 0.0
         self._last = 0.0
         self._count = 0
 
+    @property
+    def open(self) -> bool:
+        """Whether triggers are waiting for their window to close."""
+        return self._count > 0
+
     def trigger(self) -> None:
         """Something worth provisioning for happened (a new pending pod, a lost node)."""
+        now = anyio.current_time()
+        if self._count == 0:
+            self._first = now  # the window opens with its first trigger, waited for or not
         self._count += 1
-        self._last = anyio.current_time()
+        self._last = now
         self._event.set()
 
     async def wait(self) -> tuple[int, float]:
         """Wait for the next window to close; return (triggers in it, when it opened)."""
         await self._event.wait()
-        opened = self._last
+        opened = self._first
         while True:
             self._event = anyio.Event()
             remaining = window_end(opened, self._last, self.idle, self.maximum) - anyio.current_time()

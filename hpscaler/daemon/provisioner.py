@@ -48,6 +48,8 @@ class Provisioner:
         await self.ctx.synced.wait()
         while True:
             await anyio.sleep(interval)
+            if self.ctx.batcher.open:
+                continue  # the window's own round comes soon and plans the whole burst at once
             await self.reconcile("monitor")
 
     async def reconcile(self, reason: str, extra_pending: Sequence[Pod] = ()) -> Plan | None:
