@@ -188,3 +188,33 @@ def simulate(scenario_path: str, output: str, log_level: str) -> None:
     click.echo(json.dumps(report, indent=2) if output == "json" else report_table(report))
     if report["violations"]:
         sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True),
+    required=True,
+    help="Config file or directory (HpscalerConfig, NodePools, NodeClasses, instance groups).",
+)
+def run(config_path: str) -> None:
+    """Run the autoscaler as a service (systemd, container): leader election, health, metrics."""
+    from hpscaler.backends.registry import BackendNotFound
+    from hpscaler.service.run import run_service
+
+    _load(config_path)  # invalid configuration: exit 2 with every problem listed
+    try:
+        run_service(config_path)
+    except BackendNotFound as exc:
+        _fail(str(exc))
+
+
+@main.command("backends")
+def list_backends() -> None:
+    """List the backends installed through the `hpscaler.backends` entry-point group."""
+    from hpscaler.backends.registry import discover
+
+    for name, entry in sorted(discover().items()):
+        dist = entry.dist.name if entry.dist is not None else "?"
+        click.echo(f"{name:<20} {entry.value:<50} ({dist})")

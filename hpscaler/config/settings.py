@@ -30,6 +30,7 @@ class Backends(_Section):
 
     kubernetes: str = Field(default="kubernetes", min_length=1)
     aws: str = Field(default="aws", min_length=1)
+    scores: str = ""  # Spot placement scores; empty: the `aws` backend's
 
 
 class Aws(_Section):
@@ -163,6 +164,7 @@ class Settings(_Section):
     consolidation: Consolidation = Consolidation()
     logging: Logging = Logging()
     health: Health = Health()
+    shutdown_seconds: _Seconds = 30.0  # SIGTERM: how long in-progress calls may take to finish
 
     def price_overrides(self) -> dict[str, PriceOverride]:
         """`prices` in the form `Catalogue.with_prices` takes."""

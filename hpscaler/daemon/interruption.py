@@ -28,7 +28,8 @@ class InterruptionHandler:
         self.ctx = ctx
         self.provisioner = provisioner
         self.drainer = Drainer(ctx)
-        self._active: set[str] = set()
+        # Messages being handled, by id -> their latest delivery (its receipt is the one that deletes).
+        self._active: dict[str, InterruptionMessage | JunkMessage] = {}
         self._handled_instances: dict[str, InterruptionKind] = {}
 
     async def run(self) -> None:
@@ -48,8 +49,11 @@ class InterruptionHandler:
                     continue
                 for message in batch:
                     if message.message_id in self._active:
-                        continue  # redelivered while still being handled
-                    self._active.add(message.message_id)
+                        # Redelivered after the visibility timeout while still being handled: only
+                        # this delivery's receipt can delete it now.
+                        self._active[message.message_id] = message
+                        continue
+                    self._active[message.message_id] = message
                     tg.start_soon(self._handle_and_ack, message)
 
     async def _handle_and_ack(self, message: InterruptionMessage | JunkMessage) -> None:
@@ -57,12 +61,12 @@ class InterruptionHandler:
         assert source is not None
         try:
             await self.handle(message)
-            await source.acknowledge(message)
+            await source.acknowledge(self._active.get(message.message_id, message))
         except BackendError as exc:
             # Left unacknowledged, the queue redelivers it after its visibility timeout.
             self.ctx.log.warning("interruption_handling_failed", message=message.message_id, error=str(exc))
         finally:
-            self._active.discard(message.message_id)
+            self._active.pop(message.message_id, None)
 
     async def handle(self, message: InterruptionMessage | JunkMessage) -> None:
         """Act on one message (acknowledging is the caller's job)."""

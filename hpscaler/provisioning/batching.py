@@ -49,10 +49,20 @@ class AddRequest:
 
 
 def client_token(
-    cluster: str, entries: Sequence[dict[str, Any]], reasons: Sequence[str], salt: str = ""
+    cluster: str,
+    entries: Sequence[dict[str, Any]],
+    reasons: Sequence[str],
+    salt: str = "",
+    *,
+    sequence: int = 0,
 ) -> str:
-    """A deterministic idempotency token (<= 64 printable characters, as the API requires)."""
-    payload = json.dumps([cluster, list(entries), sorted(reasons), salt], sort_keys=True)
+    """A deterministic idempotency token (<= 64 printable characters, as the API requires).
+
+    `sequence` is the call's position in its batch: two calls of one batch may ask for the same thing
+    (a large group split into chunks of 50 with no pods left to tell them apart), and a shared token
+    would make HyperPod answer the second with the first's result instead of adding its nodes.
+    """
+    payload = json.dumps([cluster, list(entries), sorted(reasons), salt, sequence], sort_keys=True)
     return "hps-" + hashlib.sha256(payload.encode()).hexdigest()[:40]
 
 
@@ -73,7 +83,7 @@ def batch_additions(
     def close() -> None:
         nonlocal current, current_reasons, nodes_in_call
         if current:
-            token = client_token(cluster, current, current_reasons, salt)
+            token = client_token(cluster, current, current_reasons, salt, sequence=len(requests))
             requests.append(AddRequest(cluster, token, current))
         current, current_reasons, nodes_in_call = [], [], 0
 

@@ -69,16 +69,21 @@ def pool_of(config: LoadedConfig) -> NodePool:
 def make_world(
     config: LoadedConfig,
     capacity: Mapping[tuple[str, str, CapacityType], int | None] | None = None,
+    *,
+    initial: Mapping[str, int] | None = None,
+    status: Mapping[str, str] | None = None,
     **options: Any,
 ) -> World:
-    """A fake world holding the config's instance groups, on a clock starting at EPOCH (call in the loop)."""
-    return World(
-        config.cluster_name,
-        config.instance_groups,
-        clock=LoopClock(EPOCH),
-        capacity=capacity,
-        **options,
-    )
+    """A fake world with the config's instance groups, on a clock starting at EPOCH (call in the loop).
+
+    `initial` launches that many nodes per group at the start (as CreateCluster's InstanceCount);
+    `status` sets a group's status as HyperPod sees it (the daemon's config still says InService).
+    """
+    groups = [
+        replace(g, target_count=(initial or {}).get(g.name, 0), status=(status or {}).get(g.name, g.status))
+        for g in config.instance_groups
+    ]
+    return World(config.cluster_name, groups, clock=LoopClock(EPOCH), capacity=capacity, **options)
 
 
 def web_pod(name: str, cpu: int = 1000, **kw: Any) -> Pod:
@@ -104,11 +109,13 @@ class Harness:
         """The running daemon's shared state."""
         return self.daemon.ctx
 
-    def new_daemon(self, config: LoadedConfig | None = None) -> Daemon:
-        """A daemon (not started) on the same world's backends and clock."""
+    def new_daemon(self, config: LoadedConfig | None = None, **backends: Any) -> Daemon:
+        """A daemon (not started) on the same world and clock; keyword arguments replace backends."""
         world = self.world
-        backends = Backends(world.kubernetes, world.hyperpod, world.placement, world.interruptions)
-        return Daemon(config or self.config, backends, self.catalogue, world.clock)
+        wired = Backends(world.kubernetes, world.hyperpod, world.placement, world.interruptions)
+        for name, backend in backends.items():
+            setattr(wired, name, backend)
+        return Daemon(config or self.config, wired, self.catalogue, world.clock)
 
     def running_pods(self) -> list[Pod]:
         """Pods bound and Running, by name."""

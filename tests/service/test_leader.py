@@ -1,0 +1,122 @@
+"""Leader election on a Lease: one leader acts; a standby takes over; a deposed leader stops at once."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from hpscaler.backends.protocols import BackendError
+from hpscaler.clock import LoopClock
+from hpscaler.fake import FakeKubernetes
+from hpscaler.service.leader import LeaderElector
+
+LEASE, RENEW = 15.0, 5.0
+
+
+def elector(kube: FakeKubernetes, holder: str) -> LeaderElector:
+    return LeaderElector(
+        kube,
+        name="hpscaler-leader",
+        holder=holder,
+        lease_seconds=LEASE,
+        renew_seconds=RENEW,
+        clock=kube.clock,
+    )
+
+
+class Worker:
+    """Work that records whether it is running; it runs until cancelled."""
+
+    def __init__(self) -> None:
+        self.running = False
+        self.starts = 0
+
+    async def __call__(self) -> None:
+        self.running = True
+        self.starts += 1
+        try:
+            await anyio.sleep_forever()
+        finally:
+            self.running = False
+
+
+@pytest.mark.looptime
+async def test_only_one_of_two_replicas_acts() -> None:
+    kube = FakeKubernetes(LoopClock())
+    a, b = elector(kube, "a"), elector(kube, "b")
+    work_a, work_b = Worker(), Worker()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(a.run, work_a)
+        await anyio.sleep(1)
+        tg.start_soon(b.run, work_b)
+        for _ in range(10):
+            await anyio.sleep(RENEW)
+            assert work_a.running and not work_b.running
+            assert a.is_leader and not b.is_leader
+        tg.cancel_scope.cancel()
+    assert kube.lease("hpscaler-leader").holder == "a"  # type: ignore[union-attr]
+
+
+@pytest.mark.looptime
+async def test_standby_takes_over_within_the_lease_duration_when_the_leader_dies() -> None:
+    kube = FakeKubernetes(LoopClock())
+    b = elector(kube, "b")
+    work_b = Worker()
+    async with anyio.create_task_group() as tg:
+        with anyio.CancelScope() as leader_scope:  # the leader process
+            tg.start_soon(_run_in_scope, leader_scope, elector(kube, "a"), Worker())
+        await anyio.sleep(1)
+        tg.start_soon(b.run, work_b)
+        await anyio.sleep(20)
+        assert not work_b.running
+        died_at = anyio.current_time()
+        leader_scope.cancel()  # the leader dies without releasing the lease
+        while not work_b.running:
+            await anyio.sleep(0.5)
+        assert anyio.current_time() - died_at <= LEASE + RENEW
+        tg.cancel_scope.cancel()
+
+
+async def _run_in_scope(scope: anyio.CancelScope, elector: LeaderElector, work: Worker) -> None:
+    with scope:
+        await elector.run(work)
+
+
+@pytest.mark.looptime
+async def test_a_leader_that_loses_its_lease_stops_acting_at_once() -> None:
+    kube = FakeKubernetes(LoopClock())
+    a = elector(kube, "a")
+    work_a = Worker()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(a.run, work_a)
+        await anyio.sleep(1)
+        assert work_a.running
+        # Someone else takes the lease (e.g. after a network partition healed).
+        await anyio.sleep(LEASE + 1)
+        kube._leases["hpscaler-leader"] = kube._leases["hpscaler-leader"].__class__(
+            holder="intruder", renewed=kube.clock.now(), duration_seconds=LEASE
+        )
+        await anyio.sleep(RENEW + 0.1)  # the next renewal sees it
+        assert not work_a.running and not a.is_leader
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.looptime
+async def test_a_leader_that_cannot_renew_stops_before_its_lease_expires() -> None:
+    kube = FakeKubernetes(LoopClock())
+    a = elector(kube, "a")
+    work_a = Worker()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(a.run, work_a)
+        await anyio.sleep(1)
+        kube.faults.fail_next("acquire_lease", BackendError("apiserver unavailable"), times=100)
+        stopped = None
+        for _ in range(40):
+            await anyio.sleep(0.5)
+            if not work_a.running:
+                stopped = kube.clock.now()
+                break
+        assert stopped is not None
+        lease = kube.lease("hpscaler-leader")
+        assert lease is not None and stopped < lease.renewed + LEASE  # never acts on an expired lease
+        tg.cancel_scope.cancel()
