@@ -31,6 +31,8 @@ class Backends(_Section):
     kubernetes: str = Field(default="kubernetes", min_length=1)
     aws: str = Field(default="aws", min_length=1)
     scores: str = ""  # Spot placement scores; empty: the `aws` backend's
+    # Settings for plugin backends, by backend name (each plugin documents its own keys).
+    options: dict[str, dict[str, Any]] = {}
 
 
 class Aws(_Section):

@@ -122,7 +122,8 @@ async def test_do_not_disrupt_keeps_a_node_forever_or_until_its_duration_elapses
         assert "do-not-disrupt=true" in decision.kept[first.name]
         assert "not yet elapsed" in decision.kept[second.name]
 
-        await wait_for(lambda: live_nodes(h) == [first.name], 40)
+        # poll (10 s) + validation (15 s) + the pod's grace period (30 s) after the 10 minutes
+        await wait_for(lambda: live_nodes(h) == [first.name], 70)
         assert h.world.clock.now() - created >= 600
         await wait_for(lambda: kube.node(second.name) is None, 60)
         assert {p.name: p.node_name for p in kube.pods()} == {
@@ -174,3 +175,177 @@ async def test_a_budget_of_one_node_disrupts_one_node_at_a_time(
         assert most == 1
         assert [len(ids) for ids in h.world.hyperpod.delete_requests] == [1, 1, 1, 1]
         assert h.ctx.stats.counters["nodes_disrupted:Empty"] == 4
+
+
+# --- decide_consolidation and allowed_disruptions on plain data -------------------------------------
+
+GIB = 1024**3
+NOW = 10_000.0
+
+
+def pool(**kw: object) -> NodePool:
+    disruption = Disruption(
+        consolidation_policy=kw.pop("policy", "WhenEmptyOrUnderutilized"),  # type: ignore[arg-type]
+        consolidate_after_seconds=kw.pop("after", 0.0),  # type: ignore[arg-type]
+        budgets=tuple(DisruptionBudget(n) for n in kw.pop("budgets", ("100%",))),  # type: ignore[attr-defined]
+    )
+    return NodePool("pool", "class", disruption=disruption, expire_after_seconds=None, **kw)  # type: ignore[arg-type]
+
+
+def node(name: str, *pods: Pod, cpu: int = 8000) -> Node:
+    bound = [Pod(p.namespace, p.name, p.requests, **_rest(p), node_name=name, phase="Running") for p in pods]
+    return Node(
+        name,
+        {LABEL_INSTANCE_TYPE: "ml.c5.2xlarge"},
+        {"cpu": cpu, "memory": 16 * GIB, "pods": 58},
+        pods=bound,
+        created=0.0,
+    )
+
+
+def _rest(p: Pod) -> dict[str, object]:
+    return {
+        "labels": p.labels,
+        "annotations": p.annotations,
+        "owner_kind": p.owner_kind,
+        "owner_name": p.owner_name,
+        "created": p.created,
+    }
+
+
+def app(name: str, cpu: int = 1000, owner: str = "ReplicaSet", **annotations: str) -> Pod:
+    return Pod(
+        "default",
+        name,
+        {"cpu": cpu, "memory": GIB},
+        labels={"app": "web"},
+        annotations=annotations,
+        owner_kind=owner,
+        owner_name="web",
+        created=NOW - 60,
+    )
+
+
+def decide(
+    nodes: Sequence[Node],
+    the_pool: NodePool,
+    catalogue: Catalogue,
+    *,
+    pending: Sequence[Pod] = (),
+    pdbs: Sequence[DisruptionBudgetStatus] = (),
+    changed: float = 0.0,
+    disrupting: dict[str, str] | None = None,
+) -> tuple[dict[str, str], dict[str, str], float]:
+    base = SchedulingInput(pods=(), node_pools=(), node_classes=(), groups=(), catalogue=catalogue)
+    decision = decide_consolidation(
+        nodes=nodes,
+        pending=pending,
+        pool_of=lambda _: the_pool,
+        base=base,
+        pdbs=pdbs,
+        now=NOW,
+        last_pod_change={n.name: changed for n in nodes},
+        disrupting=disrupting or {},
+    )
+    return {r.node: r.reason for r in decision.remove}, decision.kept, decision.recheck_at
+
+
+def test_allowed_disruptions_takes_the_tightest_budget_for_the_reason() -> None:
+    assert allowed_disruptions(pool(budgets=("20%",)), "Empty", 10, 0) == 2
+    assert allowed_disruptions(pool(budgets=("20%",)), "Empty", 3, 0) == 1  # percentages round up
+    assert allowed_disruptions(pool(budgets=("50%", "1")), "Empty", 10, 0) == 1
+    assert allowed_disruptions(pool(budgets=("3",)), "Empty", 10, 1) == 2
+    assert allowed_disruptions(pool(budgets=("1",)), "Empty", 10, 4) == 0  # never negative
+    assert allowed_disruptions(pool(budgets=("0",)), "Empty", 10, 0) == 0
+    only_drift = NodePool(
+        "p", "c", disruption=Disruption(budgets=(DisruptionBudget("0", reasons=("Underutilized",)),))
+    )
+    assert allowed_disruptions(only_drift, "Empty", 4, 0) == 4
+    assert allowed_disruptions(only_drift, "Underutilized", 4, 0) == 0
+
+
+def test_empty_nodes_are_removed_once_consolidate_after_has_passed(catalogue: Catalogue) -> None:
+    nodes = [node("a"), node("b", app("x"))]
+    removed, kept, recheck = decide(nodes, pool(after=120.0), catalogue, changed=NOW - 60)
+    assert removed == {}
+    assert kept["a"] == "pods changed less than consolidateAfter ago"
+    assert recheck == NOW + 60
+    removed, _, _ = decide(nodes, pool(after=120.0), catalogue, changed=NOW - 120)
+    assert removed == {"a": "Empty"}  # and b's pod has nowhere else to go
+
+
+def test_pending_pods_and_never_hold_consolidation_back(catalogue: Catalogue) -> None:
+    nodes = [node("a")]
+    removed, kept, _ = decide(nodes, pool(), catalogue, pending=[app("new")])
+    assert removed == {} and kept == {"a": "pods are pending; consolidation waits"}
+    removed, kept, _ = decide(nodes, pool(after=None), catalogue)
+    assert removed == {} and kept == {"a": "consolidateAfter is Never"}
+
+
+def test_an_underutilized_node_goes_only_if_its_pods_fit_on_the_others(catalogue: Catalogue) -> None:
+    fits = [node("a", app("x", 6000)), node("b", app("y", 1000))]
+    removed, _, _ = decide(fits, pool(), catalogue)
+    assert removed == {"b": "Underutilized"}
+    crowded = [node("a", app("x", 7000)), node("b", app("y", 2000))]
+    removed, kept, _ = decide(crowded, pool(), catalogue)
+    assert removed == {}
+    assert kept["b"] == "its pods do not fit on the other nodes"
+    removed, kept, _ = decide(fits, pool(policy="WhenEmpty"), catalogue)
+    assert removed == {} and kept["b"] == "consolidationPolicy is WhenEmpty"
+
+
+def test_removals_never_overbook_the_nodes_that_stay(catalogue: Catalogue) -> None:
+    # Each of b and c fits on a alone, but not both: only one of them may go.
+    nodes = [node("a", app("x", 4000)), node("b", app("y", 3000)), node("c", app("z", 3000))]
+    removed, kept, _ = decide(nodes, pool(), catalogue)
+    assert len(removed) == 1
+    assert set(kept) == {"a", "b", "c"} - set(removed)
+
+
+def test_pods_that_must_not_move_keep_their_node(catalogue: Catalogue) -> None:
+    spare = node("spare", app("s", **{ANNOTATION_DO_NOT_DISRUPT: "true"}))
+    cases = {
+        "pinned": app("p", **{ANNOTATION_DO_NOT_DISRUPT: "true"}),
+        "job": app("j", owner="Job"),
+        "bare": app("b", owner=""),
+    }
+    for name, the_pod in cases.items():
+        removed, kept, _ = decide([node(name, the_pod), spare], pool(), catalogue)
+        assert name not in removed, name
+        assert the_pod.name in kept[name], kept
+    removed, _, _ = decide([node("job", cases["job"]), spare], pool(consolidate_running_jobs=True), catalogue)
+    assert "job" in removed
+
+
+def test_a_do_not_disrupt_duration_protects_until_it_elapses(catalogue: Catalogue) -> None:
+    young = app("p", **{ANNOTATION_DO_NOT_DISRUPT: "10m"})  # created a minute ago
+    nodes = [node("a", young), node("spare")]
+    removed, kept, recheck = decide(nodes, pool(budgets=("1",)), catalogue)
+    assert "a" not in removed and "not yet elapsed" in kept["a"]
+    assert recheck == young.created + 600
+    old = app("p", **{ANNOTATION_DO_NOT_DISRUPT: "30s"})
+    removed, _, _ = decide([node("a", old), node("spare", app("s", 7000))], pool(), catalogue)
+    assert removed == {"a": "Underutilized"}
+
+
+def test_a_pod_disruption_budget_that_allows_nothing_keeps_the_node(catalogue: Catalogue) -> None:
+    selector = LabelSelector((("app", "web"),))
+    nodes = [node("a", app("x")), node("b", app("y", 6000))]
+    blocked = [DisruptionBudgetStatus("default", "web", selector, 0)]
+    removed, kept, _ = decide(nodes, pool(), catalogue, pdbs=blocked)
+    assert removed == {}
+    assert "PodDisruptionBudget default/web" in kept["a"]
+    allowing = [DisruptionBudgetStatus("default", "web", selector, 1)]
+    removed, _, _ = decide(nodes, pool(), catalogue, pdbs=allowing)
+    assert removed == {"a": "Underutilized"}
+
+
+def test_the_node_budget_counts_nodes_already_in_disruption(catalogue: Catalogue) -> None:
+    nodes = [node(n) for n in "abcd"]
+    removed, kept, _ = decide(nodes, pool(budgets=("2",)), catalogue)
+    assert len(removed) == 2
+    assert sum(reason.startswith("disruption budget") for reason in kept.values()) == 2
+    removed, _, _ = decide(nodes, pool(budgets=("2",)), catalogue, disrupting={"a": "consolidation:Empty"})
+    assert len(removed) == 1 and "a" not in removed
+    removed, _, _ = decide(nodes, pool(budgets=("2",)), catalogue, disrupting={"a": "x", "b": "y"})
+    assert removed == {}
