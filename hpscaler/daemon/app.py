@@ -45,26 +45,34 @@ class Daemon:
         self.interruptions = InterruptionHandler(self.ctx, self.provisioner)
         self.consolidator = Consolidator(self.ctx, self.provisioner)
         self._scope: CancelScope | None = None
+        self._stop_requested = False
+        self.stopped = anyio.Event()  # set once `run` has returned (every loop has ended)
 
     async def run(
         self, *, handle_signals: bool = False, task_status: TaskStatus[Daemon] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Run until cancelled, `stop()` is called, or (with handle_signals) SIGTERM/SIGINT arrives."""
-        async with anyio.create_task_group() as tg:
-            self._scope = tg.cancel_scope
-            tg.start_soon(run_watcher, self.ctx)
-            tg.start_soon(self.provisioner.run_batches)
-            tg.start_soon(self.provisioner.run_launch_monitor, MONITOR_SECONDS)
-            tg.start_soon(self.interruptions.run)
-            tg.start_soon(self.consolidator.run)
-            tg.start_soon(self._refresh_scores)
-            if handle_signals:
-                tg.start_soon(self._stop_on_signal)
-            task_status.started(self)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._scope = tg.cancel_scope
+                if self._stop_requested:
+                    tg.cancel_scope.cancel()  # stopped before it started
+                tg.start_soon(run_watcher, self.ctx)
+                tg.start_soon(self.provisioner.run_batches)
+                tg.start_soon(self.provisioner.run_launch_monitor, MONITOR_SECONDS)
+                tg.start_soon(self.interruptions.run)
+                tg.start_soon(self.consolidator.run)
+                tg.start_soon(self._refresh_scores)
+                if handle_signals:
+                    tg.start_soon(self._stop_on_signal)
+                task_status.started(self)
+        finally:
+            self.stopped.set()
         self.ctx.log.info("daemon_stopped")
 
     def stop(self) -> None:
         """Ask every loop to finish; in-progress API calls that must not be cut complete first."""
+        self._stop_requested = True
         if self._scope is not None:
             self._scope.cancel()
 

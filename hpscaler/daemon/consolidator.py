@@ -32,6 +32,15 @@ class Consolidator:
         group = node.instance_group
         return self.ctx.pool_for_group(group) if group in self.ctx.managed_groups() else None
 
+    def hopeless(self) -> frozenset[str]:
+        """Pending pods the last plan found no room for anywhere.
+
+        They do not hold consolidation back (as in Karpenter): otherwise one impossible pod would
+        keep every empty node of the cluster forever.
+        """
+        plan = self.provisioner.last_plan
+        return frozenset(u.pod for u in plan.unschedulable) if plan is not None else frozenset()
+
     async def decide(self, exclude: str = "") -> ConsolidationDecision:
         """The pure decision over the current cache."""
         ctx = self.ctx
@@ -43,9 +52,10 @@ class Consolidator:
             return ConsolidationDecision()
         disrupting = {k: v for k, v in ctx.disrupting.items() if k != exclude}
         base = SchedulingInput(pods=(), node_pools=(), node_classes=(), groups=(), catalogue=ctx.catalogue)
+        hopeless = self.hopeless()
         return decide_consolidation(
             nodes=nodes,
-            pending=[*pending, *ctx.displaced.values()],
+            pending=[p for p in (*pending, *ctx.displaced.values()) if p.key not in hopeless],
             pool_of=self.pool_of,
             base=base,
             pdbs=pdbs,
@@ -58,14 +68,14 @@ class Consolidator:
         """Poll every `pollSeconds`; carry out each removal in its own task."""
         settings = self.ctx.config.settings.consolidation
         await self.ctx.synced.wait()
-        seen: tuple[int, int] | None = None
+        seen: tuple[int, int, frozenset[str]] | None = None
         recheck_at = 0.0
         async with anyio.create_task_group() as tg:
             while True:
                 await anyio.sleep(settings.poll_seconds)
                 if not settings.enabled or self.ctx.inflight:
                     continue  # nodes on their way change the picture; wait until they land
-                state = (self.ctx.cache.generation, len(self.ctx.disrupting))
+                state = (self.ctx.cache.generation, len(self.ctx.disrupting), self.hopeless())
                 if state == seen and self.ctx.clock.now() < recheck_at:
                     continue  # nothing changed and no timer matured: the last answer still holds
                 decision = await self.decide()

@@ -152,5 +152,8 @@ class InterruptionHandler:
             await ctx.backends.kubernetes.delete_node(node.name)
         except BackendError as exc:
             ctx.log.warning("delete_node_failed", node=node.name, error=str(exc))
-        await self.provisioner.reconcile("instance-lost", extra_pending=[as_pending(p) for p in pods])
+        # Look again: pods whose deletion the watch has shown meanwhile have pending replacements
+        # from their controllers, which the plan sees anyway; a twin as well would double their nodes.
+        orphans = [as_pending(p) for p in self.drainer.pods_on(node.name)]
+        await self.provisioner.reconcile("instance-lost", extra_pending=orphans)
         ctx.stats.counters["interruptions_handled"] += 1

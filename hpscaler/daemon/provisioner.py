@@ -59,6 +59,7 @@ class Provisioner:
                 nodes = await self.ctx.backends.hyperpod.list_nodes()
             except BackendError as exc:
                 self.ctx.stats.counters["cloudprovider_errors"] += 1
+                self.ctx.stats.counters["reconciles"] += 1  # a round that ran: the loop is alive
                 self.ctx.log.warning("list_nodes_failed", error=str(exc), reason=reason)
                 return None
             await self._settle_launches(nodes)
@@ -73,6 +74,7 @@ class Provisioner:
                 if not refused:
                     break  # the plan is in flight
             self.ctx.notify()
+            self.ctx.stats.counters["reconciles"] += 1
             if plan is not None:
                 self.last_plan = plan
                 await self._report(plan)

@@ -22,7 +22,7 @@ from hpscaler.config import LoadedConfig, default_config_path, load_config
 from hpscaler.daemon.app import Daemon
 from hpscaler.daemon.context import Backends, DaemonContext
 from hpscaler.fake import World
-from hpscaler.model import CapacityType, DisruptionBudget, NodePool, Pod
+from hpscaler.model import CapacityType, DisruptionBudget, Pod
 
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 SPOT_AZ1 = "auto-spot-c5-2x-az1"
@@ -58,12 +58,6 @@ def with_settings(config: LoadedConfig, **sections: Mapping[str, Any]) -> Loaded
         name: getattr(settings, name).model_copy(update=dict(values)) for name, values in sections.items()
     }
     return replace(config, settings=settings.model_copy(update=update))
-
-
-def pool_of(config: LoadedConfig) -> NodePool:
-    """The config's only NodePool."""
-    (pool,) = config.node_pools
-    return pool
 
 
 def make_world(
@@ -142,13 +136,12 @@ async def wait_for(predicate: Callable[[], bool], within: float, step: float = 0
 async def running(
     config: LoadedConfig,
     catalogue: Catalogue,
-    world: World | None = None,
     *,
     start_daemon: bool = True,
     **world_options: Any,
 ) -> AsyncIterator[Harness]:
-    """Run a world (made from `config` unless given) and a daemon on it until the block ends."""
-    world = world if world is not None else make_world(config, **world_options)
+    """Run a world made from `config` (see `make_world` for the options) and a daemon on it."""
+    world = make_world(config, **world_options)
     async with anyio.create_task_group() as tg:
         await tg.start(world.run)
         backends = Backends(world.kubernetes, world.hyperpod, world.placement, world.interruptions)

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import anyio
 import pytest
-
 from daemon_harness import SPOT_AZ1, Harness, running, wait_for, web_pod, with_pool
+
 from hpscaler.backends.types import DisruptionBudgetStatus
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
@@ -274,7 +274,7 @@ def test_empty_nodes_are_removed_once_consolidate_after_has_passed(catalogue: Ca
     assert removed == {"a": "Empty"}  # and b's pod has nowhere else to go
 
 
-def test_pending_pods_and_never_hold_consolidation_back(catalogue: Catalogue) -> None:
+def test_pending_pods_and_consolidate_after_never_hold_consolidation_back(catalogue: Catalogue) -> None:
     nodes = [node("a")]
     removed, kept, _ = decide(nodes, pool(), catalogue, pending=[app("new")])
     assert removed == {} and kept == {"a": "pods are pending; consolidation waits"}
@@ -349,3 +349,54 @@ def test_the_node_budget_counts_nodes_already_in_disruption(catalogue: Catalogue
     assert len(removed) == 1 and "a" not in removed
     removed, _, _ = decide(nodes, pool(budgets=("2",)), catalogue, disrupting={"a": "x", "b": "y"})
     assert removed == {}
+
+
+@pytest.mark.looptime
+async def test_the_multi_az_pool_scales_to_zero_after_two_minutes_within_its_20_percent_budget(
+    multi_az_config: LoadedConfig, catalogue: Catalogue
+) -> None:
+    async with running(multi_az_config, catalogue) as h:
+        kube = h.world.kubernetes
+        for i in range(9):
+            kube.add_pod(web_pod(f"w-{i}", cpu=2000))
+        await wait_for(lambda: len(h.running_pods()) == 9, 300)
+        await wait_for(lambda: not h.ctx.inflight, 20)
+        assert len(kube.nodes()) == 3
+        for p in kube.pods():
+            kube.remove_pod(p.key)
+        emptied = h.world.clock.now()
+        most, first_delete = 0, None
+        with anyio.move_on_after(900):
+            while h.world.hyperpod.nodes():
+                consolidating = [r for r in h.ctx.disrupting.values() if r.startswith("consolidation")]
+                most = max(most, len(consolidating))
+                if first_delete is None and h.world.hyperpod.delete_requests:
+                    first_delete = h.world.clock.now() - emptied
+                await anyio.sleep(0.5)
+        assert not h.world.hyperpod.nodes() and not kube.nodes()
+        assert most == 1  # ceil(20% of 3 nodes)
+        assert first_delete is not None and 120 <= first_delete <= 120 + 10 + 15 + 1
+        assert [len(ids) for ids in h.world.hyperpod.delete_requests] == [1, 1, 1]
+
+
+@pytest.mark.looptime
+async def test_a_pod_that_fits_nowhere_does_not_hold_scale_down_back(
+    seed_config: LoadedConfig, catalogue: Catalogue
+) -> None:
+    config = with_pool(seed_config, consolidate_after_seconds=0.0, budgets=("100%",))
+    async with running(config, catalogue, initial={SPOT_AZ1: 2}) as h:
+        kube, hyperpod = h.world.kubernetes, h.world.hyperpod
+        kube.add_pod(web_pod("huge", cpu=100_000))  # larger than every instance type allowed
+        # HyperPod cannot be read until t = 150 s: consolidation first decides (at 130 s, once the
+        # nodes are Ready) while the pod is pending and not yet planned, so it waits; the plan
+        # that finds the pod hopeless comes later, with no change in the cluster to wake it.
+        hyperpod.faults.fail_next("list_nodes", times=15)
+        await wait_for(lambda: sum(n.ready for n in kube.nodes()) == 2, 200)
+        await wait_for(lambda: h.daemon.provisioner.last_plan is not None, 60)
+        (unschedulable,) = h.daemon.provisioner.last_plan.unschedulable  # type: ignore[union-attr]
+        assert unschedulable.pod == "default/huge"
+        planned = h.world.clock.now()
+        await wait_for(lambda: not live_nodes(h), 30)
+        assert h.world.clock.now() - planned <= 10 + 15 + 1
+        assert h.ctx.stats.counters["nodes_disrupted:Empty"] == 2
+        assert any(e.pod == "default/huge" and e.reason == "FailedScaling" for e in kube.events)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import anyio
 import pytest
+from daemon_harness import SPOT_AZ1, Harness, running, wait_for, web_pod, with_pool, with_settings
 
-from daemon_harness import Harness, running, wait_for, web_pod, with_settings
 from hpscaler.backends.types import EvictionOutcome
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
@@ -15,6 +16,7 @@ from hpscaler.daemon.drain import (
     ACK_ANNOTATION,
     CHECKPOINT_ANNOTATION,
     DEADLINE_ANNOTATION,
+    DISRUPTED_TAINT,
     EvictionPlan,
     plan_eviction,
     rfc3339,
@@ -107,7 +109,7 @@ async def test_pdb_blocked_evictions_back_off_and_proceed_once_the_budget_allows
         await anyio.sleep(20)
         attempts = [t - noticed for t, outcome in calls["default/w-0"]]
         assert all(outcome == "blocked" for _, outcome in calls["default/w-0"])
-        gaps = [round(b - a, 1) for a, b in zip(attempts, attempts[1:], strict=False)]
+        gaps = [round(b - a, 1) for a, b in itertools.pairwise(attempts)]
         assert gaps[:4] == [1.0, 2.0, 4.0, 8.0], attempts  # exponential backoff
 
         kube.pin_disruptions_allowed("default", "web", 3)
@@ -146,7 +148,7 @@ async def test_checkpointing_pods_are_evicted_on_acknowledgement_or_at_the_last_
     config = with_settings(seed_config, interruption={"safety_margin_seconds": MARGIN})
     async with running(config, catalogue) as h:
         kube, queue = h.world.kubernetes, h.world.interruptions
-        pods = web_pods(2, annotations=dict(CHECKPOINTING)) + [web_pod("plain", cpu=2000)]
+        pods = [*web_pods(2, annotations=dict(CHECKPOINTING)), web_pod("plain", cpu=2000)]
         node = await running_on_one_node(h, pods)
         noticed = h.world.clock.now()
         h.world.hyperpod.interrupt(instance_id_of(node))
@@ -175,3 +177,35 @@ async def test_checkpointing_pods_are_evicted_on_acknowledgement_or_at_the_last_
         # with the receipt of its latest delivery.
         await wait_for(lambda: len(queue) == 0, 30)
         assert queue.stale_acknowledgements == 0
+
+
+@pytest.mark.looptime
+async def test_a_consolidation_drain_blocked_for_five_minutes_gives_up_and_keeps_the_node(
+    seed_config: LoadedConfig, catalogue: Catalogue
+) -> None:
+    config = with_pool(seed_config, consolidate_after_seconds=0.0, budgets=("100%",))
+    async with running(config, catalogue, initial={SPOT_AZ1: 2}) as h:
+        kube = h.world.kubernetes
+        await wait_for(lambda: sum(n.ready for n in kube.nodes()) == 2, 200)
+        await wait_for(lambda: not h.ctx.inflight, 20)
+        big, small = kube.nodes()
+        kube.add_pod(web_pod("big", cpu=3000, node_name=big.name))
+        kube.add_pod(web_pod("small", cpu=1000, node_name=small.name))
+        # The budget allowed a disruption when consolidation chose the node, but by the time it
+        # drains, evictions are refused (another budget, or a rollout using up the allowance).
+        refused: list[float] = []
+
+        async def refuse(namespace: str, name: str, grace_seconds: int | None = None) -> EvictionOutcome:
+            refused.append(h.world.clock.now())
+            return "blocked"
+
+        kube.evict_pod = refuse  # type: ignore[method-assign]
+        await wait_for(lambda: DISRUPTED_TAINT in kube.node(small.name).taints, 60)  # type: ignore[union-attr]
+        tainted = h.world.clock.now()
+        await wait_for(lambda: DISRUPTED_TAINT not in kube.node(small.name).taints, 400)  # type: ignore[union-attr]
+        assert h.world.clock.now() - tainted >= 300
+        assert len(refused) > 30  # retried all along, at most 10 s apart
+        assert not h.world.hyperpod.delete_requests
+        pod = kube.pod("default/small")
+        assert pod is not None and pod.node_name == small.name and not kube.is_terminating(pod.key)
+        assert small.name not in h.ctx.disrupting

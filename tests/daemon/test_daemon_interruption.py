@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import anyio
 import pytest
-
 from daemon_harness import SPOT_AZ1, Harness, running, wait_for, web_pod
+
 from hpscaler.backends.types import InterruptionKind, InterruptionMessage
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
@@ -138,3 +140,37 @@ async def test_a_duplicate_notice_for_a_node_already_draining_does_nothing_more(
         assert bodies(h) == calls
         assert h.world.kubernetes.counters.evictions == evictions
         assert queue.acknowledged == 2 and len(queue) == 0
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("api_latency", [0.0, 0.5])
+async def test_a_lost_instance_whose_node_lingers_is_deleted_and_replaced_once(
+    seed_config: LoadedConfig, catalogue: Catalogue, api_latency: float
+) -> None:
+    """The state-change message comes before Kubernetes notices: the daemon deletes the Node itself."""
+    async with running(seed_config, catalogue) as h:
+        kube, hyperpod = h.world.kubernetes, h.world.hyperpod
+        await settled(h, 6)
+        node = busiest_node(h)
+        victims = {p.key for p in node.pods}
+        calls = bodies(h)
+        # The Node object outlives its instance by a minute (the node lifecycle controller is slow).
+        (node_gone,) = hyperpod.on_gone
+        hyperpod.on_gone[:] = [lambda i, why: h.world.timers.call_later(60, partial(node_gone, i, why))]
+        delete_node = kube.delete_node
+
+        async def slow_delete(name: str) -> None:
+            await delete_node(name)
+            await anyio.sleep(api_latency)  # the answer takes a while; the watch moves on meanwhile
+
+        kube.delete_node = slow_delete  # type: ignore[method-assign]
+        hyperpod.interrupt(instance_id_of(node), notice=False)
+        await anyio.sleep(1)
+        assert kube.node(node.name) is None  # deleted by the daemon, not by the slow controller
+        assert {k.key for k in kube.kills} == victims
+        await wait_for(lambda: len(h.running_pods()) == 6, 300)
+        # One node for the three pods: their replacements were not planned on top of their twins.
+        added = hyperpod.add_bodies[calls:]
+        assert [e["IncrementTargetCountBy"] for b in added for e in b["NodesToAdd"]] == [1]  # type: ignore[attr-defined]
+        assert kube.counters.evictions == 0
+        assert h.ctx.stats.counters["interruptions_handled"] == 1

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from hpscaler.catalogue import Catalogue, InstanceSpec, load_catalogue
+from hpscaler.catalogue import Catalogue, InstanceSpec, PriceOverride, load_catalogue
 from hpscaler.model import (
     LABEL_CAPACITY_TYPE,
     LABEL_HOSTNAME,
@@ -744,6 +744,13 @@ def test_on_demand_only_as_fallback() -> None:
     assert {(n.instance_group, n.capacity_type) for n in plan.new_nodes} == {("od-a", ON_DEMAND)}
 
 
+def test_spot_before_cheaper_on_demand() -> None:
+    cheap_on_demand = CAT.with_prices({C5_2X: PriceOverride(on_demand=0.01)})
+    groups = [group("od-a", zone=ZA, capacity=ON_DEMAND), group("spot-a", zone=ZA)]
+    plan = run(pods("web", 3), groups, catalogue=cheap_on_demand)
+    assert plan.nodes_by_group() == {"spot-a": 1}
+
+
 def test_unavailable_offerings_are_skipped_and_named() -> None:
     groups = three_zone_groups()
     unavailable = {("spot-a", ZA): "ICE"}
@@ -874,6 +881,23 @@ def test_gang_with_different_shapes_shares_a_zone() -> None:
     plan = run(members, three_zone_groups())
     assert_all_placed(plan, members)
     assert len({n.zone for n in plan.new_nodes}) == 1
+
+
+def test_gang_moves_to_the_next_zone_and_leaves_nothing_behind() -> None:
+    # Zone a ranks first but has no GPU type: the CPU members fit there, the GPU member does not.
+    groups = [
+        group("small-a", "ml.c5.xlarge", ZA),
+        group("cpu-b", C5_2X, ZB),
+        group("gpu-b", "ml.g5.xlarge", ZB),
+    ]
+    gang = Gang("train", 3)
+    members = [pod("cpu-0", cpu=3000, gang=gang), pod("cpu-1", cpu=3000, gang=gang)]
+    members.append(pod("gpu", cpu=500, gang=gang, extra={NVIDIA_GPU: 1}))
+    plan = run(members, groups, placement_scores={ZA: 9, ZB: 1})
+    assert_all_placed(plan, members)
+    assert {n.zone for n in plan.new_nodes} == {ZB}
+    assert new_node_of(plan, "default/gpu").instance_group == "gpu-b"
+    assert len(plan.new_nodes) == 2
 
 
 def test_gang_too_big_for_any_zone_places_nothing() -> None:

@@ -1,0 +1,179 @@
+"""The boundary with kubernetes-asyncio: raw JSON calls, error translation, times and selectors.
+
+kubernetes-asyncio is untyped, so everything it returns stays `Any` here and callers get plain
+JSON (dicts) or `hpscaler.model` objects. Calls run with `_preload_content=False`: the body is
+parsed as JSON without the client's model classes, which are slow and reject objects the API
+server accepts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import aiohttp
+import anyio
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from hpscaler.backends.protocols import BackendError
+from hpscaler.model import LabelSelector, Requirement, Taint
+
+log = structlog.get_logger("hpscaler.kube")
+
+T = TypeVar("T")
+JSON = dict[str, Any]
+MERGE_PATCH = "application/merge-patch+json"
+# A nil PodDisruptionBudget selector selects no pods; an empty LabelSelector would select them all.
+SELECT_NOTHING = LabelSelector(match_expressions=(Requirement("hpscaler.io/select-nothing", "In", ()),))
+
+
+class KubeApiError(BackendError):
+    """An API call failed; `status` is the HTTP status (0 when no response arrived)."""
+
+    def __init__(self, message: str, *, status: int = 0, reason: str = "", details: Any = None) -> None:
+        retryable = status == 0 or status in (408, 429) or status >= 500
+        super().__init__(
+            message, retryable=retryable, code=reason or (str(status) if status else "Unavailable")
+        )
+        self.status = status
+        self.reason = reason
+        self.details = details
+
+
+def api_error(operation: str, status: int, body: bytes) -> KubeApiError:
+    """The error for a non-2xx answer, with the metav1.Status message and reason when there is one."""
+    message, reason, details = body.decode("utf-8", "replace")[:500], "", None
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and parsed.get("kind") == "Status":
+        message = str(parsed.get("message") or message)
+        reason = str(parsed.get("reason") or "")
+        details = parsed.get("details")
+    return KubeApiError(
+        f"{operation}: HTTP {status}: {message}", status=status, reason=reason, details=details
+    )
+
+
+async def call_json(
+    operation: str, method: Callable[..., Awaitable[Any]], *args: Any, seconds: float, **kwargs: Any
+) -> JSON:
+    """Call a kubernetes-asyncio API method; the parsed JSON body, or `KubeApiError`."""
+    try:
+        with anyio.fail_after(seconds):
+            response = await method(*args, _preload_content=False, **kwargs)
+            async with response:
+                status = int(response.status)
+                data = await response.read()
+    except TimeoutError as exc:
+        raise KubeApiError(f"{operation}: no answer within {seconds:g}s", reason="Timeout") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise KubeApiError(f"{operation}: {type(exc).__name__}: {exc}", reason="ConnectionError") from exc
+    if status >= 400:
+        raise api_error(operation, status, data)
+    if not data:
+        return {}
+    try:
+        parsed = json.loads(data)
+    except ValueError as exc:
+        raise KubeApiError(
+            f"{operation}: the answer is not JSON", status=status, reason="BadResponse"
+        ) from exc
+    return parsed if isinstance(parsed, dict) else {"value": parsed}
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, BackendError) and exc.retryable
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    log.debug("kube_call_retry", attempt=state.attempt_number, error=str(error))
+
+
+def retrying(attempts: int, max_wait: float, *, base: float = 0.2) -> AsyncRetrying:
+    """Bounded retries of retryable errors, with full-jitter exponential backoff."""
+    return AsyncRetrying(
+        stop=stop_after_attempt(attempts),
+        wait=wait_random_exponential(multiplier=base, max=max_wait),
+        retry=retry_if_exception(_is_retryable),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+
+
+def metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """obj["metadata"] as a mapping (empty when missing)."""
+    value = obj.get("metadata")
+    return value if isinstance(value, Mapping) else {}
+
+
+# --- times ------------------------------------------------------------------------------------------
+
+
+def format_time(moment: float) -> str:
+    """metav1.Time: RFC 3339 UTC, whole seconds."""
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_micro_time(moment: float) -> str:
+    """metav1.MicroTime: RFC 3339 UTC with microseconds (Leases)."""
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: Any) -> float | None:
+    """Epoch seconds of an RFC 3339 timestamp, or None when missing or malformed."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+# --- selectors and taints ---------------------------------------------------------------------------
+
+
+def label_selector(spec: Any) -> LabelSelector:
+    """A metav1.LabelSelector as the model's LabelSelector; nil selects nothing, {} everything."""
+    if not isinstance(spec, Mapping):
+        return SELECT_NOTHING
+    labels = spec.get("matchLabels") or {}
+    expressions = []
+    for expr in spec.get("matchExpressions") or []:
+        operator = expr.get("operator")
+        if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            return SELECT_NOTHING  # the API server rejects these; never match rather than guess
+        values = tuple(str(v) for v in expr.get("values") or ())
+        expressions.append(Requirement(str(expr.get("key", "")), operator, values))
+    return LabelSelector(tuple(sorted((str(k), str(v)) for k, v in labels.items())), tuple(expressions))
+
+
+def taint_to_api(taint: Taint) -> JSON:
+    """A model Taint as core/v1 JSON."""
+    body: JSON = {"key": taint.key, "effect": taint.effect}
+    if taint.value:
+        body["value"] = taint.value
+    return body
+
+
+def merge_taints(current: list[JSON], add: tuple[Taint, ...], remove: tuple[str, ...]) -> list[JSON]:
+    """Drop taints whose key is in `remove` or whose key and effect an added taint replaces; append `add`."""
+    replaced = {(t.key, t.effect) for t in add}
+    kept = [
+        t for t in current if t.get("key") not in remove and (t.get("key"), t.get("effect")) not in replaced
+    ]
+    return [*kept, *(taint_to_api(t) for t in add)]

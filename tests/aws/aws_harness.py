@@ -1,0 +1,113 @@
+"""Helpers of the AWS backend tests: constants, the call recorder, and world-building on moto."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiobotocore.session import AioSession, get_session
+
+from hpscaler.aws.retry import RetryPolicy
+
+REGION = "us-west-2"
+CLUSTER = "hp"
+ROLE = "arn:aws:iam::123456789012:role/hyperpod"
+FAST = RetryPolicy(max_attempts=3, multiplier=0.001, max_wait=0.005)
+POLICY_PATH = Path(__file__).resolve().parents[2] / "deploy" / "iam-policy.json"
+
+
+@dataclass
+class Call:
+    """One API call a backend client made (each retry attempt is a call)."""
+
+    service: str
+    operation: str
+    params: dict[str, Any]
+    model: Any  # botocore OperationModel
+
+
+@dataclass
+class Recorder:
+    """Collects the calls of the clients it is registered on, via botocore's event system."""
+
+    calls: list[Call] = field(default_factory=list)
+
+    def record(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        service = model.service_model.service_name
+        self.calls.append(Call(service, model.name, copy.deepcopy(params), model))
+
+    def operations(self, name: str | None = None) -> list[Call]:
+        """Calls of one operation (or all)."""
+        return [c for c in self.calls if name is None or c.operation == name]
+
+
+def recording_session(recorder: Recorder) -> AioSession:
+    """A session whose clients report every call (with its API parameters) to `recorder`."""
+    session = get_session()
+    session.register("before-parameter-build", recorder.record)
+    return session
+
+
+@dataclass
+class Admin:
+    """Plain clients for arranging the world; their calls are not the backend's."""
+
+    sagemaker: Any
+    ec2: Any
+    sqs: Any
+
+
+@dataclass
+class World:
+    """A VPC with one subnet per zone, and a HyperPod cluster."""
+
+    subnets: dict[str, str]  # zone name -> subnet id
+    zone_ids: dict[str, str]  # zone name -> zone id
+
+
+async def make_world(
+    admin: Admin, groups: list[dict[str, Any]], zones: tuple[str, ...] = ("a", "b", "c")
+) -> World:
+    """Subnets in us-west-2{zones} and a cluster whose default VPC config is the first subnet.
+
+    A group dict may name `Zones` (letters) for its OverrideVpcConfig; `Count` is InstanceCount.
+    """
+    vpc = (await admin.ec2.create_vpc(CidrBlock="10.0.0.0/16"))["Vpc"]["VpcId"]
+    subnets: dict[str, str] = {}
+    zone_ids: dict[str, str] = {}
+    for index, letter in enumerate(zones):
+        subnet = (
+            await admin.ec2.create_subnet(
+                VpcId=vpc, CidrBlock=f"10.0.{index}.0/24", AvailabilityZone=f"{REGION}{letter}"
+            )
+        )["Subnet"]
+        subnets[subnet["AvailabilityZone"]] = subnet["SubnetId"]
+        zone_ids[subnet["AvailabilityZone"]] = subnet["AvailabilityZoneId"]
+    specs = []
+    for group in groups:
+        spec: dict[str, Any] = {
+            "InstanceGroupName": group["Name"],
+            "InstanceType": group.get("InstanceType", "ml.c5.xlarge"),
+            "InstanceCount": group.get("Count", 0),
+            # moto needs ThreadsPerCore and an s3://sagemaker-... lifecycle location.
+            "ThreadsPerCore": 1,
+            "LifeCycleConfig": {"SourceS3Uri": "s3://sagemaker-lifecycle/", "OnCreate": "on_create.sh"},
+            "ExecutionRole": ROLE,
+        }
+        if "Zones" in group:
+            spec["OverrideVpcConfig"] = {
+                "SecurityGroupIds": ["sg-12345678"],
+                "Subnets": [subnets[f"{REGION}{z}"] for z in group["Zones"]],
+            }
+        if "Capacity" in group:
+            spec["CapacityRequirements"] = {group["Capacity"]: {}}
+        specs.append(spec)
+    await admin.sagemaker.create_cluster(
+        ClusterName=CLUSTER,
+        InstanceGroups=specs,
+        VpcConfig={"SecurityGroupIds": ["sg-12345678"], "Subnets": [subnets[f"{REGION}{zones[0]}"]]},
+        NodeRecovery="Automatic",
+    )
+    return World(subnets, zone_ids)

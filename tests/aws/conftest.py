@@ -1,0 +1,103 @@
+"""Fixtures for the AWS backend: moto over HTTP (one server per session, reset per test), clients
+whose every call is recorded, and plain "admin" clients that arrange the world.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+
+import moto_ext
+import pytest
+from aiobotocore.session import get_session
+from aws_harness import CLUSTER, POLICY_PATH, REGION, Admin, Call, Recorder, recording_session
+from moto.server import ThreadedMotoServer
+
+from hpscaler.aws.session import AwsClients, aws_clients
+from hpscaler.config.settings import Aws, Settings
+
+
+@pytest.fixture(scope="session", autouse=True)
+def aws_environment() -> Iterator[None]:
+    """Fake credentials through the standard chain (environment), no real config or IMDS."""
+    patch = pytest.MonkeyPatch()
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_CONFIG_FILE": "/nonexistent/hpscaler-aws-config",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/hpscaler-aws-credentials",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        patch.setenv(name, value)
+    patch.delenv("AWS_PROFILE", raising=False)
+    patch.delenv("AWS_DEFAULT_REGION", raising=False)
+    patch.delenv("AWS_REGION", raising=False)
+    yield
+    patch.undo()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """A moto server on a free local port, extended with the operations moto lacks."""
+    moto_ext.install()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def all_calls() -> Iterator[list[Call]]:
+    """Every backend call of the session; at the end each must be allowed by the IAM policy."""
+    calls: list[Call] = []
+    yield calls
+    policy = json.loads(POLICY_PATH.read_text())
+    allowed = {a for s in policy["Statement"] for a in s["Action"]}
+    used = {f"{c.model.service_model.signing_name}:{c.operation}" for c in calls}
+    assert used <= allowed, f"calls the IAM policy does not allow: {sorted(used - allowed)}"
+
+
+@pytest.fixture
+def endpoint(moto_server: str) -> str:
+    """The moto endpoint, wiped clean for this test."""
+    request = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request) as response:
+        assert response.status == 200
+    return moto_server
+
+
+@pytest.fixture
+def settings(endpoint: str) -> Settings:
+    """Settings pointing every service at moto."""
+    return Settings(cluster_name=CLUSTER, region=REGION, aws=Aws(endpoint_url=endpoint, max_attempts=3))
+
+
+@pytest.fixture
+def recorder(all_calls: list[Call]) -> Iterator[Recorder]:
+    """This test's backend calls."""
+    recorder = Recorder()
+    yield recorder
+    all_calls.extend(recorder.calls)
+
+
+@pytest.fixture
+async def clients(settings: Settings, recorder: Recorder) -> AsyncIterator[AwsClients]:
+    """The backend's clients, as `aws_clients` opens them, recorded."""
+    async with aws_clients(settings, session=recording_session(recorder)) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def admin(endpoint: str) -> AsyncIterator[Admin]:
+    """Setup clients on a separate session."""
+    session = get_session()
+    kw = {"region_name": REGION, "endpoint_url": endpoint}
+    async with (
+        session.create_client("sagemaker", **kw) as sm,
+        session.create_client("ec2", **kw) as ec2,
+        session.create_client("sqs", **kw) as sqs,
+    ):
+        yield Admin(sm, ec2, sqs)

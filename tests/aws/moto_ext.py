@@ -1,0 +1,439 @@
+"""What moto 5.2.5 lacks for the AWS backend's tests, added to its response classes in-process.
+
+moto dispatches an action to the response-class method named after it (BatchAddClusterNodes ->
+`batch_add_cluster_nodes`) and serialises an `ActionResult` through botocore's output shape, so
+adding methods is enough; the state lives on moto's own objects (clusters, nodes, EC2 backend), so
+`/moto-api/reset` wipes it and moto's list_cluster_nodes sees the nodes added here.
+
+Added: SageMaker BatchAddClusterNodes (ClientToken idempotency, 5-group/50-node limits, Failed
+entries), BatchDeleteClusterNodes, ListClusterEvents; EC2 GetSpotPlacementScores (settable scores,
+injectable failures, fewer than 3 types score 1 as on AWS) and settable Spot prices.
+Fixed: list_cluster_nodes pagination (moto pages by a missing `arn` attribute and loops) and node
+logical ids / placement in ListClusterNodes and DescribeClusterNode.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from moto.core.exceptions import ServiceException
+from moto.core.responses import ActionResult
+from moto.ec2.exceptions import EC2ClientError
+from moto.ec2.models import ec2_backends
+from moto.ec2.responses import EC2Response
+from moto.sagemaker.exceptions import ResourceNotFound, SagemakerClientError, ValidationError
+from moto.sagemaker.models import Cluster, ClusterNode, sagemaker_backends
+from moto.sagemaker.responses import SageMakerResponse
+
+ACCOUNT = "123456789012"  # moto's default account
+MAX_GROUPS_PER_ADD = 5
+MAX_NODES_PER_ADD = 50
+MAX_LOGICAL_IDS_PER_DELETE = 99
+TOKEN_TTL_SECONDS = 8 * 3600.0
+
+_instance_numbers = itertools.count(1)
+_installed = False
+
+
+# --- state, kept on moto's objects so a reset wipes it ---------------------------------------------
+
+
+def sagemaker_cluster(region: str, name: str) -> Cluster:
+    """The moto cluster (name or ARN), for tests that arrange state directly."""
+    backend = sagemaker_backends[ACCOUNT][region]
+    cluster = backend.clusters.get(name.split("/")[-1])
+    if cluster is None:
+        raise ResourceNotFound(f"Cluster {name} not found")
+    return cluster
+
+
+def _tokens(cluster: Cluster) -> dict[str, tuple[float, str, dict[str, Any]]]:
+    if not hasattr(cluster, "hps_tokens"):
+        cluster.hps_tokens = {}
+    tokens: dict[str, tuple[float, str, dict[str, Any]]] = cluster.hps_tokens
+    return tokens
+
+
+def cluster_events(cluster: Cluster) -> list[dict[str, Any]]:
+    """The cluster's event log (appended to by the added operations and by tests)."""
+    if not hasattr(cluster, "hps_events"):
+        cluster.hps_events = []
+    events: list[dict[str, Any]] = cluster.hps_events
+    return events
+
+
+def add_event(
+    cluster: Cluster,
+    description: str,
+    *,
+    group: str = "",
+    instance_id: str = "",
+    level: str = "Info",
+    time: datetime | None = None,
+) -> dict[str, Any]:
+    """Append one ListClusterEvents entry."""
+    event = {
+        "EventId": uuid.uuid4().hex,
+        "ClusterArn": cluster.arn,
+        "ClusterName": cluster.cluster_name,
+        "ResourceType": "Instance" if instance_id else ("InstanceGroup" if group else "Cluster"),
+        "EventTime": time or datetime.now(UTC),
+        "Description": description,
+        "EventLevel": level,
+    }
+    if group:
+        event["InstanceGroupName"] = group
+    if instance_id:
+        event["InstanceId"] = instance_id
+    cluster_events(cluster).append(event)
+    return event
+
+
+def _ec2_state(region: str) -> dict[str, Any]:
+    backend = ec2_backends[ACCOUNT][region]
+    if not hasattr(backend, "hps_state"):
+        backend.hps_state = {"scores": {}, "fail": [], "sps_requests": [], "prices": None}
+    state: dict[str, Any] = backend.hps_state
+    return state
+
+
+def set_placement_scores(region: str, scores: dict[str, int]) -> None:
+    """Score per zone id that GetSpotPlacementScores answers (for requests of 3+ types)."""
+    _ec2_state(region)["scores"] = dict(scores)
+
+
+def fail_placement_scores(region: str, code: str, times: int = 1) -> None:
+    """Make the next `times` GetSpotPlacementScores requests fail with error `code`."""
+    _ec2_state(region)["fail"].extend([code] * times)
+
+
+def placement_requests(region: str) -> list[dict[str, Any]]:
+    """Every GetSpotPlacementScores request that reached the server, in order."""
+    requests: list[dict[str, Any]] = _ec2_state(region)["sps_requests"]
+    return requests
+
+
+def set_spot_prices(region: str, prices: list[dict[str, Any]]) -> None:
+    """SpotPriceHistory records DescribeSpotPriceHistory answers with (filtered by type)."""
+    _ec2_state(region)["prices"] = copy.deepcopy(prices)
+
+
+def _logical_id(node: ClusterNode) -> str:
+    return getattr(node, "hps_logical_id", None) or f"lid-{node.instance_id}"
+
+
+def set_node_status(region: str, cluster_name: str, logical_id: str, status: str) -> None:
+    """Move a node to another status (a launch completing, failing, ...); CurrentCount follows."""
+    cluster = sagemaker_cluster(region, cluster_name)
+    node = next(n for n in cluster.nodes.values() if _logical_id(n) == logical_id)
+    node.status = status
+    _recount(cluster)
+
+
+def _recount(cluster: Cluster) -> None:
+    for group in cluster.instance_groups:
+        group["CurrentCount"] = sum(
+            1
+            for n in cluster.nodes.values()
+            if n.instance_group_name == group["InstanceGroupName"] and n.status == "Running"
+        )
+
+
+def _group_zones(cluster: Cluster, group: dict[str, Any]) -> list[tuple[str, str]]:
+    subnet_ids = (group.get("OverrideVpcConfig") or {}).get("Subnets") or (cluster.vpc_config or {}).get(
+        "Subnets", []
+    )
+    backend = ec2_backends[cluster.account_id][cluster.region_name]
+    try:
+        subnets = backend.describe_subnets(subnet_ids=list(subnet_ids))
+    except ServiceException:
+        return []
+    return list(dict.fromkeys((s.availability_zone, s.availability_zone_id) for s in subnets))
+
+
+def _group_types(group: dict[str, Any]) -> list[str]:
+    if group.get("InstanceType"):
+        return [group["InstanceType"]]
+    return list((group.get("InstanceRequirements") or {}).get("CurrentInstanceTypes") or [])
+
+
+# --- SageMaker ------------------------------------------------------------------------------------
+
+
+def _add_to_group(cluster: Cluster, group: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """Add nodes to one group, or the Failed entry saying why not."""
+    count = spec["IncrementTargetCountBy"]
+    extra = {k: spec[k] for k in ("AvailabilityZones", "InstanceTypes") if k in spec}
+
+    def failed(code: str, message: str) -> dict[str, Any]:
+        return {
+            "InstanceGroupName": spec["InstanceGroupName"],
+            "ErrorCode": code,
+            "FailedCount": count,
+            "Message": message,
+            **extra,
+        }
+
+    if group.get("Status", "InService") != "InService":
+        return failed("InvalidInstanceGroupStatus", f"instance group is {group['Status']}")
+    zones = _group_zones(cluster, group)
+    wanted_zones = spec.get("AvailabilityZones") or [z for z, _ in zones]
+    if set(wanted_zones) - {z for z, _ in zones}:
+        return failed("IncompatibleAvailabilityZones", f"{wanted_zones} not all in the group's subnets")
+    types = spec.get("InstanceTypes") or _group_types(group)
+    if set(types) - set(_group_types(group)):
+        return failed("IncompatibleInstanceTypes", f"{types} not all allowed in the group")
+    zone_ids = dict(zones)
+    capacity = "Spot" if "Spot" in (group.get("CapacityRequirements") or {}) else "OnDemand"
+    added = []
+    for index in range(count):
+        instance_id = f"i-{next(_instance_numbers):017x}"
+        node = ClusterNode(
+            cluster.region_name,
+            cluster.account_id,
+            cluster.cluster_name,
+            group["InstanceGroupName"],
+            types[0],
+            group["LifeCycleConfig"],
+            group["ExecutionRole"],
+            instance_id,
+            group.get("ThreadsPerCore"),
+        )
+        node.status = "Pending"  # continuous provisioning: the launch completes later
+        node.hps_logical_id = f"{group['InstanceGroupName']}-{uuid.uuid4().hex[:12]}"
+        node.hps_zone = wanted_zones[index % len(wanted_zones)] if wanted_zones else ""
+        node.hps_zone_id = zone_ids.get(node.hps_zone, "")
+        node.hps_capacity = capacity
+        cluster.nodes[instance_id] = node
+        added.append(node)
+    group["TargetCount"] = group.get("TargetCount", 0) + count
+    add_event(cluster, f"Adding {count} node(s)", group=group["InstanceGroupName"])
+    return {
+        "nodes": [
+            {
+                "NodeLogicalId": n.hps_logical_id,
+                "InstanceGroupName": group["InstanceGroupName"],
+                "Status": "Pending",
+                **extra,
+            }
+            for n in added
+        ]
+    }
+
+
+def batch_add_cluster_nodes(self: SageMakerResponse) -> ActionResult:
+    """BatchAddClusterNodes as documented: limits, per-group failures, 8-hour ClientToken replay."""
+    cluster = sagemaker_cluster(self.region, self._get_param("ClusterName"))
+    specs = self._get_param("NodesToAdd") or []
+    if not 1 <= len(specs) <= MAX_GROUPS_PER_ADD:
+        raise ValidationError(f"NodesToAdd must hold 1-{MAX_GROUPS_PER_ADD} instance groups")
+    if any(not 1 <= s.get("IncrementTargetCountBy", 0) <= MAX_NODES_PER_ADD for s in specs):
+        raise ValidationError(f"IncrementTargetCountBy must be 1-{MAX_NODES_PER_ADD}")
+    if sum(s["IncrementTargetCountBy"] for s in specs) > MAX_NODES_PER_ADD:
+        raise ValidationError(f"at most {MAX_NODES_PER_ADD} nodes per request")
+    token = self._get_param("ClientToken")
+    fingerprint = json.dumps(specs, sort_keys=True)
+    now = datetime.now(UTC).timestamp()
+    if token:
+        used = _tokens(cluster).get(token)
+        if used is not None and now - used[0] < TOKEN_TTL_SECONDS:
+            if used[1] != fingerprint:
+                raise SagemakerClientError(
+                    "IdempotentParameterMismatch", "ClientToken reused with different parameters"
+                )
+            return ActionResult(copy.deepcopy(used[2]))
+    successful: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    groups = {g["InstanceGroupName"]: g for g in cluster.instance_groups}
+    for spec in specs:
+        group = groups.get(spec["InstanceGroupName"])
+        if group is None:
+            failed.append(
+                {
+                    "InstanceGroupName": spec["InstanceGroupName"],
+                    "ErrorCode": "InstanceGroupNotFound",
+                    "FailedCount": spec["IncrementTargetCountBy"],
+                    "Message": f"instance group {spec['InstanceGroupName']} not found",
+                }
+            )
+            continue
+        outcome = _add_to_group(cluster, group, spec)
+        if "nodes" in outcome:
+            successful.extend(outcome["nodes"])
+        else:
+            failed.append(outcome)
+    result = {"Successful": successful, "Failed": failed}
+    if token:
+        _tokens(cluster)[token] = (now, fingerprint, copy.deepcopy(result))
+    return ActionResult(result)
+
+
+def batch_delete_cluster_nodes(self: SageMakerResponse) -> ActionResult:
+    """Removes nodes at once, so deleting one twice answers NodeIdNotFound."""
+    cluster = sagemaker_cluster(self.region, self._get_param("ClusterName"))
+    logical_ids = self._get_param("NodeLogicalIds") or []
+    node_ids = self._get_param("NodeIds") or []
+    if len(logical_ids) > MAX_LOGICAL_IDS_PER_DELETE:
+        raise ValidationError(f"NodeLogicalIds holds at most {MAX_LOGICAL_IDS_PER_DELETE} ids")
+    by_logical = {_logical_id(n): n for n in cluster.nodes.values()}
+    result: dict[str, list[Any]] = {
+        "Successful": [],
+        "Failed": [],
+        "SuccessfulNodeLogicalIds": [],
+        "FailedNodeLogicalIds": [],
+    }
+    for key, ids, lookup, ok, bad in (
+        ("NodeLogicalId", logical_ids, by_logical, "SuccessfulNodeLogicalIds", "FailedNodeLogicalIds"),
+        ("NodeId", node_ids, dict(cluster.nodes), "Successful", "Failed"),
+    ):
+        for node_id in ids:
+            node = lookup.get(node_id)
+            if node is None or node.instance_id not in cluster.nodes:
+                result[bad].append(
+                    {key: node_id, "Code": "NodeIdNotFound", "Message": f"{node_id} not found"}
+                )
+                continue
+            del cluster.nodes[node.instance_id]
+            for group in cluster.instance_groups:
+                if group["InstanceGroupName"] == node.instance_group_name:
+                    group["TargetCount"] = max(0, group.get("TargetCount", 0) - 1)
+            add_event(
+                cluster,
+                f"Deleting node {node_id}",
+                group=node.instance_group_name,
+                instance_id=node.instance_id,
+            )
+            result[ok].append(node_id)
+    _recount(cluster)
+    # The output lists have a minimum length of 1: leave empty ones out, as AWS does.
+    return ActionResult({k: v for k, v in result.items() if v})
+
+
+def _epoch(value: Any) -> float | None:
+    """A timestamp parameter as epoch seconds (JSON protocols send numbers)."""
+    if value is None:
+        return None
+    return value.timestamp() if isinstance(value, datetime) else float(value)
+
+
+def list_cluster_events(self: SageMakerResponse) -> ActionResult:
+    """ListClusterEvents with the time, group, node and type filters, sorting and pagination."""
+    cluster = sagemaker_cluster(self.region, self._get_param("ClusterName"))
+    events = list(cluster_events(cluster))
+    after, before = _epoch(self._get_param("EventTimeAfter")), _epoch(self._get_param("EventTimeBefore"))
+    if after is not None:
+        events = [e for e in events if e["EventTime"].timestamp() > after]
+    if before is not None:
+        events = [e for e in events if e["EventTime"].timestamp() < before]
+    for param, field in (
+        ("InstanceGroupName", "InstanceGroupName"),
+        ("NodeId", "InstanceId"),
+        ("ResourceType", "ResourceType"),
+    ):
+        if self._get_param(param):
+            events = [e for e in events if e.get(field) == self._get_param(param)]
+    events.sort(key=lambda e: e["EventTime"], reverse=self._get_param("SortOrder") == "Descending")
+    start = int(self._get_param("NextToken") or 0)
+    size = int(self._get_param("MaxResults") or 10)
+    page = events[start : start + size]
+    result: dict[str, Any] = {"Events": page}
+    if start + size < len(events):
+        result["NextToken"] = str(start + size)
+    return ActionResult(result)
+
+
+def describe_cluster_node(self: SageMakerResponse) -> ActionResult:
+    """moto's, plus lookup by NodeLogicalId."""
+    cluster = sagemaker_cluster(self.region, self._get_param("ClusterName"))
+    logical_id, node_id = self._get_param("NodeLogicalId"), self._get_param("NodeId")
+    node = next(
+        (
+            n
+            for n in cluster.nodes.values()
+            if (logical_id and _logical_id(n) == logical_id) or n.instance_id == node_id
+        ),
+        None,
+    )
+    if node is None:
+        raise ValidationError(f"Could not find node '{logical_id or node_id}'")
+    return ActionResult({"NodeDetails": node.describe()})
+
+
+_moto_summary = ClusterNode.summary
+_moto_describe = ClusterNode.describe
+
+
+def _summary(self: ClusterNode) -> dict[str, Any]:
+    return {**_moto_summary(self), "NodeLogicalId": _logical_id(self)}
+
+
+def _describe(self: ClusterNode) -> dict[str, Any]:
+    details = {**_moto_describe(self), "NodeLogicalId": _logical_id(self)}
+    if getattr(self, "hps_zone", ""):
+        details["Placement"] = {"AvailabilityZone": self.hps_zone, "AvailabilityZoneId": self.hps_zone_id}
+    if getattr(self, "hps_capacity", ""):
+        details["CapacityType"] = self.hps_capacity
+    return details
+
+
+# --- EC2 ------------------------------------------------------------------------------------------
+
+
+def get_spot_placement_scores(self: EC2Response) -> ActionResult:
+    """Scores per zone id as set by the test; a request of fewer than 3 types scores 1 everywhere."""
+    state = _ec2_state(self.region)
+    types = list(self._get_param("InstanceTypes") or [])
+    state["sps_requests"].append(
+        {
+            "InstanceTypes": types,
+            "TargetCapacity": self._get_param("TargetCapacity"),
+            "SingleAvailabilityZone": self._get_param("SingleAvailabilityZone"),
+            "RegionNames": list(self._get_param("RegionNames") or []),
+        }
+    )
+    if state["fail"]:
+        code = state["fail"].pop(0)
+        raise EC2ClientError(code, f"injected failure {code}")
+    low = len(set(types)) < 3
+    scores = [
+        {"Region": self.region, "AvailabilityZoneId": zone_id, "Score": 1 if low else score}
+        for zone_id, score in sorted(state["scores"].items())
+    ]
+    return ActionResult({"SpotPlacementScores": scores})
+
+
+_moto_spot_prices = EC2Response.describe_spot_price_history
+
+
+def describe_spot_price_history(self: EC2Response) -> ActionResult:
+    """The test's price records when set, else moto's constant ones."""
+    prices = _ec2_state(self.region)["prices"]
+    if prices is None:
+        return _moto_spot_prices(self)
+    wanted = set(self._get_param("InstanceTypes") or [])
+    return ActionResult(
+        {"SpotPriceHistory": [p for p in prices if not wanted or p["InstanceType"] in wanted]}
+    )
+
+
+def install() -> None:
+    """Patch moto's classes (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    SageMakerResponse.batch_add_cluster_nodes = batch_add_cluster_nodes
+    SageMakerResponse.batch_delete_cluster_nodes = batch_delete_cluster_nodes
+    SageMakerResponse.list_cluster_events = list_cluster_events
+    SageMakerResponse.describe_cluster_node = describe_cluster_node
+    ClusterNode.summary = _summary
+    ClusterNode.describe = _describe
+    # moto paginates ListClusterNodes by an `arn` nodes do not have, and then repeats page one.
+    ClusterNode.arn = property(lambda node: node.instance_id)
+    EC2Response.get_spot_placement_scores = get_spot_placement_scores
+    EC2Response.describe_spot_price_history = describe_spot_price_history
+    _installed = True
