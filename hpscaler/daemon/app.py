@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import anyio
 from anyio import CancelScope
@@ -16,6 +17,7 @@ from hpscaler.daemon.batcher import Batcher
 from hpscaler.daemon.consolidator import Consolidator
 from hpscaler.daemon.context import Backends, DaemonContext
 from hpscaler.daemon.interruption import InterruptionHandler
+from hpscaler.daemon.persistence import load_backoffs, persist_backoffs
 from hpscaler.daemon.provisioner import Provisioner
 from hpscaler.daemon.watcher import run_watcher
 from hpscaler.model import CapacityType
@@ -41,6 +43,9 @@ class Daemon:
                 backoff.initial_seconds, backoff.max_seconds, backoff.multiplier
             ),
         )
+        self.state_path = Path(settings.state_path) if settings.state_path else None
+        if self.state_path is not None:
+            load_backoffs(self.ctx, self.state_path)
         self.provisioner = Provisioner(self.ctx)
         self.interruptions = InterruptionHandler(self.ctx, self.provisioner)
         self.consolidator = Consolidator(self.ctx, self.provisioner)
@@ -63,6 +68,8 @@ class Daemon:
                 tg.start_soon(self.interruptions.run)
                 tg.start_soon(self.consolidator.run)
                 tg.start_soon(self._refresh_scores)
+            if self.state_path is not None:
+                tg.start_soon(persist_backoffs, self.ctx, self.state_path)
                 if handle_signals:
                     tg.start_soon(self._stop_on_signal)
                 task_status.started(self)

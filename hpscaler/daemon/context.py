@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,6 +35,9 @@ class Backends:
     interruptions: InterruptionSource | None = None
 
 
+SAMPLES = 10_000
+
+
 @dataclass(slots=True)
 class Stats:
     """Counters and latency samples the simulator reports and the metrics endpoint exposes."""
@@ -42,9 +45,10 @@ class Stats:
     counters: Counter[str] = field(default_factory=Counter)
     # pod key -> when hpscaler first saw it pending (for pending -> running latency)
     first_pending: dict[str, float] = field(default_factory=dict)
-    pending_to_running: list[float] = field(default_factory=list)
-    decision_seconds: list[float] = field(default_factory=list)
-    taint_latency: list[float] = field(default_factory=list)
+    # Recent samples only: a daemon runs for months, its memory must not grow with uptime.
+    pending_to_running: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES))
+    decision_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES))
+    taint_latency: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES))
     violations: list[str] = field(default_factory=list)
 
 

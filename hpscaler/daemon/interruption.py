@@ -18,6 +18,7 @@ from hpscaler.daemon.provisioner import Provisioner
 from hpscaler.model import CapacityType, Node, Taint, as_pending
 
 REBALANCE_TAINT = Taint("hpscaler.io/rebalance-recommended", "PreferNoSchedule")
+FORGET_SECONDS = 24 * 3600.0
 GONE_STATES = ("shutting-down", "terminated", "stopping", "stopped")
 
 
@@ -30,7 +31,7 @@ class InterruptionHandler:
         self.drainer = Drainer(ctx)
         # Messages being handled, by id -> their latest delivery (its receipt is the one that deletes).
         self._active: dict[str, InterruptionMessage | JunkMessage] = {}
-        self._handled_instances: dict[str, InterruptionKind] = {}
+        self._handled_instances: dict[str, tuple[InterruptionKind, float]] = {}
 
     async def run(self) -> None:
         """Receive and dispatch until cancelled."""
@@ -89,11 +90,16 @@ class InterruptionHandler:
                 why="no node of this cluster runs on the instance",
             )
             return
-        previous = self._handled_instances.get(message.instance_id)
+        now = ctx.clock.now()
+        # Instances handled more than a day ago are long gone: forget them so the map stays small.
+        for instance, (_, seen) in list(self._handled_instances.items()):
+            if now - seen > FORGET_SECONDS:
+                del self._handled_instances[instance]
+        previous, _ = self._handled_instances.get(message.instance_id, (None, 0.0))
         if previous is not None and previous is not InterruptionKind.REBALANCE:
             counters["interruption_duplicates"] += 1
             return  # already draining or replaced; a second notice changes nothing
-        self._handled_instances[message.instance_id] = message.kind
+        self._handled_instances[message.instance_id] = (message.kind, now)
         if message.kind is InterruptionKind.REBALANCE:
             await self._rebalance(node)
         elif message.kind is InterruptionKind.STATE_CHANGE and message.state in GONE_STATES:

@@ -28,7 +28,7 @@ from typing import Any, Self
 import aiohttp
 import anyio
 import structlog
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 from kubernetes_asyncio import client, config
 
@@ -108,6 +108,22 @@ class KubernetesBackend:
         )
         self._events: OrderedDict[tuple[str, ...], tuple[str, int]] = OrderedDict()
         self._tg: TaskGroup | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the backend is entered (or `run()` is running), so `watch()` can be used."""
+        return self._tg is not None
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Host the watch streams until cancelled: `await tg.start(backend.run)` instead of `async with`."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            try:
+                task_status.started()
+                await anyio.sleep_forever()
+            finally:
+                self._tg = None
+                tg.cancel_scope.cancel()
 
     async def __aenter__(self) -> Self:
         self._tg = anyio.create_task_group()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from hpscaler.simulate.scenario import Scenario
 STUCK_PENDING_SECONDS = 900.0
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: Iterable[float], q: float) -> float:
     """Nearest-rank percentile (0 for no values)."""
     if not values:
         return 0.0

@@ -1,0 +1,63 @@
+"""Out-of-capacity backoffs survive restarts: a restarted daemon must not retry an offering it just gave up on.
+
+The state is a small JSON file (`spec.statePath`; systemd's StateDirectory gives /var/lib/hpscaler).
+It is written atomically whenever it changed, checked every few seconds and once more at shutdown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import anyio
+
+from hpscaler.daemon.context import DaemonContext
+
+CHECK_SECONDS = 5.0
+
+
+def load_backoffs(ctx: DaemonContext, path: Path) -> None:
+    """Restore backoffs written by an earlier run; an unreadable file is reported and ignored."""
+    try:
+        data = json.loads(path.read_text())
+        ctx.unavailable.load_json(data["outOfCapacity"])
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        ctx.log.warning(
+            "state_file_ignored", path=str(path), error=str(exc), fix="delete the file; hpscaler rewrites it"
+        )
+        return
+    ctx.log.info("backoffs_restored", path=str(path), offerings=len(ctx.unavailable.entries))
+
+
+def write_backoffs(ctx: DaemonContext, path: Path) -> None:
+    """Write the current backoffs atomically (rename over the old file)."""
+    payload = json.dumps({"outOfCapacity": ctx.unavailable.to_json()}, indent=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(payload)
+    os.replace(tmp, path)
+
+
+async def persist_backoffs(ctx: DaemonContext, path: Path) -> None:
+    """Write the backoffs whenever they change, and once more when the daemon stops."""
+    written = ""  # the first check always writes: the file then reflects this run from the start
+    try:
+        while True:
+            await anyio.sleep(CHECK_SECONDS)
+            current = json.dumps(ctx.unavailable.to_json())
+            if current != written:
+                try:
+                    write_backoffs(ctx, path)
+                    written = current
+                except OSError as exc:
+                    ctx.log.warning("state_file_write_failed", path=str(path), error=str(exc))
+    finally:
+        try:
+            write_backoffs(ctx, path)
+        except OSError as exc:
+            ctx.log.warning("state_file_write_failed", path=str(path), error=str(exc))
