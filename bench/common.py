@@ -239,6 +239,7 @@ class Result:
     rows: list[Row] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average before and after
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -248,3 +249,69 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(q / 100 * len(ordered)))
     return ordered[rank - 1]
+
+
+# --- checking a placement ---------------------------------------------------------------------------
+
+
+@dataclass
+class PlacedNode:
+    """A node of a finished plan, as the checks see it."""
+
+    hostname: str
+    zone: str
+    instance_type: str
+    price: float
+    allocatable: dict[str, int]
+    pods: list[Pod]
+
+
+def check_placement(nodes: Sequence[PlacedNode], pods: Sequence[Pod]) -> list[str]:
+    """Problems with a plan: pods missing or placed twice, overfull nodes, broken required constraints.
+
+    Checked: capacity on every resource (plus one pod slot each), required hostname anti-affinity
+    (no two selected pods on a host) and self pod-affinity on zone (each group ends up in one zone).
+    Spread skew is checked at placement time by both schedulers and is not re-derivable from the end
+    state (most spread pods in the mix do not select themselves), so it is not checked here.
+    """
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for node in nodes:
+        used: dict[str, int] = {"pods": len(node.pods)}
+        for pod in node.pods:
+            if pod.key in seen:
+                problems.append(f"{pod.key} placed on {seen[pod.key]} and {node.hostname}")
+            seen[pod.key] = node.hostname
+            for name, amount in pod.requests.items():
+                used[name] = used.get(name, 0) + amount
+        for name, amount in used.items():
+            if amount > node.allocatable.get(name, 0):
+                problems.append(
+                    f"{node.hostname}: {name} {amount} > allocatable {node.allocatable.get(name, 0)}"
+                )
+        for pod in node.pods:
+            for term in pod.pod_anti_affinity:
+                if term.topology_key == LABEL_HOSTNAME:
+                    clash = [p for p in node.pods if p is not pod and term.selector.matches(p.labels)]
+                    if clash:
+                        problems.append(f"{pod.key}: anti-affinity broken on {node.hostname}")
+                        break
+    missing = [p.key for p in pods if p.key not in seen]
+    if missing:
+        problems.append(f"{len(missing)} pods not placed, e.g. {missing[:3]}")
+    zone_of = {p.key: n.zone for n in nodes for p in n.pods}
+    affinity_zones: dict[object, set[str]] = {}
+    for pod in pods:
+        for term in pod.pod_affinity:
+            if term.topology_key == LABEL_ZONE and term.selector.matches(pod.labels) and pod.key in zone_of:
+                affinity_zones.setdefault(term.selector, set()).add(zone_of[pod.key])
+    for selector, zones in affinity_zones.items():
+        if len(zones) > 1:
+            problems.append(f"self-affinity group {selector} spans zones {sorted(zones)}")
+    return problems
+
+
+def make_generic_pods(n: int, seed: int = SEED, prefix: str = "cpu") -> list[Pod]:
+    """Pods with Karpenter's request distribution and no constraints (a Deployment's pods)."""
+    rng = random.Random(seed)
+    return [_pod(i, prefix, rng, labels={"app": prefix}) for i in range(n)]

@@ -68,8 +68,8 @@ class Daemon:
                 tg.start_soon(self.interruptions.run)
                 tg.start_soon(self.consolidator.run)
                 tg.start_soon(self._refresh_scores)
-            if self.state_path is not None:
-                tg.start_soon(persist_backoffs, self.ctx, self.state_path)
+                if self.state_path is not None:
+                    tg.start_soon(persist_backoffs, self.ctx, self.state_path)
                 if handle_signals:
                     tg.start_soon(self._stop_on_signal)
                 task_status.started(self)

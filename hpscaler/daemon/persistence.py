@@ -1,4 +1,4 @@
-"""Out-of-capacity backoffs survive restarts: a restarted daemon must not retry an offering it just gave up on.
+"""Out-of-capacity backoffs survive restarts: a restarted daemon must not retry an offering it gave up on.
 
 The state is a small JSON file (`spec.statePath`; systemd's StateDirectory gives /var/lib/hpscaler).
 It is written atomically whenever it changed, checked every few seconds and once more at shutdown.

@@ -33,8 +33,10 @@ from anyio.streams.memory import MemoryObjectSendStream
 from kubernetes_asyncio import client, config
 
 from hpscaler.backends.protocols import BackendError
+from hpscaler.backends.registry import BackendSet
 from hpscaler.backends.types import DisruptionBudgetStatus, EvictionOutcome, Lease, WatchEvent, WatchKind
 from hpscaler.clock import Clock, SystemClock
+from hpscaler.config import LoadedConfig
 from hpscaler.config.settings import Kubernetes, Settings
 from hpscaler.kube.convert import (
     JSON,
@@ -42,13 +44,17 @@ from hpscaler.kube.convert import (
     KubeApiError,
     api_error,
     call_json,
-    format_micro_time,
+    event_body,
     format_time,
+    is_budget_refusal,
     label_selector,
+    lease_from_spec,
+    lease_spec,
     merge_taints,
     metadata,
     parse_time,
     retrying,
+    watch_lines,
 )
 from hpscaler.kube.objects import node_from_manifest, pod_from_manifest
 from hpscaler.kube.resources import CustomResources
@@ -56,7 +62,6 @@ from hpscaler.model import Node, Pod, Taint
 
 log = structlog.get_logger("hpscaler.kube")
 
-COMPONENT = "hpscaler"
 _Item = WatchEvent | BackendError
 _Model = Pod | Node
 _CONFLICT_ATTEMPTS = 5
@@ -69,7 +74,11 @@ class _Relist(Exception):
 
 
 class KubernetesBackend:
-    """`KubernetesCluster` on a kubernetes-asyncio `ApiClient`; enter it (`async with`) before `watch()`."""
+    """`KubernetesCluster` on a kubernetes-asyncio `ApiClient`.
+
+    `watch()` needs the backend entered (`async with`) or hosted (`await tg.start(backend.run)`);
+    every other method works on a bare instance.
+    """
 
     def __init__(
         self,
@@ -137,7 +146,12 @@ class KubernetesBackend:
         if tg is None:
             return None
         tg.cancel_scope.cancel()
-        return await tg.__aexit__(exc_type, exc, tb)
+        try:
+            return await tg.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            if exc is not None and list(group.exceptions) == [exc]:
+                return False  # the body's own error: let it through unwrapped
+            raise
 
     async def _call(self, operation: str, method: Any, *args: Any, retry: bool = True, **kwargs: Any) -> JSON:
         if not retry:
@@ -153,7 +167,7 @@ class KubernetesBackend:
     async def watch(self) -> AsyncIterator[WatchEvent]:
         """Pods and nodes: ADDED... SYNCED, then live changes (see the module docstring)."""
         if self._tg is None:
-            raise RuntimeError("enter the KubernetesBackend (async with) before watching")
+            raise RuntimeError("enter the KubernetesBackend (async with) or start run() before watching")
         send, receive = anyio.create_memory_object_stream[_Item](256)
         scope = anyio.CancelScope()
         self._tg.start_soon(self._pump, send, scope)
@@ -202,7 +216,13 @@ class KubernetesBackend:
                     await send.send(_event(WatchKind.ADDED, model))
             await send.send(WatchEvent(WatchKind.SYNCED))
             known = fresh
-            log.info("kube_synced", pods=len(known["pods"]), nodes=len(known["nodes"]), **versions)
+            log.info(
+                "kube_synced",
+                pods=len(known["pods"]),
+                nodes=len(known["nodes"]),
+                pods_version=versions["pods"],
+                nodes_version=versions["nodes"],
+            )
             received = [0]
             try:
                 async with anyio.create_task_group() as tg:
@@ -211,11 +231,12 @@ class KubernetesBackend:
             except BaseExceptionGroup as group:
                 reason = _unwrap(group)
                 log.info("kube_relist", reason=str(reason))
+            # A relist right after a relist (nothing received in between) waits, with jitter, so a
+            # server that keeps cutting streams is not hammered with lists.
             drops = 0 if received[0] else drops + 1
-            if drops:
-                await anyio.sleep(
-                    min(10.0, self.relist_backoff * 2 ** (drops - 1)) * (0.5 + secrets.randbelow(1000) / 1000)
-                )
+            if drops > 1:
+                backoff = min(10.0, self.relist_backoff * 2 ** (drops - 2))
+                await anyio.sleep(backoff * (0.5 + secrets.randbelow(1000) / 1000))
 
     async def _list_all(self, kind: str) -> tuple[list[JSON], str]:
         method: Any = self.core.list_pod_for_all_namespaces if kind == "pods" else self.core.list_node
@@ -269,9 +290,10 @@ class KubernetesBackend:
                 if response.status >= 400:
                     raise api_error(f"watch {kind}", response.status, await response.read())
                 try:
-                    async for line in _lines(response):
-                        version = await self._on_line(kind, line, version, known, send)
-                        received[0] += 1
+                    async with contextlib.aclosing(watch_lines(response)) as lines:
+                        async for line in lines:
+                            version = await self._on_line(kind, line, version, known, send)
+                            received[0] += 1
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                     raise _Relist(f"watch {kind} dropped: {type(exc).__name__}") from exc
             log.debug("kube_watch_resumed", kind=kind, resource_version=version)
@@ -374,7 +396,7 @@ class KubernetesBackend:
         except KubeApiError as exc:
             if exc.status == 404:
                 return "not-found"
-            if exc.status == 429 and _is_budget_refusal(exc):
+            if exc.status == 429 and is_budget_refusal(exc):
                 log.info("kube_eviction_blocked", pod=f"{namespace}/{name}", message=str(exc))
                 return "blocked"
             if exc.status == 500 and "more than one" in str(exc):
@@ -464,27 +486,7 @@ class KubernetesBackend:
                 self._remember_event(key, name, count + 1)
                 return
         name = f"{pod.name}.{secrets.token_hex(8)}"
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": name, "namespace": pod.namespace},
-            "involvedObject": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "namespace": pod.namespace,
-                "name": pod.name,
-                "uid": pod.uid,
-            },
-            "reason": reason,
-            "message": message,
-            "type": kind,
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": self.identity,
-            "count": 1,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-        }
+        body = event_body(pod, name, reason, message, kind, now, self.identity)
         await self._call(
             f"create event {pod.namespace}/{name}",
             self.core.create_namespaced_event,
@@ -513,7 +515,7 @@ class KubernetesBackend:
             except KubeApiError as exc:
                 if exc.status != 404:
                     raise
-                spec = _lease_spec(holder, seconds, now, now, 0)
+                spec = lease_spec(holder, seconds, now, now, 0)
                 body = {
                     "apiVersion": "coordination.k8s.io/v1",
                     "kind": "Lease",
@@ -535,7 +537,7 @@ class KubernetesBackend:
                 log.info("kube_lease_created", lease=name, holder=holder)
                 return Lease(holder, now, float(seconds), 0)
             spec = lease.get("spec") or {}
-            current = _lease_from_spec(spec)
+            current = lease_from_spec(spec)
             if (
                 current.holder
                 and current.holder != holder
@@ -545,7 +547,7 @@ class KubernetesBackend:
             takeover = current.holder != holder
             acquired = now if takeover else (parse_time(spec.get("acquireTime")) or now)
             transitions = current.transitions + (1 if takeover else 0)
-            lease["spec"] = _lease_spec(holder, seconds, acquired, now, transitions)
+            lease["spec"] = lease_spec(holder, seconds, acquired, now, transitions)
             try:
                 await self._call(
                     f"update lease {namespace}/{name}",
@@ -563,35 +565,6 @@ class KubernetesBackend:
                 log.info("kube_lease_taken", lease=name, holder=holder, previous=current.holder)
             return Lease(holder, now, float(seconds), transitions)
         raise BackendError(f"lease {namespace}/{name} kept changing", code="Conflict")
-
-
-def _lease_spec(holder: str, seconds: int, acquired: float, renewed: float, transitions: int) -> JSON:
-    return {
-        "holderIdentity": holder,
-        "leaseDurationSeconds": seconds,
-        "acquireTime": format_micro_time(acquired),
-        "renewTime": format_micro_time(renewed),
-        "leaseTransitions": transitions,
-    }
-
-
-def _lease_from_spec(spec: Mapping[str, Any]) -> Lease:
-    renewed = parse_time(spec.get("renewTime")) or parse_time(spec.get("acquireTime")) or 0.0
-    return Lease(
-        str(spec.get("holderIdentity") or ""),
-        renewed,
-        float(spec.get("leaseDurationSeconds") or 0),
-        int(spec.get("leaseTransitions") or 0),
-    )
-
-
-def _is_budget_refusal(exc: KubeApiError) -> bool:
-    causes = exc.details.get("causes") if isinstance(exc.details, dict) else None
-    if any(
-        isinstance(c, dict) and "DisruptionBudget" in (c.get("reason"), c.get("type")) for c in causes or []
-    ):
-        return True
-    return "disruption budget" in str(exc).lower()
 
 
 def _key(kind: str, obj: Mapping[str, Any]) -> str:
@@ -635,19 +608,6 @@ def _unwrap(group: BaseExceptionGroup[Any]) -> BaseException:
     return relist
 
 
-async def _lines(response: Any) -> AsyncIterator[bytes]:
-    buffer = bytearray()
-    async for chunk in response.content.iter_any():
-        buffer.extend(chunk)
-        while (end := buffer.find(b"\n")) >= 0:
-            line = bytes(buffer[:end]).strip()
-            del buffer[: end + 1]
-            if line:
-                yield line
-    if buffer.strip():
-        yield bytes(buffer).strip()
-
-
 @contextlib.asynccontextmanager
 async def kubernetes_backend(
     settings: Settings, *, clock: Clock | None = None
@@ -680,6 +640,13 @@ async def kubernetes_backend(
             assert backend._tg is not None
             backend._tg.start_soon(_refresh_token, loader, configuration)
         yield backend
+
+
+@contextlib.asynccontextmanager
+async def kubernetes_backends(config_: LoadedConfig) -> AsyncIterator[BackendSet]:
+    """The `kubernetes` entry-point factory (group `hpscaler.backends`)."""
+    async with kubernetes_backend(config_.settings) as backend:
+        yield BackendSet(kubernetes=backend)
 
 
 async def _refresh_token(loader: Any, configuration: Any) -> None:

@@ -9,7 +9,7 @@ server accepts.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -25,13 +25,15 @@ from tenacity import (
 )
 
 from hpscaler.backends.protocols import BackendError
-from hpscaler.model import LabelSelector, Requirement, Taint
+from hpscaler.backends.types import Lease
+from hpscaler.model import LabelSelector, Pod, Requirement, Taint
 
 log = structlog.get_logger("hpscaler.kube")
 
 T = TypeVar("T")
 JSON = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
+COMPONENT = "hpscaler"  # Event source and reportingComponent
 # A nil PodDisruptionBudget selector selects no pods; an empty LabelSelector would select them all.
 SELECT_NOTHING = LabelSelector(match_expressions=(Requirement("hpscaler.io/select-nothing", "In", ()),))
 
@@ -177,3 +179,79 @@ def merge_taints(current: list[JSON], add: tuple[Taint, ...], remove: tuple[str,
         t for t in current if t.get("key") not in remove and (t.get("key"), t.get("effect")) not in replaced
     ]
     return [*kept, *(taint_to_api(t) for t in add)]
+
+
+# --- leases, events, watch streams --------------------------------------------------------------------
+
+
+def lease_spec(holder: str, seconds: int, acquired: float, renewed: float, transitions: int) -> JSON:
+    """A coordination.k8s.io/v1 LeaseSpec."""
+    return {
+        "holderIdentity": holder,
+        "leaseDurationSeconds": seconds,
+        "acquireTime": format_micro_time(acquired),
+        "renewTime": format_micro_time(renewed),
+        "leaseTransitions": transitions,
+    }
+
+
+def lease_from_spec(spec: Mapping[str, Any]) -> Lease:
+    """The Lease a LeaseSpec describes (renewTime, else acquireTime)."""
+    renewed = parse_time(spec.get("renewTime")) or parse_time(spec.get("acquireTime")) or 0.0
+    return Lease(
+        str(spec.get("holderIdentity") or ""),
+        renewed,
+        float(spec.get("leaseDurationSeconds") or 0),
+        int(spec.get("leaseTransitions") or 0),
+    )
+
+
+def is_budget_refusal(exc: KubeApiError) -> bool:
+    """Whether a 429 from the Eviction API is a PodDisruptionBudget refusal (not API throttling)."""
+    causes = exc.details.get("causes") if isinstance(exc.details, dict) else None
+    if any(
+        isinstance(c, dict) and "DisruptionBudget" in (c.get("reason"), c.get("type")) for c in causes or []
+    ):
+        return True
+    return "disruption budget" in str(exc).lower()
+
+
+def event_body(pod: Pod, name: str, reason: str, message: str, kind: str, now: str, instance: str) -> JSON:
+    """A core/v1 Event about `pod`, counted once."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": pod.namespace},
+        "involvedObject": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "namespace": pod.namespace,
+            "name": pod.name,
+            "uid": pod.uid,
+        },
+        "reason": reason,
+        "message": message,
+        "type": kind,
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": instance,
+        "count": 1,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+    }
+
+
+async def watch_lines(response: Any) -> AsyncGenerator[bytes, None]:
+    """The non-empty lines of a streamed response body (watch events), of any length."""
+    buffer = bytearray()
+    async for chunk in response.content.iter_any():
+        start = len(buffer)  # only the new bytes can hold the next newline
+        buffer.extend(chunk)
+        while (end := buffer.find(b"\n", start)) >= 0:
+            line = bytes(buffer[:end]).strip()
+            del buffer[: end + 1]
+            start = 0
+            if line:
+                yield line
+    if buffer.strip():
+        yield bytes(buffer).strip()

@@ -146,6 +146,7 @@ class _Solver:
         self.shapes: list[Shape] = []
         self.demand: Vector = np.zeros((0, len(self.dims)))
         self.left: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)  # Shape.remaining, vectorised
+        self.shape_class: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)  # Shape.cls.index
         self.sizes: list[float] = []
         self.bins: list[Bin] = []  # existing and in-flight nodes
         self.zone_bins: dict[str, list[Bin]] = {}
@@ -206,6 +207,7 @@ class _Solver:
         if self.shapes:
             self.demand = np.array([s.demand for s in self.shapes])
         self.left = np.array([s.remaining for s in self.shapes], dtype=np.int64)
+        self.shape_class = np.array([s.cls.index for s in self.shapes], dtype=np.int64)
         self.sizes = [self.shape_size(s) for s in self.shapes]
 
     def shape_size(self, shape: Shape) -> float:
@@ -388,27 +390,32 @@ class _Solver:
         """Fill a bin with the shapes whose demand best matches its residual capacity."""
         if not self.shapes:
             return
-        allowed = self.shape_mask(b.signature).copy()
         scale = np.where(b.capacity > 0, 1.0 / np.maximum(b.capacity, _EPS) ** 2, 0.0)
-        while True:
-            fits = allowed & (self.left > 0) & np.all(self.demand <= b.residual + _EPS, axis=1)
-            if not fits.any():
-                return
-            score = np.where(fits, self.demand @ (b.residual * scale), -1.0)
-            index = int(np.argmax(score))
-            shape = self.shapes[index]
+        # Candidates only shrink while the bin fills: work on them, not on every shape.
+        candidates = np.flatnonzero(self.shape_mask(b.signature) & (self.left > 0))
+        while candidates.size:
+            demand = self.demand[candidates]
+            keep = (self.left[candidates] > 0) & np.all(demand <= b.residual + _EPS, axis=1)
+            if not keep.all():
+                candidates, demand = candidates[keep], demand[keep]
+                if not candidates.size:
+                    return
+            shape = self.shapes[int(candidates[np.argmax(demand @ (b.residual * scale))])]
             if shape.cls.topology.constrained and not topo.allowed(shape.cls.topology, b.labels):
-                allowed[index] = False
-                self.park(shape, b)
+                # Topology is a property of the class: the bin is closed to all its shapes.
+                same = self.shape_class[candidates] == shape.cls.index
+                self.park(b, [self.shapes[i] for i in candidates[same]])
+                candidates = candidates[~same]
                 continue
             self.place(shape, b)
 
-    def park(self, shape: Shape, b: Bin) -> None:
-        """Remember a bin topology closed to `shape`, unless only its own hostname is closed."""
+    def park(self, b: Bin, shapes: list[Shape]) -> None:
+        """Remember a bin topology closed to `shapes` (of one class), unless only its host is closed."""
         probe = {**b.labels, LABEL_HOSTNAME: _PROBE_HOST}
-        if topo.allowed(shape.cls.topology, probe):
+        if topo.allowed(shapes[0].cls.topology, probe):
             return  # a fresh node in the same domain would do: this host stays closed for good
-        shape.parked.setdefault(b.signature, {})[b.name] = b
+        for shape in shapes:
+            shape.parked.setdefault(b.signature, {})[b.name] = b
 
     def place_on_parked(self, shape: Shape) -> bool:
         """Place one pod of `shape` on a parked bin that topology has reopened; existing nodes first."""
@@ -507,12 +514,17 @@ class _Solver:
         return False
 
     def place_gang_shape(self, shape: Shape, zone: str) -> bool:
-        for b in (*self.zone_bins.get(zone, ()), *self.new_zone_bins.get(zone, ())):
-            if shape.remaining <= 0:
-                return True
-            if self.compatible(shape.cls, b.signature):
-                while self.can_place(shape, b):
-                    self.place(shape, b)
+        bins = [*self.zone_bins.get(zone, ()), *self.new_zone_bins.get(zone, ())]
+        if bins:
+            # One vectorised pass finds the nodes of the zone with room, instead of a check per node.
+            residual = np.array([b.residual for b in bins])
+            for i in np.flatnonzero(np.all(shape.demand <= residual + _EPS, axis=1)):
+                b = bins[i]
+                if self.compatible(shape.cls, b.signature):
+                    while self.can_place(shape, b):
+                        self.place(shape, b)
+                    if shape.remaining <= 0:
+                        return True
         while shape.remaining > 0:
             option = self.best_option(shape, zone)
             if option is None:

@@ -207,7 +207,8 @@ def report_table(report: dict[str, Any]) -> str:
     lines = [
         f"Scenario {report['scenario']}: {report['description']}",
         f"  simulated {report['virtualSeconds'] / 3600:.1f} h in {report['wallSeconds']:.1f} s",
-        f"  pods scheduled {report['podsScheduled']}/{report['podsTotal']}, pending at end {report['podsPendingAtEnd']}",
+        f"  pods scheduled {report['podsScheduled']}/{report['podsTotal']}, "
+        f"pending at end {report['podsPendingAtEnd']}",
         f"  pending -> running p50 {lat['p50']:.0f}s  p99 {lat['p99']:.0f}s",
         f"  BatchAddClusterNodes calls {report['batchAddClusterNodesCalls']}, "
         f"BatchDeleteClusterNodes calls {report['batchDeleteClusterNodesCalls']}",
@@ -220,7 +221,8 @@ def report_table(report: dict[str, Any]) -> str:
             f"{g} {'/'.join(f'{n} {c}' for c, n in by.items())}" for g, by in report["nodesLaunched"].items()
         ),
         "",
-        f"  {'TIME':>7} {'SPOT':>5} {'OD':>5} {'LAUNCH':>6} {'RUNNING':>8} {'PENDING':>8} {'COST':>9}  EVENTS",
+        f"  {'TIME':>7} {'SPOT':>5} {'OD':>5} {'LAUNCH':>6} {'RUNNING':>8} {'PENDING':>8} "
+        f"{'COST':>9}  EVENTS",
     ]
     notes = list(report["notes"])
     for row in report["timeline"]:

@@ -123,6 +123,7 @@ class Watch:
     bookmarks: bool
     queue: asyncio.Queue[tuple[str, Obj] | None] = field(default_factory=asyncio.Queue)
     aborted: bool = False
+    closed_at: int | None = None  # the resourceVersion every queued event was at when the stream was closed
 
     def matches(self, obj: Obj | None) -> bool:
         """Whether `obj` is inside this watch's namespace and selectors."""
@@ -141,9 +142,11 @@ class Watch:
         elif now:
             self.queue.put_nowait((change.type, change.obj))
 
-    def close(self, *, abort: bool = False) -> None:
-        """End the stream cleanly, or (abort) cut the connection."""
+    def close(self, rv: int, *, abort: bool = False) -> None:
+        """End the stream cleanly after the queued events (`rv`: the store's version now), or cut it."""
         self.aborted = self.aborted or abort
+        if self.closed_at is None:
+            self.closed_at = rv
         self.queue.put_nowait(None)
 
 
@@ -399,6 +402,13 @@ class Store:
                     watch.offer(change)
         self.watches.add(watch)
         return watch
+
+    def close_watches(self, *, abort: bool = False, rtype: ResourceType | None = None) -> int:
+        """End the open watches (of one resource type, or all); how many there were."""
+        chosen = [w for w in self.watches if rtype is None or w.rtype.key == rtype.key]
+        for watch in chosen:
+            watch.close(self.rv, abort=abort)
+        return len(chosen)
 
     def compact(self) -> None:
         """Forget the event history, like etcd compaction: watches from older versions get 410."""

@@ -26,7 +26,7 @@ import fnmatch
 import itertools
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -124,7 +124,7 @@ class FakeApiServer:
         history_limit: int = 1000,
         bookmark_interval: float | None = None,
         max_watch_seconds: float = 1800.0,
-        now: Any = time.time,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self.table = ResourceTable(resources)
         self.store = Store(self.table, history_limit=history_limit, now=now)
@@ -146,17 +146,16 @@ class FakeApiServer:
         """Listen on 127.0.0.1 (random port); `url` is set afterwards."""
         app = web.Application(client_max_size=16 * 2**20)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, shutdown_timeout=0.5)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"
 
     async def stop(self) -> None:
         """End every watch and stop listening."""
-        for watch in list(self.store.watches):
-            watch.close()
+        self.store.close_watches()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -241,8 +240,7 @@ class FakeApiServer:
     def uninstall(self, resource: str) -> None:
         """Stop serving a resource type (like deleting a CRD): its URLs answer 404."""
         rtype = self.table.find(resource)
-        for watch in [w for w in self.store.watches if w.rtype.key == rtype.key]:
-            watch.close()
+        self.store.close_watches(rtype=rtype)
         self.table.uninstall(rtype)
 
     # --- faults and observation ---------------------------------------------------------------------
@@ -265,10 +263,7 @@ class FakeApiServer:
 
     def drop_watches(self, *, abort: bool = True) -> int:
         """End every open watch stream; `abort` cuts the connection instead of ending it cleanly."""
-        watches = list(self.store.watches)
-        for watch in watches:
-            watch.close(abort=abort)
-        return len(watches)
+        return self.store.close_watches(abort=abort)
 
     def send_bookmarks(self) -> None:
         """Send a BOOKMARK with the current resourceVersion to every watch that allows bookmarks."""
@@ -408,7 +403,7 @@ class FakeApiServer:
         namespace = route.namespace or ""
         verb = record.verb
         if verb == "watch":
-            return await self._watch(request, rtype, route.namespace, query)
+            return await self._watch(request, rtype, route.namespace, query, record)
         if verb == "list":
             return web.json_response(self._list(rtype, route.namespace, query))
         if verb == "get":
@@ -513,15 +508,17 @@ class FakeApiServer:
         body["metadata"]["resourceVersion"] = str(rv)
         return body
 
-    def _bookmark(self, rtype: ResourceType) -> Obj:
-        return {
-            "kind": rtype.kind,
-            "apiVersion": rtype.api_version,
-            "metadata": {"resourceVersion": str(self.store.rv)},
-        }
+    def _bookmark(self, rtype: ResourceType, rv: int | None = None) -> Obj:
+        version = str(self.store.rv if rv is None else rv)
+        return {"kind": rtype.kind, "apiVersion": rtype.api_version, "metadata": {"resourceVersion": version}}
 
     async def _watch(
-        self, request: web.Request, rtype: ResourceType, namespace: str | None, query: dict[str, str]
+        self,
+        request: web.Request,
+        rtype: ResourceType,
+        namespace: str | None,
+        query: dict[str, str],
+        record: RecordedRequest,
     ) -> web.StreamResponse:
         labels, fields = self._selectors(rtype, query)
         try:
@@ -544,6 +541,7 @@ class FakeApiServer:
             await response.write(json.dumps({"type": "ERROR", "object": err.status()}).encode() + b"\n")
             await response.write_eof()
             return response
+        record.status = 200  # the stream may end by cancellation, before _handle sees the response
         try:
             await response.prepare(request)
             await self._stream(request, response, watch, timeout)
@@ -581,8 +579,9 @@ class FakeApiServer:
             kind, obj = item
             shown = obj if kind == "BOOKMARK" else self.store.present(watch.rtype, obj)
             await response.write(json.dumps({"type": kind, "object": shown}).encode() + b"\n")
-        if watch.bookmarks:
-            await response.write(
-                json.dumps({"type": "BOOKMARK", "object": self._bookmark(watch.rtype)}).encode() + b"\n"
-            )
+        # A bookmark promises every event up to its resourceVersion was sent: after a close that is
+        # the version at the close; after a timeout, the current one if nothing is still queued.
+        if watch.bookmarks and (watch.closed_at is not None or watch.queue.empty()):
+            bookmark = self._bookmark(watch.rtype, watch.closed_at)
+            await response.write(json.dumps({"type": "BOOKMARK", "object": bookmark}).encode() + b"\n")
         await response.write_eof()

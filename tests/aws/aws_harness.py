@@ -43,11 +43,19 @@ class Recorder:
         return [c for c in self.calls if name is None or c.operation == name]
 
 
-def recording_session(recorder: Recorder) -> AioSession:
-    """A session whose clients report every call (with its API parameters) to `recorder`."""
-    session = get_session()
-    session.register("before-parameter-build", recorder.record)
-    return session
+class RecordingSession:
+    """One aiobotocore session for the whole test run (service models load once: the EC2 model
+    alone takes a second), whose clients report every call to the current test's recorder.
+    """
+
+    def __init__(self) -> None:
+        self.session: AioSession = get_session()
+        self.current: Recorder | None = None
+        self.session.register("before-parameter-build", self._record)
+
+    def _record(self, params: dict[str, Any], model: Any, **kwargs: Any) -> None:
+        if self.current is not None:
+            self.current.record(params, model, **kwargs)
 
 
 @dataclass

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import moto_ext
 import pytest
-from aiobotocore.session import get_session
-from aws_harness import CLUSTER, POLICY_PATH, REGION, Admin, Call, Recorder, recording_session
+from aiobotocore.session import AioSession, get_session
+from aws_harness import CLUSTER, POLICY_PATH, REGION, Admin, Call, Recorder, RecordingSession
 from moto.server import ThreadedMotoServer
 
 from hpscaler.aws.session import AwsClients, aws_clients
@@ -75,25 +75,41 @@ def settings(endpoint: str) -> Settings:
     return Settings(cluster_name=CLUSTER, region=REGION, aws=Aws(endpoint_url=endpoint, max_attempts=3))
 
 
+@pytest.fixture(scope="session")
+def recording() -> RecordingSession:
+    """The session the backend's clients are created from."""
+    return RecordingSession()
+
+
+@pytest.fixture(scope="session")
+def admin_session() -> AioSession:
+    """A separate session for setup clients, so their calls are not recorded."""
+    return get_session()
+
+
 @pytest.fixture
-def recorder(all_calls: list[Call]) -> Iterator[Recorder]:
+def recorder(all_calls: list[Call], recording: RecordingSession) -> Iterator[Recorder]:
     """This test's backend calls."""
     recorder = Recorder()
+    recording.current = recorder
     yield recorder
+    recording.current = None
     all_calls.extend(recorder.calls)
 
 
 @pytest.fixture
-async def clients(settings: Settings, recorder: Recorder) -> AsyncIterator[AwsClients]:
+async def clients(
+    settings: Settings, recorder: Recorder, recording: RecordingSession
+) -> AsyncIterator[AwsClients]:
     """The backend's clients, as `aws_clients` opens them, recorded."""
-    async with aws_clients(settings, session=recording_session(recorder)) as opened:
+    async with aws_clients(settings, session=recording.session) as opened:
         yield opened
 
 
 @pytest.fixture
-async def admin(endpoint: str) -> AsyncIterator[Admin]:
-    """Setup clients on a separate session."""
-    session = get_session()
+async def admin(endpoint: str, admin_session: AioSession) -> AsyncIterator[Admin]:
+    """Setup clients."""
+    session = admin_session
     kw = {"region_name": REGION, "endpoint_url": endpoint}
     async with (
         session.create_client("sagemaker", **kw) as sm,

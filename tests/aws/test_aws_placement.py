@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import moto_ext
 import pytest
 from aws_harness import FAST, REGION, Recorder
+from botocore.session import get_session
 from structlog.testing import capture_logs
 
 from hpscaler.aws.placement import SpotPlacementScores, capacity_bucket, pad_instance_types
@@ -37,8 +38,9 @@ def sps(clients: AwsClients, clock: FakeClock) -> SpotPlacementScores:
     return SpotPlacementScores(clients.ec2, REGION, refresh_seconds=600.0, retry=FAST, clock=clock)
 
 
-def known_types(clients: AwsClients) -> frozenset[str]:
-    return frozenset(clients.ec2.meta.service_model.shape_for("InstanceType").enum)
+def known_types() -> frozenset[str]:
+    """Every EC2 instance type of the pinned botocore's model (what the backend pads from)."""
+    return frozenset(get_session().get_service_model("ec2").shape_for("InstanceType").enum)
 
 
 async def test_scores_by_zone_id_from_a_padded_request(sps: SpotPlacementScores) -> None:
@@ -111,8 +113,8 @@ async def test_failure_with_nothing_cached_raises(sps: SpotPlacementScores) -> N
     assert (raised.value.code, raised.value.retryable) == ("UnauthorizedOperation", False)
 
 
-def test_padding_uses_neighbouring_sizes_then_sibling_families(clients: AwsClients) -> None:
-    known = known_types(clients)
+def test_padding_uses_neighbouring_sizes_then_sibling_families() -> None:
+    known = known_types()
     assert pad_instance_types(["ml.c5.xlarge"], known) == ("c5.2xlarge", "c5.large", "c5.xlarge")
     assert pad_instance_types(["ml.g5.48xlarge", "ml.g5.12xlarge"], known) == (
         "g5.12xlarge",

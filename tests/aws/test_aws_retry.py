@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aws_harness import CLUSTER, REGION, Recorder, recording_session
+from aws_harness import CLUSTER, REGION, Recorder, RecordingSession
 from botocore.exceptions import ClientError, ConnectTimeoutError, ParamValidationError, ReadTimeoutError
 from structlog.testing import capture_logs
 
@@ -28,14 +28,19 @@ DESCRIBED = {
     "ClusterArn": f"arn:aws:sagemaker:{REGION}:123456789012:cluster/abc123",
     "ClusterName": CLUSTER,
     "ClusterStatus": "InService",
-    "InstanceGroups": [{"InstanceGroupName": "g", "InstanceType": "ml.c5.xlarge", "CurrentCount": 1, "TargetCount": 1}],
+    "InstanceGroups": [
+        {"InstanceGroupName": "g", "InstanceType": "ml.c5.xlarge", "CurrentCount": 1, "TargetCount": 1}
+    ],
     "NodeProvisioningMode": "Continuous",
 }
 ADD_BODY = {
     "ClusterName": CLUSTER,
     "NodesToAdd": [{"InstanceGroupName": "g", "IncrementTargetCountBy": 1}],
 }
-ADDED = {"Successful": [{"NodeLogicalId": "g-1", "InstanceGroupName": "g", "Status": "Pending"}], "Failed": []}
+ADDED = {
+    "Successful": [{"NodeLogicalId": "g-1", "InstanceGroupName": "g", "Status": "Pending"}],
+    "Failed": [],
+}
 
 
 def error(status: int, code: str) -> tuple[int, Any]:
@@ -73,11 +78,17 @@ async def server() -> AsyncIterator[ScriptedServer]:
     await runner.cleanup()
 
 
+@pytest.fixture
+def session(recording: RecordingSession, recorder: Recorder) -> RecordingSession:
+    """The shared recording session, recording into this test's recorder."""
+    return recording
+
+
 async def run(
-    url: str, recorder: Recorder, policy: RetryPolicy = QUICK, operation: str = "describe"
+    url: str, session: RecordingSession, policy: RetryPolicy = QUICK, operation: str = "describe"
 ) -> Any:
     settings = Settings(cluster_name=CLUSTER, region=REGION, aws=Aws(sagemaker_endpoint_url=url))
-    async with aws_clients(settings, session=recording_session(recorder)) as clients:
+    async with aws_clients(settings, session=session.session) as clients:
         hp = SageMakerHyperPod(clients.sagemaker, clients.ec2, CLUSTER, retry=policy)
         if operation == "describe":
             return await hp.describe_cluster()
@@ -87,70 +98,77 @@ async def run(
 
 
 async def test_throttling_and_5xx_are_retried_with_jittered_backoff(
-    server: ScriptedServer, recorder: Recorder
+    server: ScriptedServer, session: RecordingSession
 ) -> None:
     server.script = [error(503, "ServiceUnavailable"), error(400, "ThrottlingException"), (200, DESCRIBED)]
 
     with capture_logs() as logs:
-        description = await run(server.url, recorder)
+        description = await run(server.url, session)
 
     assert [g.name for g in description.groups] == ["g"]
     assert description.provisioning_mode == "Continuous"
     assert len(server.requests) == 3
     retries = [e for e in logs if e["event"] == "aws_call_retrying"]
-    assert [(e["attempt"], e["code"]) for e in retries] == [(1, "ServiceUnavailable"), (2, "ThrottlingException")]
+    assert [(e["attempt"], e["code"]) for e in retries] == [
+        (1, "ServiceUnavailable"),
+        (2, "ThrottlingException"),
+    ]
     # Full jitter: the n-th wait is drawn from [0, min(max_wait, multiplier * 2**n)].
     assert 0 <= retries[0]["wait"] <= 0.02 + 1e-9
     assert 0 <= retries[1]["wait"] <= 0.04 + 1e-9
 
 
-async def test_validation_error_is_not_retried(server: ScriptedServer, recorder: Recorder) -> None:
+async def test_validation_error_is_not_retried(server: ScriptedServer, session: RecordingSession) -> None:
     server.script = [error(400, "ValidationException")]
 
     with pytest.raises(BackendError) as raised:
-        await run(server.url, recorder)
+        await run(server.url, session)
 
     assert len(server.requests) == 1
     assert (raised.value.code, raised.value.retryable) == ("ValidationException", False)
 
 
-async def test_giving_up_keeps_the_error_code_and_says_retryable(server: ScriptedServer, recorder: Recorder) -> None:
+async def test_giving_up_keeps_the_error_code_and_says_retryable(
+    server: ScriptedServer, session: RecordingSession
+) -> None:
     server.script = [error(500, "InternalFailure")]
 
     with pytest.raises(BackendError) as raised:
-        await run(server.url, recorder)
+        await run(server.url, session)
 
     assert len(server.requests) == 3  # max_attempts, not more: botocore adds no retries of its own
     assert (raised.value.code, raised.value.retryable) == ("InternalFailure", True)
     assert "InternalFailure" in str(raised.value)
 
 
-async def test_a_bare_gateway_error_is_retried(server: ScriptedServer, recorder: Recorder) -> None:
+async def test_a_bare_gateway_error_is_retried(server: ScriptedServer, session: RecordingSession) -> None:
     server.script = [(502, "<html>Bad Gateway</html>"), (200, DESCRIBED)]
 
-    await run(server.url, recorder)
+    await run(server.url, session)
 
     assert len(server.requests) == 2
 
 
-async def test_one_attempt_means_one_request(server: ScriptedServer, recorder: Recorder) -> None:
+async def test_one_attempt_means_one_request(server: ScriptedServer, session: RecordingSession) -> None:
     server.script = [error(503, "ServiceUnavailable"), (200, DESCRIBED)]
 
     with pytest.raises(BackendError):
-        await run(server.url, recorder, RetryPolicy(max_attempts=1))
+        await run(server.url, session, RetryPolicy(max_attempts=1))
 
     assert len(server.requests) == 1
 
 
-async def test_batch_add_is_retried_only_with_a_client_token(server: ScriptedServer, recorder: Recorder) -> None:
+async def test_batch_add_is_retried_only_with_a_client_token(
+    server: ScriptedServer, session: RecordingSession
+) -> None:
     server.script = [error(503, "ServiceUnavailable"), (200, ADDED)]
     with pytest.raises(BackendError) as raised:
-        await run(server.url, recorder, operation="add")
+        await run(server.url, session, operation="add")
     assert len(server.requests) == 1  # without a token a second request could add the nodes twice
     assert raised.value.retryable
 
     server.requests.clear()
-    result = await run(server.url, recorder, operation="add-with-token")
+    result = await run(server.url, session, operation="add-with-token")
     assert [a.logical_id for a in result.successful] == ["g-1"]
     assert len(server.requests) == 2
     assert server.requests[0]["body"] == server.requests[1]["body"]
@@ -164,9 +182,9 @@ def closed_port() -> int:
     return port
 
 
-async def test_connection_errors_are_retried(recorder: Recorder) -> None:
+async def test_connection_errors_are_retried(session: RecordingSession, recorder: Recorder) -> None:
     with capture_logs() as logs, pytest.raises(BackendError) as raised:
-        await run(f"http://127.0.0.1:{closed_port()}", recorder)
+        await run(f"http://127.0.0.1:{closed_port()}", session)
 
     assert (raised.value.code, raised.value.retryable) == ("EndpointConnectionError", True)
     assert len(recorder.operations("DescribeCluster")) == 3
@@ -174,7 +192,9 @@ async def test_connection_errors_are_retried(recorder: Recorder) -> None:
 
 
 def client_error(code: str, status: int) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
+    return ClientError(
+        {"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op"
+    )
 
 
 @pytest.mark.parametrize(

@@ -116,7 +116,10 @@ async def test_nodes_of_a_multi_zone_group_get_their_placement(
     hp = hyperpod(clients)
     await hp.describe_cluster()
     await hp.batch_add_nodes(
-        body("t-multi", {"InstanceGroupName": "multi", "IncrementTargetCountBy": 2, "AvailabilityZones": ["us-west-2c"]})
+        body(
+            "t-multi",
+            {"InstanceGroupName": "multi", "IncrementTargetCountBy": 2, "AvailabilityZones": ["us-west-2c"]},
+        )
     )
 
     nodes = await hp.list_nodes()
@@ -137,7 +140,11 @@ async def test_batch_add_success_and_shared_state(admin: Admin, clients: AwsClie
         body(
             "t-ok",
             {"InstanceGroupName": "spot-a", "IncrementTargetCountBy": 3},
-            {"InstanceGroupName": "od-multi", "IncrementTargetCountBy": 1, "AvailabilityZones": ["us-west-2b"]},
+            {
+                "InstanceGroupName": "od-multi",
+                "IncrementTargetCountBy": 1,
+                "AvailabilityZones": ["us-west-2b"],
+            },
         )
     )
 
@@ -162,7 +169,11 @@ async def test_batch_add_partial_failure(admin: Admin, clients: AwsClients) -> N
             "t-partial",
             {"InstanceGroupName": "spot-a", "IncrementTargetCountBy": 1},
             {"InstanceGroupName": "missing", "IncrementTargetCountBy": 2},
-            {"InstanceGroupName": "od-multi", "IncrementTargetCountBy": 4, "AvailabilityZones": ["us-west-2a"]},
+            {
+                "InstanceGroupName": "od-multi",
+                "IncrementTargetCountBy": 4,
+                "AvailabilityZones": ["us-west-2a"],
+            },
             {"InstanceGroupName": "plain", "IncrementTargetCountBy": 1, "InstanceTypes": ["ml.p5.48xlarge"]},
         )
     )
@@ -189,7 +200,9 @@ async def test_batch_add_replays_a_client_token(admin: Admin, clients: AwsClient
     groups = {g.name: g for g in (await hp.describe_cluster()).groups}
     assert groups["spot-a"].target_count == 4  # 2 initial + 2, not + 4
     with pytest.raises(BackendError) as raised:
-        await hp.batch_add_nodes(body("t-replay", {"InstanceGroupName": "spot-a", "IncrementTargetCountBy": 3}))
+        await hp.batch_add_nodes(
+            body("t-replay", {"InstanceGroupName": "spot-a", "IncrementTargetCountBy": 3})
+        )
     assert raised.value.code == "IdempotentParameterMismatch"
     assert not raised.value.retryable
 
@@ -231,7 +244,9 @@ async def test_batch_delete_chunks_by_99(admin: Admin, clients: AwsClients, reco
         a.logical_id
         for token in ("t1", "t2", "t3")
         for a in (
-            await hp.batch_add_nodes(body(token, {"InstanceGroupName": "od-multi", "IncrementTargetCountBy": 50}))
+            await hp.batch_add_nodes(
+                body(token, {"InstanceGroupName": "od-multi", "IncrementTargetCountBy": 50})
+            )
         ).successful
     ]
     assert len(added) == 150

@@ -35,7 +35,9 @@ def event(detail_type: str, detail: dict[str, Any], source: str = "aws.ec2") -> 
     )
 
 
-SPOT = event("EC2 Spot Instance Interruption Warning", {"instance-id": "i-0spot", "instance-action": "terminate"})
+SPOT = event(
+    "EC2 Spot Instance Interruption Warning", {"instance-id": "i-0spot", "instance-action": "terminate"}
+)
 REBALANCE = event("EC2 Instance Rebalance Recommendation", {"instance-id": "i-0rebal"})
 STATE = event("EC2 Instance State-change Notification", {"instance-id": "i-0state", "state": "terminated"})
 
@@ -73,7 +75,9 @@ def test_spot_interruption_warning() -> None:
 
 
 def test_rebalance_recommendation() -> None:
-    assert one(REBALANCE) == InterruptionMessage("m-1", InterruptionKind.REBALANCE, "i-0rebal", EPOCH, receipt="r-1")
+    assert one(REBALANCE) == InterruptionMessage(
+        "m-1", InterruptionKind.REBALANCE, "i-0rebal", EPOCH, receipt="r-1"
+    )
 
 
 def test_state_change() -> None:
@@ -85,7 +89,9 @@ def test_state_change() -> None:
 def test_health_scheduled_change_one_message_per_instance() -> None:
     start = datetime(2025, 3, 8, 10, 0, tzinfo=UTC).timestamp()
     assert parse_message(health("i-0a"), "m-1", "r-1") == [
-        InterruptionMessage("m-1", InterruptionKind.SCHEDULED_CHANGE, "i-0a", EPOCH, deadline=start, receipt="r-1")
+        InterruptionMessage(
+            "m-1", InterruptionKind.SCHEDULED_CHANGE, "i-0a", EPOCH, deadline=start, receipt="r-1"
+        )
     ]
     parsed = parse_message(health("i-0a", "i-0b", "i-0a"), "m-2", "r-2")
     assert [(p.message_id, p.instance_id) for p in parsed if isinstance(p, InterruptionMessage)] == [
@@ -108,10 +114,15 @@ def test_sns_wrapped_event() -> None:
         (event("EC2 Fleet Error", {"sub-type": "x"}), "unknown detail-type 'EC2 Fleet Error'"),
         (json.dumps({"detail-type": "EC2 Instance Rebalance Recommendation"}), "no detail object"),
         (
-            json.dumps({"detail-type": "EC2 Instance Rebalance Recommendation", "detail": {"instance-id": "i-1"}}),
+            json.dumps(
+                {"detail-type": "EC2 Instance Rebalance Recommendation", "detail": {"instance-id": "i-1"}}
+            ),
             "no valid time",
         ),
-        (event("EC2 Spot Instance Interruption Warning", {"instance-action": "stop"}), "without detail.instance-id"),
+        (
+            event("EC2 Spot Instance Interruption Warning", {"instance-action": "stop"}),
+            "without detail.instance-id",
+        ),
         (event("EC2 Instance State-change Notification", {"instance-id": "i-1"}), "without detail.state"),
         (health("i-0a", service="RDS"), "RDS/scheduledChange is not an EC2 scheduled change"),
         (health("i-0a", category="issue"), "EC2/issue is not an EC2 scheduled change"),
@@ -142,7 +153,9 @@ async def in_queue(admin: Admin, url: str) -> int:
     return sum(int(v) for v in attributes.values())
 
 
-async def test_receive_parses_and_acknowledge_deletes(admin: Admin, clients: AwsClients, recorder: Recorder) -> None:
+async def test_receive_parses_and_acknowledge_deletes(
+    admin: Admin, clients: AwsClients, recorder: Recorder
+) -> None:
     url = await queue(admin, SPOT, REBALANCE, STATE, "garbage")
     source = SqsInterruptions(clients.sqs, url, retry=FAST, wait_seconds=0)
     assert isinstance(source, InterruptionSource)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
+
+from hpscaler.backends.types import WatchEvent, WatchKind
 from hpscaler.config.settings import Kubernetes
 from hpscaler.kube.backend import KubernetesBackend
+
+USED: set[tuple[str, str, str]] = set()  # (apiGroup, resource, verb) of every request the backend made
 
 
 class ManualClock:
@@ -56,3 +61,60 @@ async def hosted(kube: KubernetesBackend) -> AsyncIterator[KubernetesBackend]:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def eventually(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Wait until `predicate()` holds (polling), failing after `seconds`."""
+    with anyio.fail_after(seconds):
+        while not predicate():  # noqa: ASYNC110 - the condition lives in another component
+            await anyio.sleep(0.005)
+
+
+async def next_event(events: AsyncIterator[WatchEvent], seconds: float = 5.0) -> WatchEvent:
+    """The next watch event, failing after `seconds`."""
+    with anyio.fail_after(seconds):
+        return await anext(events)
+
+
+async def until_synced(events: AsyncIterator[WatchEvent], seconds: float = 5.0) -> list[WatchEvent]:
+    """Events up to and including the next SYNCED."""
+    found: list[WatchEvent] = []
+    while not found or found[-1].kind is not WatchKind.SYNCED:
+        found.append(await next_event(events, seconds))
+    return found
+
+
+def pod_manifest(
+    name: str,
+    namespace: str = "default",
+    *,
+    node: str = "",
+    phase: str = "Pending",
+    labels: dict[str, str] | None = None,
+    cpu: str = "1",
+) -> dict[str, Any]:
+    """A Pod with one container requesting `cpu`."""
+    spec: dict[str, Any] = {"containers": [{"name": "app", "resources": {"requests": {"cpu": cpu}}}]}
+    if node:
+        spec["nodeName"] = node
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
+        "spec": spec,
+        "status": {"phase": phase},
+    }
+
+
+def node_manifest(name: str, *, taints: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """A Ready Node with 8 CPUs and 32Gi."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "spec": {"taints": taints} if taints else {},
+        "status": {
+            "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }

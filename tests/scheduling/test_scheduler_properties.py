@@ -383,7 +383,7 @@ def check_plan(world: World, plan: Plan) -> None:
     assert reserved <= max(RESERVED_LIMIT, existing_reserved)
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(world_strategy())
 def test_every_plan_is_valid(world: World) -> None:
     plan = solve(world.input())
@@ -443,12 +443,12 @@ def pack(requests: Sequence[dict[str, int]]) -> Plan:
     return plan
 
 
-@settings(max_examples=40, deadline=None, derandomize=True)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(
     st.lists(
         st.tuples(st.sampled_from((*BENCH_CPU, 2000, 3000)), st.sampled_from((*BENCH_MEMORY_MI, 6144, 8192))),
-        min_size=1,
-        max_size=300,
+        min_size=20,
+        max_size=400,
     )
 )
 def test_packing_close_to_lower_bound(shapes: list[tuple[int, int]]) -> None:

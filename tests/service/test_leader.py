@@ -30,10 +30,12 @@ class Worker:
     def __init__(self) -> None:
         self.running = False
         self.starts = 0
+        self.started = anyio.Event()
 
     async def __call__(self) -> None:
         self.running = True
         self.starts += 1
+        self.started.set()
         try:
             await anyio.sleep_forever()
         finally:
@@ -63,16 +65,15 @@ async def test_standby_takes_over_within_the_lease_duration_when_the_leader_dies
     b = elector(kube, "b")
     work_b = Worker()
     async with anyio.create_task_group() as tg:
-        with anyio.CancelScope() as leader_scope:  # the leader process
-            tg.start_soon(_run_in_scope, leader_scope, elector(kube, "a"), Worker())
+        leader_scope = anyio.CancelScope()  # the leader process
+        tg.start_soon(_run_in_scope, leader_scope, elector(kube, "a"), Worker())
         await anyio.sleep(1)
         tg.start_soon(b.run, work_b)
         await anyio.sleep(20)
         assert not work_b.running
         died_at = anyio.current_time()
         leader_scope.cancel()  # the leader dies without releasing the lease
-        while not work_b.running:
-            await anyio.sleep(0.5)
+        await work_b.started.wait()
         assert anyio.current_time() - died_at <= LEASE + RENEW
         tg.cancel_scope.cancel()
 

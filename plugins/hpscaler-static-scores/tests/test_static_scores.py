@@ -7,11 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hpscaler_static_scores import FileScores
 
 from hpscaler.backends.protocols import BackendError, PlacementScores
 from hpscaler.backends.registry import discover, load_factory
 from hpscaler.config import default_config_path, load_config
-from hpscaler_static_scores import FileScores
 
 
 def test_entry_point_is_discovered() -> None:

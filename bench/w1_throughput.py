@@ -1,0 +1,218 @@
+"""W1: Karpenter's scheduling benchmark (400 fake instance types, makeDiversePods) on hpscaler's scheduler.
+
+The timed region is one `solve()` call (launch options are built inside it, so they are timed too),
+against one `karpenter_port.solve()` call on the same pods and instance types, in the same process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import karpenter_port as kp
+from bench.bounds import NodeKind, aggregate_lp
+from bench.common import (
+    PlacedNode,
+    Result,
+    Row,
+    check_placement,
+    karpenter_catalogue,
+    karpenter_groups,
+    karpenter_specs,
+    make_diverse_pods,
+    offerings,
+    pool_and_class,
+    timed,
+)
+from hpscaler.model import Pod
+from hpscaler.scheduling.scheduler import solve
+from hpscaler.scheduling.types import Plan, SchedulingInput
+
+FULL_SIZES = (1000, 2000, 5000, 10000, 20000)
+QUICK_SIZES = (500, 1000)
+TARGET_RATIO = 10.0
+TARGET_PODS_PER_SECOND = 1000.0
+NODE_TOLERANCE = 1.01  # nodes may exceed n/5 by 1% ("nodes ~ n/5")
+# Karpenter's own benchmark, Go, pods/s (PR kubernetes-sigs/karpenter#1938): not this machine.
+KARPENTER_GO = {1000: 1000 / 0.891, 5000: 5000 / 5.09, 10000: 10000 / 12.07, 20000: 20000 / 35.74}
+TARGET_FLATNESS = 1.3  # us/pod at the largest size / us/pod at 1k (research proposal, Karpenter ~2.0)
+
+
+def port_instance_types() -> list[kp.InstanceType]:
+    """The same 400 types with Karpenter's 5 offerings, for the port."""
+    return [
+        kp.InstanceType(
+            spec.name,
+            spec.allocatable(),
+            tuple(kp.Offering(zone, ct.value, spec.price(ct)) for zone, ct in offerings()),
+        )
+        for spec in karpenter_specs()
+    ]
+
+
+def scheduling_input(pods: list[Pod]) -> SchedulingInput:
+    groups = karpenter_groups()
+    pool, node_class = pool_and_class(groups)
+    return SchedulingInput(
+        pods=pods,
+        node_pools=[pool],
+        node_classes=[node_class],
+        groups=groups,
+        catalogue=karpenter_catalogue(),
+    )
+
+
+def hpscaler_nodes(plan: Plan, pods: list[Pod]) -> list[PlacedNode]:
+    by_key = {p.key: p for p in pods}
+    return [
+        PlacedNode(
+            n.name, n.zone, n.instance_type, n.price_per_hour, n.allocatable, [by_key[k] for k in n.pods]
+        )
+        for n in plan.new_nodes
+    ]
+
+
+def port_nodes(result: kp.Result) -> list[PlacedNode]:
+    nodes = []
+    for claim, it, offering in result.launches():
+        nodes.append(
+            PlacedNode(claim.hostname, offering.zone, it.name, offering.price, it.allocatable, claim.pods)
+        )
+    return nodes
+
+
+def measure(n: int, its: list[kp.InstanceType]) -> dict[str, Any]:
+    pods = make_diverse_pods(n)
+    inp = scheduling_input(pods)
+    hps_seconds, plan = timed(lambda: solve(inp))
+    base_seconds, base = timed(lambda: kp.solve(pods, its))
+    hps_placed = hpscaler_nodes(plan, pods)
+    base_placed = port_nodes(base)
+    kinds = [NodeKind(s.name, s.allocatable(), s.on_demand_price) for s in karpenter_specs()]
+    return {
+        "pods": n,
+        "hpscaler_seconds": hps_seconds,
+        "baseline_seconds": base_seconds,
+        "hpscaler_pods_per_second": n / hps_seconds,
+        "baseline_pods_per_second": n / base_seconds,
+        "hpscaler_nodes": len(plan.new_nodes),
+        "baseline_nodes": len(base.claims),
+        "expected_nodes": n // 5,
+        "hpscaler_unschedulable": len(plan.unschedulable),
+        "baseline_unschedulable": len(base.errors),
+        "hpscaler_problems": check_placement(hps_placed, pods)[:5],
+        "baseline_problems": check_placement(base_placed, pods)[:5],
+        "hpscaler_cost": plan.cost_per_hour,
+        "baseline_cost": base.cost,
+        "lp_cost_bound": aggregate_lp(pods, kinds),
+        "hpscaler_largest_type_share": sum(1 for x in hps_placed if x.instance_type == "fake-it-400")
+        / max(1, len(hps_placed)),
+    }
+
+
+def run(quick: bool = False) -> Result:
+    sizes = QUICK_SIZES if quick else FULL_SIZES
+    its = port_instance_types()
+    result = Result("W1")
+    points = []
+    for n in sizes:
+        point = measure(n, its)
+        points.append(point)
+        print(
+            f"  W1 {n:>6} pods: hpscaler {point['hpscaler_seconds']:.2f}s "
+            f"({point['hpscaler_pods_per_second']:.0f} pods/s, {point['hpscaler_nodes']} nodes), "
+            f"port {point['baseline_seconds']:.2f}s ({point['baseline_pods_per_second']:.0f} pods/s, "
+            f"{point['baseline_nodes']} nodes)",
+            flush=True,
+        )
+    result.data["points"] = points
+    for p in points:
+        ratio = p["hpscaler_pods_per_second"] / p["baseline_pods_per_second"]
+        ok = not p["hpscaler_problems"] and p["hpscaler_unschedulable"] == 0
+        note = (
+            ""
+            if ok
+            else f"plan problems: {p['hpscaler_unschedulable']} unschedulable {p['hpscaler_problems'][:2]}"
+        )
+        result.rows.append(
+            Row(
+                "W1",
+                f"pods/s @ {p['pods']:,} pods",
+                p["hpscaler_pods_per_second"],
+                p["baseline_pods_per_second"],
+                ratio,
+                f">= {TARGET_RATIO:g}x port",
+                ratio >= TARGET_RATIO and ok,
+                "pods/s",
+                note,
+            )
+        )
+    for p in points:
+        if p["pods"] >= 10000 or p is points[-1]:
+            result.rows.append(
+                Row(
+                    "W1",
+                    f"absolute pods/s @ {p['pods']:,} (vs Karpenter Go, published)",
+                    p["hpscaler_pods_per_second"],
+                    KARPENTER_GO.get(p["pods"]),
+                    p["hpscaler_pods_per_second"] / KARPENTER_GO[p["pods"]]
+                    if p["pods"] in KARPENTER_GO
+                    else None,
+                    f">= {TARGET_PODS_PER_SECOND:,.0f} pods/s",
+                    p["hpscaler_pods_per_second"] >= TARGET_PODS_PER_SECOND,
+                    "pods/s",
+                    "Karpenter Go figure: PR kubernetes-sigs/karpenter#1938, another machine; context only",
+                )
+            )
+    last = points[-1]
+    nodes_ok = (
+        last["expected_nodes"] <= last["hpscaler_nodes"] <= NODE_TOLERANCE * last["expected_nodes"]
+        and last["hpscaler_unschedulable"] == 0
+        and not last["hpscaler_problems"]
+    )
+    result.rows.append(
+        Row(
+            "W1",
+            f"nodes @ {last['pods']:,} vs n/5 (every pod placed)",
+            last["hpscaler_nodes"],
+            last["expected_nodes"],
+            last["hpscaler_nodes"] / last["expected_nodes"],
+            f"n/5, <= +{NODE_TOLERANCE - 1:.0%}",
+            nodes_ok,
+            "nodes",
+            f"port: {last['baseline_nodes']:,} nodes, {last['baseline_unschedulable']} unplaced; "
+            f"checks (capacity, anti-affinity, affinity zone): hpscaler {last['hpscaler_problems'] or 'ok'}, "
+            f"port {last['baseline_problems'] or 'ok'}",
+        )
+    )
+    result.rows.append(
+        Row(
+            "W1",
+            f"cost $/h @ {last['pods']:,} vs port",
+            last["hpscaler_cost"],
+            last["baseline_cost"],
+            last["hpscaler_cost"] / last["baseline_cost"],
+            "(no target)",
+            None,
+            "$/h",
+            f"LP bound ${last['lp_cost_bound']:,.0f}/h; "
+            f"{last['hpscaler_largest_type_share']:.0%} of hpscaler's nodes are the 400-vCPU type",
+        )
+    )
+    first = next((p for p in points if p["pods"] == 1000), points[0])
+    if last is not first:
+        per_pod = [(p["hpscaler_seconds"] / p["pods"]) for p in (first, last)]
+        base_pod = [(p["baseline_seconds"] / p["pods"]) for p in (first, last)]
+        flat = per_pod[1] / per_pod[0]
+        result.rows.append(
+            Row(
+                "W1",
+                f"us/pod growth {first['pods'] // 1000}k->{last['pods'] // 1000}k",
+                flat,
+                base_pod[1] / base_pod[0],
+                flat / (base_pod[1] / base_pod[0]),
+                f"<= {TARGET_FLATNESS:g} (hpscaler)",
+                flat <= TARGET_FLATNESS,
+                "x",
+            )
+        )
+    return result

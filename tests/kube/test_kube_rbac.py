@@ -1,0 +1,139 @@
+"""deploy/kubernetes/rbac.yaml grants exactly what the Kubernetes backend uses.
+
+The conftest records (apiGroup, resource, verb) of every request the backend made in the other
+tests of this directory and runs this module last. A tour of every backend operation runs here
+too, so the check also holds when this module runs alone.
+"""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kube_harness import (
+    USED,
+    ManualClock,
+    eventually,
+    hosted,
+    make_backend,
+    node_manifest,
+    pod_manifest,
+    until_synced,
+)
+from kubernetes_asyncio.client import ApiClient
+
+from hpscaler.config.settings import Kubernetes
+from hpscaler.model import Pod, Taint
+from hpscaler.testing import FakeApiServer
+
+RBAC = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "rbac.yaml"
+DEPLOYMENT = RBAC.with_name("deployment.yaml")
+
+
+def documents() -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
+
+
+def granted() -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(apiGroup, resource, verb) -> the rule (with its Role's namespace) granting it."""
+    found: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for doc in documents():
+        if doc["kind"] not in ("ClusterRole", "Role"):
+            continue
+        for rule in doc["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        key = (group, resource, verb)
+                        assert key not in found, f"{key} is granted twice"
+                        found[key] = {**rule, "namespace": doc["metadata"].get("namespace")}
+    return found
+
+
+async def tour(server: FakeApiServer) -> None:
+    """Every backend operation once, against `server`."""
+    settings = Kubernetes()
+    server.create(node_manifest("n1"))
+    server.create(pod_manifest("p1", node="n1", phase="Running"))
+    server.create(pod_manifest("p2", node="n1", phase="Running"))
+    server.create(
+        {
+            "apiVersion": "karpenter.sagemaker.amazonaws.com/v1",
+            "kind": "HyperpodNodeClass",
+            "metadata": {"name": "gpu"},
+            "spec": {"instanceGroups": ["g5"]},
+        }
+    )
+    server.create(
+        {
+            "apiVersion": "karpenter.sh/v1",
+            "kind": "NodePool",
+            "metadata": {"name": "gpu"},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "nodeClassRef": {
+                            "group": "karpenter.sagemaker.amazonaws.com",
+                            "kind": "HyperpodNodeClass",
+                            "name": "gpu",
+                        }
+                    }
+                }
+            },
+        }
+    )
+    async with ApiClient(server.configuration()) as api:
+        clock = ManualClock()
+        async with hosted(make_backend(api, clock)) as kube:
+            kube.settings = settings
+            async with aclosing(kube.watch()) as events:
+                await until_synced(events)
+                await eventually(lambda: server.active_watches == 2)
+            await kube.taint_node("n1", add=[Taint("x", "NoSchedule")])
+            await kube.annotate_node("n1", {"a": "1"})
+            await kube.annotate_pod("default", "p1", {"a": "1"})
+            assert await kube.evict_pod("default", "p1") == "evicted"
+            assert await kube.delete_pod("default", "p2", grace_seconds=1)
+            await kube.delete_node("n1")
+            await kube.list_disruption_budgets()
+            pod = Pod("default", "p1", {}, uid="u1")
+            await kube.record_event(pod, "Test", "once")
+            await kube.record_event(pod, "Test", "once")
+            await kube.acquire_lease(settings.lease_name, "me", 15)
+            await kube.acquire_lease(settings.lease_name, "me", 15)
+            resources = kube.custom_resources
+            await resources.publish(await resources.read(), {})
+
+
+async def test_rbac_grants_exactly_what_the_backend_uses() -> None:
+    async with FakeApiServer() as server:
+        await tour(server)
+        toured = [r for r in server.requests if r.verb]
+    used = USED | {(r.group, r.resource, r.verb) for r in toured}
+    rules = granted()
+    assert used - rules.keys() == set(), "the backend uses permissions rbac.yaml does not grant"
+    assert rules.keys() - used == set(), "rbac.yaml grants permissions the backend never uses"
+    settings = Kubernetes()
+    for request in toured:  # namespaced (Role) rules must cover the namespaces and names used
+        rule = rules[(request.group, request.resource, request.verb)]
+        if rule["namespace"] is not None:
+            assert request.namespace == rule["namespace"] == settings.namespace
+        if "resourceNames" in rule:
+            assert request.name in rule["resourceNames"]
+
+
+def test_bindings_give_the_roles_to_the_deployment_service_account() -> None:
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in documents()}
+    account = docs[("ServiceAccount", "hpscaler")]
+    subject = {"kind": "ServiceAccount", "name": "hpscaler", "namespace": account["metadata"]["namespace"]}
+    for kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
+        binding = next(d for (k, _), d in docs.items() if k == kind)
+        assert binding["subjects"] == [subject]
+        assert (role_kind, binding["roleRef"]["name"]) in docs
+    deployment = next(
+        d for d in yaml.safe_load_all(DEPLOYMENT.read_text()) if d and d["kind"] == "Deployment"
+    )
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "hpscaler"
+    assert deployment["metadata"]["namespace"] == account["metadata"]["namespace"]
