@@ -185,6 +185,7 @@ class Pod:
     node_name: str = ""
     phase: str = "Pending"
     created: float = 0.0
+    terminating: bool = False  # metadata.deletionTimestamp is set: the pod is already on its way out
 
     @property
     def key(self) -> str:

@@ -19,6 +19,7 @@ from hpscaler.daemon.context import Backends, DaemonContext
 from hpscaler.daemon.interruption import InterruptionHandler
 from hpscaler.daemon.persistence import load_backoffs, persist_backoffs
 from hpscaler.daemon.provisioner import Provisioner
+from hpscaler.daemon.recovery import clear_orphaned_taints
 from hpscaler.daemon.watcher import run_watcher
 from hpscaler.model import CapacityType
 from hpscaler.scheduling.unavailable import UnavailableOfferings
@@ -63,6 +64,7 @@ class Daemon:
                 if self._stop_requested:
                     tg.cancel_scope.cancel()  # stopped before it started
                 tg.start_soon(run_watcher, self.ctx)
+                tg.start_soon(clear_orphaned_taints, self.ctx)
                 tg.start_soon(self.provisioner.run_batches)
                 tg.start_soon(self.provisioner.run_launch_monitor, MONITOR_SECONDS)
                 tg.start_soon(self.interruptions.run)

@@ -71,9 +71,18 @@ class Drainer:
             if p.node_name == node_name and not p.is_daemonset and p.phase not in ("Succeeded", "Failed")
         ]
 
+    def pods_to_move(self, node_name: str) -> list[Pod]:
+        """Pods of the node not yet terminating: the ones to evict and to find room for elsewhere.
+
+        A terminating pod is leaving already (perhaps evicted by an earlier incarnation of the daemon,
+        or by a call whose answer was lost); evicting it again could shorten its grace period, and its
+        controller's replacement is what needs room, not the pod itself.
+        """
+        return [p for p in self.pods_on(node_name) if not p.terminating]
+
     async def announce(self, node: Node, deadline: float, reason: str) -> None:
         """Tell the node's pods when they will be evicted at the latest, so they can checkpoint."""
-        for pod in self.pods_on(node.name):
+        for pod in self.pods_to_move(node.name):
             try:
                 await self.ctx.backends.kubernetes.annotate_pod(
                     pod.namespace,
@@ -96,7 +105,7 @@ class Drainer:
         delay = 1.0
         while True:
             now = ctx.clock.now()
-            pods = [p for p in self.pods_on(node.name) if p.key not in evicted]
+            pods = [p for p in self.pods_to_move(node.name) if p.key not in evicted]
             if not pods:
                 return True
             if deadline is not None and now >= deadline:

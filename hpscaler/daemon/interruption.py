@@ -95,17 +95,26 @@ class InterruptionHandler:
         for instance, (_, seen) in list(self._handled_instances.items()):
             if now - seen > FORGET_SECONDS:
                 del self._handled_instances[instance]
-        previous, _ = self._handled_instances.get(message.instance_id, (None, 0.0))
+        previous, previous_at = self._handled_instances.get(message.instance_id, (None, 0.0))
         if previous is not None and previous is not InterruptionKind.REBALANCE:
             counters["interruption_duplicates"] += 1
             return  # already draining or replaced; a second notice changes nothing
         self._handled_instances[message.instance_id] = (message.kind, now)
-        if message.kind is InterruptionKind.REBALANCE:
-            await self._rebalance(node)
-        elif message.kind is InterruptionKind.STATE_CHANGE and message.state in GONE_STATES:
-            await self._replace_lost(node, message)
-        elif message.kind in (InterruptionKind.SPOT_INTERRUPTION, InterruptionKind.SCHEDULED_CHANGE):
-            await self._drain_interrupted(node, message)
+        try:
+            if message.kind is InterruptionKind.REBALANCE:
+                await self._rebalance(node)
+            elif message.kind is InterruptionKind.STATE_CHANGE and message.state in GONE_STATES:
+                await self._replace_lost(node, message)
+            elif message.kind in (InterruptionKind.SPOT_INTERRUPTION, InterruptionKind.SCHEDULED_CHANGE):
+                await self._drain_interrupted(node, message)
+        except BackendError:
+            # Not handled after all: the redelivered message must get the full treatment, not be
+            # taken for a duplicate. Each step is idempotent, so repeating the done ones is harmless.
+            if previous is None:
+                self._handled_instances.pop(message.instance_id, None)
+            else:
+                self._handled_instances[message.instance_id] = (previous, previous_at)
+            raise
 
     async def _drain_interrupted(self, node: Node, message: InterruptionMessage) -> None:
         ctx = self.ctx
@@ -125,7 +134,7 @@ class InterruptionHandler:
         if node.labels.get("karpenter.sh/capacity-type") == CapacityType.SPOT.value:
             # Karpenter does the same: an interrupted Spot offering is unlikely to have room right now.
             ctx.unavailable.mark(node.instance_group, node.zone, now, "spot interruption")
-        for twin in map(as_pending, self.drainer.pods_on(node.name)):
+        for twin in map(as_pending, self.drainer.pods_to_move(node.name)):
             ctx.displaced[twin.key] = twin
         await self.provisioner.reconcile("interruption")
         ctx.stats.counters["interruption_replacements_requested"] += 1
@@ -143,7 +152,7 @@ class InterruptionHandler:
         await ctx.backends.kubernetes.taint_node(node.name, add=[REBALANCE_TAINT])
         # Early warning: line up replacement capacity now, drain only when a real notice comes.
         await self.provisioner.reconcile(
-            "rebalance", extra_pending=[as_pending(p) for p in self.drainer.pods_on(node.name)]
+            "rebalance", extra_pending=[as_pending(p) for p in self.drainer.pods_to_move(node.name)]
         )
         ctx.stats.counters["rebalance_preprovisioned"] += 1
 
@@ -160,6 +169,6 @@ class InterruptionHandler:
             ctx.log.warning("delete_node_failed", node=node.name, error=str(exc))
         # Look again: pods whose deletion the watch has shown meanwhile have pending replacements
         # from their controllers, which the plan sees anyway; a twin as well would double their nodes.
-        orphans = [as_pending(p) for p in self.drainer.pods_on(node.name)]
+        orphans = [as_pending(p) for p in self.drainer.pods_to_move(node.name)]
         await self.provisioner.reconcile("instance-lost", extra_pending=orphans)
         ctx.stats.counters["interruptions_handled"] += 1

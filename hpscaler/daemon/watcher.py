@@ -2,44 +2,57 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
+
 import anyio
 
 from hpscaler.backends.protocols import BackendError
-from hpscaler.backends.types import WatchKind
+from hpscaler.backends.types import WatchEvent, WatchKind
 from hpscaler.daemon.context import DaemonContext
 
 RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+# A fresh list now and then heals a cache that missed an event without noticing (a proxy that
+# dropped a line, a bug anywhere on the way): decisions never rest on a stale view for long.
+RESYNC_SECONDS = 600.0
 
 
-async def run_watcher(ctx: DaemonContext) -> None:
-    """Consume the Kubernetes watch forever, re-listing after every lost stream."""
+async def run_watcher(ctx: DaemonContext, resync_seconds: float = RESYNC_SECONDS) -> None:
+    """Consume the Kubernetes watch forever, re-listing after every lost stream and every resync period."""
     failures = 0
     while True:
         ctx.cache.begin_relist()
         try:
-            async for event in ctx.backends.kubernetes.watch():
-                failures = 0
-                now = ctx.clock.now()
-                if ctx.cache.apply(event, now):
-                    ctx.batcher.trigger()
-                ctx.notify()
-                if event.kind is WatchKind.SYNCED:
-                    if not ctx.synced.is_set():
-                        ctx.log.info("cluster_synced", pods=len(ctx.cache.pods), nodes=len(ctx.cache.nodes))
-                    ctx.synced.set()
-                    _forget_gone(ctx)
-                elif event.pod is not None:
-                    _track_latency(
-                        ctx, event.kind, event.pod.key, event.pod.phase, bool(event.pod.node_name), now
-                    )
-                elif event.node is not None and event.kind is WatchKind.DELETED:
-                    _node_gone(ctx, event.node.name)
+            with anyio.move_on_after(resync_seconds) as resync:
+                async with aclosing(ctx.backends.kubernetes.watch()) as events:
+                    async for event in events:
+                        failures = 0
+                        _apply(ctx, event)
         except BackendError as exc:
             ctx.stats.counters["watch_errors"] += 1
             ctx.log.warning("watch_lost", error=str(exc))
+        else:
+            if resync.cancelled_caught:
+                ctx.stats.counters["watch_resyncs"] += 1
+                continue
         delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
         failures += 1
         await anyio.sleep(delay)
+
+
+def _apply(ctx: DaemonContext, event: WatchEvent) -> None:
+    now = ctx.clock.now()
+    if ctx.cache.apply(event, now):
+        ctx.batcher.trigger()
+    ctx.notify()
+    if event.kind is WatchKind.SYNCED:
+        if not ctx.synced.is_set():
+            ctx.log.info("cluster_synced", pods=len(ctx.cache.pods), nodes=len(ctx.cache.nodes))
+        ctx.synced.set()
+        _forget_gone(ctx)
+    elif event.pod is not None:
+        _track_latency(ctx, event.kind, event.pod.key, event.pod.phase, bool(event.pod.node_name), now)
+    elif event.node is not None and event.kind is WatchKind.DELETED:
+        _node_gone(ctx, event.node.name)
 
 
 def _track_latency(
