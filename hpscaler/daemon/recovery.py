@@ -18,8 +18,10 @@ from hpscaler.daemon.drain import DISRUPTED_TAINT, REASON_ANNOTATION
 async def clear_orphaned_taints(ctx: DaemonContext, retry_seconds: float = 30.0) -> None:
     """Once synced, untaint nodes a previous incarnation marked for consolidation but never removed."""
     await ctx.synced.wait()
-    while not await _clear_once(ctx):
-        await anyio.sleep(retry_seconds)
+    while True:
+        if await _clear_once(ctx):
+            return
+        await anyio.sleep(retry_seconds)  # the API server refused: try again later
 
 
 async def _clear_once(ctx: DaemonContext) -> bool:

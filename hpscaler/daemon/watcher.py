@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import aclosing
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import anyio
 
@@ -23,7 +24,7 @@ async def run_watcher(ctx: DaemonContext, resync_seconds: float = RESYNC_SECONDS
         ctx.cache.begin_relist()
         try:
             with anyio.move_on_after(resync_seconds) as resync:
-                async with aclosing(ctx.backends.kubernetes.watch()) as events:
+                async with _closing(ctx.backends.kubernetes.watch()) as events:
                     async for event in events:
                         failures = 0
                         _apply(ctx, event)
@@ -37,6 +38,17 @@ async def run_watcher(ctx: DaemonContext, resync_seconds: float = RESYNC_SECONDS
         delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
         failures += 1
         await anyio.sleep(delay)
+
+
+@asynccontextmanager
+async def _closing(events: AsyncIterator[WatchEvent]) -> AsyncIterator[AsyncIterator[WatchEvent]]:
+    """Close the backend's stream when the watcher stops reading it (a resync or a shutdown)."""
+    try:
+        yield events
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _apply(ctx: DaemonContext, event: WatchEvent) -> None:
