@@ -142,8 +142,9 @@ class Drainer:
                     if plan.last_moment is not None:
                         next_wake = min(next_wake, max(now + 0.05, plan.last_moment))
                 else:
+                    # The twin in `displaced` stays until the pod is gone: while it terminates, its
+                    # room on the new nodes must not look idle to consolidation.
                     evicted.add(pod.key)
-                    ctx.displaced.pop(pod.key, None)
                     ctx.stats.counters["evictions"] += 1
                     ctx.log.info("pod_evicted", pod=pod.key, node=node.name, grace=plan.grace_seconds)
             # Back off on PDB blocks like Karpenter's eviction queue (exponential, capped at 10 s).

@@ -145,7 +145,10 @@ class Provisioner:
         nodes, pending = ctx.cache.snapshot()
         nodes = [n for n in nodes if n.name not in ctx.disrupting]
         pending_keys = {p.key for p in pending}
-        for pod in (*ctx.displaced.values(), *extra_pending):
+        live = ctx.cache.pods
+        # A terminating pod's room is asked for by its controller's replacement, a pod of its own.
+        displaced = [p for k, p in ctx.displaced.items() if not getattr(live.get(k), "terminating", False)]
+        for pod in (*displaced, *extra_pending):
             if pod.key not in pending_keys:
                 pending.append(pod)
                 pending_keys.add(pod.key)
@@ -187,18 +190,20 @@ class Provisioner:
     async def _request(self, plan: Plan, extra_pending: Sequence[Pod]) -> bool:
         """Send the plan's additions; True if some group was refused (the caller re-plans)."""
         ctx = self.ctx
-        pods = {p.key: p for p in (*ctx.cache.pods.values(), *extra_pending)}
-        pod_ids = {
-            key: (pods[key].uid or key) if key in pods else key for n in plan.new_nodes for key in n.pods
-        }
+        live = ctx.cache.pods
+        extra = {p.key: p for p in extra_pending}
+        pod_ids: dict[str, str] = {}
+        pools: dict[str, str] = {}
+        group_pods: dict[str, list[str]] = {}
+        # One pass over the plan: this runs between the window closing and the first call.
+        for node in plan.new_nodes:
+            pools[node.instance_group] = node.node_pool
+            group_pods.setdefault(node.instance_group, []).extend(node.pods)
+            for key in node.pods:
+                current = live.get(key)
+                pod_ids[key] = _decision_id(key, extra.get(key, current), current)
+        for_pods = {group: tuple(keys) for group, keys in group_pods.items()}
         additions = group_additions(plan, ctx.config.instance_groups, pod_ids)
-        pools = {n.instance_group: n.node_pool for n in plan.new_nodes}
-        for_pods = {
-            n.instance_group: tuple(
-                p for m in plan.new_nodes if m.instance_group == n.instance_group for p in m.pods
-            )
-            for n in plan.new_nodes
-        }
         refused = False
         now = ctx.clock.now()
         for request in batch_additions(ctx.config.cluster_name, additions):
@@ -294,6 +299,19 @@ class Provisioner:
                 ctx.log.debug("event_failed", pod=key, error=str(exc))
         if len(self._reported) > 4 * max(1, len(ctx.cache.pods)):
             self._reported = {k: v for k, v in self._reported.items() if k in ctx.cache.pods}
+
+
+def _decision_id(key: str, pod: Pod | None, live: Pod | None) -> str:
+    """What a pod contributes to the ClientToken: its identity, and the node it must leave if any.
+
+    A restarted daemon re-deciding for the same pods derives the same token (HyperPod replays the
+    first answer instead of adding nodes twice). Room for pods that must leave their node (expiry,
+    interruption, rebalance) is a new decision even for pods that were provisioned for before: with
+    the pod's identity alone the token would replay the request that made their current node.
+    """
+    identity = (pod.uid or key) if pod is not None else key
+    leaving = live.node_name if live is not None else ""
+    return f"{identity}@{leaving}" if leaving else identity
 
 
 def _counts(result: AddResult) -> dict[str, int]:

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from hpscaler.backends.types import HyperPodNode, NodeStatus, WatchEvent, WatchKind
 from hpscaler.model import Node, Pod
 
-TERMINATING_ANNOTATION = "hpscaler.io/terminating"
-
 
 def instance_id_of(node: Node) -> str:
     """The EC2 instance id behind a node, from its providerID (aws:///zone/i-...)."""
@@ -24,7 +22,7 @@ def is_provisionable(pod: Pod) -> bool:
         and not pod.node_name
         and not pod.is_daemonset
         and pod.owner_kind != "Node"
-        and TERMINATING_ANNOTATION not in pod.annotations
+        and not pod.terminating
     )
 
 

@@ -72,6 +72,7 @@ def _track_latency(
 ) -> None:
     if kind is WatchKind.DELETED:
         ctx.stats.first_pending.pop(key, None)
+        ctx.displaced.pop(key, None)  # gone: its controller's replacement is pending by itself
         return
     if bound and phase == "Running":
         started = ctx.stats.first_pending.pop(key, None)

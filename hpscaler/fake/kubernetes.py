@@ -300,6 +300,8 @@ class FakeKubernetes:
         pod = state.pod
         grace = pod.termination_grace_seconds if grace_seconds is None else grace_seconds
         state.terminating_since = self.clock.now()
+        state.pod.terminating = True
+        self._emit(WatchKind.MODIFIED, pod=state.pod)  # as the API shows deletionTimestamp
         self._pending.discard(key)
         if grace <= 0:
             self._delete(key, recreate=True)

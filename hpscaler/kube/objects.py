@@ -472,6 +472,7 @@ def _pod(at: _At, obj: Mapping[str, Any], name: str, namespace: str) -> Pod:
         node_name=_text(at, spec.get("nodeName"), "spec.nodeName"),
         phase=_text(at, status.get("phase"), "status.phase", "Pending") or "Pending",
         created=_timestamp(at, meta.get("creationTimestamp"), "metadata.creationTimestamp"),
+        terminating=meta.get("deletionTimestamp") is not None,
     )
 
 
