@@ -38,6 +38,21 @@ def load_seed_config() -> LoadedConfig:
     return load_config(default_config_path())
 
 
+def pinned_seed_config() -> LoadedConfig:
+    """The embedded example with the settings the tests' timings rely on pinned, so edits to the
+    example do not move them.
+    """
+    config = with_settings(
+        load_seed_config(),
+        batching={"idle_seconds": 1.0, "max_seconds": 10.0},
+        out_of_capacity_backoff={"initial_seconds": 180.0, "max_seconds": 1800.0, "multiplier": 2.0},
+        interruption={"checkpoint_acknowledgement": True, "safety_margin_seconds": 10.0},
+        consolidation={"enabled": True, "poll_seconds": 10.0, "validation_seconds": 15.0},
+        provisioning={"launch_timeout_seconds": 600.0, "registration_timeout_seconds": 1200.0},
+    )
+    return with_pool(config, consolidate_after_seconds=0.0, budgets=("10%",))
+
+
 def with_pool(config: LoadedConfig, **changes: Any) -> LoadedConfig:
     """The config with its (single) NodePool changed; `disruption` keys go to `spec.disruption`."""
     (pool,) = config.node_pools

@@ -232,3 +232,26 @@ async def test_a_restart_between_sending_and_recording_replays_the_token_and_add
         await anyio.sleep(60)
         assert hyperpod.calls["batch_add_nodes"] == 2
         assert {n.logical_id for n in hyperpod.nodes()} == ids
+
+
+@pytest.mark.looptime
+async def test_nodes_are_requested_before_any_event_is_written_and_remember_their_pods(
+    seed_config: LoadedConfig, catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running(seed_config, catalogue) as h:
+        hyperpod, kube = h.world.hyperpod, h.world.kubernetes
+        events_at_call: list[int] = []
+        send = hyperpod.batch_add_nodes
+
+        async def batch_add_nodes(body: Mapping[str, object]) -> AddResult:
+            events_at_call.append(len(kube.events))
+            return await send(body)
+
+        monkeypatch.setattr(hyperpod, "batch_add_nodes", batch_add_nodes)
+        before = len(kube.events)
+        keys = add_pods(h, "a", 6)
+        await wait_for(lambda: any(e.reason == "Nominated" for e in kube.events), 5)
+        assert events_at_call == [before]  # the Events of the round came after its call
+        assert {r.group for r in h.ctx.inflight.values()} == {SPOT_AZ1}
+        for record in h.ctx.inflight.values():
+            assert sorted(record.for_pods) == sorted(keys)
