@@ -1,11 +1,13 @@
 # hpscaler as a container (sidecar or Deployment). Small, non-root, pinned base image.
+# For reproducible builds pin the base by digest as well: FROM python:3.11.14-slim-bookworm@sha256:...
 FROM python:3.11.14-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY hpscaler ./hpscaler
 RUN python -m venv /opt/hpscaler \
- && /opt/hpscaler/bin/pip install --no-cache-dir --upgrade pip \
- && /opt/hpscaler/bin/pip install --no-cache-dir .
+ && /opt/hpscaler/bin/pip install . \
+ && /opt/hpscaler/bin/python -m compileall -q /opt/hpscaler
 
 FROM python:3.11.14-slim-bookworm
 COPY --from=build /opt/hpscaler /opt/hpscaler
@@ -13,7 +15,8 @@ COPY --from=build /opt/hpscaler /opt/hpscaler
 USER 65532:65532
 ENV PATH=/opt/hpscaler/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    HPSCALER_LOG_LEVEL=info
+    PYTHONDONTWRITEBYTECODE=1 \
+    HPSCALER_LOG_FORMAT=json
 EXPOSE 8080
 ENTRYPOINT ["hpscaler"]
 CMD ["run", "--config", "/etc/hpscaler"]

@@ -199,22 +199,42 @@ def simulate(scenario_path: str, output: str, log_level: str) -> None:
     help="Config file or directory (HpscalerConfig, NodePools, NodeClasses, instance groups).",
 )
 def run(config_path: str) -> None:
-    """Run the autoscaler as a service (systemd, container): leader election, health, metrics."""
+    """Run the autoscaler as a service (systemd, container): leader election, health, metrics.
+
+    Logs go to stderr (JSON unless on a terminal; HPSCALER_LOG_LEVEL and HPSCALER_LOG_FORMAT
+    override spec.logging). SIGTERM/SIGINT stop gracefully within spec.shutdownSeconds (exit 0;
+    1 if that limit passed); SIGHUP reloads the configuration. Invalid configuration exits 2.
+    """
     from hpscaler.backends.registry import BackendNotFound
     from hpscaler.service.run import run_service
 
     _load(config_path)  # invalid configuration: exit 2 with every problem listed
     try:
-        run_service(config_path)
-    except BackendNotFound as exc:
+        code = run_service(config_path)
+    except (BackendNotFound, ValueError) as exc:
         _fail(str(exc))
+    sys.exit(code)
 
 
 @main.command("backends")
 def list_backends() -> None:
     """List the backends installed through the `hpscaler.backends` entry-point group."""
-    from hpscaler.backends.registry import discover
+    from hpscaler.backends.registry import ENTRY_POINT_GROUP, discover
 
-    for name, entry in sorted(discover().items()):
-        dist = entry.dist.name if entry.dist is not None else "?"
+    found = discover()
+    if not found:
+        _fail(f"no backends installed (entry-point group {ENTRY_POINT_GROUP})")
+    for name, entry in sorted(found.items()):
+        dist = f"{entry.dist.name} {entry.dist.version}" if entry.dist is not None else "?"
         click.echo(f"{name:<20} {entry.value:<50} ({dist})")
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script, e.g. `eval "$(hpscaler completion bash)"`."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None  # every choice is a shell click supports
+    click.echo(cls(main, {}, "hpscaler", "_HPSCALER_COMPLETE").source())

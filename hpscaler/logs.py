@@ -1,22 +1,50 @@
-"""structlog set-up: key-value events, JSON in production, readable on a terminal."""
+"""structlog set-up: key-value events, JSON in production, readable on a terminal.
+
+Libraries that log through the standard `logging` module (aiohttp, botocore, kubernetes-asyncio)
+are rendered the same way, so every line of a service's output is one JSON object. They log at
+WARNING and above unless the level is "debug".
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, cast
 
 import structlog
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+FORMATS = ("auto", "json", "console")
+Format = Literal["auto", "json", "console"]
 
 
-def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto") -> None:
-    """Route structlog events to stderr at `level`; "auto" picks console output on a terminal."""
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler `configure` installs on the root logger (found again and replaced on reconfigure)."""
+
+
+def parse_level(value: str) -> str:
+    """A level name from configuration or the environment; ValueError naming the choices."""
+    level = value.strip().lower()
+    if level not in LEVELS:
+        raise ValueError(f"unknown log level {value!r}; use one of {', '.join(LEVELS)}")
+    return level
+
+
+def parse_format(value: str) -> Format:
+    """A format name from configuration or the environment; ValueError naming the choices."""
+    fmt = value.strip().lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown log format {value!r}; use one of {', '.join(FORMATS)}")
+    return cast(Format, fmt)
+
+
+def configure(level: str = "info", fmt: Format = "auto") -> None:
+    """Route structlog events and stdlib logging to stderr at `level`; "auto": console on a terminal."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False)
     )
+    threshold = LEVELS.get(level, logging.INFO)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -25,7 +53,24 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level, logging.INFO)),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
+    handler = _Handler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(threshold if threshold == logging.DEBUG else max(threshold, logging.WARNING))

@@ -152,3 +152,49 @@ def test_check_config_accepts_the_seed_and_reports_counts() -> None:
 def test_version() -> None:
     result = run("--version")
     assert result.exit_code == 0 and result.output.startswith("hpscaler, version ")
+
+
+def test_version_is_the_installed_distribution_version() -> None:
+    from importlib.metadata import version
+
+    assert run("--version").output.strip() == f"hpscaler, version {version('hpscaler')}"
+
+
+def test_backends_lists_every_installed_entry_point_with_its_distribution() -> None:
+    result = run("backends")
+    assert result.exit_code == 0
+    rows = {line.split()[0]: line for line in result.output.splitlines()}
+    assert {"fake", "kubernetes", "aws", "static-scores"} <= rows.keys()
+    assert "hpscaler.kube.backend:kubernetes_backends" in rows["kubernetes"]
+    assert "hpscaler.aws.factory:aws_backends" in rows["aws"]
+    assert "(hpscaler-static-scores " in rows["static-scores"]
+
+
+@pytest.mark.parametrize(
+    ("shell", "marker"), [("bash", "complete -o"), ("zsh", "compdef"), ("fish", "complete")]
+)
+def test_completion_prints_a_script_for_the_shell(shell: str, marker: str) -> None:
+    result = run("completion", shell)
+    assert result.exit_code == 0
+    assert "_HPSCALER_COMPLETE" in result.output and marker in result.output
+
+
+def test_completion_completes_subcommands() -> None:
+    result = CliRunner().invoke(
+        main,
+        [],
+        prog_name="hpscaler",
+        env={"_HPSCALER_COMPLETE": "bash_complete", "COMP_WORDS": "hpscaler ba", "COMP_CWORD": "1"},
+    )
+    assert "backends" in result.output
+
+
+def test_run_with_an_invalid_config_exits_2_before_starting(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "nodepool.yaml").write_text(
+        (SEED / "nodepool.yaml").read_text().replace("operator: In", "operator: Within", 1)
+    )
+    result = CliRunner().invoke(main, ["run", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "requirements[1].operator" in result.output

@@ -8,10 +8,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
+
+from hpscaler.config import load_config
+from hpscaler.config.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "hpscaler.service"
@@ -78,3 +82,77 @@ def test_dockerfile_uses_a_pinned_base_and_a_non_root_user() -> None:
     assert bases and all(re.search(r":\d+\.\d+\.\d+-", b) for b in bases), bases
     (user,) = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
     assert not user.startswith("0") and user != "root"
+
+
+def _deployment_docs() -> dict[str, dict[str, Any]]:
+    docs = yaml.safe_load_all((REPO / "deploy" / "kubernetes" / "deployment.yaml").read_text())
+    return {d["kind"]: d for d in docs if d}
+
+
+def _config_map_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "etc-hpscaler"
+    directory.mkdir()
+    for name, text in _deployment_docs()["ConfigMap"]["data"].items():
+        (directory / name).write_text(text)
+    return directory
+
+
+def test_the_config_map_is_a_complete_configuration_for_hpscaler_run(tmp_path: Path) -> None:
+    config = load_config(_config_map_dir(tmp_path))  # raises ConfigError listing every problem
+    settings = config.settings
+    assert (settings.backends.kubernetes, settings.backends.aws) == ("kubernetes", "aws")
+    assert config.node_pools and config.node_classes and config.instance_groups
+    pod = _deployment_docs()["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (port,) = container["ports"]
+    # The kubelet probes the pod IP: the health server must listen there, on the probed port.
+    assert settings.health.bind == "0.0.0.0" and settings.health.port == port["containerPort"]
+    assert container["livenessProbe"]["httpGet"]["port"] == port["name"]
+    assert container["readinessProbe"]["httpGet"]["port"] == port["name"]
+    assert settings.shutdown_seconds < pod["terminationGracePeriodSeconds"]
+    assert {"mountPath": "/etc/hpscaler", "name": "config", "readOnly": True} in container["volumeMounts"]
+    assert container["args"] == ["run", "--config", "/etc/hpscaler"]
+
+
+def test_a_disruption_budget_keeps_one_replica_through_drains() -> None:
+    docs = _deployment_docs()
+    budget, deployment = docs["PodDisruptionBudget"], docs["Deployment"]
+    assert budget["spec"]["maxUnavailable"] == 1 < deployment["spec"]["replicas"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_the_lease_rbac_matches_the_default_lease_settings() -> None:
+    rbac = [d for d in yaml.safe_load_all((REPO / "deploy" / "kubernetes" / "rbac.yaml").read_text()) if d]
+    (role,) = [d for d in rbac if d["kind"] == "Role"]
+    named = [r for r in role["rules"] if "resourceNames" in r]
+    defaults = Settings().kubernetes
+    assert role["metadata"]["namespace"] == defaults.namespace
+    assert named and named[0]["resourceNames"] == [defaults.lease_name]
+    assert {"get", "update"} <= set(named[0]["verbs"])  # renew and release are updates
+
+
+def test_systemd_unit_stops_within_its_timeout_and_reloads_with_sighup() -> None:
+    settings = dict(
+        line.split("=", 1)
+        for line in UNIT.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert int(settings["TimeoutStopSec"]) > Settings().shutdown_seconds
+    assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert settings["NotifyAccess"] == "main"
+    assert int(settings["TimeoutStartSec"]) > 10  # the first reconcile comes at most 10 s after sync
+    assert settings["ExecStart"].endswith("hpscaler run --config /etc/hpscaler")
+
+
+def test_dockerfile_is_multi_stage_and_runs_hpscaler_as_the_deployment_user() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    assert len(re.findall(r"^FROM\s", text, flags=re.M)) == 2  # build tools stay in the first stage
+    (user,) = re.findall(r"^USER\s+(\d+):(\d+)", text, flags=re.M)
+    pod = _deployment_docs()["Deployment"]["spec"]["template"]["spec"]
+    assert (int(user[0]), int(user[1])) == (
+        pod["securityContext"]["runAsUser"],
+        pod["securityContext"]["runAsGroup"],
+    )
+    assert re.search(r'^ENTRYPOINT \["hpscaler"\]', text, flags=re.M)
+    assert re.search(r"^EXPOSE 8080$", text, flags=re.M)

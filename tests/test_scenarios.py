@@ -45,6 +45,11 @@ def test_scenario_has_no_violations_and_a_complete_report(name: str) -> None:
     assert result["podsKilledBeforeGracePeriod"] == 0
     assert 0 < result["cost"] <= result["costAllOnDemand"]
     assert "Violations: none" in report_table(result)
+    # The invariants were checked every virtual minute while the scenario ran, not only at the end.
+    invariants = result["invariants"]
+    assert invariants["checks"] == result["virtualSeconds"] // 60 + 1
+    assert invariants["lineages"]["lost"] == 0
+    assert invariants["lineages"]["created"] > 0
 
 
 def test_burst_uses_one_call_per_fifty_nodes_spot_only_and_scales_to_zero() -> None:
@@ -86,4 +91,23 @@ def test_scenario_errors_name_the_file_and_field(tmp_path: Path) -> None:
         "kind: Scenario\nspec:\n  name: x\n  events: [{at: 1m, scale: {workload: nope, replicas: 1}}]\n"
     )
     with pytest.raises(ScenarioError, match="unknown workload 'nope'"):
+        load_scenario(bad)
+
+
+def test_scenario_groups_must_exist_and_only_spot_groups_are_interrupted(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    config = SCENARIOS / "multi-az"
+    bad.write_text(
+        f"kind: Scenario\nspec:\n  name: x\n  config: {config}\n"
+        "  world:\n    capacity: [{group: nope, count: 1}]\n"
+    )
+    with pytest.raises(
+        ScenarioError, match=r"bad.yaml.*spec.world.capacity.0.group: unknown instance group 'nope'"
+    ):
+        load_scenario(bad)
+    bad.write_text(
+        f"kind: Scenario\nspec:\n  name: x\n  config: {config}\n"
+        "  events: [{at: 1m, interrupt: {group: auto-ondemand-c5-2x-az1}}]\n"
+    )
+    with pytest.raises(ScenarioError, match=r"spec.events.0.interrupt.group: .* is an On-Demand group"):
         load_scenario(bad)

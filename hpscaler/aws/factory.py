@@ -17,7 +17,7 @@ from hpscaler.config import LoadedConfig
 
 @asynccontextmanager
 async def aws_backends(config: LoadedConfig) -> AsyncIterator[BackendSet]:
-    """HyperPod, placement scores and (when `spec.aws.interruptionQueueUrl` is set) the queue."""
+    """HyperPod, placement scores, Spot prices and (when `spec.aws.interruptionQueueUrl` is set) the queue."""
     settings = config.settings
     cluster = config.cluster_name or settings.cluster_name
     if not cluster:
@@ -25,13 +25,16 @@ async def aws_backends(config: LoadedConfig) -> AsyncIterator[BackendSet]:
     retry = RetryPolicy.from_settings(settings)
     async with aws_clients(settings) as clients:
         queue_url = settings.aws.interruption_queue_url
+        # One EC2 client serves both: placement scores and Spot prices are the same market.
+        market = SpotPlacementScores(
+            clients.ec2,
+            clients.region,
+            refresh_seconds=settings.aws.placement_score_refresh_seconds,
+            retry=retry,
+        )
         yield BackendSet(
             hyperpod=SageMakerHyperPod(clients.sagemaker, clients.ec2, cluster, retry=retry),
-            scores=SpotPlacementScores(
-                clients.ec2,
-                clients.region,
-                refresh_seconds=settings.aws.placement_score_refresh_seconds,
-                retry=retry,
-            ),
+            scores=market,
             interruptions=SqsInterruptions(clients.sqs, queue_url, retry=retry) if queue_url else None,
+            prices=market,
         )

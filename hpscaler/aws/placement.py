@@ -213,6 +213,12 @@ class SpotPlacementScores:
                 return scores
             params = {**params, "NextToken": token}
 
+    async def prices(self, instance_types: Sequence[str]) -> dict[tuple[str, str], float]:
+        """`SpotPriceSource`: USD per hour by (instance type as asked, zone name)."""
+        return {
+            (p.instance_type, p.zone): p.price for p in await self.spot_prices(instance_types) if p.price > 0
+        }
+
     async def spot_prices(self, instance_types: Sequence[str]) -> list[SpotPrice]:
         """Current Linux Spot price per (type, zone) from DescribeSpotPriceHistory, latest record wins."""
         asked = {ec2_instance_type(t): t for t in instance_types}

@@ -14,6 +14,7 @@ from hpscaler.backends.types import (
     AddResult,
     ClusterDescription,
     ClusterEvent,
+    ClusterNodeConfig,
     DeleteResult,
     DisruptionBudgetStatus,
     EvictionOutcome,
@@ -23,7 +24,7 @@ from hpscaler.backends.types import (
     Lease,
     WatchEvent,
 )
-from hpscaler.model import Pod, Taint
+from hpscaler.model import InstanceGroup, Pod, Taint
 
 
 class BackendError(Exception):
@@ -131,4 +132,30 @@ class InterruptionSource(Protocol):
 
     async def acknowledge(self, message: InterruptionMessage | JunkMessage) -> None:
         """Delete a message once it has been handled (or is known to be junk)."""
+        ...
+
+
+@runtime_checkable
+class SpotPriceSource(Protocol):
+    """Current Spot prices (EC2 DescribeSpotPriceHistory in production)."""
+
+    async def prices(self, instance_types: Sequence[str]) -> Mapping[tuple[str, str], float]:
+        """USD per hour by (instance type, zone name); types without a price are left out."""
+        ...
+
+
+@runtime_checkable
+class NodeConfigSource(Protocol):
+    """NodePools and HyperpodNodeClasses kept in the cluster, with their status written back.
+
+    Implemented by Kubernetes backends that can read custom resources; the daemon then follows what
+    users `kubectl apply`, as Karpenter does, instead of only the files it was started with.
+    """
+
+    async def node_config(self) -> ClusterNodeConfig:
+        """Read and validate the objects (invalid ones are listed and skipped)."""
+        ...
+
+    async def publish_status(self, groups: Mapping[str, InstanceGroup] | None) -> int:
+        """Write the status conditions of the objects last read; returns how many changed."""
         ...

@@ -19,6 +19,7 @@ from hpscaler.backends.protocols import (
     InterruptionSource,
     KubernetesCluster,
     PlacementScores,
+    SpotPriceSource,
 )
 from hpscaler.config import LoadedConfig
 
@@ -33,6 +34,7 @@ class BackendSet:
     hyperpod: HyperPodCluster | None = None
     scores: PlacementScores | None = None
     interruptions: InterruptionSource | None = None
+    prices: SpotPriceSource | None = None
 
 
 BackendFactory = Callable[[LoadedConfig], AbstractAsyncContextManager[BackendSet]]
@@ -69,6 +71,7 @@ async def open_backends(config: LoadedConfig) -> AsyncIterator[BackendSet]:
         "hyperpod": roles.aws,
         "interruptions": roles.aws,
         "scores": roles.scores or roles.aws,
+        "prices": roles.aws,
     }
     combined = BackendSet()
     async with AsyncExitStack() as stack:

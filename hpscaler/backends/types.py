@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
-from hpscaler.model import CapacityType, InstanceGroup, LabelSelector, Node, Pod
+from hpscaler.model import CapacityType, InstanceGroup, LabelSelector, Node, NodeClass, NodePool, Pod
 
 
 class NodeStatus(StrEnum):
@@ -179,3 +179,16 @@ class Lease:
     renewed: float
     duration_seconds: float
     transitions: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterNodeConfig:
+    """NodePools and HyperpodNodeClasses as applied to the cluster (`kubectl apply`).
+
+    `present` is False when neither CRD is installed; `invalid` names the objects skipped and why.
+    """
+
+    node_pools: tuple[NodePool, ...] = ()
+    node_classes: tuple[NodeClass, ...] = ()
+    present: bool = False
+    invalid: tuple[str, ...] = ()

@@ -9,7 +9,6 @@ import anyio
 from anyio import CancelScope
 from anyio.abc import TaskStatus
 
-from hpscaler.backends.protocols import BackendError
 from hpscaler.catalogue import Catalogue
 from hpscaler.clock import Clock
 from hpscaler.config import LoadedConfig
@@ -20,12 +19,16 @@ from hpscaler.daemon.interruption import InterruptionHandler
 from hpscaler.daemon.persistence import load_backoffs, persist_backoffs
 from hpscaler.daemon.provisioner import Provisioner
 from hpscaler.daemon.recovery import clear_orphaned_taints
+from hpscaler.daemon.refresh import (
+    refresh_scores,
+    refresh_spot_prices,
+    relay_hyperpod_events,
+    sync_node_config,
+)
 from hpscaler.daemon.watcher import run_watcher
-from hpscaler.model import CapacityType
 from hpscaler.scheduling.unavailable import UnavailableOfferings
 
 MONITOR_SECONDS = 10.0
-SCORE_REFRESH_SECONDS = 600.0
 
 
 class Daemon:
@@ -69,7 +72,10 @@ class Daemon:
                 tg.start_soon(self.provisioner.run_launch_monitor, MONITOR_SECONDS)
                 tg.start_soon(self.interruptions.run)
                 tg.start_soon(self.consolidator.run)
-                tg.start_soon(self._refresh_scores)
+                tg.start_soon(refresh_scores, self.ctx)
+                tg.start_soon(refresh_spot_prices, self.ctx)
+                tg.start_soon(sync_node_config, self.ctx)
+                tg.start_soon(relay_hyperpod_events, self.ctx)
                 if self.state_path is not None:
                     tg.start_soon(persist_backoffs, self.ctx, self.state_path)
                 if handle_signals:
@@ -91,23 +97,3 @@ class Daemon:
                 self.ctx.log.info("shutdown_requested", signal=signal.Signals(signum).name)
                 self.stop()
                 return
-
-    async def _refresh_scores(self) -> None:
-        """Keep Spot placement scores fresh; on failure the last scores stay in use."""
-        ctx = self.ctx
-        source = ctx.backends.scores
-        if source is None:
-            return
-        spot = [g for g in ctx.config.instance_groups if g.capacity_type is CapacityType.SPOT]
-        if not spot:
-            return
-        while True:
-            types = sorted({t for g in spot for t in g.instance_types})
-            try:
-                scores = await source.scores(types, target_capacity=max(1, len(spot)))
-                ctx.scores = dict(scores)
-                ctx.log.info("placement_scores_refreshed", scores=ctx.scores)
-            except BackendError as exc:
-                ctx.stats.counters["cloudprovider_errors"] += 1
-                ctx.log.warning("placement_scores_failed", error=str(exc), kept=ctx.scores)
-            await anyio.sleep(SCORE_REFRESH_SECONDS)

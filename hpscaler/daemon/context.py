@@ -14,6 +14,7 @@ from hpscaler.backends.protocols import (
     InterruptionSource,
     KubernetesCluster,
     PlacementScores,
+    SpotPriceSource,
 )
 from hpscaler.catalogue import Catalogue
 from hpscaler.clock import Clock
@@ -33,6 +34,7 @@ class Backends:
     hyperpod: HyperPodCluster
     scores: PlacementScores | None = None
     interruptions: InterruptionSource | None = None
+    prices: SpotPriceSource | None = None
 
 
 SAMPLES = 10_000

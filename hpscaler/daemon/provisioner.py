@@ -108,7 +108,7 @@ class Provisioner:
             record = ctx.inflight.pop(logical_id, None)
             if record is not None and logical_id in review.joined:
                 zone = ctx.groups[record.group].zones[0] if ctx.groups.get(record.group) else ""
-                ctx.unavailable.mark_available(record.group, zone)
+                ctx.unavailable.mark_available(record.group, zone, record.requested_at)
         if not review.give_up:
             return
         marked: set[tuple[str, str]] = set()

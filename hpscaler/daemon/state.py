@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 
 from hpscaler.backends.types import HyperPodNode, NodeStatus, WatchEvent, WatchKind
 from hpscaler.model import Node, Pod
 
+_INSTANCE_ID = re.compile(r"(i-[0-9a-f]+)$")
+
 
 def instance_id_of(node: Node) -> str:
-    """The EC2 instance id behind a node, from its providerID (aws:///zone/i-...)."""
-    tail = node.provider_id.rsplit("/", 1)[-1]
-    return tail if tail.startswith("i-") else ""
+    """The EC2 instance id behind a node: the providerID's trailing `i-...`.
+
+    EKS nodes have `aws:///us-west-2a/i-0abc...`; HyperPod nodes register as
+    `aws:///usw2-az1/sagemaker/cluster/hyperpod-<cluster id>-i-0abc...`.
+    """
+    match = _INSTANCE_ID.search(node.provider_id)
+    return match.group(1) if match else ""
 
 
 def is_provisionable(pod: Pod) -> bool:

@@ -2,10 +2,12 @@
 
 from hpscaler.fake.hyperpod import (
     INSUFFICIENT_CAPACITY,
+    CapacityChange,
     FakeHyperPod,
     InstanceSpecLike,
     MeterRecord,
     Offering,
+    Reclaim,
     StaticSpec,
     resolve_specs,
 )
@@ -13,7 +15,9 @@ from hpscaler.fake.kubernetes import (
     FakeKubernetes,
     FaultInjector,
     KubeCounters,
+    NodeRemoval,
     PodKill,
+    PodTermination,
     RecordedEvent,
     Timers,
     copy_node,
@@ -24,6 +28,7 @@ from hpscaler.fake.world import World, instance_group, node_name
 
 __all__ = [
     "INSUFFICIENT_CAPACITY",
+    "CapacityChange",
     "FakeHyperPod",
     "FakeInterruptionQueue",
     "FakeKubernetes",
@@ -32,8 +37,11 @@ __all__ = [
     "InstanceSpecLike",
     "KubeCounters",
     "MeterRecord",
+    "NodeRemoval",
     "Offering",
     "PodKill",
+    "PodTermination",
+    "Reclaim",
     "RecordedEvent",
     "StaticSpec",
     "Timers",

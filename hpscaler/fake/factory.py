@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,7 +20,8 @@ async def fake_backends(config: LoadedConfig) -> AsyncIterator[BackendSet]:
     world = World(
         config.cluster_name,
         config.instance_groups,
-        clock=LoopClock(),
+        # `hpscaler run` stamps and compares times on the wall clock: the world must agree with it.
+        clock=LoopClock(time.time()),
         scores=dict(config.settings.placement_scores),
     )
     async with anyio.create_task_group() as tg:

@@ -122,6 +122,25 @@ class MeterRecord:
         return (self.end if self.end is not None else now) - self.start
 
 
+@dataclass(frozen=True, slots=True)
+class Reclaim:
+    """A Spot instance reclaimed: with a two-minute notice, or terminated right away."""
+
+    time: float
+    instance_id: str
+    group: str
+    notice: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityChange:
+    """An offering's capacity set by a test or the simulator (None: unlimited)."""
+
+    time: float
+    offering: Offering
+    count: int | None
+
+
 @dataclass(slots=True)
 class _Node:
     logical_id: str
@@ -202,6 +221,9 @@ class FakeHyperPod:
         self.delete_requests: list[tuple[str, ...]] = []
         self.launched: Counter[tuple[str, CapacityType]] = Counter()
         self.interrupted = 0  # Spot instances reclaimed, with notice or without
+        self.reclaims: list[Reclaim] = []
+        self.rebalances: list[tuple[float, str]] = []  # (time, instance id) of each recommendation
+        self.capacity_changes: list[CapacityChange] = []
         self.on_running: list[Callable[[HyperPodNode], None]] = []
         self.on_gone: list[Callable[[HyperPodNode, str], None]] = []
         self._groups = {g.name: g for g in groups}
@@ -338,7 +360,23 @@ class FakeHyperPod:
         self, instance_type: str, zone: str, capacity_type: CapacityType, count: int | None
     ) -> None:
         """Limit concurrently running instances of an offering (None: unlimited)."""
-        self._capacity[(instance_type, zone, capacity_type)] = count
+        offering = (instance_type, zone, capacity_type)
+        self._capacity[offering] = count
+        try:
+            now = self.clock.now()
+        except RuntimeError:  # set-up code outside the event loop
+            now = 0.0
+        self.capacity_changes.append(CapacityChange(now, offering, count))
+
+    def capacity(self, instance_type: str, zone: str, capacity_type: CapacityType) -> int | None:
+        """The offering's capacity as set (None: unlimited)."""
+        return self._capacity.get((instance_type, zone, capacity_type))
+
+    def has_room(self, group: str) -> bool:
+        """Whether a launch in the group would find capacity now, in some type and zone it allows."""
+        config = self._groups[group]
+        probe = _Node("", group, config.capacity_type, config.instance_types, config.zones)
+        return any(self._has_room(t, z, probe) for t in config.instance_types for z in config.zones)
 
     def interrupt(self, instance_id: str, *, notice: bool = True) -> None:
         """Reclaim a Spot instance: a 2-minute notice then termination, or termination right away."""
@@ -349,6 +387,7 @@ class FakeHyperPod:
             return
         node.interrupted = True
         self.interrupted += 1
+        self.reclaims.append(Reclaim(self.clock.now(), instance_id, node.group, notice))
         if not notice:
             self._terminate(node.logical_id, "spot-interruption")
             return
@@ -368,6 +407,7 @@ class FakeHyperPod:
 
     def rebalance(self, instance_id: str) -> None:
         """A rebalance recommendation: a message only, the instance stays."""
+        self.rebalances.append((self.clock.now(), instance_id))
         self.interruptions.put(
             InterruptionMessage(
                 self.interruptions.new_id(), InterruptionKind.REBALANCE, instance_id, self.clock.now()

@@ -12,6 +12,7 @@ import math
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
+from types import MappingProxyType
 from typing import NamedTuple
 
 import anyio
@@ -131,6 +132,27 @@ class PodKill:
     terminating: bool  # it had been evicted and was still inside its grace period
 
 
+@dataclass(frozen=True, slots=True)
+class NodeRemoval:
+    """A Node that went away, with the pods bound to it at that moment (copies)."""
+
+    name: str
+    time: float
+    reason: str
+    pods: tuple[Pod, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PodTermination:
+    """A graceful end asked for through the API: an eviction or a DELETE of a pod."""
+
+    key: str
+    time: float
+    node: str  # the node the pod was bound to ("" if pending)
+    via: str  # "evict" or "delete"
+    pod: Pod
+
+
 @dataclass(slots=True)
 class KubeCounters:
     """What happened in the fake cluster, for assertions and simulator reports."""
@@ -192,6 +214,10 @@ class FakeKubernetes:
         self.kills: list[PodKill] = []
         self.evicted_at: dict[str, float] = {}
         self.completions: list[tuple[str, float]] = []
+        self.node_removals: list[NodeRemoval] = []
+        self.terminations: list[PodTermination] = []
+        self.finished_origins: dict[str, float] = {}  # origin key -> when its Job pod Succeeded
+        self._live: dict[str, str] = {}  # origin key -> key of its live pod
         self._pods: dict[str, _PodState] = {}
         self._pending: set[str] = set()
         self._nodes: dict[str, Node] = {}
@@ -281,6 +307,7 @@ class FakeKubernetes:
                     budgets[0].pinned -= 1
         self.counters.evictions += 1
         self.evicted_at[key] = self.clock.now()
+        self.terminations.append(PodTermination(key, self.clock.now(), pod.node_name, "evict", copy_pod(pod)))
         self._terminate(key, state, grace_seconds)
         return "evicted"
 
@@ -293,6 +320,9 @@ class FakeKubernetes:
             return False
         if state.terminating_since is None:
             self.counters.deletions += 1
+            self.terminations.append(
+                PodTermination(key, self.clock.now(), state.pod.node_name, "delete", copy_pod(state.pod))
+            )
             self._terminate(key, state, grace_seconds)
         return True
 
@@ -406,6 +436,8 @@ class FakeKubernetes:
             return
         self._emit(WatchKind.DELETED, node=node)
         now = self.clock.now()
+        bound = sorted((s for s in self._pods.values() if s.pod.node_name == name), key=lambda s: s.seq)
+        self.node_removals.append(NodeRemoval(name, now, reason, tuple(copy_pod(s.pod) for s in bound)))
         self._holding += 1
         try:
             for state in sorted(self._pods.values(), key=lambda s: s.seq):
@@ -443,6 +475,19 @@ class FakeKubernetes:
         """A copy of one pod, or None."""
         state = self._pods.get(key)
         return copy_pod(state.pod) if state else None
+
+    def origin(self, key: str) -> str | None:
+        """The key of the pod a live pod replaces (its own key unless a controller recreated it)."""
+        state = self._pods.get(key)
+        return f"{state.pod.namespace}/{state.origin}" if state else None
+
+    def live_origins(self) -> Mapping[str, str]:
+        """Origin key -> key of the live pod that stands for it now (a read-only view, no copies)."""
+        return MappingProxyType(self._live)
+
+    def pending_keys(self) -> set[str]:
+        """Keys of the pods waiting to be bound (neither bound nor terminating)."""
+        return set(self._pending)
 
     def is_terminating(self, key: str) -> bool:
         """Whether the pod has been evicted and is inside its grace period."""
@@ -496,6 +541,7 @@ class FakeKubernetes:
 
     def _insert(self, state: _PodState) -> None:
         self._pods[state.pod.key] = state
+        self._live[f"{state.pod.namespace}/{state.origin}"] = state.pod.key
         if not state.pod.node_name and state.pod.phase == "Pending":
             self._pending.add(state.pod.key)
         self._emit(WatchKind.ADDED, pod=state.pod)
@@ -517,6 +563,9 @@ class FakeKubernetes:
     def _delete(self, key: str, *, recreate: bool) -> None:
         state = self._pods.pop(key)
         self._pending.discard(key)
+        origin_key = f"{state.pod.namespace}/{state.origin}"
+        if self._live.get(origin_key) == key:
+            del self._live[origin_key]
         self._emit(WatchKind.DELETED, pod=state.pod)
         pod = state.pod
         if recreate and pod.owner_kind not in _UNCONTROLLED and pod.phase != "Succeeded":
@@ -539,6 +588,7 @@ class FakeKubernetes:
         state.pod.phase = "Succeeded"
         self.counters.pods_completed += 1
         self.completions.append((key, self.clock.now()))
+        self.finished_origins[f"{state.pod.namespace}/{state.origin}"] = self.clock.now()
         self._delete(key, recreate=False)
 
     def _disruptions_allowed(self, budget: _Budget) -> int:

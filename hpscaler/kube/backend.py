@@ -34,7 +34,14 @@ from kubernetes_asyncio import client, config
 
 from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.registry import BackendSet
-from hpscaler.backends.types import DisruptionBudgetStatus, EvictionOutcome, Lease, WatchEvent, WatchKind
+from hpscaler.backends.types import (
+    ClusterNodeConfig,
+    DisruptionBudgetStatus,
+    EvictionOutcome,
+    Lease,
+    WatchEvent,
+    WatchKind,
+)
 from hpscaler.clock import Clock, SystemClock
 from hpscaler.config import LoadedConfig
 from hpscaler.config.settings import Kubernetes, Settings
@@ -57,8 +64,8 @@ from hpscaler.kube.convert import (
     watch_lines,
 )
 from hpscaler.kube.objects import node_from_manifest, pod_from_manifest
-from hpscaler.kube.resources import CustomResources
-from hpscaler.model import Node, Pod, Taint
+from hpscaler.kube.resources import ClusterObject, ClusterResources, CustomResources
+from hpscaler.model import InstanceGroup, Node, Pod, Taint
 
 log = structlog.get_logger("hpscaler.kube")
 
@@ -117,6 +124,7 @@ class KubernetesBackend:
         )
         self._events: OrderedDict[tuple[str, ...], tuple[str, int]] = OrderedDict()
         self._tg: TaskGroup | None = None
+        self._resources: ClusterResources | None = None
 
     @property
     def running(self) -> bool:
@@ -501,6 +509,24 @@ class KubernetesBackend:
         self._events.move_to_end(key)
         while len(self._events) > _EVENT_CACHE:
             self._events.popitem(last=False)
+
+    async def node_config(self) -> ClusterNodeConfig:
+        """`NodeConfigSource`: the NodePools and HyperpodNodeClasses applied to the cluster."""
+        found = await self.custom_resources.read()
+        self._resources = found
+        objects: list[ClusterObject[Any]] = [*found.node_pools, *found.node_classes]
+        invalid = tuple(
+            f"{obj.kind} {obj.name}: " + "; ".join(str(issue) for issue in obj.errors)
+            for obj in objects
+            if obj.model is None
+        )
+        return ClusterNodeConfig(found.pools(), found.classes(), bool(found.crds), invalid)
+
+    async def publish_status(self, groups: Mapping[str, InstanceGroup] | None) -> int:
+        """`NodeConfigSource`: write the conditions of the objects `node_config` last read."""
+        if self._resources is None:
+            return 0
+        return await self.custom_resources.publish(self._resources, groups)
 
     async def acquire_lease(self, name: str, holder: str, duration_seconds: float) -> Lease:
         """Create, renew or take over (when expired) the Lease in settings.namespace; never waits."""

@@ -45,9 +45,15 @@ class UnavailableOfferings:
         self.entries[(group, zone)] = Backoff(failures, until, now, reason)
         return until
 
-    def mark_available(self, group: str, zone: str) -> None:
-        """A launch in the offering succeeded: forget its failures."""
-        self.entries.pop((group, zone), None)
+    def mark_available(self, group: str, zone: str, requested_at: float) -> None:
+        """A launch requested at `requested_at` succeeded: forget the failures recorded before it.
+
+        A failure recorded since (an interruption of the offering a moment ago) is newer news than
+        this launch and stands.
+        """
+        entry = self.entries.get((group, zone))
+        if entry is not None and entry.last_failure <= requested_at:
+            del self.entries[(group, zone)]
 
     def is_unavailable(self, group: str, zone: str, now: float) -> bool:
         """Whether the offering is still backing off at `now`."""

@@ -1,4 +1,8 @@
-"""One HTTP port for probes and scrapes: /healthz, /readyz, /metrics (127.0.0.1 by default)."""
+"""One HTTP port for probes and scrapes: /healthz, /readyz, /metrics (127.0.0.1 by default).
+
+Each probe callback returns (ok, detail): 200 or 503, with the detail as the body's text, e.g.
+"ready: leader" or "not ready: waiting for the first reconcile".
+"""
 
 from __future__ import annotations
 
@@ -15,19 +19,22 @@ async def health_server(
     bind: str,
     port: int,
     *,
-    alive: Callable[[], bool],
-    ready: Callable[[], bool],
+    alive: Callable[[], tuple[bool, str]],
+    ready: Callable[[], tuple[bool, str]],
     registry: CollectorRegistry,
 ) -> AsyncIterator[int]:
     """Serve the endpoints while the context is open; yields the bound port (useful with port 0)."""
 
+    def probe(check: Callable[[], tuple[bool, str]], yes: str, no: str) -> web.Response:
+        ok, detail = check()
+        text = f"{yes if ok else no}: {detail}\n" if detail else f"{yes if ok else no}\n"
+        return web.Response(status=200 if ok else 503, text=text)
+
     async def healthz(_: web.Request) -> web.Response:
-        ok = alive()
-        return web.Response(status=200 if ok else 503, text="ok\n" if ok else "loops stalled\n")
+        return probe(alive, "ok", "unhealthy")
 
     async def readyz(_: web.Request) -> web.Response:
-        ok = ready()
-        return web.Response(status=200 if ok else 503, text="ready\n" if ok else "not ready\n")
+        return probe(ready, "ready", "not ready")
 
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(registry)
@@ -40,8 +47,6 @@ async def health_server(
     site = web.TCPSite(runner, bind, port)
     await site.start()
     try:
-        server = site._server  # aiohttp exposes the bound port only here
-        sockets = getattr(server, "sockets", None) or []
-        yield int(sockets[0].getsockname()[1]) if sockets else port
+        yield int(runner.addresses[0][1]) if runner.addresses else port
     finally:
         await runner.cleanup()

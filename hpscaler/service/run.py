@@ -1,10 +1,16 @@
 """`hpscaler run`: the daemon as a long-running service.
 
 Backends come from the registry; the daemon runs only while this replica holds the leader lease;
-/healthz, /readyz and /metrics are served on one port; systemd hears READY once the first
-reconcile succeeded (or, on a standby, once the lease was checked) and gets watchdog pings only
-while the loops make progress. SIGTERM/SIGINT stop gracefully within `shutdownSeconds`; SIGHUP
-reloads the configuration, keeping the old one if the new one is invalid.
+/healthz, /readyz and /metrics are served on one port. systemd hears READY once the first reconcile
+succeeded (on a standby: once the lease was read and someone else holds it) and gets watchdog pings
+only while the loops make progress.
+
+Signals: SIGTERM/SIGINT stop gracefully. The daemon's loops stop, calls that must not be cut (a
+BatchAddClusterNodes being recorded) finish, the lease is released so a standby takes over at once,
+and the process exits 0. Should that take longer than `spec.shutdownSeconds`, the process exits 1
+without waiting (a call cut that way is safe to repeat: its ClientToken makes it idempotent).
+SIGHUP reloads the configuration; an invalid new one is rejected with every problem logged (file,
+object, field), and the old one stays in force.
 """
 
 from __future__ import annotations
@@ -12,185 +18,389 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
+import threading
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import anyio
 import structlog
+from anyio.abc import TaskStatus
 
 from hpscaler.backends.registry import BackendSet, open_backends
 from hpscaler.catalogue import Catalogue, load_catalogue
-from hpscaler.clock import SystemClock
+from hpscaler.clock import Clock, SystemClock
 from hpscaler.config import ConfigError, LoadedConfig, check_capacity_type_unchanged, load_config
+from hpscaler.config.validate import ConfigIssue
 from hpscaler.daemon.app import Daemon
 from hpscaler.daemon.context import Backends
+from hpscaler.logs import Format, parse_format, parse_level
 from hpscaler.service import systemd
 from hpscaler.service.health import health_server
 from hpscaler.service.leader import LeaderElector
 from hpscaler.service.metrics import registry_for
 
 log = structlog.get_logger("hpscaler.service")
+
 STALL_SECONDS = 120.0  # no reconcile for this long while leading means a hung loop
+READY_POLL_SECONDS = 0.1
+EXIT_OK = 0
+EXIT_FAILED = 1  # crashed, or the graceful stop overran spec.shutdownSeconds
+# Settings the running service cannot change on the fly (open connections, the lease, the port,
+# state built at start-up): a reload keeps their old values and says a restart is needed.
+RESTART_SECTIONS = (
+    "backends",
+    "aws",
+    "kubernetes",
+    "health",
+    "batching",
+    "out_of_capacity_backoff",
+    "state_path",
+)
+
+BackendOpener = Callable[[LoadedConfig], AbstractAsyncContextManager[BackendSet]]
 
 
-@dataclass(slots=True)
+def _default_holder() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _hard_exit(code: int) -> None:
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _issues(issues: list[ConfigIssue]) -> list[dict[str, str]]:
+    return [
+        {"file": i.file, "object": i.obj, "field": i.field, "message": i.message, "fix": i.fix}
+        for i in issues
+        if i.severity == "error"
+    ]
+
+
+def log_settings(config: LoadedConfig) -> tuple[str, Format]:
+    """The log level and format: HPSCALER_LOG_LEVEL / HPSCALER_LOG_FORMAT win over `spec.logging`."""
+    logging = config.settings.logging
+    level = parse_level(os.environ.get("HPSCALER_LOG_LEVEL") or logging.level)
+    fmt = parse_format(os.environ.get("HPSCALER_LOG_FORMAT") or logging.format)
+    return level, fmt
+
+
+@dataclass(slots=True, eq=False)
 class Service:
     """One replica: configuration, backends, the elector and, while leading, the daemon."""
 
     config_path: Path
     config: LoadedConfig
     catalogue: Catalogue
-    holder: str = field(
-        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    )
+    holder: str = field(default_factory=_default_holder)
+    clock: Clock = field(default_factory=SystemClock)
+    backends_opener: BackendOpener = open_backends
+    handle_signals: bool = True
+    stall_seconds: float = STALL_SECONDS
+    # Called when a graceful stop overran spec.shutdownSeconds (tests replace it).
+    exit: Callable[[int], None] = _hard_exit
     daemon: Daemon | None = None
     elector: LeaderElector | None = None
-    ready: anyio.Event = field(default_factory=anyio.Event)
-    _progress: tuple[int, float] = (0, 0.0)
+    port: int | None = None  # the health port once bound
+    started: anyio.Event = field(default_factory=anyio.Event)  # serving: signals handled, port bound
+    ready: anyio.Event = field(default_factory=anyio.Event)  # READY=1 was sent
+    reloads: int = 0  # configurations accepted by `reload`
+    # (level, format) that `run_service` configured logging with; a reload that changes it reapplies.
+    log_applied: tuple[str, Format] | None = None
+    _stop_requested: anyio.Event = field(default_factory=anyio.Event)
+    _stop_reason: str = ""
+    _stopping: bool = False
+    _progress: tuple[int, int, float] = (0, -1, 0.0)  # (id of the daemon, reconciles, when seen)
+    _overran: bool = False
+    _backstop: threading.Timer | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # --- probes ---------------------------------------------------------------------------------
+
+    def liveness(self) -> tuple[bool, str]:
+        """The loops make progress: a leading daemon reconciled within `stall_seconds`."""
+        daemon = self.daemon
+        if daemon is None:
+            return True, "leader, starting" if self.elector and self.elector.is_leader else "standby"
+        now = self.clock.now()
+        current = daemon.ctx.stats.counters.get("reconciles", 0)
+        ident, count, since = self._progress
+        if ident != id(daemon) or current != count:
+            self._progress = (id(daemon), current, now)
+            return True, f"leader, {current} reconciles"
+        idle = now - since
+        if idle < self.stall_seconds:
+            return True, f"leader, {current} reconciles"
+        return False, f"no reconcile for {idle:.0f}s (limit {self.stall_seconds:.0f}s): a loop is stuck"
+
+    def readiness(self) -> tuple[bool, str]:
+        """Leader: after its first successful reconcile. Standby: while it can read the lease."""
+        elector = self.elector
+        if self._stopping:
+            return False, "stopping"
+        if elector is None or not elector.checked.is_set():
+            return False, "starting, lease not read yet"
+        if elector.is_leader:
+            daemon = self.daemon
+            if daemon is not None and daemon.provisioner.last_plan is not None:
+                return True, "leader"
+            return False, "leader, waiting for the first reconcile"
+        observed = elector.observed
+        if observed is None:
+            return False, "standby, cannot read the lease"
+        return True, f"standby (leader: {observed.holder or 'none'})"
+
+    # --- configuration --------------------------------------------------------------------------
 
     def reload(self) -> bool:
-        """Load the configuration again; keep the old one (and say why) if the new one is invalid."""
+        """Load the configuration again; keep the old one (and log why) if the new one is invalid."""
+        path = str(self.config_path)
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
             log.error(
-                "config_reload_rejected", path=str(self.config_path), problems=str(exc), kept="previous"
+                "config_reload_rejected",
+                path=path,
+                errors=_issues(exc.issues),
+                detail=str(exc),
+                kept="previous configuration",
             )
             return False
-        issues = check_capacity_type_unchanged(self.config.instance_groups, new.instance_groups)
-        if issues:
-            log.error("config_reload_rejected", problems="; ".join(map(str, issues)), kept="previous")
+        old = self.config
+        problems = check_capacity_type_unchanged(old.instance_groups, new.instance_groups)
+        if new.cluster_name != old.cluster_name:
+            problems.append(
+                ConfigIssue(
+                    ",".join(new.sources) or path,
+                    "HpscalerConfig",
+                    "spec.clusterName",
+                    f"changed from {old.cluster_name!r} to {new.cluster_name!r}",
+                    "a different cluster needs a restart of hpscaler",
+                )
+            )
+        if problems:
+            log.error(
+                "config_reload_rejected",
+                path=path,
+                errors=_issues(problems),
+                detail="; ".join(map(str, problems)),
+                kept="previous configuration",
+            )
             return False
+        fixed = [n for n in RESTART_SECTIONS if getattr(old.settings, n) != getattr(new.settings, n)]
+        if fixed:
+            kept = {name: getattr(old.settings, name) for name in fixed}
+            new = replace(new, settings=new.settings.model_copy(update=kept))
+            log.warning(
+                "config_reload_needs_restart",
+                path=path,
+                sections=fixed,
+                detail="these settings keep their old values until hpscaler restarts",
+            )
+        try:
+            level, fmt = log_settings(new)
+        except ValueError as exc:
+            log.error("config_reload_rejected", path=path, errors=[], detail=str(exc), kept="previous")
+            return False
+        if self.log_applied is not None and self.log_applied != (level, fmt):
+            from hpscaler.logs import configure
+
+            configure(level, fmt)
+            self.log_applied = (level, fmt)
         self.config = new
         if self.daemon is not None:
             self.daemon.ctx.config = new
-        log.info("config_reloaded", path=str(self.config_path), node_pools=len(new.node_pools))
+        self.reloads += 1
+        log.info(
+            "config_reloaded",
+            path=path,
+            node_pools=len(new.node_pools),
+            instance_groups=len(new.instance_groups),
+            log_level=level,
+        )
         return True
 
-    def alive(self) -> bool:
-        """The loops make progress: a leading daemon reconciled recently (standbys are alive)."""
-        if self.daemon is None:
-            return True
-        ctx = self.daemon.ctx
-        count, since = self._progress
-        now = ctx.clock.now()
-        current = ctx.stats.counters.get("reconciles", 0)
-        if current != count or since == 0.0:
-            self._progress = (current, now)
-            return True
-        return now - since < STALL_SECONDS
+    # --- stopping -------------------------------------------------------------------------------
 
-    def is_ready(self) -> bool:
-        """Ready to serve: synced and reconciled once as leader, or a standby that checked the lease."""
-        return self.ready.is_set()
+    def stop(self, reason: str = "requested") -> None:
+        """Begin a graceful stop (what SIGTERM does); `serve` returns once it is done."""
+        if not self._stop_requested.is_set():
+            self._stop_reason = reason
+            self._stop_requested.set()
+
+    def _overrun(self, seconds: float) -> None:
+        with self._lock:
+            if self._overran:
+                return
+            self._overran = True
+        log.error(
+            "shutdown_timeout",
+            seconds=seconds,
+            detail="calls still in flight are abandoned; their ClientTokens make them safe to repeat",
+        )
+        self.exit(EXIT_FAILED)
+
+    async def _shutdown_when_asked(self, scope: anyio.CancelScope) -> None:
+        await self._stop_requested.wait()
+        limit = self.config.settings.shutdown_seconds
+        self._stopping = True
+        log.info("shutdown_requested", reason=self._stop_reason, limit_seconds=limit)
+        systemd.notify("STOPPING=1")
+        # A backstop on another thread: the process ends within the limit even if the loop is stuck.
+        self._backstop = threading.Timer(limit, self._overrun, args=(limit,))
+        self._backstop.daemon = True
+        self._backstop.start()
+        with anyio.move_on_after(limit) as wait:
+            daemon = self.daemon
+            if daemon is not None:
+                daemon.stop()
+                # Shielded calls (a BatchAdd being recorded) finish; the rest stops at once.
+                await daemon.stopped.wait()
+        if wait.cancelled_caught:
+            self._overrun(limit)
+        scope.cancel()  # the elector releases the lease once the daemon is gone
+
+    # --- running --------------------------------------------------------------------------------
 
     async def lead(self, backends: BackendSet) -> None:
         """The work done while holding the lease: run the daemon."""
         assert backends.kubernetes is not None and backends.hyperpod is not None
+        if self._stopping:
+            return
         daemon = Daemon(
             self.config,
-            Backends(backends.kubernetes, backends.hyperpod, backends.scores, backends.interruptions),
+            Backends(
+                backends.kubernetes,
+                backends.hyperpod,
+                backends.scores,
+                backends.interruptions,
+                backends.prices,
+            ),
             self.catalogue,
-            SystemClock(),
+            self.clock,
         )
         self.daemon = daemon
+        systemd.notify("STATUS=leader: autoscaling")
         try:
-            async with anyio.create_task_group() as tg:
-                await tg.start(daemon.run)
-                tg.start_soon(self._ready_after_first_reconcile, daemon)
+            await daemon.run()
         finally:
             self.daemon = None
+            if not self._stopping:
+                systemd.notify("STATUS=standby")
 
-    async def _ready_after_first_reconcile(self, daemon: Daemon) -> None:
-        await daemon.ctx.synced.wait()
-        while daemon.ctx.stats.counters.get("reconciles", 0) == 0:
-            await daemon.ctx.wait_until(lambda: daemon.ctx.stats.counters.get("reconciles", 0) > 0, 5.0)
-        self._mark_ready("leader")
-
-    def _mark_ready(self, role: str) -> None:
-        if not self.ready.is_set():
-            self.ready.set()
-            systemd.notify(f"READY=1\nSTATUS=hpscaler running as {role}")
-            log.info("service_ready", role=role, holder=self.holder)
-
-    async def _standby_ready(self, elector: LeaderElector) -> None:
-        await elector.checked.wait()
-        if not elector.is_leader:
-            self._mark_ready("standby")
+    async def _announce_ready(self) -> None:
+        while not self.readiness()[0]:  # noqa: ASYNC110 - readiness combines the elector and daemon
+            await anyio.sleep(READY_POLL_SECONDS)
+        role = self.readiness()[1]
+        systemd.notify(f"READY=1\nSTATUS={role}")
+        self.ready.set()
+        log.info("service_ready", role=role, holder=self.holder)
 
     async def _watchdog(self) -> None:
         interval = systemd.watchdog_interval()
         if interval is None:
             return
+        withheld = False
         while True:
-            if self.alive():
+            ok, detail = self.liveness()
+            if ok:
                 systemd.notify("WATCHDOG=1")
+                withheld = False
+            elif not withheld:
+                log.error("watchdog_withheld", reason=detail)
+                withheld = True
             await anyio.sleep(interval)
 
-    async def _signals(self, scope: anyio.CancelScope) -> None:
+    async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
+                    log.info("config_reload_requested", path=str(self.config_path))
                     self.reload()
-                    continue
-                log.info("shutdown_requested", signal=signal.Signals(signum).name)
-                systemd.notify("STOPPING=1")
-                daemon = self.daemon
-                if daemon is not None:
-                    daemon.stop()
-                    # Shielded calls (a BatchAdd being recorded) finish; a hung one is cut at the limit.
-                    with anyio.move_on_after(self.config.settings.shutdown_seconds) as wait:
-                        await daemon.stopped.wait()
-                    if wait.cancelled_caught:
-                        log.warning("shutdown_timeout", seconds=self.config.settings.shutdown_seconds)
-                scope.cancel()
-                return
+                else:
+                    self.stop(signal.Signals(signum).name)
 
     async def serve(self) -> None:
-        """Run until a stop signal arrives."""
+        """Run until `stop()` is called or a stop signal arrives."""
         settings = self.config.settings
-        async with open_backends(self.config) as backends:
-            assert backends.kubernetes is not None
-            kube = settings.kubernetes
-            elector = LeaderElector(
-                backends.kubernetes,
-                name=kube.lease_name,
-                holder=self.holder,
-                lease_seconds=kube.lease_seconds,
-                renew_seconds=kube.renew_seconds,
-                clock=SystemClock(),
-            )
-            self.elector = elector
-            registry = registry_for(
-                lambda: self.daemon.ctx if self.daemon else None, lambda: elector.is_leader
-            )
-            async with health_server(
-                settings.health.bind,
-                settings.health.port,
-                alive=self.alive,
-                ready=self.is_ready,
-                registry=registry,
-            ) as port:
-                log.info("service_started", holder=self.holder, health_port=port)
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._signals, tg.cancel_scope)
+        try:
+            async with self.backends_opener(self.config) as backends:
+                assert backends.kubernetes is not None
+                kube = settings.kubernetes
+                elector = LeaderElector(
+                    backends.kubernetes,
+                    name=kube.lease_name,
+                    holder=self.holder,
+                    lease_seconds=kube.lease_seconds,
+                    renew_seconds=kube.renew_seconds,
+                    clock=self.clock,
+                )
+                self.elector = elector
+                registry = registry_for(
+                    lambda: self.daemon.ctx if self.daemon else None, lambda: elector.is_leader
+                )
+                async with (
+                    health_server(
+                        settings.health.bind,
+                        settings.health.port,
+                        alive=self.liveness,
+                        ready=self.readiness,
+                        registry=registry,
+                    ) as port,
+                    anyio.create_task_group() as tg,
+                ):
+                    self.port = port
+                    if self.handle_signals:
+                        await tg.start(self._signals)
+                    tg.start_soon(self._shutdown_when_asked, tg.cancel_scope)
                     tg.start_soon(self._watchdog)
-                    tg.start_soon(self._standby_ready, elector)
+                    tg.start_soon(self._announce_ready)
                     tg.start_soon(elector.run, lambda: self.lead(backends))
-        log.info("service_stopped")
+                    log.info(
+                        "service_started",
+                        holder=self.holder,
+                        health=f"{settings.health.bind}:{port}",
+                        lease=kube.lease_name,
+                        config=str(self.config_path),
+                    )
+                    self.started.set()
+        finally:
+            if self._backstop is not None:
+                self._backstop.cancel()
+        released = self.elector is not None and self.elector.released > 0
+        log.info("service_stopped", reason=self._stop_reason or None, lease_released=released)
 
 
-def run_service(config_path: str | Path) -> None:
-    """Load configuration and serve (the `hpscaler run` command)."""
+def run_service(config_path: str | Path) -> int:
+    """Load configuration and serve (the `hpscaler run` command); the process exit code.
+
+    Raises ConfigError (invalid configuration), ValueError (bad HPSCALER_LOG_* value) and
+    BackendNotFound before serving; a crash while serving is logged and gives exit code 1.
+    """
     from hpscaler.logs import configure
 
     path = Path(config_path)
     config = load_config(path)
-    configure(
-        os.environ.get("HPSCALER_LOG_LEVEL", config.settings.logging.level), config.settings.logging.format
-    )
+    level, fmt = log_settings(config)
+    configure(level, fmt)
     catalogue = load_catalogue()
     if config.settings.prices:
         catalogue = catalogue.with_prices(config.settings.price_overrides())
-    anyio.run(Service(path, config, catalogue).serve)
+    from hpscaler.backends.registry import BackendNotFound, load_factory
+
+    roles = config.settings.backends
+    for name in dict.fromkeys(n for n in (roles.kubernetes, roles.aws, roles.scores) if n):
+        load_factory(name)  # BackendNotFound naming the installed backends, before anything is opened
+    try:
+        anyio.run(Service(path, config, catalogue, log_applied=(level, fmt)).serve)
+    except BackendNotFound:
+        raise
+    except Exception as exc:  # logged as one JSON line, for the journal or the container log
+        log.error("service_failed", error=str(exc) or type(exc).__name__, exc_info=exc)
+        return EXIT_FAILED
+    return EXIT_OK

@@ -8,6 +8,10 @@ from __future__ import annotations
 import os
 import socket
 
+import structlog
+
+log = structlog.get_logger("hpscaler.systemd")
+
 
 def notify(state: str) -> bool:
     """Send `state` (e.g. "READY=1") to systemd; False when not running under systemd."""
@@ -16,9 +20,14 @@ def notify(state: str) -> bool:
         return False
     if address.startswith("@"):
         address = "\0" + address[1:]  # abstract namespace socket
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.connect(address)
-        sock.sendall(state.encode())
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)  # a reader that stopped reading must never block the event loop
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError as exc:  # systemd gone, not reading, or a wrong NOTIFY_SOCKET: never fatal
+        log.warning("sd_notify_failed", socket=os.environ.get("NOTIFY_SOCKET"), error=str(exc))
+        return False
     return True
 
 

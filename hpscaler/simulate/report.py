@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,10 +15,10 @@ from hpscaler.clock import Clock
 from hpscaler.config import LoadedConfig
 from hpscaler.daemon.context import DaemonContext
 from hpscaler.fake import World
-from hpscaler.model import ANNOTATION_DO_NOT_DISRUPT, CapacityType
+from hpscaler.model import CapacityType
+from hpscaler.simulate.chaos import ChaosCounts, ChaosEvent, planned_counts
+from hpscaler.simulate.invariants import InvariantChecker
 from hpscaler.simulate.scenario import Scenario
-
-STUCK_PENDING_SECONDS = 900.0
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -45,7 +45,7 @@ class Recorder:
     noticed_instances: set[str] = field(default_factory=set)
     notes: list[tuple[float, str]] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
-    violations: list[str] = field(default_factory=list)
+    removed_unscheduled: int = 0  # pods deleted (scaled away) before they were ever bound
     start: float = 0.0
 
     def note(self, text: str) -> None:
@@ -88,7 +88,8 @@ class Recorder:
                     continue
                 now = self.clock.now()
                 if event.kind is WatchKind.DELETED:
-                    self.first_pending.pop(pod.key, None)
+                    if self.first_pending.pop(pod.key, None) is not None:
+                        self.removed_unscheduled += 1
                     continue
                 self.seen.add(pod.key)
                 if not pod.node_name:
@@ -105,25 +106,23 @@ class Recorder:
             await anyio.sleep(self.sample_seconds)
 
 
-def _limit_violations(config: LoadedConfig, world: World, ctx: DaemonContext) -> list[str]:
-    found = []
-    for pool in config.node_pools:
-        limits = dict(pool.limits)
-        if not limits:
-            continue
-        nodes = [
-            n
-            for n in world.hyperpod.nodes()
-            if n.status is not NodeStatus.SHUTTING_DOWN
-            and getattr(ctx.pool_for_group(n.group), "name", "") == pool.name
-        ]
-        if "nodes" in limits and len(nodes) > limits["nodes"]:
-            found.append(f"NodePool {pool.name} has {len(nodes)} nodes, limit {limits['nodes']}")
-        if "cpu" in limits:
-            cpu = sum(ctx.catalogue.get(n.instance_type).capacity()["cpu"] for n in nodes if n.instance_type)
-            if cpu > limits["cpu"]:
-                found.append(f"NodePool {pool.name} has {cpu}m CPU, limit {limits['cpu']}m")
-    return found
+def observed_chaos(world: World) -> ChaosCounts:
+    """The faults the world went through, read from its own logs (scripted events included)."""
+    hyperpod = world.hyperpod
+    offerings = {
+        (t, z, g.capacity_type): g.name for g in hyperpod.groups() for z in g.zones for t in g.instance_types
+    }
+    losses = {
+        (change.time, offerings.get(change.offering, ""))
+        for change in hyperpod.capacity_changes
+        if change.count == 0
+    }
+    return ChaosCounts(
+        interruptions_with_notice=sum(1 for r in hyperpod.reclaims if r.notice),
+        interruptions_without_notice=sum(1 for r in hyperpod.reclaims if not r.notice),
+        rebalances=len(hyperpod.rebalances),
+        capacity_losses=len(losses),
+    )
 
 
 def build_report(
@@ -132,30 +131,19 @@ def build_report(
     world: World,
     ctx: DaemonContext,
     recorder: Recorder,
+    checker: InvariantChecker,
     wall: float,
+    *,
+    plan: Sequence[ChaosEvent] = (),
+    deferred: int = 0,
+    missed: int = 0,
 ) -> dict[str, Any]:
-    """The JSON report of one run, with every invariant checked."""
+    """The JSON report of one run; the invariants were checked while it ran (`checker`)."""
     kube = world.kubernetes
     now = recorder.clock.now()
-    violations = list(recorder.violations)
     noticed_kills = [k for k in kube.kills if k.key in recorder.noticed_pods]
-    for kill in noticed_kills:
-        violations.append(f"pod {kill.key} killed before its grace period although a notice came")
-    for kill in kube.kills:
-        if (
-            kill.reason not in ("spot-interruption", "instance-terminated")
-            and kill.key not in recorder.noticed_pods
-        ):
-            violations.append(f"pod {kill.key} killed by node removal ({kill.reason})")
-    protected = {p.key for p in kube.pods() if p.annotations.get(ANNOTATION_DO_NOT_DISRUPT) == "true"}
-    violations.extend(f"do-not-disrupt pod {k.key} was killed" for k in kube.kills if k.key in protected)
-    violations.extend(_limit_violations(config, world, ctx))
-    stuck = [key for key, since in recorder.first_pending.items() if now - since > STUCK_PENDING_SECONDS]
-    violations.extend(f"pod {key} pending for more than {STUCK_PENDING_SECONDS:.0f}s" for key in stuck[:20])
     cost = world.hyperpod.cost()
     on_demand = world.hyperpod.on_demand_equivalent_cost()
-    if cost > on_demand + 1e-9:
-        violations.append(f"cost {cost:.2f} is above the all-On-Demand cost {on_demand:.2f}")
     meters = world.hyperpod.meter_records()
     spot_seconds = sum(m.seconds(now) for m in meters if m.capacity_type is CapacityType.SPOT)
     all_seconds = sum(m.seconds(now) for m in meters)
@@ -163,20 +151,25 @@ def build_report(
     for (group, capacity_type), count in sorted(world.hyperpod.launched.items()):
         launched.setdefault(group, {})[capacity_type.value] = count
     counters = ctx.stats.counters
-    return {
+    peak, peak_at = checker.peak_nodes
+    report: dict[str, Any] = {
         "scenario": scenario.name,
         "description": scenario.description,
         "virtualSeconds": scenario.duration,
         "wallSeconds": round(wall, 3),
         "podsScheduled": len(recorder.scheduled),
         "podsTotal": len(recorder.seen),
+        "podsRemovedBeforeScheduling": recorder.removed_unscheduled,
         "podsPendingAtEnd": sum(1 for p in kube.pods() if p.phase == "Pending"),
+        "podsCompleted": kube.counters.pods_completed,
+        "podsRecreated": kube.counters.pods_recreated,
         "pendingToRunningSeconds": {
             "p50": round(percentile(recorder.latencies, 50), 3),
             "p99": round(percentile(recorder.latencies, 99), 3),
             "max": round(max(recorder.latencies, default=0.0), 3),
         },
         "nodesLaunched": launched,
+        "nodesPeak": {"running": peak, "t": round(peak_at)},
         "batchAddClusterNodesCalls": world.hyperpod.calls.get("batch_add_nodes", 0),
         "batchDeleteClusterNodesCalls": world.hyperpod.calls.get("batch_delete_nodes", 0),
         "interruptionsHandled": counters.get("interruptions_handled", 0),
@@ -195,10 +188,24 @@ def build_report(
             "p50": round(percentile(ctx.stats.decision_seconds, 50), 5),
             "p99": round(percentile(ctx.stats.decision_seconds, 99), 5),
         },
-        "violations": violations,
+        "invariants": checker.summary(),
+        "violations": [str(v) for v in checker.violations],
+        "violationDetails": [
+            {"t": round(v.t), "kind": v.kind, "subject": v.subject, "message": v.message}
+            for v in checker.violations
+        ],
         "timeline": recorder.samples,
         "notes": [{"t": round(t), "text": text} for t, text in recorder.notes],
     }
+    if scenario.chaos is not None:
+        report["chaos"] = {
+            "seed": scenario.seed,
+            "planned": planned_counts(plan).as_dict(),
+            "happened": observed_chaos(world).as_dict(),
+            "deferred": deferred,
+            "missed": missed,
+        }
+    return report
 
 
 def report_table(report: dict[str, Any]) -> str:
@@ -215,7 +222,7 @@ def report_table(report: dict[str, Any]) -> str:
         f"  interruptions handled {report['interruptionsHandled']}, pods killed before grace period "
         f"{report['podsKilledBeforeGracePeriod']}, killed without notice {report['podsKilledWithoutNotice']}",
         f"  cost ${report['cost']:.2f} vs ${report['costAllOnDemand']:.2f} all On-Demand "
-        f"(Spot share {report['spotShare']:.0%})",
+        f"(Spot share {report['spotShare']:.0%}), peak {report['nodesPeak']['running']} nodes",
         "  nodes launched: "
         + ", ".join(
             f"{g} {'/'.join(f'{n} {c}' for c, n in by.items())}" for g, by in report["nodesLaunched"].items()
@@ -233,6 +240,21 @@ def report_table(report: dict[str, Any]) -> str:
             f"{row['podsRunning']:>8} {row['podsPending']:>8} {row['cost']:>9.2f}  {'; '.join(here)}"
         )
     lines.append("")
+    checks = report["invariants"]
+    lineages = checks["lineages"]
+    lines.append(
+        f"Invariants checked {checks['checks']} times (every {checks['checkSeconds']:.0f}s): "
+        f"{lineages['created']} pods created, {lineages['finished']} finished, {lineages['removed']} "
+        f"scaled away, {lineages['live']} live, {lineages['lost']} lost; {report['podsRecreated']} re-created"
+    )
+    if "chaos" in report:
+        chaos = report["chaos"]
+        planned, happened = chaos["planned"], chaos["happened"]
+        lines.append(
+            f"Chaos (seed {chaos['seed']}), happened/planned: "
+            + ", ".join(f"{name} {happened[name]}/{planned[name]}" for name in planned)
+            + f"; waited for a victim {chaos['deferred']}, missed {chaos['missed']}"
+        )
     lines.append("Violations: none" if not report["violations"] else "Violations:")
     lines.extend(f"  - {v}" for v in report["violations"])
     return "\n".join(lines)

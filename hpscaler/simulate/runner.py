@@ -2,39 +2,59 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import math
+import random
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
 import looptime
 
+from hpscaler.backends.types import NodeStatus
 from hpscaler.catalogue import PriceOverride, load_catalogue
 from hpscaler.clock import LoopClock
-from hpscaler.config import LoadedConfig, default_config_path, load_config
+from hpscaler.config import LoadedConfig
 from hpscaler.daemon.app import Daemon
 from hpscaler.daemon.context import Backends
 from hpscaler.daemon.drain import CHECKPOINT_ANNOTATION
-from hpscaler.fake import World
+from hpscaler.fake import Offering, World
 from hpscaler.model import ANNOTATION_DO_NOT_DISRUPT, CapacityType, Gang, LabelSelector, Pod
 from hpscaler.quantity import parse_resource
+from hpscaler.simulate.chaos import RETRY_SECONDS, ChaosEvent, plan_chaos
+from hpscaler.simulate.invariants import InvariantChecker, Ledger
 from hpscaler.simulate.report import Recorder, build_report
-from hpscaler.simulate.scenario import Scenario, Workload, config_path
+from hpscaler.simulate.scenario import Scenario, Workload, check_groups, scenario_config
 
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z: a fixed start keeps reports reproducible
 
 
 @dataclass(slots=True)
 class Driver:
-    """Creates the scenario's pods and fires its events at their times."""
+    """Creates the scenario's pods and fires its scripted events and random faults at their times."""
 
     scenario: Scenario
     world: World
     recorder: Recorder
+    ledger: Ledger = field(default_factory=Ledger)
+    plan: tuple[ChaosEvent, ...] = ()
     replicas: dict[str, int] = field(default_factory=dict)
     serial: dict[str, int] = field(default_factory=dict)
+    deferred: int = 0  # random faults that waited for a running Spot instance
+    missed: int = 0  # random faults that found none before the chaos window closed
+    start_time: float = 0.0
+    _rng: random.Random = field(default_factory=random.Random)
+    _queue: list[tuple[float, int, Callable[[], None]]] = field(default_factory=list)
+    _seq: Iterator[int] = field(default_factory=itertools.count)
 
-    def pod(self, workload: Workload) -> Pod:
+    def __post_init__(self) -> None:
+        self._rng = random.Random(f"hpscaler-chaos:{self.scenario.seed}:victims")
+
+    def pod(self, workload: Workload, owner: str, gang_size: int) -> Pod:
         index = self.serial.get(workload.name, 0)
         self.serial[workload.name] = index + 1
         requests = {
@@ -56,10 +76,18 @@ class Driver:
             annotations=annotations,
             node_selector=dict(workload.node_selector),
             owner_kind="ReplicaSet" if workload.kind == "Deployment" else workload.kind,
-            owner_name=workload.name,
+            owner_name=owner,
             termination_grace_seconds=workload.grace_period_seconds,
-            gang=Gang(f"default/{workload.name}", workload.replicas) if workload.gang else None,
+            gang=Gang(f"default/{owner}", gang_size) if workload.gang else None,
         )
+
+    def create(self, workload: Workload, count: int, owner: str) -> None:
+        """Create `count` pods of the workload; each starts a lineage."""
+        kube = self.world.kubernetes
+        now = self.world.clock.now()
+        for _ in range(count):
+            pod = kube.add_pod(self.pod(workload, owner, count), run_seconds=workload.run_for)
+            self.ledger.create(pod.key, now)
 
     def start(self, workload: Workload) -> None:
         if workload.min_available is not None:
@@ -70,19 +98,40 @@ class Driver:
                 workload.min_available,
                 None,
             )
-        self.scale(workload, workload.replicas)
+        if workload.kind == "Deployment":
+            self.scale(workload, workload.replicas_at(workload.at))
+        else:
+            self.submit(workload, 0)
+
+    def submit(self, workload: Workload, round_index: int) -> None:
+        """One submission of a Job: a fresh Job (and gang) each time it repeats."""
+        at = self.world.clock.now() - self.start_time
+        count = workload.replicas_at(at)
+        owner = workload.name if workload.repeat is None else f"{workload.name}-{round_index + 1}"
+        if count:
+            self.create(workload, count, owner)
+        self.recorder.note(f"{owner}: {count} pods submitted")
 
     def scale(self, workload: Workload, replicas: int) -> None:
+        kube = self.world.kubernetes
         live = sorted(
-            (p for p in self.world.kubernetes.pods() if p.owner_name == workload.name),
+            (p for p in kube.pods() if p.owner_name == workload.name),
             key=lambda p: (p.phase == "Running", p.created, p.name),
         )
-        for _ in range(replicas - len(live)):
-            self.world.kubernetes.add_pod(self.pod(workload), run_seconds=workload.run_for)
+        if replicas > len(live):
+            self.create(workload, replicas - len(live), workload.name)
+        now = self.world.clock.now()
         for pod in live[: max(0, len(live) - replicas)]:
-            self.world.kubernetes.remove_pod(pod.key)
+            self.ledger.remove(kube.origin(pod.key) or pod.key, now)
+            kube.remove_pod(pod.key)
         self.replicas[workload.name] = replicas
-        self.recorder.note(f"{workload.name}: {len(live)} -> {replicas} pods")
+        if replicas != len(live):
+            self.recorder.note(f"{workload.name}: {len(live)} -> {replicas} pods")
+
+    def interrupt(self, instance_id: str, notice: bool) -> None:
+        if notice:
+            self.recorder.noticed(self.world, instance_id)
+        self.world.hyperpod.interrupt(instance_id, notice=notice)
 
     def fire(self, index: int) -> None:
         event = self.scenario.events[index]
@@ -91,11 +140,8 @@ class Driver:
             workload = next(w for w in self.scenario.workloads if w.name == event.scale.workload)
             self.scale(workload, event.scale.replicas)
         elif event.capacity is not None:
-            group = hyperpod.group(event.capacity.group)
-            for zone in group.zones:
-                for type_name in group.instance_types:
-                    hyperpod.set_capacity(type_name, zone, group.capacity_type, event.capacity.count)
-            self.recorder.note(f"capacity of {group.name} set to {event.capacity.count}")
+            self.set_capacity(event.capacity.group, event.capacity.count)
+            self.recorder.note(f"capacity of {event.capacity.group} set to {event.capacity.count}")
         else:
             action = event.interrupt or event.rebalance
             assert action is not None
@@ -108,10 +154,8 @@ class Driver:
             for node in running[: action.count]:
                 if event.rebalance is not None:
                     hyperpod.rebalance(node.instance_id)
-                    continue
-                if action.notice:
-                    self.recorder.noticed(self.world, node.instance_id)
-                hyperpod.interrupt(node.instance_id, notice=action.notice)
+                else:
+                    self.interrupt(node.instance_id, action.notice)
             kind = (
                 "rebalance recommendations"
                 if event.rebalance
@@ -119,18 +163,96 @@ class Driver:
             )
             self.recorder.note(f"{min(action.count, len(running))} {kind} in {action.group}")
 
-    async def run(self) -> None:
-        timeline = sorted(
-            [(w.at, 0, i) for i, w in enumerate(self.scenario.workloads)]
-            + [(e.at, 1, i) for i, e in enumerate(self.scenario.events)]
-        )
-        start = anyio.current_time()
-        for at, kind, index in timeline:
-            await anyio.sleep(max(0.0, start + at - anyio.current_time()))
-            if kind == 0:
-                self.start(self.scenario.workloads[index])
+    def set_capacity(self, group_name: str, count: int | None) -> dict[Offering, int | None]:
+        """Set every offering of a group; returns what each was before."""
+        hyperpod = self.world.hyperpod
+        group = hyperpod.group(group_name)
+        before: dict[Offering, int | None] = {}
+        for zone in group.zones:
+            for type_name in group.instance_types:
+                before[(type_name, zone, group.capacity_type)] = hyperpod.capacity(
+                    type_name, zone, group.capacity_type
+                )
+                hyperpod.set_capacity(type_name, zone, group.capacity_type, count)
+        return before
+
+    def chaos(self, event: ChaosEvent) -> None:
+        """Carry out one planned fault; one that finds no victim waits for one."""
+        hyperpod = self.world.hyperpod
+        if event.kind == "capacity-loss":
+            (group,) = event.groups
+            before = self.set_capacity(group, 0)
+            self.recorder.note(f"chaos: {group} out of capacity for {event.duration / 60:.0f}m")
+            self.later(event.duration, partial(self.restore, group, before))
+            return
+        reclaimed = {r.instance_id for r in hyperpod.reclaims} | self.recorder.noticed_instances
+        victims = [
+            n.instance_id
+            for n in hyperpod.nodes()
+            if n.group in event.groups and n.status is NodeStatus.RUNNING and n.instance_id not in reclaimed
+        ]
+        if not victims:
+            if self.world.clock.now() - self.start_time + RETRY_SECONDS < self.scenario.chaos_end:
+                self.deferred += 1
+                self.later(RETRY_SECONDS, partial(self.chaos, event))
             else:
-                self.fire(index)
+                self.missed += 1
+                self.recorder.note(f"chaos: {event.kind} found no running Spot instance")
+            return
+        victim = self._rng.choice(victims)
+        node = hyperpod.node_by_instance(victim)
+        where = node.group if node else "?"
+        if event.kind == "rebalance":
+            hyperpod.rebalance(victim)
+            self.recorder.note(f"chaos: rebalance recommendation for {victim} in {where}")
+        else:
+            self.interrupt(victim, event.notice)
+            how = "with notice" if event.notice else "without notice"
+            self.recorder.note(f"chaos: interruption {how} of {victim} in {where}")
+
+    def restore(self, group: str, before: dict[Offering, int | None]) -> None:
+        hyperpod = self.world.hyperpod
+        for (type_name, zone, capacity_type), count in before.items():
+            hyperpod.set_capacity(type_name, zone, capacity_type, count)
+        self.recorder.note(f"chaos: {group} has capacity again")
+
+    def later(self, delay: float, action: Callable[[], None]) -> None:
+        """Run `action` `delay` seconds from now."""
+        self._push(self.world.clock.now() - self.start_time + delay, action)
+
+    def _push(self, at: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self._queue, (at, next(self._seq), action))
+
+    def _timeline(self) -> None:
+        duration = self.scenario.duration
+        # Same-time ties keep the old order: workloads first, then events, then random faults.
+        for workload in self.scenario.workloads:
+            at = workload.at
+            self._push(at, partial(self.start, workload))
+            if workload.kind == "Deployment" and workload.diurnal is not None:
+                step = workload.diurnal.step
+                for k in range(1, math.ceil((duration - at) / step)):
+                    t = at + k * step
+                    action = partial(self._follow_curve, workload, t)
+                    self._push(t, action)
+            for k, t in enumerate(workload.submissions(duration)[1:], start=1):
+                self._push(t, partial(self.submit, workload, k))
+        for index, event in enumerate(self.scenario.events):
+            self._push(event.at, partial(self.fire, index))
+        for fault in self.plan:
+            self._push(fault.at, partial(self.chaos, fault))
+
+    def _follow_curve(self, workload: Workload, t: float) -> None:
+        self.scale(workload, workload.replicas_at(t))
+
+    async def run(self) -> None:
+        self.start_time = self.world.clock.now()
+        start = anyio.current_time()
+        self._timeline()
+        while self._queue:
+            at, _, action = heapq.heappop(self._queue)
+            await anyio.sleep(max(0.0, start + at - anyio.current_time()))
+            action()
 
 
 def _world(scenario: Scenario, config: LoadedConfig, clock: LoopClock) -> World:
@@ -158,13 +280,7 @@ def _world(scenario: Scenario, config: LoadedConfig, clock: LoopClock) -> World:
 
 def load_scenario_config(scenario: Scenario) -> LoadedConfig:
     """The scenario's configuration (its own directory, or the embedded default)."""
-    path = config_path(scenario)
-    if path is None or scenario.config == "embedded":
-        return load_config(default_config_path())
-    if not path.exists():
-        # Scenario configs shipped next to the scenarios may be named without their folder.
-        path = path.parent / scenario.config
-    return load_config(path)
+    return scenario_config(scenario)
 
 
 async def run_scenario(scenario: Scenario, config: LoadedConfig) -> dict[str, Any]:
@@ -179,22 +295,48 @@ async def run_scenario(scenario: Scenario, config: LoadedConfig) -> dict[str, An
     backends = Backends(world.kubernetes, world.hyperpod, world.placement, world.interruptions)
     daemon = Daemon(config, backends, catalogue, clock)
     recorder = Recorder(clock, world, scenario.sample_seconds)
-    driver = Driver(scenario, world, recorder)
+    plan = plan_chaos(scenario, config.instance_groups)
+    driver = Driver(scenario, world, recorder, plan=plan)
+    checker = InvariantChecker(
+        clock,
+        world,
+        config,
+        daemon.ctx,
+        driver.ledger,
+        every=scenario.check_seconds,
+        max_pending_seconds=scenario.max_pending_seconds,
+        noticed_pods=recorder.noticed_pods,
+    )
     started = time.perf_counter()
     async with anyio.create_task_group() as tg:
         await tg.start(world.run)
         await tg.start(recorder.run)
+        await tg.start(checker.run)
         await tg.start(daemon.run)
         tg.start_soon(driver.run)
         await anyio.sleep(scenario.duration)
         recorder.sample()
+        checker.check()
         tg.cancel_scope.cancel()
-    return build_report(scenario, config, world, daemon.ctx, recorder, time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    return build_report(
+        scenario,
+        config,
+        world,
+        daemon.ctx,
+        recorder,
+        checker,
+        wall,
+        plan=plan,
+        deferred=driver.deferred,
+        missed=driver.missed,
+    )
 
 
 def simulate(scenario: Scenario) -> dict[str, Any]:
     """Run a scenario on a virtual-time event loop: hours of cluster time in seconds."""
     config = load_scenario_config(scenario)
+    check_groups(scenario, config.instance_groups)
     result: dict[str, Any] = anyio.run(
         run_scenario,
         scenario,

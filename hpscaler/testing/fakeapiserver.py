@@ -59,6 +59,7 @@ class RecordedRequest:
     namespace: str = ""
     name: str = ""
     status: int = 0
+    time: float = 0.0  # time.monotonic() on arrival: orders requests against other servers' logs
 
 
 @dataclass(slots=True)
@@ -316,7 +317,9 @@ class FakeApiServer:
             body: Any = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode(errors="replace")
-        record = RecordedRequest(request.method, request.path, query, request.content_type, body)
+        record = RecordedRequest(
+            request.method, request.path, query, request.content_type, body, time=time.monotonic()
+        )
         self.requests.append(record)
         try:
             response = await self._serve(request, record, raw)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import moto_ext
+import pytest
 from aiobotocore.session import AioSession, get_session
+from moto.server import ThreadedMotoServer
 
 from hpscaler.aws.retry import RetryPolicy
 
@@ -16,6 +22,50 @@ CLUSTER = "hp"
 ROLE = "arn:aws:iam::123456789012:role/hyperpod"
 FAST = RetryPolicy(max_attempts=3, multiplier=0.001, max_wait=0.005)
 POLICY_PATH = Path(__file__).resolve().parents[2] / "deploy" / "iam-policy.json"
+# Fake credentials through the standard chain (environment), and no real config files or IMDS.
+FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_CONFIG_FILE": "/nonexistent/hpscaler-aws-config",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/hpscaler-aws-credentials",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+UNSET_AWS_ENV = ("AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION")
+
+
+@contextlib.contextmanager
+def fake_aws_environment() -> Iterator[None]:
+    """`FAKE_AWS_ENV` in os.environ (and no profile or region from outside) while open."""
+    patch = pytest.MonkeyPatch()
+    for name, value in FAKE_AWS_ENV.items():
+        patch.setenv(name, value)
+    for name in UNSET_AWS_ENV:
+        patch.delenv(name, raising=False)
+    try:
+        yield
+    finally:
+        patch.undo()
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """A moto server on a free local port, extended with `moto_ext`; yields its URL."""
+    moto_ext.install()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def reset_moto(url: str) -> None:
+    """Wipe every backend of the server at `url` (and its request log)."""
+    request = urllib.request.Request(f"{url}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request) as response:
+        assert response.status == 200
 
 
 @dataclass

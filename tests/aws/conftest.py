@@ -5,14 +5,12 @@ whose every call is recorded, and plain "admin" clients that arrange the world.
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 
-import moto_ext
+import aws_harness
 import pytest
 from aiobotocore.session import AioSession, get_session
-from aws_harness import CLUSTER, POLICY_PATH, REGION, Admin, Call, Recorder, RecordingSession
-from moto.server import ThreadedMotoServer
+from aws_harness import CLUSTER, POLICY_PATH, REGION, Admin, Call, Recorder, RecordingSession, reset_moto
 
 from hpscaler.aws.session import AwsClients, aws_clients
 from hpscaler.config.settings import Aws, Settings
@@ -21,32 +19,15 @@ from hpscaler.config.settings import Aws, Settings
 @pytest.fixture(scope="session", autouse=True)
 def aws_environment() -> Iterator[None]:
     """Fake credentials through the standard chain (environment), no real config or IMDS."""
-    patch = pytest.MonkeyPatch()
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_CONFIG_FILE": "/nonexistent/hpscaler-aws-config",
-        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/hpscaler-aws-credentials",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        patch.setenv(name, value)
-    patch.delenv("AWS_PROFILE", raising=False)
-    patch.delenv("AWS_DEFAULT_REGION", raising=False)
-    patch.delenv("AWS_REGION", raising=False)
-    yield
-    patch.undo()
+    with aws_harness.fake_aws_environment():
+        yield
 
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     """A moto server on a free local port, extended with the operations moto lacks."""
-    moto_ext.install()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with aws_harness.moto_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -63,9 +44,7 @@ def all_calls() -> Iterator[list[Call]]:
 @pytest.fixture
 def endpoint(moto_server: str) -> str:
     """The moto endpoint, wiped clean for this test."""
-    request = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request) as response:
-        assert response.status == 200
+    reset_moto(moto_server)
     return moto_server
 
 

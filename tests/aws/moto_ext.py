@@ -10,6 +10,9 @@ entries), BatchDeleteClusterNodes, ListClusterEvents; EC2 GetSpotPlacementScores
 injectable failures, fewer than 3 types score 1 as on AWS) and settable Spot prices.
 Fixed: list_cluster_nodes pagination (moto pages by a missing `arn` attribute and loops) and node
 logical ids / placement in ListClusterNodes and DescribeClusterNode.
+Recorded: every SageMaker, EC2 and SQS request that reaches the server (`requests()`), with its
+parameters as the client serialised them, so tests that cannot hook the client (a daemon started by
+the CLI, a subprocess) still see and validate each call. A reset forgets them.
 """
 
 from __future__ import annotations
@@ -17,15 +20,22 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import threading
+import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from moto.core.exceptions import ServiceException
-from moto.core.responses import ActionResult
+from moto.core.parse import PROTOCOL_PARSERS
+from moto.core.request import determine_request_protocol
+from moto.core.responses import ActionResult, BaseResponse
+from moto.core.utils import get_service_model
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models import ec2_backends
 from moto.ec2.responses import EC2Response
+from moto.moto_api._internal.models import MotoAPIBackend
 from moto.sagemaker.exceptions import ResourceNotFound, SagemakerClientError, ValidationError
 from moto.sagemaker.models import Cluster, ClusterNode, sagemaker_backends
 from moto.sagemaker.responses import SageMakerResponse
@@ -36,8 +46,95 @@ MAX_NODES_PER_ADD = 50
 MAX_LOGICAL_IDS_PER_DELETE = 99
 TOKEN_TTL_SECONDS = 8 * 3600.0
 
+RECORDED_SERVICES = frozenset({"sagemaker", "ec2", "sqs"})
+
 _instance_numbers = itertools.count(1)
 _installed = False
+
+
+# --- the request log ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AwsRequest:
+    """One request as it reached the server."""
+
+    service: str  # botocore's service name: "sagemaker", "ec2", "sqs"
+    operation: str  # "BatchAddClusterNodes"
+    params: dict[str, Any]  # JSON protocols: the body as sent; query protocols: parsed by the model
+    time: float  # time.monotonic() on arrival (the server runs in the test's process)
+    user_agent: str  # hpscaler's clients say "app/hpscaler"
+
+    @property
+    def from_hpscaler(self) -> bool:
+        """Sent by hpscaler's own clients (not by a test arranging the world)."""
+        return "app/hpscaler" in self.user_agent
+
+
+_requests: list[AwsRequest] = []
+_requests_lock = threading.Lock()
+
+
+def requests(operation: str | None = None) -> list[AwsRequest]:
+    """The requests received since the last reset, oldest first (of one operation, or all)."""
+    with _requests_lock:
+        return [r for r in _requests if operation is None or r.operation == operation]
+
+
+def _request_params(response: BaseResponse, operation: str) -> dict[str, Any]:
+    request = response.normalized_request
+    model = get_service_model(response.boto3_service_name)
+    protocol = determine_request_protocol(model, request.content_type)
+    if protocol == "json":  # exactly what the client sent, unknown keys included
+        body = response.body or "{}"
+        params: dict[str, Any] = json.loads(body)
+        return params
+    parser = PROTOCOL_PARSERS[protocol](model.operation_model(operation), map_type=dict)
+    parsed = parser.parse(
+        {
+            "method": request.method,
+            "values": request.values,
+            "headers": request.headers,
+            "body": request.data,
+            "url_path": request.path,
+            "url_params": getattr(response, "uri_match", None),
+        }
+    )
+    return dict(parsed)
+
+
+_moto_call_action = BaseResponse.call_action
+
+
+def _recorded_call_action(self: BaseResponse) -> Any:
+    service = self.boto3_service_name
+    if service in RECORDED_SERVICES:
+        operation = ""
+        try:
+            operation = self._get_action()
+            params = _request_params(self, operation)
+        except Exception as exc:  # recorded all the same: the validating test then fails on it
+            params = {"__unparsable__": repr(exc)}
+        with _requests_lock:
+            _requests.append(
+                AwsRequest(
+                    service,
+                    operation,
+                    params,
+                    time.monotonic(),
+                    str(self.normalized_request.headers.get("User-Agent", "")),
+                )
+            )
+    return _moto_call_action(self)
+
+
+_moto_reset = MotoAPIBackend.reset
+
+
+def _reset(self: MotoAPIBackend) -> None:
+    _moto_reset(self)
+    with _requests_lock:
+        _requests.clear()
 
 
 # --- state, kept on moto's objects so a reset wipes it ---------------------------------------------
@@ -133,6 +230,38 @@ def set_node_status(region: str, cluster_name: str, logical_id: str, status: str
     node = next(n for n in cluster.nodes.values() if _logical_id(n) == logical_id)
     node.status = status
     _recount(cluster)
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """What HyperPod knows of one of its nodes (and what its kubelet puts on the Node object)."""
+
+    instance_id: str
+    logical_id: str
+    group: str
+    instance_type: str
+    zone: str
+    zone_id: str
+    capacity_type: str  # "Spot" or "OnDemand"
+    status: str
+
+
+def cluster_nodes(region: str, cluster_name: str) -> list[NodeFacts]:
+    """The cluster's nodes, oldest first."""
+    cluster = sagemaker_cluster(region, cluster_name)
+    return [
+        NodeFacts(
+            node.instance_id,
+            _logical_id(node),
+            node.instance_group_name,
+            node.instance_type,
+            getattr(node, "hps_zone", ""),
+            getattr(node, "hps_zone_id", ""),
+            getattr(node, "hps_capacity", ""),
+            node.status,
+        )
+        for node in list(cluster.nodes.values())
+    ]
 
 
 def _recount(cluster: Cluster) -> None:
@@ -436,4 +565,6 @@ def install() -> None:
     ClusterNode.arn = property(lambda node: node.instance_id)
     EC2Response.get_spot_placement_scores = get_spot_placement_scores
     EC2Response.describe_spot_price_history = describe_spot_price_history
+    BaseResponse.call_action = _recorded_call_action
+    MotoAPIBackend.reset = _reset
     _installed = True

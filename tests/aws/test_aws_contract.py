@@ -18,6 +18,7 @@ from hpscaler.aws.placement import SpotPlacementScores
 from hpscaler.aws.sagemaker import SageMakerHyperPod
 from hpscaler.aws.session import SERVICES, AwsClients
 from hpscaler.aws.sqs import SqsInterruptions
+from hpscaler.testing.spy import public_coroutines, spy
 
 SOURCE = Path(hpscaler.aws.__file__).parent
 
@@ -35,6 +36,11 @@ def operations_in_source() -> set[str]:
             assert len(owners) <= 1, f"{node.value!r} ({path.name}) names an operation of several services"
             found.update(f"{m.signing_name}:{node.value}" for m in owners)
     return found
+
+
+def session_model(service: str, operation: str) -> object:
+    """The input shape of one operation in botocore's model."""
+    return get_session().get_service_model(service).operation_model(operation).input_shape
 
 
 def policy_actions() -> set[str]:
@@ -62,7 +68,9 @@ async def test_every_request_validates_against_the_service_model(
 ) -> None:
     await make_world(admin, [{"Name": "multi", "Zones": "ab", "Capacity": "Spot", "Count": 1}])
     moto_ext.set_placement_scores(REGION, {"usw2-az1": 8})
+    called: set[str] = set()
     hp = SageMakerHyperPod(clients.sagemaker, clients.ec2, CLUSTER, retry=FAST)
+    spy(hp, called)
     await hp.describe_cluster()
     added = await hp.batch_add_nodes(
         {
@@ -82,15 +90,28 @@ async def test_every_request_validates_against_the_service_model(
     await hp.batch_delete_nodes([a.logical_id for a in added.successful])
     await hp.list_events(1.0)
     sps = SpotPlacementScores(clients.ec2, REGION, retry=FAST)
+    spy(sps, called)
     await sps.scores(["ml.c5.xlarge"], 2)
-    await sps.spot_prices(["ml.c5.xlarge"])
+    await sps.prices(["ml.c5.xlarge"])  # through spot_prices: both count as called
     url = (await admin.sqs.create_queue(QueueName="q"))["QueueUrl"]
     await admin.sqs.send_message(QueueUrl=url, MessageBody="{}")
     source = SqsInterruptions(clients.sqs, url, retry=FAST, wait_seconds=1)
+    spy(source, called)
     for message in await source.receive():
         await source.acknowledge(message)
 
+    # Every operation the three backends have was called, so these calls are all they can make.
+    assert called == set().union(
+        *(public_coroutines(c) for c in (SageMakerHyperPod, SpotPlacementScores, SqsInterruptions))
+    )
     for call in recorder.calls:
         validate_parameters(call.params, call.model.input_shape)  # raises ParamValidationError
+    # As they reached moto (the admin's calls are not hpscaler's: no "app/hpscaler" user agent).
+    server_side = [r for r in moto_ext.requests() if r.from_hpscaler]
+    assert [(r.service, r.operation) for r in server_side] == [
+        (c.service, c.operation) for c in recorder.calls
+    ]
+    for request in server_side:
+        validate_parameters(request.params, session_model(request.service, request.operation))
     used = {f"{c.model.service_model.signing_name}:{c.operation}" for c in recorder.calls}
     assert used == operations_in_source() == policy_actions()

@@ -173,3 +173,8 @@ async def test_spot_prices_latest_per_type_and_zone(sps: SpotPlacementScores, re
     assert call.params["InstanceTypes"] == ["c5.xlarge", "m5.large"]
     assert call.params["ProductDescriptions"] == ["Linux/UNIX"]
     assert await sps.spot_prices([]) == []
+    # What the daemon reads (`SpotPriceSource`): USD per hour by (type as asked, zone name).
+    assert await sps.prices(["ml.c5.xlarge"]) == {
+        ("ml.c5.xlarge", "us-west-2a"): 0.07,
+        ("ml.c5.xlarge", "us-west-2b"): 0.06,
+    }

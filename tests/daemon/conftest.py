@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import structlog
 from daemon_harness import MULTI_AZ, pinned_seed_config
@@ -10,10 +12,16 @@ from hpscaler.catalogue import Catalogue, load_catalogue
 from hpscaler.config import LoadedConfig, load_config
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _quiet_logs() -> None:
-    """Warnings and errors only: the daemon logs every decision, which would slow long runs."""
+@pytest.fixture(autouse=True, scope="module")
+def _quiet_logs() -> Iterator[None]:
+    """Warnings and errors only: the daemon logs every decision, which would slow long runs.
+
+    Module-scoped and restored afterwards, so tests elsewhere that read log events still see them.
+    """
+    saved = structlog.get_config()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture(scope="session")

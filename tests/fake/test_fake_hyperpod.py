@@ -274,3 +274,31 @@ async def test_insufficient_capacity_is_reported_within_seconds_not_after_the_la
         assert (await statuses(fake))[node] == NodeStatus.PENDING
         await anyio.sleep(2)  # t=11: the capacity verdict came at t=10, far before launch_seconds (90)
         assert (await statuses(fake))[node] == NodeStatus.FAILURE
+
+
+@pytest.mark.looptime
+async def test_reclaims_rebalances_and_capacity_changes_are_logged() -> None:
+    fake = make()
+    await fake.batch_add_nodes(body(("spot", 2)))
+    async with running(fake):
+        await anyio.sleep(91)
+        first, second = (n.instance_id for n in fake.nodes())
+        fake.rebalance(first)
+        fake.interrupt(first, notice=True)
+        fake.interrupt(first, notice=True)  # a second notice for the same instance changes nothing
+        fake.interrupt(second, notice=False)
+        assert [(r.instance_id, r.group, r.notice, r.time) for r in fake.reclaims] == [
+            (first, "spot", True, 91.0),
+            (second, "spot", False, 91.0),
+        ]
+        assert fake.rebalances == [(91.0, first)]
+        assert fake.has_room("spot")
+        fake.set_capacity("ml.c5.2xlarge", "us-west-2a", CapacityType.SPOT, 0)
+        assert fake.has_room("spot")  # us-west-2b still has room
+        fake.set_capacity("ml.c5.2xlarge", "us-west-2b", CapacityType.SPOT, 0)
+        assert not fake.has_room("spot") and fake.has_room("od")
+        assert fake.capacity("ml.c5.2xlarge", "us-west-2b", CapacityType.SPOT) == 0
+        assert [(c.offering[1], c.count) for c in fake.capacity_changes] == [
+            ("us-west-2a", 0),
+            ("us-west-2b", 0),
+        ]

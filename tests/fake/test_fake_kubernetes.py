@@ -293,3 +293,39 @@ async def test_recorded_events_and_injected_faults() -> None:
         await kube.evict_pod("default", "p")
     assert failure.value.retryable
     assert await kube.evict_pod("default", "p") == "not-found"
+
+
+async def test_lineages_removals_and_terminations_are_recorded_for_the_simulator() -> None:
+    kube = fresh()
+    kube.add_node(make_node("n1"))
+    kube.add_pod(make_pod("web-0", annotations={"karpenter.sh/do-not-disrupt": "true"}))
+    kube.add_pod(make_pod("job-0", owner="Job"), run_seconds=60)
+    kube.add_pod(make_pod("web-1"))
+    assert kube.origin("default/web-0") == "default/web-0"
+    assert dict(kube.live_origins()) == {f"default/{n}": f"default/{n}" for n in ("web-0", "job-0", "web-1")}
+    assert await kube.evict_pod("default", "web-1", grace_seconds=0) == "evicted"
+    (ended,) = kube.terminations
+    assert (ended.key, ended.node, ended.via) == ("default/web-1", "n1", "evict")
+    # Evicted with no grace: the controller's replacement carries the lineage on, pending.
+    assert kube.live_origins()["default/web-1"] == "default/web-1-r1"
+    assert kube.origin("default/web-1-r1") == "default/web-1"
+    assert kube.pending_keys() == set()  # bound again at once: n1 has room
+    kube.remove_node("n1", "deleted")
+    (removal,) = kube.node_removals
+    assert (removal.name, removal.reason) == ("n1", "deleted")
+    assert {p.key for p in removal.pods} == {"default/web-0", "default/job-0", "default/web-1-r1"}
+    assert kube.live_origins()["default/web-0"] == "default/web-0-r1"
+    assert kube.pending_keys() == {"default/web-0-r1", "default/job-0-r1", "default/web-1-r2"}
+    kube.remove_pod("default/web-0-r1")
+    assert "default/web-0" not in kube.live_origins()
+
+
+@pytest.mark.looptime
+async def test_finished_job_lineages_are_recorded() -> None:
+    kube = fresh()
+    kube.add_node(make_node("n1"))
+    kube.add_pod(make_pod("job-0", owner="Job"), run_seconds=60)
+    async with running(kube):
+        await anyio.sleep(61)
+    assert kube.finished_origins == {"default/job-0": 60.0}
+    assert "default/job-0" not in kube.live_origins()

@@ -5,15 +5,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
+import yaml
 
 from hpscaler.backends.types import WatchEvent, WatchKind
 from hpscaler.config.settings import Kubernetes
 from hpscaler.kube.backend import KubernetesBackend
 
 USED: set[tuple[str, str, str]] = set()  # (apiGroup, resource, verb) of every request the backend made
+RBAC = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "rbac.yaml"
+
+
+def rbac_documents() -> list[dict[str, Any]]:
+    """The documents of deploy/kubernetes/rbac.yaml."""
+    return [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
+
+
+def granted() -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(apiGroup, resource, verb) -> the rule (with its Role's namespace) of rbac.yaml granting it."""
+    found: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for doc in rbac_documents():
+        if doc["kind"] not in ("ClusterRole", "Role"):
+            continue
+        for rule in doc["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        key = (group, resource, verb)
+                        assert key not in found, f"{key} is granted twice"
+                        found[key] = {**rule, "namespace": doc["metadata"].get("namespace")}
+    return found
 
 
 class ManualClock:

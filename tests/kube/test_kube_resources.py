@@ -6,6 +6,7 @@ from typing import Any
 
 from kube_harness import ManualClock
 
+from hpscaler.backends.protocols import NodeConfigSource
 from hpscaler.kube.backend import KubernetesBackend
 from hpscaler.kube.resources import ClusterObject, Condition, merge_conditions, node_class_conditions
 from hpscaler.model import CapacityType, InstanceGroup, NodeClass, Requirement
@@ -134,6 +135,27 @@ async def test_status_conditions_are_written_with_merge_patch(
     assert gpu["SubnetsReady"]["lastTransitionTime"] == first_seen  # unchanged status keeps its time
     assert gpu["Ready"]["lastTransitionTime"] > first_seen
     assert conditions(server, "nodepools", "good")["NodeClassReady"]["reason"] == "NodeClassNotReady"
+
+
+async def test_the_backend_is_a_node_config_source_for_the_daemon(
+    server: FakeApiServer, backend: KubernetesBackend
+) -> None:
+    assert isinstance(backend, NodeConfigSource)
+    assert await backend.publish_status(None) == 0  # nothing read yet: nothing to publish
+    server.create(node_pool("good"))
+    server.create(node_pool("broken", operator="Sometimes"))
+    server.create(node_class("gpu", "g5-a"))
+    found = await backend.node_config()
+    assert found.present
+    assert [p.name for p in found.node_pools] == ["good"]
+    assert found.node_classes == (NodeClass("gpu", ("g5-a",)),)
+    (invalid,) = found.invalid
+    assert invalid.startswith("NodePool broken: ") and "Sometimes" in invalid
+    assert await backend.publish_status({"g5-a": group("g5-a", "us-west-2a")}) == 3
+    assert conditions(server, "nodepools", "good")["Ready"]["status"] == "True"
+    server.uninstall("nodepools")
+    server.uninstall("hyperpodnodeclasses")
+    assert (await backend.node_config()).present is False
 
 
 async def test_writing_keeps_foreign_conditions_and_tracks_generation(

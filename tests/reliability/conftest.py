@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,16 @@ from hpscaler.catalogue import Catalogue, load_catalogue
 from hpscaler.config import LoadedConfig
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _quiet_logs() -> None:
-    """Errors only: injected faults make the daemon warn a lot, which would slow long runs."""
+@pytest.fixture(autouse=True, scope="module")
+def _quiet_logs() -> Iterator[None]:
+    """Errors only: injected faults make the daemon warn a lot, which would slow long runs.
+
+    Module-scoped and restored afterwards, so tests elsewhere that read log events still see them.
+    """
+    saved = structlog.get_config()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture(scope="session")

@@ -35,9 +35,18 @@ def test_history_resets_after_a_quiet_period_or_a_success() -> None:
     offerings.mark(G, Z, 0.0)
     assert offerings.mark(G, Z, 100.0) == 100.0 + 120
     assert offerings.mark(G, Z, 100.0 + 3600) == 3700.0 + 60  # quiet for an hour: first failure again
-    offerings.mark_available(G, Z)
+    offerings.mark_available(G, Z, requested_at=3700.0)
     assert not offerings.is_unavailable(G, Z, 3701.0)
     assert offerings.mark(G, Z, 4000.0) == 4060.0
+
+
+def test_a_success_does_not_wipe_a_failure_newer_than_its_request() -> None:
+    offerings = UnavailableOfferings(initial_seconds=60)
+    offerings.mark(G, Z, 500.0, "spot interruption")
+    offerings.mark_available(G, Z, requested_at=400.0)  # launched before the interruption, joined after
+    assert offerings.is_unavailable(G, Z, 501.0)
+    offerings.mark_available(G, Z, requested_at=520.0)
+    assert not offerings.is_unavailable(G, Z, 521.0)
 
 
 def test_state_survives_a_restart() -> None:

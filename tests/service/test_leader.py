@@ -121,3 +121,81 @@ async def test_a_leader_that_cannot_renew_stops_before_its_lease_expires() -> No
         lease = kube.lease("hpscaler-leader")
         assert lease is not None and stopped < lease.renewed + LEASE  # never acts on an expired lease
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.looptime
+async def test_with_the_default_15s_lease_and_10s_renewal_one_term_lasts() -> None:
+    # Regression: renewing at 10 s of a 15 s lease used to count as "too late" and end the term.
+    kube = FakeKubernetes(LoopClock())
+    a = LeaderElector(
+        kube, name="hpscaler-leader", holder="a", lease_seconds=15, renew_seconds=10, clock=kube.clock
+    )
+    work = Worker()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(a.run, work)
+        await anyio.sleep(600)
+        assert a.terms == 1 and work.starts == 1 and work.running
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.looptime
+async def test_a_backend_on_another_clock_does_not_unseat_the_leader() -> None:
+    # Regression: expiry was computed from the Lease's renewTime, written on the backend's clock.
+    kube = FakeKubernetes(LoopClock(0.0))  # the backend's clock is at the epoch
+    a = LeaderElector(
+        kube,
+        name="hpscaler-leader",
+        holder="a",
+        lease_seconds=LEASE,
+        renew_seconds=RENEW,
+        clock=LoopClock(1.8e9),
+    )
+    work = Worker()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(a.run, work)
+        await anyio.sleep(120)
+        assert a.terms == 1 and work.starts == 1 and a.is_leader
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.looptime
+async def test_a_failed_renewal_is_retried_and_the_term_survives_a_short_outage() -> None:
+    kube = FakeKubernetes(LoopClock())
+    a = elector(kube, "a")
+    work = Worker()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(a.run, work)
+        await anyio.sleep(1)
+        kube.faults.fail_next("acquire_lease", BackendError("apiserver unavailable"), times=2)
+        await anyio.sleep(3 * RENEW)
+        assert a.terms == 1 and work.starts == 1 and work.running
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.looptime
+async def test_cancelling_the_leader_releases_the_lease_after_its_work_stopped() -> None:
+    kube = FakeKubernetes(LoopClock())
+    b = elector(kube, "b")
+    work_b = Worker()
+    order: list[str] = []
+
+    class Recording(Worker):
+        async def __call__(self) -> None:
+            try:
+                await super().__call__()
+            finally:
+                order.append("work stopped")
+
+    async with anyio.create_task_group() as tg:
+        leader_scope = anyio.CancelScope()
+        a = elector(kube, "a")
+        tg.start_soon(_run_in_scope, leader_scope, a, Recording())
+        await anyio.sleep(1)
+        tg.start_soon(b.run, work_b)
+        await anyio.sleep(10)
+        leader_scope.cancel()  # a graceful stop
+        stopped_at = anyio.current_time()
+        await work_b.started.wait()
+        assert anyio.current_time() - stopped_at <= b.retry_seconds  # no waiting out the lease
+        assert order == ["work stopped"] and a.released == 1 and not a.is_leader
+        tg.cancel_scope.cancel()

@@ -69,3 +69,19 @@ async def test_missing_file_is_a_retryable_error(tmp_path: Path) -> None:
     with pytest.raises(BackendError) as info:
         await FileScores(tmp_path / "nope.yaml").scores([], 1)
     assert info.value.retryable
+
+
+async def test_a_config_naming_the_plugin_gets_its_scores_next_to_the_other_backends(tmp_path: Path) -> None:
+    from hpscaler.backends.registry import open_backends
+
+    path = tmp_path / "scores.yaml"
+    path.write_text("us-west-2a: 7\n")
+    config = load_config(default_config_path())  # kubernetes: fake, aws: fake
+    backends = config.settings.backends.model_copy(
+        update={"scores": "static-scores", "options": {"static-scores": {"path": str(path)}}}
+    )
+    config = replace(config, settings=config.settings.model_copy(update={"backends": backends}))
+    async with open_backends(config) as opened:
+        assert isinstance(opened.scores, FileScores)
+        assert opened.kubernetes is not None and opened.hyperpod is not None  # from the fake backend
+        assert await opened.scores.scores(["ml.c5.2xlarge"], 1) == {"us-west-2a": 7.0}

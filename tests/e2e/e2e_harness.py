@@ -1,0 +1,392 @@
+"""The end-to-end world: moto (SageMaker, EC2, SQS) and the fake API server, and the test playing
+HyperPod's node agent, the kubelet, kube-scheduler and the workload controllers around the daemon.
+
+The daemon under test sees only its configuration file: a kubeconfig naming the fake API server and
+an endpoint URL naming moto, with fake credentials from the environment, as in production.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import moto_ext
+import yaml
+from aws_harness import CLUSTER, REGION, Admin, make_world
+from botocore.session import get_session
+from botocore.validate import validate_parameters
+
+from hpscaler.catalogue import load_catalogue
+from hpscaler.config import load_config
+from hpscaler.service.run import Service
+from hpscaler.testing import FakeApiServer
+
+SPOT_GROUP = "spot-a"
+ON_DEMAND_GROUP = "ondemand-a"
+INSTANCE_TYPE = "ml.c5.xlarge"  # 3920m CPU allocatable: two 1500m pods per node
+ZONE = f"{REGION}a"
+QUEUE = "hpscaler-interruptions"
+NAMESPACE = "default"
+SHUTDOWN_SECONDS = 5.0
+INTERRUPTED_TAINT = "hpscaler.io/interrupted"
+
+T = TypeVar("T")
+
+
+# --- polling --------------------------------------------------------------------------------------
+
+
+async def eventually(probe: Callable[[], T | None], seconds: float = 15.0, what: str = "the condition") -> T:
+    """Poll `probe` until it returns something truthy (returned); fail after `seconds`."""
+    with anyio.move_on_after(seconds):
+        while True:
+            found = probe()
+            if found:
+                return found
+            await anyio.sleep(0.02)
+    raise AssertionError(f"timed out after {seconds:g}s waiting for {what}")
+
+
+# --- AWS ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """What the test built on moto."""
+
+    endpoint: str
+    queue_url: str
+    zone_id: str
+
+
+async def build_cloud(admin: Admin, endpoint: str) -> Cloud:
+    """A cluster with a Spot and an On-Demand group of ml.c5.xlarge in one zone, and the queue."""
+    world = await make_world(
+        admin,
+        [
+            {"Name": SPOT_GROUP, "Zones": "a", "Capacity": "Spot", "InstanceType": INSTANCE_TYPE},
+            {"Name": ON_DEMAND_GROUP, "Zones": "a", "Capacity": "OnDemand", "InstanceType": INSTANCE_TYPE},
+        ],
+        zones=("a", "b"),
+    )
+    zone_id = world.zone_ids[ZONE]
+    moto_ext.set_placement_scores(REGION, {zone_id: 9})
+    queue_url = (await admin.sqs.create_queue(QueueName=QUEUE))["QueueUrl"]
+    return Cloud(endpoint, queue_url, zone_id)
+
+
+def validate_request(request: moto_ext.AwsRequest) -> None:
+    """Raise ParamValidationError unless the request is valid for botocore's service model."""
+    model = get_session().get_service_model(request.service)
+    validate_parameters(request.params, model.operation_model(request.operation).input_shape)
+
+
+def batch_adds() -> list[moto_ext.AwsRequest]:
+    """The BatchAddClusterNodes requests moto received, oldest first."""
+    return moto_ext.requests("BatchAddClusterNodes")
+
+
+def check_batch_add(request: moto_ext.AwsRequest) -> dict[str, int]:
+    """Assert one BatchAddClusterNodes is what HyperPod accepts; nodes asked for per group."""
+    validate_request(request)
+    params = request.params
+    assert params["ClusterName"] == CLUSTER
+    assert params.get("ClientToken"), "a BatchAddClusterNodes without ClientToken could add nodes twice"
+    entries = params["NodesToAdd"]
+    assert 1 <= len(entries) <= 5
+    assert sum(e["IncrementTargetCountBy"] for e in entries) <= 50
+    return {e["InstanceGroupName"]: e["IncrementTargetCountBy"] for e in entries}
+
+
+def spot_warning(instance_id: str) -> str:
+    """The EventBridge "EC2 Spot Instance Interruption Warning" event, as SQS delivers it."""
+    now = datetime.now(UTC)
+    return json.dumps(
+        {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "EC2 Spot Instance Interruption Warning",
+            "source": "aws.ec2",
+            "account": moto_ext.ACCOUNT,
+            "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": REGION,
+            "resources": [f"arn:aws:ec2:{ZONE}:instance/{instance_id}"],
+            "detail": {"instance-id": instance_id, "instance-action": "terminate"},
+        }
+    )
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+
+def write_kubeconfig(path: Path, server: FakeApiServer) -> Path:
+    """A kubeconfig whose current context is the fake API server."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "fake", "cluster": {"server": server.url}}],
+                "users": [{"name": "hpscaler", "user": {"token": "e2e-token"}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "hpscaler"}}],
+                "current-context": "fake",
+            }
+        )
+    )
+    return path
+
+
+async def write_config(directory: Path, admin: Admin, cloud: Cloud, server: FakeApiServer) -> Path:
+    """The configuration directory `hpscaler run --config` gets, as a user would write it.
+
+    The cluster document is DescribeCluster's output with DescribeSubnets' `Subnets`, asked of moto
+    the way the README tells users to ask AWS.
+    """
+    cluster = await admin.sagemaker.describe_cluster(ClusterName=CLUSTER)
+    cluster.pop("ResponseMetadata", None)
+    subnet_ids = sorted(
+        {s for g in cluster["InstanceGroups"] for s in (g.get("OverrideVpcConfig") or {}).get("Subnets", [])}
+        | set(cluster["VpcConfig"]["Subnets"])
+    )
+    subnets = (await admin.ec2.describe_subnets(SubnetIds=subnet_ids))["Subnets"]
+    cluster["Subnets"] = [
+        {k: s[k] for k in ("SubnetId", "AvailabilityZone", "AvailabilityZoneId")} for s in subnets
+    ]
+    return _write_config(directory, cluster, cloud, server)
+
+
+def _write_config(directory: Path, cluster: dict[str, Any], cloud: Cloud, server: FakeApiServer) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    kubeconfig = write_kubeconfig(directory.parent / f"{directory.name}-kubeconfig", server)
+    (directory / "cluster.json").write_text(json.dumps(cluster, default=str, indent=1))
+    documents: list[dict[str, Any]] = [
+        {
+            "apiVersion": "hpscaler.io/v1alpha1",
+            "kind": "HpscalerConfig",
+            "metadata": {"name": "e2e"},
+            "spec": {
+                "clusterName": CLUSTER,
+                "region": REGION,
+                "backends": {"kubernetes": "kubernetes", "aws": "aws"},
+                "aws": {
+                    "endpointUrl": cloud.endpoint,
+                    "interruptionQueueUrl": cloud.queue_url,
+                    "maxAttempts": 3,
+                },
+                "kubernetes": {"kubeconfig": str(kubeconfig), "leaseSeconds": 15, "renewSeconds": 5},
+                "batching": {"idleSeconds": 0.2, "maxSeconds": 1.0},
+                # Nothing here may move pods but the interruption under test.
+                "consolidation": {"enabled": False},
+                "health": {"bind": "127.0.0.1", "port": 0},
+                "logging": {"level": "info", "format": "json"},
+                "shutdownSeconds": SHUTDOWN_SECONDS,
+            },
+        },
+        {
+            "apiVersion": "karpenter.sagemaker.amazonaws.com/v1",
+            "kind": "HyperpodNodeClass",
+            "metadata": {"name": "c5"},
+            "spec": {"instanceGroups": [SPOT_GROUP, ON_DEMAND_GROUP]},
+        },
+        {
+            "apiVersion": "karpenter.sh/v1",
+            "kind": "NodePool",
+            "metadata": {"name": "default"},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "nodeClassRef": {
+                            "group": "karpenter.sagemaker.amazonaws.com",
+                            "kind": "HyperpodNodeClass",
+                            "name": "c5",
+                        },
+                        "requirements": [
+                            {
+                                "key": "karpenter.sh/capacity-type",
+                                "operator": "In",
+                                "values": ["spot", "on-demand"],
+                            }
+                        ],
+                    }
+                }
+            },
+        },
+    ]
+    (directory / "hpscaler.yaml").write_text(yaml.safe_dump_all(documents))
+    load_config(directory)  # the test's own mistakes fail here, not inside the daemon
+    return directory
+
+
+# --- Kubernetes: the test as kubelet, kube-scheduler and controllers ------------------------------
+
+
+def web_pod(name: str, *, node: str = "") -> dict[str, Any]:
+    """A web replica (1500m CPU) owned by a ReplicaSet; Running on `node` if given, else pending."""
+    spec: dict[str, Any] = {
+        "containers": [
+            {"name": "web", "image": "nginx", "resources": {"requests": {"cpu": "1500m", "memory": "1Gi"}}}
+        ],
+        "terminationGracePeriodSeconds": 30,
+    }
+    status: dict[str, Any] = {"phase": "Pending"}
+    if node:
+        spec["nodeName"] = node
+        status = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+    else:
+        status["conditions"] = [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no nodes"}
+        ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "labels": {"app": "web"},
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": "web-5d4f",
+                    "uid": "0b6c1a52-0000-4000-8000-000000000001",
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": spec,
+        "status": status,
+    }
+
+
+def node_name(instance_id: str) -> str:
+    """The Node name HyperPod gives an instance."""
+    return f"hyperpod-{instance_id}"
+
+
+def eks_provider_id(node: moto_ext.NodeFacts) -> str:
+    """The providerID an EC2 instance's kubelet registers with on EKS."""
+    return f"aws:///{node.zone}/{node.instance_id}"
+
+
+def hyperpod_provider_id(node: moto_ext.NodeFacts) -> str:
+    """The providerID of a HyperPod node as seen on live clusters:
+    aws:///<zone id>/sagemaker/cluster/hyperpod-<cluster id>-<instance id>."""
+    cluster_id = moto_ext.sagemaker_cluster(REGION, CLUSTER).arn.rsplit("/", 1)[-1]
+    return f"aws:///{node.zone_id}/sagemaker/cluster/hyperpod-{cluster_id}-{node.instance_id}"
+
+
+def join(
+    server: FakeApiServer,
+    node: moto_ext.NodeFacts,
+    provider_id: Callable[[moto_ext.NodeFacts], str] = eks_provider_id,
+) -> str:
+    """HyperPod finishes the launch and the kubelet registers a Ready Node; its name."""
+    moto_ext.set_node_status(REGION, CLUSTER, node.logical_id, "Running")
+    spec = load_catalogue().get(node.instance_type)
+    assert spec is not None
+    allocatable = spec.allocatable()
+    name = node_name(node.instance_id)
+    server.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "labels": {
+                    **spec.labels(),
+                    "kubernetes.io/hostname": name,
+                    "topology.kubernetes.io/zone": node.zone,
+                    "topology.kubernetes.io/region": REGION,
+                    "topology.k8s.aws/zone-id": node.zone_id,
+                    "karpenter.sh/capacity-type": "spot" if node.capacity_type == "Spot" else "on-demand",
+                    "sagemaker.amazonaws.com/instance-group-name": node.group,
+                },
+            },
+            "spec": {"providerID": provider_id(node)},
+            "status": {
+                "allocatable": {
+                    "cpu": f"{allocatable['cpu']}m",
+                    "memory": str(allocatable["memory"]),
+                    "pods": str(allocatable["pods"]),
+                },
+                "conditions": [{"type": "Ready", "status": "True"}],
+            },
+        }
+    )
+    return name
+
+
+def bind(server: FakeApiServer, pod: str, node: str) -> None:
+    """kube-scheduler binds the pod and the kubelet starts it."""
+    server.patch(
+        "pods",
+        pod,
+        {
+            "spec": {"nodeName": node},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+        },
+        NAMESPACE,
+    )
+
+
+def pods(server: FakeApiServer) -> dict[str, dict[str, Any]]:
+    """The web pods by name."""
+    return {p["metadata"]["name"]: p for p in server.list("pods", NAMESPACE, label_selector="app=web")}
+
+
+def nominated(server: FakeApiServer) -> dict[str, str]:
+    """Pod name -> message of the `Nominated` Events hpscaler recorded."""
+    return {
+        e["involvedObject"]["name"]: e["message"]
+        for e in server.list("events", NAMESPACE)
+        if e.get("reason") == "Nominated"
+    }
+
+
+# --- the daemon, in-process -----------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def running(config_path: Path) -> AsyncIterator[Service]:
+    """`hpscaler run --config PATH` in this event loop: what `run_service` does, without `anyio.run`.
+
+    It is stopped the way a container runtime stops it, with SIGTERM to this process (handled by the
+    service's own signal receiver), and must then finish within its shutdown timeout; an overrun is
+    recorded instead of ending the test process.
+    """
+    config = load_config(config_path)
+    catalogue = load_catalogue()
+    if config.settings.prices:
+        catalogue = catalogue.with_prices(config.settings.price_overrides())
+    overruns: list[int] = []
+    service = Service(config_path, config, catalogue, exit=overruns.append)
+    stopped = anyio.Event()
+
+    async def serve() -> None:
+        try:
+            await service.serve()
+        finally:
+            stopped.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve)
+        with anyio.fail_after(15):
+            await service.started.wait()  # serving: the SIGTERM handler is installed
+        try:
+            yield service
+        finally:
+            if not stopped.is_set():
+                assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None)
+                os.kill(os.getpid(), signal.SIGTERM)
+                with anyio.fail_after(SHUTDOWN_SECONDS + 2):
+                    await stopped.wait()
+    assert overruns == [], "the graceful stop overran spec.shutdownSeconds"
