@@ -25,9 +25,10 @@ from aws_harness import CLUSTER, REGION, Admin, make_world
 from botocore.session import get_session
 from botocore.validate import validate_parameters
 
+from hpscaler.backends.registry import open_backends
 from hpscaler.catalogue import load_catalogue
 from hpscaler.config import load_config
-from hpscaler.service.run import Service
+from hpscaler.service.run import BackendOpener, Service
 from hpscaler.testing import FakeApiServer
 
 SPOT_GROUP = "spot-a"
@@ -352,11 +353,66 @@ def nominated(server: FakeApiServer) -> dict[str, str]:
     }
 
 
+# --- the story every test starts with -----------------------------------------------------------
+
+
+WEB = [f"web-{i}" for i in range(4)]
+
+
+async def scale_up(
+    kube: FakeApiServer,
+    service: Service,
+    *,
+    settle: bool = True,
+    provider_id: Callable[[moto_ext.NodeFacts], str] = eks_provider_id,
+) -> dict[str, list[str]]:
+    """Pending pods -> one BatchAddClusterNodes -> nodes join -> pods bound; node -> its pods.
+
+    With `settle`, a provisioning round then runs (the launch monitor's, run now instead of within
+    its 10 s period), and it must find nothing to do.
+    """
+    request = await eventually(lambda: batch_adds()[:1], what="BatchAddClusterNodes")
+    (add,) = request
+    # Two 1500m pods fit an ml.c5.xlarge: four need two nodes, in the best (Spot) group.
+    assert check_batch_add(add) == {SPOT_GROUP: 2}
+    assert add.params["NodesToAdd"][0].get("AvailabilityZones", ["us-west-2a"]) == ["us-west-2a"]
+
+    # hpscaler tells the pods where they are going before any node exists.
+    messages = await eventually(lambda: len(nominated(kube)) == 4 and nominated(kube), what="Nominated")
+    assert set(messages) == set(WEB)
+    assert all(f"new ml.c5.xlarge node in {SPOT_GROUP}" in m for m in messages.values())
+
+    launched = moto_ext.cluster_nodes(REGION, CLUSTER)
+    assert [(n.group, n.status, n.capacity_type) for n in launched] == [(SPOT_GROUP, "Pending", "Spot")] * 2
+    names = [join(kube, node, provider_id) for node in launched]
+    placement = {names[0]: WEB[:2], names[1]: WEB[2:]}
+    for node, members in placement.items():
+        for pod in members:
+            bind(kube, pod, node)
+
+    daemon = await eventually(lambda: service.daemon, what="the daemon")
+    ctx = daemon.ctx
+    await eventually(
+        lambda: (
+            all(ctx.cache.nodes.get(n) and ctx.cache.nodes[n].ready for n in names)
+            and all(ctx.cache.pods[f"{NAMESPACE}/{p}"].phase == "Running" for p in WEB)
+        ),
+        what="the daemon to see the nodes and the running pods",
+    )
+    if settle:
+        plan = await daemon.provisioner.reconcile("e2e-settle")
+        assert plan is not None and not plan.new_nodes and not plan.unschedulable
+        assert ctx.inflight == {}  # both launches seen through to joined nodes
+    return placement
+
+
 # --- the daemon, in-process -----------------------------------------------------------------------
 
 
 @contextlib.asynccontextmanager
-async def running(config_path: Path) -> AsyncIterator[Service]:
+async def running(
+    config_path: Path, backends_opener: BackendOpener = open_backends
+) -> AsyncIterator[Service]:
     """`hpscaler run --config PATH` in this event loop: what `run_service` does, without `anyio.run`.
 
     It is stopped the way a container runtime stops it, with SIGTERM to this process (handled by the
@@ -368,7 +424,7 @@ async def running(config_path: Path) -> AsyncIterator[Service]:
     if config.settings.prices:
         catalogue = catalogue.with_prices(config.settings.price_overrides())
     overruns: list[int] = []
-    service = Service(config_path, config, catalogue, exit=overruns.append)
+    service = Service(config_path, config, catalogue, backends_opener=backends_opener, exit=overruns.append)
     stopped = anyio.Event()
 
     async def serve() -> None:

@@ -5,7 +5,6 @@ and moto, with the test playing HyperPod, the kubelet, kube-scheduler and the Re
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import moto_ext
@@ -15,18 +14,16 @@ from e2e_harness import (
     INTERRUPTED_TAINT,
     NAMESPACE,
     ON_DEMAND_GROUP,
-    SPOT_GROUP,
+    WEB,
     Cloud,
     batch_adds,
-    bind,
     check_batch_add,
-    eks_provider_id,
     eventually,
     hyperpod_provider_id,
     join,
-    nominated,
     pods,
     running,
+    scale_up,
     spot_warning,
     validate_request,
     web_pod,
@@ -34,57 +31,7 @@ from e2e_harness import (
 )
 from kube_harness import granted
 
-from hpscaler.service.run import Service
 from hpscaler.testing import FakeApiServer
-
-WEB = [f"web-{i}" for i in range(4)]
-
-
-async def scale_up(
-    kube: FakeApiServer,
-    service: Service,
-    *,
-    settle: bool = True,
-    provider_id: Callable[[moto_ext.NodeFacts], str] = eks_provider_id,
-) -> dict[str, list[str]]:
-    """Pending pods -> one BatchAddClusterNodes -> nodes join -> pods bound; node -> its pods.
-
-    With `settle`, a provisioning round then runs (the launch monitor's, run now instead of within
-    its 10 s period), and it must find nothing to do.
-    """
-    request = await eventually(lambda: batch_adds()[:1], what="BatchAddClusterNodes")
-    (add,) = request
-    # Two 1500m pods fit an ml.c5.xlarge: four need two nodes, in the best (Spot) group.
-    assert check_batch_add(add) == {SPOT_GROUP: 2}
-    assert add.params["NodesToAdd"][0].get("AvailabilityZones", ["us-west-2a"]) == ["us-west-2a"]
-
-    # hpscaler tells the pods where they are going before any node exists.
-    messages = await eventually(lambda: len(nominated(kube)) == 4 and nominated(kube), what="Nominated")
-    assert set(messages) == set(WEB)
-    assert all(f"new ml.c5.xlarge node in {SPOT_GROUP}" in m for m in messages.values())
-
-    launched = moto_ext.cluster_nodes(REGION, CLUSTER)
-    assert [(n.group, n.status, n.capacity_type) for n in launched] == [(SPOT_GROUP, "Pending", "Spot")] * 2
-    names = [join(kube, node, provider_id) for node in launched]
-    placement = {names[0]: WEB[:2], names[1]: WEB[2:]}
-    for node, members in placement.items():
-        for pod in members:
-            bind(kube, pod, node)
-
-    daemon = await eventually(lambda: service.daemon, what="the daemon")
-    ctx = daemon.ctx
-    await eventually(
-        lambda: (
-            all(ctx.cache.nodes.get(n) and ctx.cache.nodes[n].ready for n in names)
-            and all(ctx.cache.pods[f"{NAMESPACE}/{p}"].phase == "Running" for p in WEB)
-        ),
-        what="the daemon to see the nodes and the running pods",
-    )
-    if settle:
-        plan = await daemon.provisioner.reconcile("e2e-settle")
-        assert plan is not None and not plan.new_nodes and not plan.unschedulable
-        assert ctx.inflight == {}  # both launches seen through to joined nodes
-    return placement
 
 
 async def test_pending_pods_become_nodes_and_the_cluster_converges(

@@ -8,12 +8,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import anyio
-from chaos import Chaos, ProcessKilled
 from daemon_harness import Harness
 
 from hpscaler.daemon.app import Daemon
 from hpscaler.daemon.drain import DISRUPTED_TAINT, INTERRUPTED_TAINT
 from hpscaler.daemon.state import instance_id_of
+from hpscaler.testing.chaos import Chaos, ProcessKilled
 
 
 @dataclass

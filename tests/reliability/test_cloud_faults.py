@@ -11,12 +11,12 @@ import math
 
 import anyio
 import pytest
-from chaos import Chaos, FaultRates
 from daemon_harness import Harness, running, wait_for, web_pod
 from faulty import Ledger, all_running, faulty_daemon, launched, tainted_live_nodes
 
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
+from hpscaler.testing.chaos import Chaos, FaultRates
 
 AWS_FAULTS = {
     "hyperpod": FaultRates(fail=0.3, lost_answer=0.2),

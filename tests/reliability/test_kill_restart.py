@@ -14,13 +14,13 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
-from chaos import Chaos
 from daemon_harness import SPOT_AZ1, Harness, running, wait_for, web_pod
 from faulty import Ledger, all_running, launched, run_until_killed, tainted_live_nodes
 
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
 from hpscaler.model import Node
+from hpscaler.testing.chaos import Chaos
 
 RESTART_SECONDS = 5.0  # systemd's RestartSec: how long the cluster goes without a daemon
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from chaos import Chaos, FaultRates
 from daemon_harness import Harness, running, wait_for, web_pod
 from faulty import Ledger, all_running, faulty_daemon, launched, tainted_live_nodes
 
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
+from hpscaler.testing.chaos import Chaos, FaultRates
 
 PODS, NODES = 12, 4  # 2-CPU pods, three per ml.c5.2xlarge
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from chaos import Chaos
 from daemon_harness import SPOT_AZ1, Harness, running, wait_for, web_pod
 from faulty import Ledger, all_running, faulty_daemon, launched, tainted_live_nodes
 
@@ -15,6 +14,7 @@ from hpscaler.backends.types import InterruptionKind, InterruptionMessage
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
 from hpscaler.daemon.state import instance_id_of
+from hpscaler.testing.chaos import Chaos
 
 
 async def busy_cluster(h: Harness) -> list[str]:

@@ -85,8 +85,8 @@ class Chaos:
         self.rng = random.Random(self.seed)
 
     def wrap(self, name: str, backend: Any) -> Any:
-        """`backend` behind a faulty proxy named `name` (for rates and outages)."""
-        return FaultyBackend(name, backend, self)
+        """`backend` behind a faulty proxy named `name` (for rates and outages); None stays None."""
+        return None if backend is None else FaultyBackend(name, backend, self)
 
     def counts(self) -> Counter[str]:
         """How many faults of each kind were injected."""
