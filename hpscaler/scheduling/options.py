@@ -24,13 +24,14 @@ from hpscaler.model import (
     NodeClass,
     NodePool,
     Pod,
+    Requirement,
     Resources,
     Taint,
     fits,
     sum_resources,
     tolerates_all,
 )
-from hpscaler.scheduling.requirements import KeySets, first_conflict, key_sets, pod_terms
+from hpscaler.scheduling.requirements import ANY, KeySets, first_conflict, key_sets, pod_terms, value_set
 
 SPOT_TIER = 0
 ON_DEMAND_TIER = 1
@@ -66,32 +67,36 @@ class Option:
         return (-self.node_pool.weight, tier, -self.score, self.price, self.class_position, self.spec.name)
 
 
-def _template_sets(
-    pool: NodePool, group: InstanceGroup, spec: InstanceSpec, zone: str, zone_id: str, region: str
-) -> tuple[KeySets, dict[str, str]]:
-    labels = spec.labels()
-    labels.update(
-        {
-            LABEL_ZONE: zone,
-            LABEL_CAPACITY_TYPE: group.capacity_type.value,
-            LABEL_NODEPOOL: pool.name,
-            LABEL_INSTANCE_GROUP: group.name,
-        }
-    )
+def _base_template(
+    pool: NodePool, group: InstanceGroup, zone: str, zone_id: str, region: str
+) -> tuple[dict[str, str], KeySets]:
+    """The labels (and their value sets) a node of the group gets in `zone`, whatever its type."""
+    labels = {
+        LABEL_ZONE: zone,
+        LABEL_CAPACITY_TYPE: group.capacity_type.value,
+        LABEL_NODEPOOL: pool.name,
+        LABEL_INSTANCE_GROUP: group.name,
+    }
     if zone_id:
         labels[LABEL_ZONE_ID] = zone_id
     if region:
         labels[LABEL_REGION] = region
     labels.update(dict(group.labels))
     labels.update(dict(pool.labels))
-    sets = key_sets(pool.requirements, labels)
+    return labels, key_sets((), labels)
+
+
+def _constrain(sets: KeySets, labels: dict[str, str], requirements: Sequence[Requirement]) -> None:
+    """AND the NodePool's requirements into a template's value sets (as `key_sets` does)."""
+    for req in requirements:
+        sets[req.key] = sets.get(req.key, ANY).intersect(value_set(req))
     # Keys the NodePool constrains but does not pin stay open: a pod may choose among them.
-    for key, allowed in sets.items():
-        if key not in labels:
+    for req in requirements:
+        if req.key not in labels:
+            allowed = sets[req.key]
             value = allowed.pick()
             if value is not None and allowed.values is not None and len(allowed.values) == 1:
-                labels[key] = value
-    return sets, labels
+                labels[req.key] = value
 
 
 def daemon_overhead(daemonsets: Sequence[Pod], sets: KeySets, taints: Sequence[Taint]) -> Resources:
@@ -119,30 +124,55 @@ def build_options(
     """Every launch option whose template satisfies its NodePool's own requirements, ranked best first."""
     classes = {c.name: c for c in node_classes}
     by_name = {g.name: g for g in groups}
+    # Per instance type, computed once: a type is usually listed by several groups and zones.
+    spec_facts: dict[str, tuple[InstanceSpec, dict[str, str], KeySets, Resources, Resources]] = {}
     options: list[Option] = []
     for pool in node_pools:
         node_class = classes.get(pool.node_class)
         if node_class is None:
             continue
+        constrained = {r.key for r in pool.requirements}
         for position, group_name in enumerate(node_class.instance_groups):
             group = by_name.get(group_name)
             if group is None or group.status not in ("InService", "Updating", ""):
                 continue
+            taints = (*pool.taints, *group.taints)
+            price_type = group.capacity_type
+            zone_ids = group.zone_ids or ("",) * len(group.zones)
+            bases = [
+                (zone, zone_id, *_base_template(pool, group, zone, zone_id, region))
+                for zone, zone_id in zip(group.zones, zone_ids, strict=False)
+            ]
             for type_name in group.instance_types:
-                if type_name not in catalogue:
-                    continue
-                spec = catalogue.get(type_name)
-                zone_ids = group.zone_ids or ("",) * len(group.zones)
-                for zone, zone_id in zip(group.zones, zone_ids, strict=False):
-                    sets, labels = _template_sets(pool, group, spec, zone, zone_id, region)
-                    if any(s.is_empty() for s in sets.values()):
-                        continue  # the NodePool's requirements exclude this offering
-                    taints = (*pool.taints, *group.taints)
-                    overhead = daemon_overhead(daemonsets, sets, taints)
-                    allocatable = {
-                        name: amount - overhead.get(name, 0) for name, amount in spec.allocatable().items()
-                    }
-                    if not fits(overhead, spec.allocatable()):
+                facts = spec_facts.get(type_name)
+                if facts is None:
+                    if type_name not in catalogue:
+                        continue
+                    spec = catalogue.get(type_name)
+                    spec_labels = spec.labels()
+                    facts = spec_facts[type_name] = (
+                        spec,
+                        spec_labels,
+                        key_sets((), spec_labels),
+                        spec.allocatable(),
+                        spec.capacity(),
+                    )
+                spec, spec_labels, spec_sets, spec_allocatable, spec_capacity = facts
+                for zone, zone_id, base_labels, base_sets in bases:
+                    labels = {**spec_labels, **base_labels}
+                    sets = {**spec_sets, **base_sets}
+                    if pool.requirements:
+                        _constrain(sets, labels, pool.requirements)
+                        if any(sets[key].is_empty() for key in constrained):
+                            continue  # the NodePool's requirements exclude this offering
+                    overhead = daemon_overhead(daemonsets, sets, taints) if daemonsets else {}
+                    if not overhead:
+                        allocatable = spec_allocatable  # shared: nothing changes an option's allocatable
+                    elif fits(overhead, spec_allocatable):
+                        allocatable = {
+                            name: amount - overhead.get(name, 0) for name, amount in spec_allocatable.items()
+                        }
+                    else:
                         continue
                     score = placement_scores.get(zone, placement_scores.get(zone_id, 0.0))
                     options.append(
@@ -157,9 +187,9 @@ def build_options(
                             labels=labels,
                             taints=taints,
                             allocatable=allocatable,
-                            capacity=spec.capacity(),
-                            price=spec.price(group.capacity_type),
-                            score=score if group.capacity_type is CapacityType.SPOT else 0.0,
+                            capacity=spec_capacity,
+                            price=spec.price(price_type),
+                            score=score if price_type is CapacityType.SPOT else 0.0,
                             class_position=position,
                         )
                     )

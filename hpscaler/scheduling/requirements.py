@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 from hpscaler.model import Pod, Requirement
 
@@ -123,11 +124,15 @@ KeySets = dict[str, ValueSet]
 """Label key -> allowed values; keys not present are unconstrained (pod side) or absent (node side)."""
 
 
+@lru_cache(maxsize=8192)
+def exactly(value: str) -> ValueSet:
+    """The set holding just `value` (shared: option templates repeat the same label values)."""
+    return ValueSet(absent_ok=False, present_ok=True, values=frozenset((value,)))
+
+
 def key_sets(requirements: Iterable[Requirement], labels: Mapping[str, str] | None = None) -> KeySets:
     """AND a list of requirements (and exact labels) into one value set per key."""
-    sets: KeySets = {}
-    for key, value in (labels or {}).items():
-        sets[key] = ValueSet(absent_ok=False, present_ok=True, values=frozenset((value,)))
+    sets: KeySets = {key: exactly(value) for key, value in (labels or {}).items()}
     for req in requirements:
         current = sets.get(req.key, ANY)
         sets[req.key] = current.intersect(value_set(req))

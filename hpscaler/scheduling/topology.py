@@ -27,6 +27,7 @@ class TopologyGroup:
     total: int = 0
     # Pods that carry an anti-affinity term of this group, per domain: they repel matching pods.
     owners: dict[str, int] = field(default_factory=dict)
+    version: int = 0  # bumped on every change of the counts above: verdicts cached against it stay valid
 
     def selects(self, namespace: str, labels: Mapping[str, str]) -> bool:
         """Whether a pod in `namespace` with `labels` counts in this group."""
@@ -53,6 +54,12 @@ class ClassTopology:
     anti: list[TopologyGroup] = field(default_factory=list)
     affinity: list[tuple[TopologyGroup, bool]] = field(default_factory=list)
     repelled_by: list[TopologyGroup] = field(default_factory=list)
+    watched: tuple[TopologyGroup, ...] = ()  # every group a check reads
+    host_keyed: bool = False  # whether a check reads the hostname (else nodes of one domain agree)
+
+    def stamp(self) -> int:
+        """Changes whenever a count the checks read changes."""
+        return sum(g.version for g in self.watched)
 
     @property
     def constrained(self) -> bool:
@@ -99,6 +106,10 @@ class Topology:
             group = self._term_group(pod, term)
             self._anti_groups.setdefault((group.key, group.selector, group.namespaces), group)
 
+    def keys(self) -> frozenset[str]:
+        """Every topology key some group counts by: only these labels decide a node's domains."""
+        return frozenset(group.key for group in self._groups.values())
+
     def selector_keys(self) -> frozenset[str]:
         """Every label key some group's selector reads: only these labels tell pods apart here."""
         keys: set[str] = set()
@@ -132,6 +143,17 @@ class Topology:
         for term in pod.pod_affinity:
             group = self._term_group(pod, term)
             compiled.affinity.append((group, group.selects(pod.namespace, pod.labels)))
+        watched = {
+            id(g): g
+            for g in (
+                *(s.group for s in compiled.spreads),
+                *compiled.anti,
+                *compiled.repelled_by,
+                *(a for a, _ in compiled.affinity),
+            )
+        }
+        compiled.watched = tuple(watched.values())
+        compiled.host_keyed = any(g.key == HOSTNAME for g in compiled.watched)
         return compiled
 
     def seed(self, pod: Pod, labels: Mapping[str, str]) -> None:
@@ -140,11 +162,13 @@ class Topology:
             if group.selects(pod.namespace, pod.labels):
                 _bump(group.counts, labels.get(group.key), 1)
                 group.total += 1
+                group.version += 1
         for term in pod.pod_anti_affinity:
             gkey = (term.topology_key, term.selector, term.namespaces or (pod.namespace,))
             found = self._groups.get(gkey)
             if found is not None:
                 _bump(found.owners, labels.get(found.key), 1)
+                found.version += 1
 
 
 def _bump(counts: dict[str, int], domain: str | None, delta: int) -> None:
@@ -190,8 +214,10 @@ def record(topo: ClassTopology, labels: Mapping[str, str], delta: int) -> None:
     for group in topo.increments:
         _bump(group.counts, labels.get(group.key), delta)
         group.total += delta
+        group.version += 1
     for group in topo.owns:
         _bump(group.owners, labels.get(group.key), delta)
+        group.version += 1
 
 
 def zone_preference(topo: ClassTopology, zones: Iterable[str]) -> list[str]:

@@ -1,0 +1,161 @@
+"""What the packer works on (pod classes, shapes, bins) and how it picks the next run of pods for a bin.
+
+A bin is filled bin-centrically: the next pods are those whose demand has the largest dot product with
+the bin's residual capacity (each resource normalised by the bin's capacity). Shapes of different
+classes with equal requests score the same, so scoring works on distinct demands ("demand groups"),
+and the packer places a whole run of one demand at once: placing demand s lowers every score t by
+G[t, s] = d_t . diag(scale) . d_s, so how long s stays the best choice (against the demands that still
+fit) has a closed form, and a run gives the same sequence as placing one pod at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from hpscaler.model import LABEL_ZONE, Pod
+from hpscaler.scheduling import topology as topo
+from hpscaler.scheduling.options import Option
+from hpscaler.scheduling.requirements import KeySets
+
+Vector = npt.NDArray[np.float64]
+EPS = 1e-9
+_RUN_SLACK = 1e-9  # relative: float noise must not end a run one pod early or late
+
+
+def fits(demand: Vector, free: Vector) -> bool:
+    """Whether `demand` fits into `free` on every resource."""
+    return bool(np.all(demand <= free + EPS))
+
+
+@dataclass(slots=True)
+class PodClass:
+    """Pods that share every scheduling constraint and the labels selectors read (requests may differ)."""
+
+    index: int
+    pod: Pod
+    terms: tuple[KeySets, ...]
+    options_key: int  # classes with one key are compatible with the same launch options
+    topology: topo.ClassTopology = field(default_factory=topo.ClassTopology)
+    options: list[Option] = field(default_factory=list)  # compatible launch options, best first
+    option_ids: frozenset[int] = frozenset()
+    # Bins with room that topology closed to the class at the level of a domain (zone), which later
+    # placements may reopen: bin signature -> bin name -> bin.
+    parked: dict[int, dict[str, Bin]] = field(default_factory=dict)
+    min_demand: Vector | None = None  # elementwise minimum over the class's shapes
+    left: int = 0  # pods of the class not placed yet
+
+
+@dataclass(slots=True, eq=False)
+class Bin:
+    """A node pods can be packed onto: existing, in flight, or new."""
+
+    name: str
+    kind: str
+    labels: dict[str, str]
+    residual: Vector
+    capacity: Vector
+    signature: int  # bins with one signature have the same labels (but hostname) and taints
+    option: Option | None = None
+    placed: list[Pod] = field(default_factory=list)
+    classes: set[int] = field(default_factory=set)  # indexes of the classes placed here
+
+    @property
+    def zone(self) -> str:
+        """The node's availability zone ("" if unknown)."""
+        return self.labels.get(LABEL_ZONE, "")
+
+
+@dataclass(slots=True, eq=False)
+class Shape:
+    """Pods of one class with identical requests: the unit the packer chooses between."""
+
+    index: int
+    cls: PodClass
+    demand: Vector
+    pods: list[Pod]
+    next: int = 0
+    gang: str = ""  # namespace/name of the pods' gang
+    group: int = -1  # demand group (shapes of any class with equal requests); -1 for gang members
+
+    @property
+    def remaining(self) -> int:
+        """Pods of this shape not placed yet."""
+        return len(self.pods) - self.next
+
+
+@dataclass(slots=True)
+class Candidates:
+    """What may go onto the bins of one signature, compacted as shapes and classes run out of pods."""
+
+    lists: list[list[int]]  # per demand group: shape indexes, in shape order
+    classes: list[int]  # class indexes
+    plain: bool  # no class has topology checks: what fits depends on resources alone
+    groups: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    stale: bool = True  # `groups` may still hold groups whose list ran empty
+
+
+def demand_groups(shapes: list[Shape], width: int) -> Vector:
+    """Number the distinct demands of the shapes outside gangs (sets `Shape.group`); their demand rows."""
+    index: dict[tuple[float, ...], int] = {}
+    rows: list[Vector] = []
+    for shape in shapes:
+        if shape.gang:
+            continue
+        key = tuple(shape.demand.tolist())
+        group = index.get(key)
+        if group is None:
+            group = index[key] = len(rows)
+            rows.append(shape.demand)
+        shape.group = group
+    return np.array(rows) if rows else np.zeros((0, width))
+
+
+def choose_run(demand: Vector, residual: Vector, scale: Vector) -> tuple[int, int]:
+    """Which row of `demand` (all fitting `residual`) to place next, and how many times in a row."""
+    row, scores = best_row(demand, residual, scale)
+    return row, run_length(demand, residual, scale, row, scores)
+
+
+def best_row(demand: Vector, residual: Vector, scale: Vector) -> tuple[int, Vector]:
+    """The row of `demand` with the largest normalised dot product with `residual` (first of equals), and
+    every row's score."""
+    scores = demand @ (residual * scale)
+    return int(scores.argmax()), scores
+
+
+def run_length(demand: Vector, residual: Vector, scale: Vector, best: int, scores: Vector) -> int:
+    """How many one-at-a-time placements in a row would pick row `best` (as `argmax` does, the first of
+    equal scores), capped by what fits."""
+    chosen = demand[best]
+    # A handful of resources: plain floats are cheaper than numpy calls here.
+    room = min(
+        (
+            int((free + EPS) // need)
+            for free, need in zip(residual.tolist(), chosen.tolist(), strict=True)
+            if need > 0
+        ),
+        default=1 << 30,
+    )
+    if room <= 1 or len(scores) == 1:
+        return max(1, room)
+    needed = chosen > 0
+    # After j more placements of `chosen`, every score t has dropped by j * drop[t].
+    drop = demand @ (scale * chosen)
+    gain = drop[best] - drop  # how much faster the chosen score falls than each other one
+    faster = np.flatnonzero(gain > _RUN_SLACK * max(1.0, abs(float(drop[best]))))
+    if not faster.size:
+        return room
+    # Row t overtakes once (scores[best] - scores[t]) / gain[t] more are placed (rows before `best` win
+    # a tie, rows after it lose one), unless it no longer fits by then.
+    limit = (scores[best] - scores[faster]) / gain[faster]
+    tolerance = _RUN_SLACK * (1.0 + np.abs(limit))
+    overtakes = np.where(faster < best, np.ceil(limit - tolerance), np.floor(limit + tolerance) + 1)
+    rest = residual[needed] + EPS - demand[faster][:, needed]
+    still_fits = np.floor(np.min(rest / chosen[needed], axis=1))  # placements after which t still fits
+    competing = overtakes <= still_fits
+    if not competing.any():
+        return room
+    return max(1, min(room, int(np.min(overtakes[competing]))))

@@ -1,0 +1,113 @@
+"""Ranking launch options for a pod's demand, and right-sizing a packed node.
+
+Everything in an option's rank but the dynamic checks (NodePool limits, topology) depends only on the
+option and the demand: NodePool weight, Spot before On-Demand, placement score, price per pod that fits,
+NodeClass position. So the options are ranked once per distinct demand, vectorised over the option
+matrix, and a new node takes the first ranked option that passes the dynamic checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from hpscaler.model import CapacityType
+from hpscaler.scheduling.options import ON_DEMAND_TIER, SPOT_TIER, Option
+from hpscaler.scheduling.packing import EPS, Vector
+
+
+class OptionTable:
+    """Launch options (the ones a set of pod classes is compatible with) as arrays.
+
+    Options are kept in their static order (NodePool weight, tier, placement score; then NodeClass
+    position and index) and cut into blocks of equal (weight, tier, score). Only the price per pod
+    depends on the demand, so a demand's ranking is each block re-sorted by it, computed block by block
+    as a caller walks on (most stop in the first block).
+    """
+
+    def __init__(self, options: Sequence[Option], vectors: Sequence[Vector], usable: Sequence[bool]) -> None:
+        tier = [SPOT_TIER if o.capacity_type is CapacityType.SPOT else ON_DEMAND_TIER for o in options]
+        static = sorted(
+            range(len(options)),
+            key=lambda i: (
+                -options[i].node_pool.weight,
+                tier[i],
+                -options[i].score,
+                options[i].class_position,
+                options[i].index,
+            ),
+        )
+        self.options = [options[i] for i in static]
+        width = len(vectors[0]) if len(vectors) else 0
+        self.alloc: Vector = np.array([vectors[o.index] for o in self.options]).reshape(len(static), width)
+        self.usable = np.array([usable[i] for i in static], dtype=bool)
+        self.price = np.array([o.price for o in self.options], dtype=np.float64)
+        heads = [(-o.node_pool.weight, tier[i], -o.score) for i, o in zip(static, self.options, strict=True)]
+        self.blocks: list[tuple[int, int]] = []
+        start = 0
+        for end in range(1, len(static) + 1):
+            if end == len(static) or heads[end] != heads[start]:
+                self.blocks.append((start, end))
+                start = end
+        self._ranked: dict[tuple[float, ...], list[list[int] | None]] = {}
+
+    def ranked(self, demand: Vector) -> Iterator[Option]:
+        """Usable options that can hold one pod of `demand`, best first (the order is cached per demand)."""
+        key = tuple(demand.tolist())
+        blocks = self._ranked.get(key)
+        if blocks is None:
+            blocks = self._ranked[key] = [None] * len(self.blocks)
+        options = self.options
+        for number, (start, end) in enumerate(self.blocks):
+            order = blocks[number]
+            if order is None:
+                order = blocks[number] = self._rank(demand, start, end)
+            for i in order:
+                yield options[i]
+
+    def _rank(self, demand: Vector, start: int, end: int) -> list[int]:
+        """Positions of the block's usable options that hold `demand`, by price per pod (stable)."""
+        alloc = self.alloc[start:end]
+        ok = np.flatnonzero(self.usable[start:end] & np.all(demand <= alloc + EPS, axis=1))
+        needed = demand > 0
+        if needed.any():
+            per_node = np.maximum(1.0, np.floor(np.min(alloc[ok][:, needed] / demand[needed], axis=1)))
+        else:
+            per_node = np.ones(len(ok))
+        order = np.argsort(self.price[start:end][ok] / per_node, kind="stable")
+        positions: list[int] = (ok[order] + start).tolist()
+        return positions
+
+
+class SizeTable:
+    """Options a packed node may switch to (same NodePool, rank tier and topology domains), cheapest first."""
+
+    def __init__(self, options: Sequence[Option], vectors: Sequence[Vector]) -> None:
+        self.options = sorted(options, key=lambda o: (o.price, o.class_position, o.index))
+        width = len(vectors[0]) if len(vectors) else 0
+        self.alloc: Vector = np.array([vectors[o.index] for o in self.options]).reshape(-1, width)
+        self.price = np.array([o.price for o in self.options], dtype=np.float64)
+        # When every resource grows with the price (as in most instance families), what holds a load is a
+        # suffix of the list, found by a binary search per resource.
+        self.nested = bool(len(self.options) < 2 or np.all(np.diff(self.alloc, axis=0) >= 0))
+
+    def cheapest(self, loads: Vector) -> npt.NDArray[np.int64]:
+        """Per row of `loads`, the position of the cheapest option whose allocatable holds it (-1: none)."""
+        out = np.full(len(loads), -1, dtype=np.int64)
+        if not self.options or not len(loads):
+            return out
+        if self.nested:
+            first = np.zeros(len(loads), dtype=np.int64)
+            for d in range(self.alloc.shape[1]):
+                found = np.searchsorted(self.alloc[:, d], loads[:, d] - EPS, side="left")
+                first = np.maximum(first, found)
+            return np.where(first < len(self.options), first, -1)
+        chunk = max(1, 2_000_000 // max(1, self.alloc.size))  # bound the (loads x options) temporary
+        for start in range(0, len(loads), chunk):
+            part = loads[start : start + chunk]
+            holds = np.all(part[:, None, :] <= self.alloc[None, :, :] + EPS, axis=2)
+            first = np.argmax(holds, axis=1)
+            out[start : start + chunk] = np.where(holds[np.arange(len(part)), first], first, -1)
+        return out
