@@ -34,7 +34,7 @@ from hpscaler.model import (
     tolerates_all,
 )
 from hpscaler.scheduling.requirements import pod_terms, term_fits_labels
-from hpscaler.scheduling.scheduler import solve
+from hpscaler.scheduling.scheduler import class_signature, solve
 from hpscaler.scheduling.types import SchedulingInput
 
 Vector = npt.NDArray[np.float64]
@@ -372,7 +372,7 @@ class _Room:
         by_key: dict[tuple[object, ...], _Shape] = {}
         for pod in sorted(pods, key=lambda p: (p.created, p.key)):
             demand = tuple(float(x) for x in self.vector(pod)[cols])
-            key = (_class_key(pod, self.label_keys), demand)
+            key = (class_signature(pod, self.label_keys), demand)
             shape = by_key.get(key)
             if shape is None:
                 shape = by_key[key] = _Shape(demand, self._compatible(pod))
@@ -448,18 +448,3 @@ class _Shape:
     compatible: npt.NDArray[np.bool_]  # per node signature
     pods: list[Pod] = field(default_factory=list)
     left: int = 0
-
-
-def _class_key(pod: Pod, label_keys: frozenset[str]) -> tuple[object, ...]:
-    """What tells two pods apart for the scheduler (its pod-class signature)."""
-    return (
-        pod.namespace,
-        tuple(sorted((k, v) for k, v in pod.labels.items() if k in label_keys)),
-        tuple(sorted(pod.node_selector.items())),
-        pod.node_affinity,
-        pod.tolerations,
-        pod.topology_spread,
-        pod.pod_affinity,
-        pod.pod_anti_affinity,
-        pod.gang.name if pod.gang else "",
-    )

@@ -41,7 +41,8 @@ from hpscaler.scheduling.resize import Sizer, right_size
 from hpscaler.scheduling.types import InFlightNode, Plan, PlannedNode, SchedulingInput, Unschedulable
 
 
-def _class_signature(pod: Pod, label_keys: frozenset[str]) -> tuple[object, ...]:
+def class_signature(pod: Pod, label_keys: frozenset[str]) -> tuple[object, ...]:
+    """What tells two pods apart for the scheduler: pods with equal signatures form one class."""
     return (
         pod.namespace,
         tuple(sorted((k, v) for k, v in pod.labels.items() if k in label_keys)),
@@ -85,7 +86,7 @@ class _Solver(GangPlacer):
         by_shape: dict[tuple[int, tuple[float, ...]], Shape] = {}
         demands: dict[tuple[tuple[str, int], ...], tuple[Vector, tuple[float, ...]]] = {}
         for pod in self.pending:
-            sig = _class_signature(pod, label_keys)
+            sig = class_signature(pod, label_keys)
             cls = by_signature.get(sig)
             if cls is None:
                 okey = by_options.get(_options_signature(pod))
