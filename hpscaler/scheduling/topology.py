@@ -42,6 +42,7 @@ class SpreadCheck:
     max_skew: int
     self_match: bool
     domains: tuple[str, ...] = ()  # eligible zones; empty for hostname spread
+    min_domains: int = 1
 
 
 @dataclass(slots=True)
@@ -134,7 +135,13 @@ class Topology:
             group = self.group(spread.topology_key, spread.selector, (pod.namespace,))
             domains = () if spread.topology_key == HOSTNAME else zone_domains
             compiled.spreads.append(
-                SpreadCheck(group, spread.max_skew, group.selects(pod.namespace, pod.labels), domains)
+                SpreadCheck(
+                    group,
+                    spread.max_skew,
+                    group.selects(pod.namespace, pod.labels),
+                    domains,
+                    spread.min_domains,
+                )
             )
         for term in pod.pod_anti_affinity:
             group = self._term_group(pod, term)
@@ -187,7 +194,12 @@ def allowed(topo: ClassTopology, labels: Mapping[str, str]) -> bool:
         if spread.domains:
             if domain not in spread.domains:
                 return False
-            low = min(group.counts.get(d, 0) for d in spread.domains)
+            # Fewer eligible domains than minDomains: the global minimum counts as 0 (Kubernetes'
+            # rule), so each domain takes at most maxSkew matching pods.
+            if len(spread.domains) < spread.min_domains:
+                low = 0
+            else:
+                low = min(group.counts.get(d, 0) for d in spread.domains)
         else:
             low = 0  # a new node can always open an empty hostname domain
         if after - low > spread.max_skew:

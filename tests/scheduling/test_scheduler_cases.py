@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -546,6 +547,17 @@ def test_zone_spread_do_not_schedule_vs_schedule_anyway() -> None:
     plan = run(relaxed, groups, nodes=[full_b])
     assert_all_placed(plan, relaxed)
     assert len(plan.new_nodes) == 1
+
+
+@pytest.mark.parametrize(("min_domains", "placed"), [(1, 6), (3, 6), (4, 3)])
+def test_zone_spread_min_domains(min_domains: int, placed: int) -> None:
+    """With fewer eligible zones (3) than minDomains, each zone takes at most maxSkew matching pods."""
+    constraint = replace(spread(), min_domains=min_domains)
+    pending = pods("web", 6, labels={"app": "web"}, topology_spread=(constraint,))
+    plan = run(pending, three_zone_groups())
+    assert len(where(plan)) == placed
+    assert sorted(zone_counts(plan).values()) == [placed // 3] * 3
+    assert all("topology spread" in r for r in reasons(plan).values())
 
 
 def test_schedule_anyway_packs_into_the_best_zone() -> None:
