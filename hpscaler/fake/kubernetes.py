@@ -627,6 +627,8 @@ class FakeKubernetes:
         )
         # Binding only uses capacity up, so a shape that fits nowhere stays unplaceable this pass.
         failed: set[object] = set()
+        waiting_for_peers = False  # a pod with pod affinity failed: a later binding may let it in
+        bound_any = False
         for state in order:
             pod = state.pod
             shape = _shape(pod)
@@ -635,7 +637,9 @@ class FakeKubernetes:
             target = next((n for n in nodes if self._fits(pod, n, used, bound, anti_bound)), None)
             if target is None:
                 failed.add(shape)
+                waiting_for_peers = waiting_for_peers or bool(pod.pod_affinity)
                 continue
+            bound_any = True
             pod.node_name, pod.phase = target.name, "Running"
             _add_usage(used[target.name], pod)
             bound[target.name].append(pod)
@@ -646,6 +650,8 @@ class FakeKubernetes:
             self._emit(WatchKind.MODIFIED, pod=pod)
             if state.run_seconds is not None:
                 self.timers.call_later(state.run_seconds, partial(self._complete, pod.key, pod.uid))
+        if waiting_for_peers and bound_any:
+            self._schedule()  # the pods just bound may be the peers an affine pod waits for
 
     def _fits(
         self,
@@ -666,7 +672,30 @@ class FakeKubernetes:
         free = {name: amount - node_used.get(name, 0) for name, amount in allocatable.items()}
         if not fits({**pod.requests, PODS_RESOURCE: 1}, free):
             return False
+        if not self._affinity_met(pod, node, bound):
+            return False
         return not self._anti_affinity_conflict(pod, node, bound, anti_bound)
+
+    def _affinity_met(self, pod: Pod, node: Node, bound: dict[str, list[Pod]]) -> bool:
+        """Required pod affinity: a matching pod runs in the node's domain. As in the real scheduler,
+        the first pod of a group whose selector matches the pod itself may go anywhere."""
+        for term in pod.pod_affinity:
+            domain = _domain(node, term.topology_key)
+            if domain is None:
+                return False
+            namespaces = term.namespaces or (pod.namespace,)
+            matching = [
+                other_name
+                for other_name, others in bound.items()
+                if any(o.namespace in namespaces and term.selector.matches(o.labels) for o in others)
+            ]
+            if not matching:
+                if not (pod.namespace in namespaces and term.selector.matches(pod.labels)):
+                    return False
+                continue
+            if all(_domain(self._nodes[n], term.topology_key) != domain for n in matching):
+                return False
+        return True
 
     def _anti_affinity_conflict(
         self, pod: Pod, node: Node, bound: dict[str, list[Pod]], anti_bound: list[tuple[Pod, Node]]

@@ -15,6 +15,7 @@ from hpscaler.clock import LoopClock
 from hpscaler.fake import FakeKubernetes, PodKill
 from hpscaler.model import (
     LABEL_HOSTNAME,
+    LABEL_ZONE,
     LabelSelector,
     Node,
     Pod,
@@ -329,3 +330,28 @@ async def test_finished_job_lineages_are_recorded() -> None:
         await anyio.sleep(61)
     assert kube.finished_origins == {"default/job-0": 60.0}
     assert "default/job-0" not in kube.live_origins()
+
+
+async def test_required_pod_affinity_binds_only_next_to_a_matching_pod() -> None:
+    kube = FakeKubernetes(LoopClock())
+    for name, zone in (("n-a", "us-west-2a"), ("n-b", "us-west-2b")):
+        kube.add_node(
+            Node(name, labels={LABEL_ZONE: zone}, allocatable={"cpu": 8000, "memory": 32 * 1024**3})
+        )
+    near_db = (PodAffinityTerm(LABEL_ZONE, LabelSelector((("app", "db"),))),)
+    lonely = kube.add_pod(Pod("default", "lonely", {"cpu": 100}, labels={"app": "web"}, pod_affinity=near_db))
+    assert kube.pod(lonely.key).node_name == ""  # type: ignore[union-attr]  # no db anywhere: pending
+    kube.add_pod(
+        Pod("default", "db", {"cpu": 100}, labels={"app": "db"}, node_selector={LABEL_ZONE: "us-west-2b"})
+    )
+    assert kube.pod(lonely.key).node_name == "n-b"  # type: ignore[union-attr]
+    first = kube.add_pod(
+        Pod(
+            "default",
+            "first",
+            {"cpu": 100},
+            labels={"app": "cache"},
+            pod_affinity=(PodAffinityTerm(LABEL_ZONE, LabelSelector((("app", "cache"),))),),
+        )
+    )
+    assert kube.pod(first.key).node_name != ""  # type: ignore[union-attr]  # self-affine: may start a group

@@ -10,7 +10,7 @@ from daemon_harness import running, wait_for, web_pod
 
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
-from hpscaler.model import LABEL_INSTANCE_TYPE, LABEL_ZONE, Pod, Requirement
+from hpscaler.model import LABEL_INSTANCE_TYPE, LABEL_ZONE, LabelSelector, Pod, PodAffinityTerm, Requirement
 
 HOUR = 3600.0
 
@@ -25,6 +25,10 @@ def impossible_pods() -> dict[str, Pod]:
         web_pod(
             "affinity-to-nothing",
             node_affinity=((Requirement(LABEL_INSTANCE_TYPE, "In", ("ml.p5.48xlarge",)),),),
+        ),
+        web_pod(
+            "needs-a-missing-peer",
+            pod_affinity=(PodAffinityTerm(LABEL_ZONE, LabelSelector((("app", "nobody"),))),),
         ),
     ]
     return {p.name: p for p in pods}
