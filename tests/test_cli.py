@@ -198,3 +198,26 @@ def test_run_with_an_invalid_config_exits_2_before_starting(tmp_path: Path) -> N
     result = CliRunner().invoke(main, ["run", "--config", str(config)])
     assert result.exit_code == 2
     assert "requirements[1].operator" in result.output
+
+
+def test_the_readme_plan_examples_are_what_plan_prints() -> None:
+    """Each `$ hpscaler plan ...` console block in the README matches the real output, line by line
+    (`...` stands for lines left out)."""
+    readme = (REPO / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```console\n")[1:]]
+    checked = 0
+    for block in blocks:
+        command, *shown = block.strip("\n").split("\n")
+        if not command.startswith("$ hpscaler plan "):
+            continue
+        args = command.removeprefix("$ hpscaler ").split()
+        args = [str(REPO / a) if a.startswith("config/") else a for a in args]
+        output = run(*args).output.splitlines()
+        position = 0
+        for line in shown:
+            if line.strip() == "...":
+                continue
+            assert line in output[position:], f"README line not in `{command}` output: {line!r}"
+            position = output.index(line, position) + 1
+        checked += 1
+    assert checked == 2
