@@ -37,6 +37,9 @@ class Provisioner:
         self.ctx = ctx
         self.last_plan: Plan | None = None
         self._reported: dict[str, str] = {}
+        self._requested = 0  # reconcile calls so far
+        self._covered = 0  # calls whose changes a finished round has seen
+        self._last_result: Plan | None = None
 
     async def run_batches(self) -> None:
         """Plan each time a batching window closes."""
@@ -55,33 +58,52 @@ class Provisioner:
             await self.reconcile("monitor")
 
     async def reconcile(self, reason: str, extra_pending: Sequence[Pod] = ()) -> Plan | None:
-        """One provisioning round; returns the final plan (None when HyperPod could not be read)."""
+        """A provisioning round that sees everything changed before this call; returns its final plan
+        (None when HyperPod could not be read).
+
+        Callers that queued while a round ran share the next one: a round plans from the whole cache,
+        so one round after a storm of 1,000 interruption notices covers all of them, instead of 1,000
+        rounds back to back. A call with its own `extra_pending` pods always gets a round of its own.
+        """
+        self._requested += 1
+        ticket = self._requested
         async with self.ctx.plan_lock:
-            with _collection_deferred():
-                try:
-                    nodes = await self.ctx.backends.hyperpod.list_nodes()
-                except BackendError as exc:
-                    self.ctx.stats.counters["cloudprovider_errors"] += 1
-                    self.ctx.stats.counters["reconciles"] += 1  # a round that ran: the loop is alive
-                    self.ctx.log.warning("list_nodes_failed", error=str(exc), reason=reason)
-                    return None
-                await self._settle_launches(nodes)
-                plan: Plan | None = None
-                for _ in range(MAX_FALLBACK_ROUNDS):
-                    plan = self._plan(extra_pending)
-                    if not plan.new_nodes:
-                        break
-                    # Shielded: a shutdown must not cut a call between sending it and recording its nodes.
-                    with anyio.CancelScope(shield=True):
-                        refused = await self._request(plan, extra_pending)
-                    if not refused:
-                        break  # the plan is in flight
-            self.ctx.notify()
-            self.ctx.stats.counters["reconciles"] += 1
-            if plan is not None:
-                self.last_plan = plan
-                await self._report(plan)
-            return plan
+            if not extra_pending and self._covered >= ticket:
+                self.ctx.stats.counters["reconciles_coalesced"] += 1
+                return self._last_result
+            covered = self._requested  # every request made so far: their changes are in the cache
+            result = await self._round(reason, extra_pending)
+            self._covered = max(self._covered, covered)
+            self._last_result = result
+            return result
+
+    async def _round(self, reason: str, extra_pending: Sequence[Pod]) -> Plan | None:
+        """One provisioning round; the caller holds `plan_lock`."""
+        with _collection_deferred():
+            try:
+                nodes = await self.ctx.backends.hyperpod.list_nodes()
+            except BackendError as exc:
+                self.ctx.stats.counters["cloudprovider_errors"] += 1
+                self.ctx.stats.counters["reconciles"] += 1  # a round that ran: the loop is alive
+                self.ctx.log.warning("list_nodes_failed", error=str(exc), reason=reason)
+                return None
+            await self._settle_launches(nodes)
+            plan: Plan | None = None
+            for _ in range(MAX_FALLBACK_ROUNDS):
+                plan = self._plan(extra_pending)
+                if not plan.new_nodes:
+                    break
+                # Shielded: a shutdown must not cut a call between sending it and recording its nodes.
+                with anyio.CancelScope(shield=True):
+                    refused = await self._request(plan, extra_pending)
+                if not refused:
+                    break  # the plan is in flight
+        self.ctx.notify()
+        self.ctx.stats.counters["reconciles"] += 1
+        if plan is not None:
+            self.last_plan = plan
+            await self._report(plan)
+        return plan
 
     # -- launches -----------------------------------------------------------------------------
 

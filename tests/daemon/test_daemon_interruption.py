@@ -174,3 +174,26 @@ async def test_a_lost_instance_whose_node_lingers_is_deleted_and_replaced_once(
         assert [e["IncrementTargetCountBy"] for b in added for e in b["NodesToAdd"]] == [1]  # type: ignore[attr-defined]
         assert kube.counters.evictions == 0
         assert h.ctx.stats.counters["interruptions_handled"] == 1
+
+
+@pytest.mark.looptime
+async def test_a_storm_of_notices_shares_provisioning_rounds_and_replaces_every_node(
+    seed_config: LoadedConfig, catalogue: Catalogue
+) -> None:
+    async with running(seed_config, catalogue) as h:
+        await settled(h, 30)  # 10 nodes of three 2-CPU pods
+        nodes = h.world.kubernetes.nodes()
+        assert len(nodes) == 10
+        calls, rounds = bodies(h), h.ctx.stats.counters["reconciles"]
+        for node in nodes:
+            h.world.hyperpod.interrupt(instance_id_of(node))
+        await wait_for(lambda: h.ctx.stats.counters["interruption_replacements_requested"] == 10, 5)
+        counters = h.ctx.stats.counters
+        assert counters["reconciles"] - rounds < 10  # rounds were shared...
+        assert counters["reconciles_coalesced"] > 0
+        assert bodies(h) - calls <= 2  # ...and ask for the 10 replacements in one or two calls
+        old = {n.name for n in nodes}
+        await wait_for(lambda: not old & {n.name for n in h.world.kubernetes.nodes()}, 600)
+        await wait_for(lambda: len(h.running_pods()) == 30, 600)
+        assert old.isdisjoint({p.node_name for p in h.running_pods()})
+        assert h.world.kubernetes.counters.pods_killed == 0  # every pod left within the notice
