@@ -170,9 +170,9 @@ class Provisioner:
         nodes, pending = ctx.cache.snapshot()
         nodes = [n for n in nodes if n.name not in ctx.disrupting]
         pending_keys = {p.key for p in pending}
-        live = ctx.cache.pods
         # A terminating pod's room is asked for by its controller's replacement, a pod of its own.
-        displaced = [p for k, p in ctx.displaced.items() if not getattr(live.get(k), "terminating", False)]
+        terminating = {k for k, p in ctx.cache.pods.items() if p.terminating}
+        displaced = [p for k, p in ctx.displaced.items() if k not in terminating]
         for pod in (*displaced, *extra_pending):
             if pod.key not in pending_keys:
                 pending.append(pod)

@@ -31,16 +31,23 @@ async def refresh_scores(ctx: DaemonContext) -> None:
     if source is None:
         return
     while True:
-        spot = [g for g in ctx.config.instance_groups if g.capacity_type is CapacityType.SPOT]
+        spot = _spot_groups(ctx.config.instance_groups)
         if spot:
-            types = sorted({t for g in spot for t in g.instance_types})
             try:
-                ctx.scores = dict(await source.scores(types, target_capacity=max(1, len(spot))))
+                ctx.scores = dict(await source.scores(_types(spot), target_capacity=len(spot)))
                 ctx.log.info("placement_scores_refreshed", scores=ctx.scores)
             except BackendError as exc:
                 ctx.stats.counters["cloudprovider_errors"] += 1
                 ctx.log.warning("placement_scores_failed", error=str(exc), kept=ctx.scores)
         await anyio.sleep(SCORE_REFRESH_SECONDS)
+
+
+def _spot_groups(groups: Iterable[InstanceGroup]) -> list[InstanceGroup]:
+    return [g for g in groups if g.capacity_type is CapacityType.SPOT]
+
+
+def _types(groups: Iterable[InstanceGroup]) -> list[str]:
+    return sorted({t for g in groups for t in g.instance_types})
 
 
 def spot_price_overrides(
@@ -54,10 +61,9 @@ def spot_price_overrides(
     the market. Types with no quote in those zones keep the catalogue's default.
     """
     zones: dict[str, set[str]] = {}
-    for group in groups:
-        if group.capacity_type is CapacityType.SPOT:
-            for type_name in group.instance_types:
-                zones.setdefault(type_name, set()).update(group.zones)
+    for group in _spot_groups(groups):
+        for type_name in group.instance_types:
+            zones.setdefault(type_name, set()).update(group.zones)
     keep = set(pinned)
     overrides: dict[str, PriceOverride] = {}
     for type_name, where in sorted(zones.items()):
@@ -74,10 +80,10 @@ async def refresh_spot_prices(ctx: DaemonContext) -> None:
         return
     while True:
         groups = ctx.config.instance_groups
-        types = sorted({t for g in groups if g.capacity_type is CapacityType.SPOT for t in g.instance_types})
-        if types:
+        spot = _spot_groups(groups)
+        if spot:
             try:
-                quotes = await source.prices(types)
+                quotes = await source.prices(_types(spot))
             except BackendError as exc:
                 ctx.stats.counters["cloudprovider_errors"] += 1
                 ctx.log.warning("spot_prices_failed", error=str(exc))

@@ -62,6 +62,8 @@ def _apply(ctx: DaemonContext, event: WatchEvent) -> None:
         ctx.synced.set()
         _forget_gone(ctx)
     elif event.pod is not None:
+        if event.kind is WatchKind.DELETED:
+            ctx.displaced.pop(event.pod.key, None)  # gone: its controller's replacement is pending by itself
         _track_latency(ctx, event.kind, event.pod.key, event.pod.phase, bool(event.pod.node_name), now)
     elif event.node is not None and event.kind is WatchKind.DELETED:
         _node_gone(ctx, event.node.name)
@@ -72,7 +74,6 @@ def _track_latency(
 ) -> None:
     if kind is WatchKind.DELETED:
         ctx.stats.first_pending.pop(key, None)
-        ctx.displaced.pop(key, None)  # gone: its controller's replacement is pending by itself
         return
     if bound and phase == "Running":
         started = ctx.stats.first_pending.pop(key, None)
@@ -84,13 +85,14 @@ def _track_latency(
 
 def _node_gone(ctx: DaemonContext, name: str) -> None:
     ctx.disrupting.pop(name, None)
-    for key in [k for k, pod in ctx.displaced.items() if k not in ctx.cache.pods]:
-        ctx.displaced.pop(key, None)
     # A node that vanished takes its pods; the controllers' replacements open a window anyway,
     # but triggering now saves the wait for the first of them.
     ctx.batcher.trigger()
 
 
 def _forget_gone(ctx: DaemonContext) -> None:
+    """After a (re-)list: forget what vanished while no watch reported its deletion."""
     for name in [n for n in ctx.disrupting if n not in ctx.cache.nodes]:
         _node_gone(ctx, name)
+    for key in [k for k in ctx.displaced if k not in ctx.cache.pods]:
+        del ctx.displaced[key]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -75,23 +76,7 @@ def node(
 
 
 def _bind(p: Pod, name: str) -> Pod:
-    return Pod(
-        p.namespace,
-        p.name,
-        p.requests,
-        labels=p.labels,
-        annotations=p.annotations,
-        owner_kind=p.owner_kind,
-        owner_name=p.owner_name,
-        node_selector=p.node_selector,
-        node_affinity=p.node_affinity,
-        tolerations=p.tolerations,
-        topology_spread=p.topology_spread,
-        pod_affinity=p.pod_affinity,
-        pod_anti_affinity=p.pod_anti_affinity,
-        node_name=name,
-        phase="Running",
-    )
+    return replace(p, node_name=name, phase="Running")
 
 
 def decide(
