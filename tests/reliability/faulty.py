@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import anyio
-from daemon_harness import Harness
+from daemon_harness import Harness, wait_for, web_pod
 
 from hpscaler.daemon.app import Daemon
 from hpscaler.daemon.drain import DISRUPTED_TAINT, INTERRUPTED_TAINT
@@ -34,6 +34,10 @@ class Ledger:
             return outcome
 
         kubernetes.evict_pod = evict_pod  # type: ignore[attr-defined]
+
+    def evicted_twice(self) -> list[str]:
+        """Pods the Eviction API admitted more than once, or admitted while already terminating."""
+        return [k for k, n in self.evictions.items() if n > 1 or k.endswith("(again)")]
 
 
 def faulty_daemon(h: Harness, chaos: Chaos) -> Daemon:
@@ -73,6 +77,19 @@ async def run_until_killed(h: Harness, chaos: Chaos, within: float) -> bool:
     except* ProcessKilled:
         killed = True
     return killed
+
+
+def add_pods(h: Harness, count: int, prefix: str = "w") -> None:
+    """`count` Deployment pods of 2 CPUs: three fit on an ml.c5.2xlarge."""
+    for i in range(count):
+        h.world.kubernetes.add_pod(web_pod(f"{prefix}-{i}", cpu=2000))
+
+
+async def scale_to_zero(h: Harness) -> None:
+    """Delete every pod and wait until every node is gone."""
+    for pod in h.world.kubernetes.pods():
+        h.world.kubernetes.remove_pod(pod.key)
+    await wait_for(lambda: not h.world.hyperpod.nodes() and not h.world.kubernetes.nodes(), 1800)
 
 
 def launched(h: Harness) -> int:

@@ -11,8 +11,8 @@ import math
 
 import anyio
 import pytest
-from daemon_harness import Harness, running, wait_for, web_pod
-from faulty import Ledger, all_running, faulty_daemon, launched, tainted_live_nodes
+from daemon_harness import running, wait_for
+from faulty import Ledger, add_pods, all_running, faulty_daemon, launched, tainted_live_nodes
 
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
@@ -25,11 +25,6 @@ AWS_FAULTS = {
 }
 PODS = 20  # 2-CPU pods: three fit on an ml.c5.2xlarge, so 7 nodes
 NODES = math.ceil(PODS / 3)
-
-
-def add_pods(h: Harness, count: int) -> None:
-    for i in range(count):
-        h.world.kubernetes.add_pod(web_pod(f"w-{i}", cpu=2000))
 
 
 @pytest.mark.looptime

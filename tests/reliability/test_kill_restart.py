@@ -115,7 +115,7 @@ async def test_killed_at_every_step_of_an_interruption(config: LoadedConfig, cat
         assert all_running(h, 6)
         assert launched(h) == 3  # the two nodes and one replacement
         assert ledger.evictions, "nobody evicted the interrupted node's pods"
-        assert [k for k, n in ledger.evictions.items() if n > 1 or k.endswith("(again)")] == []
+        assert ledger.evicted_twice() == []
         assert len(h.world.interruptions) == 0  # the notice was handled and deleted
         assert tainted_live_nodes(h) == []
 
@@ -134,7 +134,7 @@ async def test_killed_at_every_step_of_a_consolidation(config: LoadedConfig, cat
         assert all_running(h, 2)
         assert len(h.world.kubernetes.nodes()) == 1  # one node holds both pods
         assert launched(h) == 2  # and nothing was launched to make room
-        assert [k for k, n in ledger.evictions.items() if n > 1 or k.endswith("(again)")] == []
+        assert ledger.evicted_twice() == []
         assert tainted_live_nodes(h) == []
 
     steps = await every_kill(config, catalogue, busy_and_idle, nothing, check, initial={SPOT_AZ1: 2})

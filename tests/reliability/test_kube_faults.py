@@ -7,25 +7,14 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from daemon_harness import Harness, running, wait_for, web_pod
-from faulty import Ledger, all_running, faulty_daemon, launched, tainted_live_nodes
+from daemon_harness import running, wait_for
+from faulty import Ledger, add_pods, all_running, faulty_daemon, launched, scale_to_zero, tainted_live_nodes
 
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
 from hpscaler.testing.chaos import Chaos, FaultRates
 
 PODS, NODES = 12, 4  # 2-CPU pods, three per ml.c5.2xlarge
-
-
-def add_pods(h: Harness, prefix: str = "w", count: int = PODS) -> None:
-    for i in range(count):
-        h.world.kubernetes.add_pod(web_pod(f"{prefix}-{i}", cpu=2000))
-
-
-async def scale_to_zero(h: Harness) -> None:
-    for pod in h.world.kubernetes.pods():
-        h.world.kubernetes.remove_pod(pod.key)
-    await wait_for(lambda: not h.world.hyperpod.nodes() and not h.world.kubernetes.nodes(), 1800)
 
 
 @pytest.mark.looptime
@@ -39,7 +28,7 @@ async def test_dropped_watch_streams_and_failing_writes(
         chaos = Chaos(seed, h.world.clock.now, rates={"kubernetes": FaultRates(fail=0.2)}, drop_watch_every=5)
         daemon = faulty_daemon(h, chaos)
         await h.tg.start(daemon.run)
-        add_pods(h)
+        add_pods(h, PODS)
         await wait_for(lambda: all_running(h, PODS), 900)
         h.world.hyperpod.interrupt(h.world.hyperpod.nodes()[0].instance_id, notice=True)
         await wait_for(lambda: len(h.world.interruptions) == 0 and all_running(h, PODS), 900)
@@ -47,7 +36,7 @@ async def test_dropped_watch_streams_and_failing_writes(
         assert chaos.counts()["stream-dropped"] >= 3
         assert daemon.ctx.stats.counters["watch_errors"] >= chaos.counts()["stream-dropped"]
         assert launched(h) == NODES + 1
-        assert [k for k, n in ledger.evictions.items() if n > 1 or k.endswith("(again)")] == []
+        assert ledger.evicted_twice() == []
 
 
 @pytest.mark.looptime
@@ -60,7 +49,7 @@ async def test_an_api_server_gone_for_a_minute_during_a_burst(
         daemon = faulty_daemon(h, chaos)
         await h.tg.start(daemon.run)
         await anyio.sleep(35)  # the outage has begun: the watch is lost and cannot be re-opened
-        add_pods(h)
+        add_pods(h, PODS)
         await anyio.sleep(50)
         assert h.world.hyperpod.calls["batch_add_nodes"] == 0  # blind: it cannot see the pods
         await wait_for(lambda: all_running(h, PODS), 600)
@@ -81,7 +70,7 @@ async def test_lost_watch_events_heal_at_the_next_relist(
         chaos = Chaos(seed, h.world.clock.now, lose_event=0.3)
         daemon = faulty_daemon(h, chaos)
         await h.tg.start(daemon.run)
-        add_pods(h)
+        add_pods(h, PODS)
         await wait_for(lambda: all_running(h, PODS), 1800)
         await anyio.sleep(600)
         assert chaos.counts()["event-lost"] >= 3
