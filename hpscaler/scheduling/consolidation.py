@@ -34,7 +34,7 @@ from hpscaler.model import (
     tolerates_all,
 )
 from hpscaler.scheduling.requirements import pod_terms, term_fits_labels
-from hpscaler.scheduling.scheduler import class_signature, solve
+from hpscaler.scheduling.scheduler import class_signature, node_target, solve
 from hpscaler.scheduling.types import SchedulingInput
 
 Vector = npt.NDArray[np.float64]
@@ -261,18 +261,10 @@ class _Room:
         self.targets: list[tuple[dict[str, str], tuple[Taint, ...]]] = []
         seen: dict[tuple[object, ...], int] = {}
         for i, node in enumerate(self.nodes):
-            labels = {**node.labels}
-            labels.setdefault(LABEL_HOSTNAME, node.name)
-            closed = node.unschedulable or not node.ready
-            key = (
-                tuple(sorted((k, v) for k, v in labels.items() if k != LABEL_HOSTNAME)),
-                node.taints,
-                closed,
-            )
+            key, labels, taints = node_target(node)
             found = seen.get(key)
             if found is None:
                 found = seen[key] = len(self.targets)
-                taints = (*node.taints, _UNSCHEDULABLE) if closed else node.taints
                 self.targets.append((labels, taints))
             self.signature[i] = found
         self.compat: dict[tuple[object, ...], npt.NDArray[np.bool_]] = {}
@@ -435,9 +427,6 @@ class _Room:
             return None
         by_key = {p.key: p for p in pods}
         return {self.row[name]: [by_key[k] for k in keys] for name, keys in plan.existing.items()}
-
-
-_UNSCHEDULABLE = Taint("node.kubernetes.io/unschedulable", "NoSchedule")
 
 
 @dataclass(slots=True, eq=False)

@@ -31,7 +31,7 @@ from hpscaler.model import (
     sum_resources,
     tolerates_all,
 )
-from hpscaler.scheduling.requirements import ANY, KeySets, first_conflict, key_sets, pod_terms, value_set
+from hpscaler.scheduling.requirements import KeySets, and_requirements, first_conflict, key_sets, pod_terms
 
 SPOT_TIER = 0
 ON_DEMAND_TIER = 1
@@ -87,9 +87,8 @@ def _base_template(
 
 
 def _constrain(sets: KeySets, labels: dict[str, str], requirements: Sequence[Requirement]) -> None:
-    """AND the NodePool's requirements into a template's value sets (as `key_sets` does)."""
-    for req in requirements:
-        sets[req.key] = sets.get(req.key, ANY).intersect(value_set(req))
+    """AND the NodePool's requirements into a template's value sets, and pin the labels they fix."""
+    and_requirements(sets, requirements)
     # Keys the NodePool constrains but does not pin stay open: a pod may choose among them.
     for req in requirements:
         if req.key not in labels:

@@ -278,21 +278,21 @@ class Placer:
         if closed is None:
             return
         cursor: dict[int, int] = {}  # demand group -> first shape of its list not ruled out for this bin
+        # Only this bin's placements change what is left while it fills: drop demands with no pods now,
+        # and afterwards only the one just placed can run out.
+        active = active[self.group_left[active] > 0]
         # Without topology, the fill is a function of the residual and of which demands have pods left:
         # bins opened alike (most of them, on a fixed-size group) repeat a recorded sequence of runs.
         key: tuple[int, bytes, bytes, bytes] | None = None
         if candidates.plain:
-            active = active[self.group_left[active] > 0]
             key = (b.signature, b.capacity.tobytes(), b.residual.tobytes(), active.tobytes())
             recorded = self.patterns.get(key)
             if recorded is not None:
                 if all(self.place_run(b, g, n, candidates, cursor, closed) == n for g, n in recorded):
                     return
                 key = None
+                active = active[self.group_left[active] > 0]  # the replay placed some of them
         runs: list[tuple[int, int]] | None = [] if key is not None else None
-        # Only this bin's placements change what is left while it fills: drop demands with no pods now,
-        # and afterwards only the one just placed can run out.
-        active = active[self.group_left[active] > 0]
         demand = self.group_demand[active]
         scale = np.where(b.capacity > 0, 1.0 / np.maximum(b.capacity, EPS) ** 2, 0.0)
         while active.size:
@@ -366,16 +366,12 @@ class Placer:
 
         `checked`: `head_open` has just found the shape at the cursor open to the bin.
         """
-        members = candidates.lists[group]
         at = cursor.get(group, 0)
         placed = 0
-        while placed < count and at < len(members):
-            shape = self.shapes[members[at]]
-            if shape.remaining <= 0:
-                del members[at]  # for every bin of the signature: shapes never get pods back
-                candidates.stale = True
-                checked = False
-                continue
+        while placed < count:
+            shape = self.live_shape(candidates, group, at)
+            if shape is None:
+                break
             cls = shape.cls
             if cls.index in closed:
                 at += 1
@@ -389,26 +385,32 @@ class Placer:
                     continue
                 self.place(shape, b)
                 placed += 1
-                checked = False
             else:
                 take = min(count - placed, shape.remaining)
                 self.place(shape, b, take)
                 placed += take
+            checked = False
         cursor[group] = at
         return placed
+
+    def live_shape(self, candidates: Candidates, group: int, at: int) -> Shape | None:
+        """The shape at position `at` of `group`'s list once spent shapes there are dropped (None: past
+        the end)."""
+        members = candidates.lists[group]
+        while at < len(members):
+            shape = self.shapes[members[at]]
+            if shape.remaining > 0:
+                return shape
+            del members[at]  # for every bin of the signature: shapes never get pods back
+            candidates.stale = True
+        return None
 
     def head_open(
         self, b: Bin, group: int, candidates: Candidates, cursor: dict[int, int], closed: set[int]
     ) -> bool:
         """Move the cursor of `group` to its first shape that may go onto `b` now; whether there is one."""
-        members = candidates.lists[group]
         at = cursor.get(group, 0)
-        while at < len(members):
-            shape = self.shapes[members[at]]
-            if shape.remaining <= 0:
-                del members[at]
-                candidates.stale = True
-                continue
+        while (shape := self.live_shape(candidates, group, at)) is not None:
             cls = shape.cls
             if cls.index not in closed:
                 if not cls.topology.constrained or not self.closed_to(cls, b):
@@ -417,7 +419,7 @@ class Placer:
                 self.park(b, cls)
             at += 1
         cursor[group] = at
-        return at < len(members)
+        return shape is not None
 
     def still_open(
         self,
@@ -429,19 +431,11 @@ class Placer:
         """Which demand groups of `active` have a shape left whose class is not known to be closed."""
         keep = np.ones(len(active), dtype=bool)
         for row, group in enumerate(active.tolist()):
-            members = candidates.lists[group]
             at = cursor.get(group, 0)
-            while at < len(members):
-                shape = self.shapes[members[at]]
-                if shape.remaining <= 0:
-                    del members[at]
-                    candidates.stale = True
-                    continue
-                if shape.cls.index not in closed:
-                    break
+            while (shape := self.live_shape(candidates, group, at)) is not None and shape.cls.index in closed:
                 at += 1
             cursor[group] = at
-            keep[row] = at < len(members)
+            keep[row] = shape is not None
         return keep
 
     def park(self, b: Bin, cls: PodClass) -> None:

@@ -132,10 +132,13 @@ def exactly(value: str) -> ValueSet:
 
 def key_sets(requirements: Iterable[Requirement], labels: Mapping[str, str] | None = None) -> KeySets:
     """AND a list of requirements (and exact labels) into one value set per key."""
-    sets: KeySets = {key: exactly(value) for key, value in (labels or {}).items()}
+    return and_requirements({key: exactly(value) for key, value in (labels or {}).items()}, requirements)
+
+
+def and_requirements(sets: KeySets, requirements: Iterable[Requirement]) -> KeySets:
+    """AND a list of requirements into `sets`, in place; returns `sets`."""
     for req in requirements:
-        current = sets.get(req.key, ANY)
-        sets[req.key] = current.intersect(value_set(req))
+        sets[req.key] = sets.get(req.key, ANY).intersect(value_set(req))
     return sets
 
 

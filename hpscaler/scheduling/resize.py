@@ -38,8 +38,9 @@ SizeKey = tuple[PeerKey, frozenset[int]]
 Demands = dict[tuple[tuple[str, int], ...], list[float]]  # a pod's requests -> its demand row
 
 
-def right_size(placer: Placer, sizer: Sizer) -> None:
+def right_size(sizer: Sizer) -> None:
     """Resize, then split, the new nodes of a finished packing (see the module docstring)."""
+    placer = sizer.placer
     _apply_switches(placer, sizer.cheaper_options(placer.new_bins))
     pieces = _apply_splits(placer, sizer.cheaper_splits(placer.new_bins))
     if pieces:
@@ -284,11 +285,7 @@ def _apply_splits(placer: Placer, splits: list[tuple[Bin, Option, list[list[Pod]
                 piece.placed = part
                 piece.residual = cap - used
             else:
-                name = placer.fresh_name(option.group.name, len(placer.new_bins) + 1)
-                labels = {**option.labels, LABEL_HOSTNAME: name}
-                piece = Bin(name, "new", labels, cap - used, cap, option.index, option, part, set(b.classes))
-                placer.new_bins.append(piece)
-                placer.new_zone_bins.setdefault(piece.zone, []).append(piece)
-                placer.add_usage(option.node_pool.name, option.capacity)
+                piece = placer.open_bin(option)
+                piece.placed, piece.residual, piece.classes = part, cap - used, set(b.classes)
             pieces.append(piece)
     return pieces

@@ -56,6 +56,20 @@ def class_signature(pod: Pod, label_keys: frozenset[str]) -> tuple[object, ...]:
     )
 
 
+_UNSCHEDULABLE = Taint("node.kubernetes.io/unschedulable", "NoSchedule")
+
+
+def node_target(node: Node) -> tuple[tuple[object, ...], dict[str, str], tuple[Taint, ...]]:
+    """What decides which pods may go onto `node`: a key equal for nodes alike (all labels but the
+    hostname, taints, whether it is closed), its labels (with its hostname) and its effective taints
+    (a cordoned or not Ready node takes no pods)."""
+    labels = dict(node.labels)
+    labels.setdefault(LABEL_HOSTNAME, node.name)
+    closed = node.unschedulable or not node.ready
+    key = (tuple(sorted((k, v) for k, v in labels.items() if k != LABEL_HOSTNAME)), node.taints, closed)
+    return key, labels, (*node.taints, _UNSCHEDULABLE) if closed else node.taints
+
+
 def _options_signature(pod: Pod) -> tuple[object, ...]:
     """What decides which launch options and nodes a pod is compatible with."""
     return (tuple(sorted(pod.node_selector.items())), pod.node_affinity, pod.tolerations)
@@ -89,9 +103,10 @@ class _Solver(GangPlacer):
             sig = class_signature(pod, label_keys)
             cls = by_signature.get(sig)
             if cls is None:
-                okey = by_options.get(_options_signature(pod))
+                osig = _options_signature(pod)
+                okey = by_options.get(osig)
                 if okey is None:
-                    okey = by_options[_options_signature(pod)] = self.add_option_set(pod)
+                    okey = by_options[osig] = self.add_option_set(pod)
                 cls = PodClass(len(self.classes), pod, self.option_terms[okey], okey)
                 cls.options = self.option_sets[okey]
                 cls.option_ids = self.option_id_sets[okey]
@@ -159,25 +174,13 @@ class _Solver(GangPlacer):
     def build_bins(self) -> None:
         for node in self.inp.nodes:
             self.taken_names.add(node.name)
-            labels = dict(node.labels)
-            labels.setdefault(LABEL_HOSTNAME, node.name)
+            key, labels, taints = node_target(node)
             used = self.vector(node.used())
             cap = self.vector(node.allocatable)
-            closed = node.unschedulable or not node.ready
-            key = (
-                tuple(sorted((k, v) for k, v in labels.items() if k != LABEL_HOSTNAME)),
-                node.taints,
-                closed,
-            )
             signature = self.node_signatures.get(key)
             if signature is None:
                 signature = len(self.options) + len(self.node_signatures)
                 self.node_signatures[key] = signature
-                taints = (
-                    (*node.taints, Taint("node.kubernetes.io/unschedulable", "NoSchedule"))
-                    if closed
-                    else node.taints
-                )
                 self.signature_targets[signature] = (labels, taints)
                 self.existing_zones[signature] = labels.get(LABEL_ZONE, "")
             self.add_bin(Bin(node.name, "existing", labels, np.maximum(cap - used, 0.0), cap, signature))
@@ -292,7 +295,7 @@ class _Solver(GangPlacer):
         self.place_on_existing()
         self.place_on_new()
         if self.new_bins:
-            right_size(self, self.sizer())
+            right_size(self.sizer())
         plan = Plan(unschedulable=self.unschedulable)
         for b in self.bins:
             if b.placed:

@@ -230,11 +230,3 @@ def record(topo: ClassTopology, labels: Mapping[str, str], delta: int) -> None:
     for group in topo.owns:
         _bump(group.owners, labels.get(group.key), delta)
         group.version += 1
-
-
-def zone_preference(topo: ClassTopology, zones: Iterable[str]) -> list[str]:
-    """Zones ordered so that spread constraints are met best (least-loaded domain first)."""
-    zone_spreads = [s for s in topo.spreads if s.domains]
-    if not zone_spreads:
-        return list(zones)
-    return sorted(zones, key=lambda z: tuple(s.group.counts.get(z, 0) for s in zone_spreads))
