@@ -9,33 +9,35 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal, cast
+from collections.abc import Collection
+from typing import Literal, cast, get_args
 
 import structlog
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
-FORMATS = ("auto", "json", "console")
 Format = Literal["auto", "json", "console"]
+FORMATS: tuple[str, ...] = get_args(Format)
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
     """The handler `configure` installs on the root logger (found again and replaced on reconfigure)."""
 
 
+def _choice(value: str, choices: Collection[str], what: str) -> str:
+    name = value.strip().lower()
+    if name not in choices:
+        raise ValueError(f"unknown log {what} {value!r}; use one of {', '.join(choices)}")
+    return name
+
+
 def parse_level(value: str) -> str:
     """A level name from configuration or the environment; ValueError naming the choices."""
-    level = value.strip().lower()
-    if level not in LEVELS:
-        raise ValueError(f"unknown log level {value!r}; use one of {', '.join(LEVELS)}")
-    return level
+    return _choice(value, LEVELS, "level")
 
 
 def parse_format(value: str) -> Format:
     """A format name from configuration or the environment; ValueError naming the choices."""
-    fmt = value.strip().lower()
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown log format {value!r}; use one of {', '.join(FORMATS)}")
-    return cast(Format, fmt)
+    return cast(Format, _choice(value, FORMATS, "format"))
 
 
 def configure(level: str = "info", fmt: Format = "auto") -> None:

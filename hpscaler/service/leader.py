@@ -44,14 +44,13 @@ class LeaderElector:
         lease_seconds: float,
         renew_seconds: float,
         clock: Clock,
-        retry_seconds: float | None = None,
     ) -> None:
         self.kube = kube
         self.name = name
         self.holder = holder
         self.lease_seconds = lease_seconds
         self.renew_seconds = min(renew_seconds, lease_seconds)
-        self.retry_seconds = retry_seconds if retry_seconds is not None else min(2.0, self.renew_seconds / 2)
+        self.retry_seconds = min(2.0, self.renew_seconds / 2)
         # Stop acting this long before the lease runs out on our clock: covers scheduling delays and
         # small clock differences with the replica that would take over.
         self.margin = min(2.0, lease_seconds / 5)

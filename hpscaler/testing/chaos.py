@@ -115,10 +115,11 @@ class Chaos:
         self._maybe_kill("after")
         if self.lose_answers.get(op, 0) > 0:
             self.lose_answers[op] -= 1
-            self._record(backend, op, "lost-answer")
-            raise BackendError(f"{op}: answer lost after the call took effect", code="RequestTimeout")
-        rates = self.rates.get(backend)
-        if rates is not None and rates.lost_answer and self.rng.random() < rates.lost_answer:
+            lost = True
+        else:
+            rates = self.rates.get(backend)
+            lost = rates is not None and bool(rates.lost_answer) and self.rng.random() < rates.lost_answer
+        if lost:
             self._record(backend, op, "lost-answer")
             raise BackendError(f"{op}: answer lost after the call took effect", code="RequestTimeout")
 
