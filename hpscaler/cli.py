@@ -10,7 +10,6 @@ from typing import NoReturn
 import click
 
 from hpscaler import __version__
-from hpscaler.catalogue import PriceOverride, load_catalogue
 from hpscaler.config import ConfigError, LoadedConfig, default_config_path, load_config
 from hpscaler.kube.objects import ManifestError, load_manifest_file
 from hpscaler.logs import configure as configure_logging
@@ -127,11 +126,7 @@ def plan(
     for name in (*settings.out_of_capacity, *ooc):
         for zone in groups[name].zones:
             unavailable[(name, zone)] = "marked out of capacity"
-    catalogue = load_catalogue()
-    if settings.prices:
-        catalogue = catalogue.with_prices(
-            {name: PriceOverride(p.on_demand, p.spot) for name, p in settings.prices.items()}
-        )
+    catalogue = config.catalogue()
     by_node: dict[str, list[Pod]] = {}
     for pod in bound:
         by_node.setdefault(pod.node_name, []).append(pod)
@@ -208,9 +203,9 @@ def run(config_path: str) -> None:
     from hpscaler.backends.registry import BackendNotFound
     from hpscaler.service.run import run_service
 
-    _load(config_path)  # invalid configuration: exit 2 with every problem listed
+    config = _load(config_path)  # invalid configuration: exit 2 with every problem listed
     try:
-        code = run_service(config_path)
+        code = run_service(config_path, config)
     except (BackendNotFound, ValueError) as exc:
         _fail(str(exc))
     sys.exit(code)

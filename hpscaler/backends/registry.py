@@ -62,17 +62,29 @@ def load_factory(name: str) -> BackendFactory:
     return factory
 
 
-@asynccontextmanager
-async def open_backends(config: LoadedConfig) -> AsyncIterator[BackendSet]:
-    """Open every configured backend and combine them by role."""
+def backend_roles(config: LoadedConfig) -> dict[str, str]:
+    """Which backend serves each role (a `BackendSet` field), from `spec.backends`."""
     roles = config.settings.backends
-    wanted = {
+    return {
         "kubernetes": roles.kubernetes,
         "hyperpod": roles.aws,
         "interruptions": roles.aws,
         "scores": roles.scores or roles.aws,
         "prices": roles.aws,
     }
+
+
+def check_backends(config: LoadedConfig) -> None:
+    """Raise `BackendNotFound` (naming the installed ones) for a configured backend that is missing."""
+    for name in dict.fromkeys(backend_roles(config).values()):
+        load_factory(name)
+
+
+@asynccontextmanager
+async def open_backends(config: LoadedConfig) -> AsyncIterator[BackendSet]:
+    """Open every configured backend and combine them by role."""
+    roles = config.settings.backends
+    wanted = backend_roles(config)
     combined = BackendSet()
     async with AsyncExitStack() as stack:
         opened: dict[str, BackendSet] = {}

@@ -85,6 +85,13 @@ class LoadedConfig:
     warnings: tuple[ConfigIssue, ...]
     sources: tuple[str, ...]
 
+    def catalogue(self) -> Catalogue:
+        """The packaged instance catalogue with the prices `spec.prices` overrides."""
+        catalogue = load_catalogue()
+        if self.settings.prices:
+            catalogue = catalogue.with_prices(self.settings.price_overrides())
+        return catalogue
+
 
 def default_config_path() -> Path:
     """The directory of the embedded example world (the HyperPod Spot documentation's cluster)."""

@@ -30,14 +30,14 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from hpscaler.backends.registry import BackendSet, open_backends
-from hpscaler.catalogue import Catalogue, load_catalogue
+from hpscaler.backends.registry import BackendNotFound, BackendSet, check_backends, open_backends
+from hpscaler.catalogue import Catalogue
 from hpscaler.clock import Clock, SystemClock
 from hpscaler.config import ConfigError, LoadedConfig, check_capacity_type_unchanged, load_config
 from hpscaler.config.validate import ConfigIssue
 from hpscaler.daemon.app import Daemon
 from hpscaler.daemon.context import Backends
-from hpscaler.logs import Format, parse_format, parse_level
+from hpscaler.logs import Format, configure, parse_format, parse_level
 from hpscaler.service import systemd
 from hpscaler.service.health import health_server
 from hpscaler.service.leader import LeaderElector
@@ -79,6 +79,42 @@ def _issues(issues: list[ConfigIssue]) -> list[dict[str, str]]:
         for i in issues
         if i.severity == "error"
     ]
+
+
+def _reject_reload(path: str, detail: str, issues: list[ConfigIssue]) -> bool:
+    log.error(
+        "config_reload_rejected",
+        path=path,
+        errors=_issues(issues),
+        detail=detail,
+        kept="previous configuration",
+    )
+    return False
+
+
+def reload_problems(old: LoadedConfig, new: LoadedConfig, path: str) -> list[ConfigIssue]:
+    """Why `new` cannot replace `old` in a running service (changes that need a restart to be safe)."""
+    problems = check_capacity_type_unchanged(old.instance_groups, new.instance_groups)
+    if new.cluster_name != old.cluster_name:
+        problems.append(
+            ConfigIssue(
+                ",".join(new.sources) or path,
+                "HpscalerConfig",
+                "spec.clusterName",
+                f"changed from {old.cluster_name!r} to {new.cluster_name!r}",
+                "a different cluster needs a restart of hpscaler",
+            )
+        )
+    return problems
+
+
+def keep_restart_sections(old: LoadedConfig, new: LoadedConfig) -> tuple[LoadedConfig, list[str]]:
+    """`new` with the `RESTART_SECTIONS` that changed put back to `old`'s values, and their names."""
+    fixed = [n for n in RESTART_SECTIONS if getattr(old.settings, n) != getattr(new.settings, n)]
+    if not fixed:
+        return new, fixed
+    kept = {name: getattr(old.settings, name) for name in fixed}
+    return replace(new, settings=new.settings.model_copy(update=kept)), fixed
 
 
 def log_settings(config: LoadedConfig) -> tuple[str, Format]:
@@ -162,39 +198,12 @@ class Service:
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
-            log.error(
-                "config_reload_rejected",
-                path=path,
-                errors=_issues(exc.issues),
-                detail=str(exc),
-                kept="previous configuration",
-            )
-            return False
-        old = self.config
-        problems = check_capacity_type_unchanged(old.instance_groups, new.instance_groups)
-        if new.cluster_name != old.cluster_name:
-            problems.append(
-                ConfigIssue(
-                    ",".join(new.sources) or path,
-                    "HpscalerConfig",
-                    "spec.clusterName",
-                    f"changed from {old.cluster_name!r} to {new.cluster_name!r}",
-                    "a different cluster needs a restart of hpscaler",
-                )
-            )
+            return _reject_reload(path, str(exc), exc.issues)
+        problems = reload_problems(self.config, new, path)
         if problems:
-            log.error(
-                "config_reload_rejected",
-                path=path,
-                errors=_issues(problems),
-                detail="; ".join(map(str, problems)),
-                kept="previous configuration",
-            )
-            return False
-        fixed = [n for n in RESTART_SECTIONS if getattr(old.settings, n) != getattr(new.settings, n)]
+            return _reject_reload(path, "; ".join(map(str, problems)), problems)
+        new, fixed = keep_restart_sections(self.config, new)
         if fixed:
-            kept = {name: getattr(old.settings, name) for name in fixed}
-            new = replace(new, settings=new.settings.model_copy(update=kept))
             log.warning(
                 "config_reload_needs_restart",
                 path=path,
@@ -204,11 +213,8 @@ class Service:
         try:
             level, fmt = log_settings(new)
         except ValueError as exc:
-            log.error("config_reload_rejected", path=path, errors=[], detail=str(exc), kept="previous")
-            return False
+            return _reject_reload(path, str(exc), [])
         if self.log_applied is not None and self.log_applied != (level, fmt):
-            from hpscaler.logs import configure
-
             configure(level, fmt)
             self.log_applied = (level, fmt)
         self.config = new
@@ -376,26 +382,20 @@ class Service:
         log.info("service_stopped", reason=self._stop_reason or None, lease_released=released)
 
 
-def run_service(config_path: str | Path) -> int:
-    """Load configuration and serve (the `hpscaler run` command); the process exit code.
+def run_service(config_path: str | Path, config: LoadedConfig | None = None) -> int:
+    """Load configuration (unless the caller already did) and serve (the `hpscaler run` command).
 
-    Raises ConfigError (invalid configuration), ValueError (bad HPSCALER_LOG_* value) and
-    BackendNotFound before serving; a crash while serving is logged and gives exit code 1.
+    The process exit code. Raises ConfigError (invalid configuration), ValueError (bad
+    HPSCALER_LOG_* value) and BackendNotFound before serving; a crash while serving is logged and
+    gives exit code 1.
     """
-    from hpscaler.logs import configure
-
     path = Path(config_path)
-    config = load_config(path)
+    if config is None:
+        config = load_config(path)
     level, fmt = log_settings(config)
     configure(level, fmt)
-    catalogue = load_catalogue()
-    if config.settings.prices:
-        catalogue = catalogue.with_prices(config.settings.price_overrides())
-    from hpscaler.backends.registry import BackendNotFound, load_factory
-
-    roles = config.settings.backends
-    for name in dict.fromkeys(n for n in (roles.kubernetes, roles.aws, roles.scores) if n):
-        load_factory(name)  # BackendNotFound naming the installed backends, before anything is opened
+    catalogue = config.catalogue()
+    check_backends(config)  # before anything is opened
     try:
         anyio.run(Service(path, config, catalogue, log_applied=(level, fmt)).serve)
     except BackendNotFound:

@@ -16,7 +16,6 @@ import anyio
 import looptime
 
 from hpscaler.backends.types import NodeStatus
-from hpscaler.catalogue import PriceOverride, load_catalogue
 from hpscaler.clock import LoopClock
 from hpscaler.config import LoadedConfig
 from hpscaler.daemon.app import Daemon
@@ -287,11 +286,7 @@ async def run_scenario(scenario: Scenario, config: LoadedConfig) -> dict[str, An
     """Run the scenario to its end and return the report."""
     clock = LoopClock(EPOCH)
     world = _world(scenario, config, clock)
-    catalogue = load_catalogue()
-    if config.settings.prices:
-        catalogue = catalogue.with_prices(
-            {n: PriceOverride(p.on_demand, p.spot) for n, p in config.settings.prices.items()}
-        )
+    catalogue = config.catalogue()
     backends = Backends(world.kubernetes, world.hyperpod, world.placement, world.interruptions)
     daemon = Daemon(config, backends, catalogue, clock)
     recorder = Recorder(clock, world, scenario.sample_seconds)

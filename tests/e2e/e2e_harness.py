@@ -420,9 +420,7 @@ async def running(
     recorded instead of ending the test process.
     """
     config = load_config(config_path)
-    catalogue = load_catalogue()
-    if config.settings.prices:
-        catalogue = catalogue.with_prices(config.settings.price_overrides())
+    catalogue = config.catalogue()
     overruns: list[int] = []
     service = Service(config_path, config, catalogue, backends_opener=backends_opener, exit=overruns.append)
     stopped = anyio.Event()
