@@ -25,6 +25,7 @@ from hpscaler.backends.types import (
     WatchEvent,
 )
 from hpscaler.model import InstanceGroup, Pod, Taint
+from hpscaler.provisioning.provreq import RequestCondition, RequestSet
 
 
 class BackendError(Exception):
@@ -158,4 +159,20 @@ class NodeConfigSource(Protocol):
 
     async def publish_status(self, groups: Mapping[str, InstanceGroup] | None) -> int:
         """Write the status conditions of the objects last read; returns how many changed."""
+        ...
+
+
+@runtime_checkable
+class ProvisioningRequestSource(Protocol):
+    """ProvisioningRequests (`autoscaling.x-k8s.io/v1`) and the PodTemplates they reference, with their
+    status written back through the status subresource. Implemented by Kubernetes backends."""
+
+    async def provisioning_requests(self) -> RequestSet:
+        """Every ProvisioningRequest and the PodTemplates of their namespaces."""
+        ...
+
+    async def write_provisioning_request_status(
+        self, namespace: str, name: str, conditions: Sequence[RequestCondition]
+    ) -> bool:
+        """Merge `conditions` into the request's status; False when nothing changed (or it is gone)."""
         ...

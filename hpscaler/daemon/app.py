@@ -9,6 +9,7 @@ import anyio
 from anyio import CancelScope
 from anyio.abc import TaskStatus
 
+from hpscaler.backends.protocols import ProvisioningRequestSource
 from hpscaler.catalogue import Catalogue
 from hpscaler.clock import Clock
 from hpscaler.config import LoadedConfig
@@ -18,6 +19,7 @@ from hpscaler.daemon.context import Backends, DaemonContext
 from hpscaler.daemon.interruption import InterruptionHandler
 from hpscaler.daemon.persistence import load_backoffs, persist_backoffs
 from hpscaler.daemon.provisioner import Provisioner
+from hpscaler.daemon.provreq import ProvisioningRequests
 from hpscaler.daemon.recovery import clear_orphaned_taints
 from hpscaler.daemon.refresh import (
     refresh_scores,
@@ -53,6 +55,12 @@ class Daemon:
         self.provisioner = Provisioner(self.ctx)
         self.interruptions = InterruptionHandler(self.ctx, self.provisioner)
         self.consolidator = Consolidator(self.ctx, self.provisioner)
+        source = backends.kubernetes
+        self.provisioning_requests = (
+            ProvisioningRequests(self.ctx, self.provisioner, source)
+            if isinstance(source, ProvisioningRequestSource)
+            else None
+        )
         self._scope: CancelScope | None = None
         self._stop_requested = False
         self.stopped = anyio.Event()  # set once `run` has returned (every loop has ended)
@@ -72,6 +80,8 @@ class Daemon:
                 tg.start_soon(self.provisioner.run_launch_monitor, MONITOR_SECONDS)
                 tg.start_soon(self.interruptions.run)
                 tg.start_soon(self.consolidator.run)
+                if self.provisioning_requests is not None:
+                    tg.start_soon(self.provisioning_requests.run, name="provisioning-requests")
                 tg.start_soon(refresh_scores, self.ctx)
                 tg.start_soon(refresh_spot_prices, self.ctx)
                 tg.start_soon(sync_node_config, self.ctx)

@@ -10,6 +10,7 @@ from hpscaler.daemon.drain import DISRUPTED_TAINT, REASON_ANNOTATION, Drainer
 from hpscaler.daemon.provisioner import Provisioner
 from hpscaler.daemon.state import instance_id_of
 from hpscaler.model import LABEL_NODEPOOL, Node, NodePool, as_pending
+from hpscaler.provisioning.bookings import with_holders
 from hpscaler.scheduling.consolidation import ConsolidationDecision, Removal, decide_consolidation
 from hpscaler.scheduling.types import SchedulingInput
 
@@ -45,6 +46,7 @@ class Consolidator:
         """The pure decision over the current cache."""
         ctx = self.ctx
         nodes, pending = ctx.cache.snapshot()
+        nodes = with_holders(nodes, ctx.held)  # booked capacity is never consolidated away
         try:
             pdbs = await ctx.backends.kubernetes.list_disruption_budgets()
         except BackendError as exc:

@@ -75,6 +75,8 @@ class DaemonContext:
     # Pods on disrupted nodes that will need a new home (pending twins), until they are evicted.
     displaced: dict[str, Pod] = field(default_factory=dict)
     changed: anyio.Event = field(default_factory=anyio.Event)
+    # Node or in-flight node -> pods holding capacity booked for ProvisioningRequests there.
+    held: dict[str, list[Pod]] = field(default_factory=dict)
     log: structlog.typing.FilteringBoundLogger = field(
         default_factory=lambda: structlog.get_logger("hpscaler")
     )

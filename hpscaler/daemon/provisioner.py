@@ -19,9 +19,10 @@ from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import AddResult, HyperPodNode, NodeStatus
 from hpscaler.daemon.context import DaemonContext
 from hpscaler.daemon.state import joined_instance_ids
-from hpscaler.model import Pod
+from hpscaler.model import Node, Pod
 from hpscaler.planning import group_additions
 from hpscaler.provisioning.batching import AddRequest, batch_additions, client_token
+from hpscaler.provisioning.bookings import with_holders
 from hpscaler.provisioning.launches import InFlight, review_launches
 from hpscaler.scheduling.scheduler import solve
 from hpscaler.scheduling.types import InFlightNode, Plan, SchedulingInput
@@ -180,6 +181,16 @@ class Provisioner:
         now = ctx.clock.now()
         for pod in pending:
             ctx.stats.first_pending.setdefault(pod.key, now)
+        # Capacity booked for ProvisioningRequests is held by pods of its own (`daemon.provreq`).
+        nodes = with_holders(nodes, ctx.held)
+        inp = self.scheduling_input(pending, nodes, self.inflight_nodes())
+        plan = solve(inp)
+        ctx.stats.decision_seconds.append(time.perf_counter() - started)
+        return plan
+
+    def inflight_nodes(self) -> list[InFlightNode]:
+        """The nodes asked for and not joined yet, with the booked capacity they hold."""
+        ctx = self.ctx
         inflight = []
         for record in ctx.inflight.values():
             group = ctx.groups.get(record.group)
@@ -193,9 +204,17 @@ class Provisioner:
                     group.instance_types[0],
                     group.zones[0],
                     group.capacity_type,
+                    list(ctx.held.get(record.logical_id, ())),
                 )
             )
-        inp = SchedulingInput(
+        return inflight
+
+    def scheduling_input(
+        self, pending: Sequence[Pod], nodes: Sequence[Node], inflight: Sequence[InFlightNode]
+    ) -> SchedulingInput:
+        """The scheduler's input for these pods on these nodes, with the daemon's current knowledge."""
+        ctx = self.ctx
+        return SchedulingInput(
             pods=pending,
             nodes=nodes,
             inflight=inflight,
@@ -205,12 +224,9 @@ class Provisioner:
             catalogue=ctx.catalogue,
             daemonsets=[],
             placement_scores={**ctx.config.settings.placement_scores, **ctx.scores},
-            unavailable=ctx.unavailable.snapshot(now),
+            unavailable=ctx.unavailable.snapshot(ctx.clock.now()),
             region=ctx.config.settings.region,
         )
-        plan = solve(inp)
-        ctx.stats.decision_seconds.append(time.perf_counter() - started)
-        return plan
 
     async def _request(self, plan: Plan, extra_pending: Sequence[Pod]) -> bool:
         """Send the plan's additions; True if some group was refused (the caller re-plans)."""

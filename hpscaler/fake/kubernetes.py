@@ -21,6 +21,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import DisruptionBudgetStatus, EvictionOutcome, Lease, WatchEvent, WatchKind
 from hpscaler.clock import Clock
+from hpscaler.fake.provreqs import ProvisioningRequestsMixin
 from hpscaler.model import LABEL_HOSTNAME, PODS_RESOURCE, LabelSelector, Node, Pod, Taint, fits, tolerates_all
 
 DEFAULT_MAX_PODS = 110
@@ -202,7 +203,7 @@ def _domain(node: Node, topology_key: str) -> str | None:
     return value
 
 
-class FakeKubernetes:
+class FakeKubernetes(ProvisioningRequestsMixin):
     """In-memory `KubernetesCluster`: pods, nodes, PodDisruptionBudgets, leases and events."""
 
     def __init__(self, clock: Clock, *, timers: Timers | None = None) -> None:

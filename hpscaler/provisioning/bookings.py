@@ -49,6 +49,7 @@ class Booking:
     held: dict[str, set[str]] = field(default_factory=dict)  # request -> node names holding it
     lost: dict[str, str] = field(default_factory=dict)  # request -> why its booking no longer fits
     broken: dict[str, str] = field(default_factory=dict)  # request -> why its pods cannot be built
+    holders: dict[str, list[Pod]] = field(default_factory=dict)  # node or in-flight node -> holders
 
     def hold(self, pods: Sequence[Pod], where: Mapping[str, str]) -> None:
         """Attach holders for `pods` at `where` (pod key -> node or in-flight node name)."""
@@ -57,6 +58,7 @@ class Booking:
             name = where.get(pod.key)
             if name:
                 by_node.setdefault(name, []).append(holder(pod, name))
+                self.holders.setdefault(name, []).append(by_node[name][-1])
                 self.held.setdefault(f"{pod.namespace}/{pod.owner_name}", set()).add(name)
         if not by_node:
             return
@@ -68,6 +70,13 @@ class Booking:
             dataclasses.replace(f, pods=[*f.pods, *by_node[f.name]]) if f.name in by_node else f
             for f in self.inflight
         ]
+
+
+def with_holders(nodes: Sequence[Node], held: Mapping[str, Sequence[Pod]]) -> list[Node]:
+    """`nodes` with the holders of booked capacity bound to them (copies where there are any)."""
+    if not held:
+        return list(nodes)
+    return [dataclasses.replace(n, pods=[*n.pods, *held[n.name]]) if n.name in held else n for n in nodes]
 
 
 def placements(

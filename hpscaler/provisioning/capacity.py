@@ -14,10 +14,11 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from hpscaler.model import Node, Pod
+from hpscaler.model import LABEL_ZONE, Node, Pod
 from hpscaler.provisioning.bookings import Booking, place_bookings, placements, review, unbuildable
 from hpscaler.provisioning.provreq import (
     ACCEPTED,
+    BEING_PROVISIONED,
     CAPACITY_IS_FOUND,
     CAPACITY_IS_NOT_FOUND,
     CAPACITY_IS_PROVISIONED,
@@ -51,6 +52,7 @@ class Attempt:
     request: ProvisioningRequest
     pods: list[Pod]
     plan: Plan
+    zone: str = ""  # finishing a partial launch in this zone
 
 
 @dataclass(slots=True)
@@ -60,6 +62,8 @@ class Decision:
     changes: list[StatusChange] = field(default_factory=list)
     booking: Booking | None = None
     attempt: Attempt | None = None
+    # requests whose launches are to be cancelled (a partial launch the zone cannot finish) -> pod keys
+    release: dict[str, set[str]] = field(default_factory=dict)
     # request -> the nodes (existing, in-flight or new) its pods were placed on this round
     nodes: dict[str, list[str]] = field(default_factory=dict)
 
@@ -111,7 +115,8 @@ def decide(
     booking = place_bookings(requests, templates, consumers(live_pods), nodes, inflight, base)
     decision = Decision(review(requests, booking, now, booking_seconds=booking_seconds), booking)
     ending = {c.request for c in decision.changes}
-    for req in queue_order(requests):
+    ordered = queue_order(requests)
+    for req in [*(r for r in ordered if r.launching), *(r for r in ordered if not r.launching)]:
         if req.finished or req.booked or req.key in ending:
             continue
         try:
@@ -119,7 +124,9 @@ def decide(
         except TemplateError as exc:
             decision.changes.append(unbuildable(req, exc, now))
             continue
-        if req.class_name == CHECK_CAPACITY:
+        if req.launching:
+            _launching(decision, booking, req, pods, base, now, provision=provision)
+        elif req.class_name == CHECK_CAPACITY:
             _check(decision, booking, req, pods, base, now)
         elif provision and decision.attempt is None:
             _atomic(decision, booking, req, pods, base, now)
@@ -170,6 +177,64 @@ def _atomic(
     decision.attempt = Attempt(req, pods, plan)
 
 
+def _launching(
+    decision: Decision,
+    booking: Booking,
+    req: ProvisioningRequest,
+    pods: list[Pod],
+    base: SchedulingInput,
+    now: float,
+    *,
+    provision: bool,
+) -> None:
+    """A request whose nodes are on their way: Provisioned once they all joined; a launch that failed
+    is finished in the same zone, or everything launched for the request is released."""
+    closed = without_provisioning(base)
+    joined = solve(scheduling_input(closed, pods, booking.nodes, ()))
+    if placed_keys(joined) >= {p.key for p in pods}:
+        booking.hold(pods, placements(joined.existing, joined.inflight))
+        decision.nodes[req.key] = _nodes_of(joined, pods)
+        message = f"Capacity is provisioned: the nodes for all {len(pods)} pods joined the cluster"
+        done = RequestCondition(PROVISIONED, "True", CAPACITY_IS_PROVISIONED, message, now)
+        decision.changes.append(StatusChange(req.key, (done,)))
+        return
+    coming = solve(scheduling_input(closed, pods, booking.nodes, booking.inflight))
+    if placed_keys(coming) >= {p.key for p in pods}:
+        booking.hold(pods, placements(coming.existing, coming.inflight))
+        decision.nodes[req.key] = _nodes_of(coming, pods)
+        return
+    if not provision or decision.attempt is not None:
+        return
+    zone = _partial_zone(pods, booking, closed)
+    pinned = [dataclasses.replace(p, node_selector={**p.node_selector, LABEL_ZONE: zone}) for p in pods]
+    plan = solve(scheduling_input(base, pinned if zone else pods, booking.nodes, booking.inflight))
+    if zone and placed_keys(plan) >= {p.key for p in pods}:
+        decision.attempt = Attempt(req, pinned, plan, zone)
+        return
+    decision.release[req.key] = {p.key for p in pods}
+    why = (
+        f"a partial capacity error: nodes for only some of the {len(pods)} pods could be launched"
+        + (f" in {zone}" if zone else "")
+        + f", and the zone has no room for the rest ({_why(plan, pods)}); every node launched for the "
+        "request was released"
+    )
+    decision.changes.append(StatusChange(req.key, (not_found(req, why, now),)))
+
+
+def _partial_zone(pods: list[Pod], booking: Booking, closed: SchedulingInput) -> str:
+    """The zone holding most of the pods of a partial launch (where finishing costs least)."""
+    loose = [dataclasses.replace(p, gang=None) for p in pods]
+    plan = solve(scheduling_input(closed, loose, booking.nodes, booking.inflight))
+    zones: dict[str, int] = {}
+    node_zone = {n.name: n.labels.get(LABEL_ZONE, "") for n in booking.nodes}
+    node_zone.update({f.name: f.zone for f in booking.inflight})
+    for name, keys in (*plan.existing.items(), *plan.inflight.items()):
+        zone = node_zone.get(name, "")
+        if zone:
+            zones[zone] = zones.get(zone, 0) + len(keys)
+    return max(sorted(zones), key=lambda z: zones[z]) if zones else ""
+
+
 def _limits_hint(base: SchedulingInput, pods: list[Pod], booking: Booking) -> str:
     """If the NodePools' limits are what keeps the pods out, say so (the gang's own reason does not)."""
     limited = [p for p in base.node_pools if p.limits]
@@ -202,19 +267,19 @@ def confirm(
     base: SchedulingInput,
     now: float,
 ) -> StatusChange:
-    """After the nodes were asked for: `Provisioned=True` if all the pods now fit on nodes that exist
-    or are on their way; otherwise `Provisioned=False` (the caller releases what was launched)."""
+    """After the nodes were asked for: `Provisioned=False` (`CapacityIsBeingProvisioned`) if all the pods
+    now fit on nodes that exist or are on their way; otherwise `CapacityIsNotFound` (the caller
+    releases what was launched). `Provisioned=True` follows once the nodes joined (`decide`)."""
     req, pods = attempt.request, attempt.pods
     plan = solve(scheduling_input(without_provisioning(base), pods, nodes, inflight))
     if placed_keys(plan) >= {p.key for p in pods}:
         zones = sorted({n.zone for n in attempt.plan.new_nodes})
         message = (
-            f"Capacity is provisioned: {len(attempt.plan.new_nodes)} new nodes in {', '.join(zones)} "
-            f"for all {len(pods)} pods"
+            f"{len(attempt.plan.new_nodes)} new nodes in {', '.join(zones)} launching for all "
+            f"{len(pods)} pods; Provisioned once they all joined the cluster"
         )
         return StatusChange(
-            req.key,
-            (accepted(now), RequestCondition(PROVISIONED, "True", CAPACITY_IS_PROVISIONED, message, now)),
+            req.key, (accepted(now), RequestCondition(PROVISIONED, "False", BEING_PROVISIONED, message, now))
         )
     why = (
         f"nodes for all {len(pods)} pods could not be launched at once ({_why(plan, pods)}); "

@@ -54,6 +54,7 @@ FAILED_TO_CREATE_PODS = "FailedToCreatePods"
 RESERVATION_EXPIRED = "CapacityReservationTimeExpired"
 EXPIRED = "Expired"
 CAPACITY_LOST = "CapacityLost"
+BEING_PROVISIONED = "CapacityIsBeingProvisioned"  # ours: nodes asked for, not all joined yet
 
 BOOKING_SECONDS = 600.0  # Cluster Autoscaler's defaultReservationTime
 EXPIRY_SECONDS = 7 * 24 * 3600.0  # its defaultExpirationTime
@@ -116,6 +117,17 @@ class ProvisioningRequest:
     def finished(self) -> bool:
         """Failed, expired or revoked: nothing more to do for it."""
         return any(self.is_true(k) for k in (FAILED, BOOKING_EXPIRED, CAPACITY_REVOKED))
+
+    @property
+    def launching(self) -> bool:
+        """Nodes were asked for all its pods and have not all joined yet."""
+        found = self.condition(PROVISIONED)
+        return (
+            found is not None
+            and found.status == "False"
+            and found.reason == BEING_PROVISIONED
+            and not self.finished
+        )
 
     @property
     def booked(self) -> bool:
@@ -228,3 +240,31 @@ def holder(pod: Pod, where: str) -> Pod:
         phase="Running",
         created=pod.created,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSet:
+    """What a ProvisioningRequest source holds: the requests, their PodTemplates (as the pods they
+    describe, by `namespace/name`), and objects it could not read (`namespace/name` -> why)."""
+
+    requests: tuple[ProvisioningRequest, ...] = ()
+    templates: Mapping[str, Pod] = field(default_factory=dict)
+    invalid: Mapping[str, str] = field(default_factory=dict)
+
+
+def merge_conditions(
+    current: Sequence[RequestCondition], wanted: Sequence[RequestCondition], now: float
+) -> tuple[RequestCondition, ...]:
+    """`current` with `wanted` replacing the same types (lastTransitionTime kept while the status
+    stays), as `meta.SetStatusCondition` does; other types kept in their order."""
+    by_type = {c.type: c for c in wanted}
+    merged: list[RequestCondition] = []
+    for old in current:
+        new = by_type.pop(old.type, None)
+        if new is None:
+            merged.append(old)
+        else:
+            since = old.since if old.status == new.status else now
+            merged.append(dataclasses.replace(new, since=since))
+    merged.extend(dataclasses.replace(c, since=now) for c in by_type.values())
+    return tuple(merged)

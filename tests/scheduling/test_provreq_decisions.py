@@ -156,14 +156,18 @@ def test_one_atomic_request_per_round_oldest_first() -> None:
     assert all(c.request != "ml/second" for c in decision.changes)
 
 
-def test_confirm_provisions_when_the_nodes_are_in_flight_and_refuses_a_partial_launch() -> None:
+def test_confirm_launching_when_the_nodes_are_in_flight_and_refuses_a_partial_launch() -> None:
     decision = decide([request("train", 2)], TEMPLATES, [], [], [], base(), NOW, booking_seconds=600)
     assert decision.attempt is not None
     zone = decision.attempt.plan.new_nodes[0].zone
     group_name = decision.attempt.plan.new_nodes[0].instance_group
     flights = [InFlightNode(f"hp-{i}", "default", group_name, "ml.c5.2xlarge", zone, SPOT) for i in range(2)]
     ok = confirm(decision.attempt, [], flights, base(), NOW)
-    assert (ok.get(PROVISIONED) or ok.conditions[0]).reason == "CapacityIsProvisioned"
+    launching = ok.get(PROVISIONED)
+    assert launching is not None and (launching.status, launching.reason) == (
+        "False",
+        "CapacityIsBeingProvisioned",
+    )
     partial = confirm(decision.attempt, [], flights[:1], base(), NOW)
     condition = partial.get(PROVISIONED)
     assert condition is not None and condition.status == "False"
@@ -249,3 +253,46 @@ def test_booked_gang_stays_in_the_zone_of_its_nodes() -> None:
     booking = place_bookings([booked], TEMPLATES, {}, nodes, [], base())
     zones = {n.labels[LABEL_ZONE] for n in booking.nodes if n.pods}
     assert zones == {ZB}
+
+
+def launching_request(name: str, count: int) -> ProvisioningRequest:
+    condition = RequestCondition(PROVISIONED, "False", "CapacityIsBeingProvisioned", "", NOW - 30)
+    return request(name, count, BEST_EFFORT_ATOMIC, condition)
+
+
+def test_launching_request_is_provisioned_once_all_nodes_joined() -> None:
+    req = launching_request("train", 2)
+    flights = [InFlightNode(f"hp-{i}", "default", "spot-a", "ml.c5.2xlarge", ZA, SPOT) for i in range(2)]
+    waiting = decide(
+        [req], TEMPLATES, [], [existing_node("n0")], flights[:1], base(), NOW, booking_seconds=600
+    )
+    assert waiting.changes == [] and waiting.attempt is None and not waiting.release
+    assert waiting.booking is not None and set(waiting.booking.holders) == {"n0", "hp-0"}
+    joined = decide(
+        [req], TEMPLATES, [], [existing_node("n0"), existing_node("n1")], [], base(), NOW, booking_seconds=600
+    )
+    conditions = change_of(joined.changes, "ml/train")
+    assert (conditions[PROVISIONED].status, conditions[PROVISIONED].reason) == (
+        "True",
+        "CapacityIsProvisioned",
+    )
+
+
+def test_partial_launch_is_finished_in_its_zone() -> None:
+    req = launching_request("train", 3)
+    nodes = [existing_node("n0", zone=ZB)]  # one of three joined in b; the other launches failed
+    decision = decide([req], TEMPLATES, [], nodes, [], base(), NOW, booking_seconds=600)
+    assert decision.attempt is not None and decision.attempt.zone == ZB
+    assert {n.zone for n in decision.attempt.plan.new_nodes} == {ZB}
+    assert len(decision.attempt.plan.new_nodes) == 2
+
+
+def test_partial_launch_the_zone_cannot_finish_releases_everything() -> None:
+    req = launching_request("train", 3)
+    nodes = [existing_node("n0", zone=ZB)]
+    decision = decide([req], TEMPLATES, [], nodes, [], base(limit_nodes=2), NOW, booking_seconds=600)
+    assert decision.attempt is None
+    assert decision.release == {"ml/train": {f"ml/train-provreq-0-{i}" for i in range(3)}}
+    conditions = change_of(decision.changes, "ml/train")
+    assert (conditions[PROVISIONED].status, conditions[PROVISIONED].reason) == ("False", "CapacityIsNotFound")
+    assert "released" in conditions[PROVISIONED].message and ZB in conditions[PROVISIONED].message
