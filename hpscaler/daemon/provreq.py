@@ -17,6 +17,7 @@ import anyio
 from hpscaler.backends.protocols import BackendError, ProvisioningRequestSource
 from hpscaler.daemon.context import DaemonContext
 from hpscaler.daemon.provisioner import Provisioner
+from hpscaler.daemon.state import joined_instance_ids, still_in_flight
 from hpscaler.provisioning.capacity import Attempt, Decision, confirm, decide
 from hpscaler.provisioning.provreq import (
     BEING_PROVISIONED,
@@ -25,6 +26,7 @@ from hpscaler.provisioning.provreq import (
     StatusChange,
     merge_conditions,
 )
+from hpscaler.scheduling.types import InFlightNode
 
 INTERVAL_SECONDS = 5.0
 BOOKING_SECONDS = 600.0
@@ -73,7 +75,7 @@ class ProvisioningRequests:
             return False
         nodes, _ = ctx.cache.snapshot()
         nodes = [n for n in nodes if n.name not in ctx.disrupting]
-        inflight = [dataclasses.replace(f, pods=[]) for f in self.provisioner.inflight_nodes()]
+        inflight = await self._inflight()
         base = self.provisioner.scheduling_input((), (), ())
         decision = decide(
             found.requests,
@@ -135,6 +137,22 @@ class ProvisioningRequests:
         await self._release(req.key, keys)
         await self._write([outcome])
         return False
+
+    async def _inflight(self) -> list[InFlightNode]:
+        """In-flight nodes without the ones that joined since the provisioner last looked: counted
+        twice (as a node and in flight), a booking could land on the ghost and free the real node."""
+        ctx = self.ctx
+        inflight = [dataclasses.replace(f, pods=[]) for f in self.provisioner.inflight_nodes()]
+        if not inflight:
+            return inflight
+        try:
+            listed = await ctx.backends.hyperpod.list_nodes()
+        except BackendError as exc:
+            ctx.log.warning("provisioning_requests_list_nodes_failed", error=str(exc))
+            return inflight
+        joined = joined_instance_ids(ctx.cache)
+        arrived = {n.logical_id for n in listed if not still_in_flight(n, joined)}
+        return [f for f in inflight if f.name not in arrived]
 
     async def _release(self, request: str, keys: set[str]) -> None:
         """Cancel the launches made only for this request's pods: all of them or none stay."""
