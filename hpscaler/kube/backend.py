@@ -64,8 +64,10 @@ from hpscaler.kube.convert import (
     watch_lines,
 )
 from hpscaler.kube.objects import node_from_manifest, pod_from_manifest
+from hpscaler.kube.provreqs import ProvisioningRequestClient
 from hpscaler.kube.resources import ClusterObject, ClusterResources, CustomResources
 from hpscaler.model import InstanceGroup, Node, Pod, Taint
+from hpscaler.provisioning.provreq import RequestCondition, RequestSet
 
 log = structlog.get_logger("hpscaler.kube")
 
@@ -115,6 +117,14 @@ class KubernetesBackend:
         self.policy = client.PolicyV1Api(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
         self.custom_resources = CustomResources(
+            api_client,
+            clock=self.clock,
+            request_timeout_seconds=request_timeout_seconds,
+            retry_attempts=retry_attempts,
+            retry_max_wait=retry_max_wait,
+            retry_base=retry_base,
+        )
+        self.provisioning = ProvisioningRequestClient(
             api_client,
             clock=self.clock,
             request_timeout_seconds=request_timeout_seconds,
@@ -527,6 +537,16 @@ class KubernetesBackend:
         if self._resources is None:
             return 0
         return await self.custom_resources.publish(self._resources, groups)
+
+    async def provisioning_requests(self) -> RequestSet:
+        """`ProvisioningRequestSource`: every ProvisioningRequest and the PodTemplates."""
+        return await self.provisioning.read()
+
+    async def write_provisioning_request_status(
+        self, namespace: str, name: str, conditions: Sequence[RequestCondition]
+    ) -> bool:
+        """`ProvisioningRequestSource`: merge conditions through the status subresource."""
+        return await self.provisioning.write(namespace, name, conditions)
 
     async def acquire_lease(self, name: str, holder: str, duration_seconds: float) -> Lease:
         """Create, renew or take over (when expired) the Lease in settings.namespace; never waits."""

@@ -155,8 +155,34 @@ NODECLASSES = ResourceType(
     builtin=False,
 )
 
-DEFAULT_RESOURCES = (PODS, NODES, NAMESPACES, EVENTS, PDBS, LEASES, NODEPOOLS, NODECLAIMS, NODECLASSES)
-CUSTOM_RESOURCES = (NODEPOOLS, NODECLAIMS, NODECLASSES)
+PODTEMPLATES = ResourceType("", "v1", "podtemplates", "PodTemplate", True)
+# Cluster Autoscaler's CRD (apis/config/crd/autoscaling.x-k8s.io_provisioningrequests.yaml): namespaced,
+# status subresource, short name "provreq".
+PROVISIONINGREQUESTS = ResourceType(
+    "autoscaling.x-k8s.io",
+    "v1",
+    "provisioningrequests",
+    "ProvisioningRequest",
+    True,
+    status=True,
+    builtin=False,
+    short_names=("provreq", "provreqs"),
+)
+
+DEFAULT_RESOURCES = (
+    PODS,
+    NODES,
+    NAMESPACES,
+    EVENTS,
+    PDBS,
+    LEASES,
+    PODTEMPLATES,
+    NODEPOOLS,
+    NODECLAIMS,
+    NODECLASSES,
+    PROVISIONINGREQUESTS,
+)
+CUSTOM_RESOURCES = (NODEPOOLS, NODECLAIMS, NODECLASSES, PROVISIONINGREQUESTS)
 
 
 class ResourceTable:

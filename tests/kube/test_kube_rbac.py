@@ -29,12 +29,28 @@ from hpscaler.config.settings import Kubernetes
 from hpscaler.kube.backend import KubernetesBackend
 from hpscaler.kube.resources import CustomResources
 from hpscaler.model import Pod, Taint
+from hpscaler.provisioning.provreq import RequestCondition
 from hpscaler.testing import FakeApiServer
 from hpscaler.testing.spy import public_coroutines, spy
 
 LIFECYCLE = frozenset({"run"})  # hosts the watch streams; makes no request of its own
 
 DEPLOYMENT = RBAC.with_name("deployment.yaml")
+PODTEMPLATE = {
+    "apiVersion": "v1",
+    "kind": "PodTemplate",
+    "metadata": {"name": "train", "namespace": "ml"},
+    "template": {"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}},
+}
+PROVREQ = {
+    "apiVersion": "autoscaling.x-k8s.io/v1",
+    "kind": "ProvisioningRequest",
+    "metadata": {"name": "train", "namespace": "ml"},
+    "spec": {
+        "provisioningClassName": "check-capacity.autoscaling.x-k8s.io",
+        "podSets": [{"podTemplateRef": {"name": "train"}, "count": 1}],
+    },
+}
 
 
 async def tour(server: FakeApiServer) -> set[str]:
@@ -93,6 +109,11 @@ async def tour(server: FakeApiServer) -> set[str]:
             await kube.acquire_lease(settings.lease_name, "me", 15)
             await kube.node_config()  # reads through custom_resources
             await kube.publish_status({})
+            server.create(PODTEMPLATE)
+            server.create(PROVREQ)
+            assert (await kube.provisioning_requests()).requests
+            condition = RequestCondition("Accepted", "True", "Accepted", "accepted")
+            assert await kube.write_provisioning_request_status("ml", "train", [condition])
     return called
 
 
