@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -11,10 +12,13 @@ import click
 
 from hpscaler import __version__
 from hpscaler.config import ConfigError, LoadedConfig, default_config_path, load_config
-from hpscaler.kube.objects import ManifestError, load_manifest_file
+from hpscaler.kube.objects import ManifestError, load_manifest_file, load_manifests, read_manifest_documents
+from hpscaler.kube.provreqs import split_requests
 from hpscaler.logs import configure as configure_logging
 from hpscaler.model import Node, Pod
 from hpscaler.planning import plan_pods, plan_to_json, plan_to_table
+from hpscaler.provisioning.dryrun import plan_requests, requests_table, with_final_nodes
+from hpscaler.provisioning.provreq import RequestSet
 from hpscaler.scheduling.types import SchedulingInput
 
 EXIT_INVALID = 2
@@ -60,6 +64,16 @@ def _manifests(path: str | None) -> tuple[list[Pod], list[Node], list[Pod]]:
         _fail(f"invalid manifest: {exc}")
 
 
+def _pending_manifests(path: str) -> tuple[list[Pod], list[Pod], RequestSet]:
+    """Pending pods, DaemonSet pods, and ProvisioningRequests with their PodTemplates."""
+    try:
+        found, rest = split_requests(read_manifest_documents(Path(path)), source=path)
+        pods, _, daemonsets = load_manifests(rest, source=path)
+    except ManifestError as exc:
+        _fail(f"invalid manifest: {exc}")
+    return pods, daemonsets, found
+
+
 def _scores(values: tuple[str, ...]) -> dict[str, float]:
     scores: dict[str, float] = {}
     for item in values:
@@ -83,7 +97,8 @@ def _scores(values: tuple[str, ...]) -> dict[str, float]:
     "pods_path",
     type=click.Path(exists=True),
     required=True,
-    help="Pending pods: Pod manifests, a List, or workloads (Deployment, Job, ...).",
+    help="Pending pods: Pod manifests, a List, workloads (Deployment, Job, ...), and ProvisioningRequests "
+    "with their PodTemplates.",
 )
 @click.option(
     "--nodes", "nodes_path", type=click.Path(exists=True), help="Existing Node and bound Pod manifests."
@@ -113,7 +128,7 @@ def plan(
 ) -> None:
     """Dry run: where would the scheduler put these pods, and which nodes would it ask for?"""
     config = _load(config_path)
-    pods, _, daemonsets = _manifests(pods_path)
+    pods, daemonsets, found = _pending_manifests(pods_path)
     bound, nodes, node_daemonsets = _manifests(nodes_path)
     groups = {g.name: g for g in config.instance_groups}
     unknown = [g for g in ooc if g not in groups]
@@ -142,17 +157,29 @@ def plan(
         unavailable=unavailable,
         region=settings.region,
     )
+    outcomes, request_pods = plan_requests(
+        found.requests,
+        found.templates,
+        nodes,
+        replace(base, daemonsets=[*daemonsets, *node_daemonsets]),
+    )
     result, requests = plan_pods(
         cluster=config.cluster_name,
-        pods=[p for p in pods if not p.node_name],
+        pods=[*request_pods, *(p for p in pods if not p.node_name)],
         nodes=nodes,
         daemonsets=[*daemonsets, *node_daemonsets],
         inp_base=base,
     )
+    outcomes = with_final_nodes(outcomes, result)
     if output == "json":
-        click.echo(json.dumps(plan_to_json(result, requests), indent=2))
+        body = plan_to_json(result, requests)
+        if found.requests:
+            body["provisioningRequests"] = [o.to_json() for o in outcomes]
+        click.echo(json.dumps(body, indent=2))
     else:
         click.echo(plan_to_table(result, requests))
+        if found.requests:
+            click.echo(requests_table(outcomes))
 
 
 @main.command()

@@ -696,6 +696,11 @@ def load_manifests(
 
 def load_manifest_file(path: Path) -> tuple[list[Pod], list[Node], list[Pod]]:
     """Load a multi-document YAML or a JSON file with `load_manifests`; errors name the file."""
+    return load_manifests(read_manifest_documents(path), source=str(path))
+
+
+def read_manifest_documents(path: Path) -> list[Any]:
+    """The documents of a multi-document YAML or a JSON file; raises `ManifestError` naming the file."""
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -725,4 +730,4 @@ def load_manifest_file(path: Path) -> tuple[list[Pod], list[Node], list[Pod]]:
             "fix the YAML syntax (indentation, quoting, `key: value`)",
             source=source,
         ) from None
-    return load_manifests(docs, source=source)
+    return docs

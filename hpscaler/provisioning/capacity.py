@@ -150,7 +150,11 @@ def _check(
         )
         decision.changes.append(StatusChange(req.key, (accepted(now), found)))
     else:
-        decision.changes.append(StatusChange(req.key, (accepted(now), not_found(req, _why(plan, pods), now))))
+        why = (
+            f"its {len(pods)} pods do not all fit, in one zone, on the nodes that exist or are on their way "
+            "(a capacity check provisions nothing)"
+        )
+        decision.changes.append(StatusChange(req.key, (accepted(now), not_found(req, why, now))))
 
 
 def _atomic(
