@@ -31,7 +31,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from hpscaler.model import LABEL_HOSTNAME, LABEL_NODEPOOL, LABEL_ZONE, Node, Pod, Taint, tolerates_all
+from hpscaler.model import (
+    LABEL_HOSTNAME,
+    LABEL_NODEPOOL,
+    LABEL_ZONE,
+    Node,
+    NodePool,
+    Pod,
+    Taint,
+    tolerates_all,
+)
 from hpscaler.scheduling.explain import explain_unschedulable
 from hpscaler.scheduling.gangs import GangPlacer
 from hpscaler.scheduling.options import Option
@@ -172,6 +181,13 @@ class _Solver(GangPlacer):
         self.zone_bins.setdefault(b.zone, []).append(b)
 
     def build_bins(self) -> None:
+        # HyperPod nodes carry no karpenter.sh/nodepool label: their instance group says whose limits
+        # they count against (the highest-weight NodePool drawing from it).
+        group_pool: dict[str, NodePool] = {}
+        for o in self.options:
+            known = group_pool.get(o.group.name)
+            if known is None or o.node_pool.weight > known.weight:
+                group_pool[o.group.name] = o.node_pool
         for node in self.inp.nodes:
             self.taken_names.add(node.name)
             key, labels, taints = node_target(node)
@@ -184,7 +200,9 @@ class _Solver(GangPlacer):
                 self.signature_targets[signature] = (labels, taints)
                 self.existing_zones[signature] = labels.get(LABEL_ZONE, "")
             self.add_bin(Bin(node.name, "existing", labels, np.maximum(cap - used, 0.0), cap, signature))
-            self.add_usage(node.labels.get(LABEL_NODEPOOL, ""), self.node_capacity(node))
+            owner = group_pool.get(node.instance_group)
+            pool = node.labels.get(LABEL_NODEPOOL) or (owner.name if owner is not None else "")
+            self.add_usage(pool, self.node_capacity(node))
             for pod in node.pods:
                 self.topology.seed(pod, labels)
         by_key = {(o.node_pool.name, o.group.name, o.spec.name, o.zone): o for o in self.options}

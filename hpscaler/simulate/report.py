@@ -18,6 +18,7 @@ from hpscaler.fake import World
 from hpscaler.model import CapacityType
 from hpscaler.simulate.chaos import ChaosCounts, ChaosEvent, planned_counts
 from hpscaler.simulate.invariants import InvariantChecker
+from hpscaler.simulate.kueue import queue_lines
 from hpscaler.simulate.scenario import Scenario
 
 
@@ -255,6 +256,8 @@ def report_table(report: dict[str, Any]) -> str:
             + ", ".join(f"{name} {happened[name]}/{planned[name]}" for name in planned)
             + f"; waited for a victim {chaos['deferred']}, missed {chaos['missed']}"
         )
+    if "provisioningRequests" in report:
+        lines.extend(queue_lines(report["provisioningRequests"]))
     lines.append("Violations: none" if not report["violations"] else "Violations:")
     lines.extend(f"  - {v}" for v in report["violations"])
     return "\n".join(lines)

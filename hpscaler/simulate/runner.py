@@ -26,6 +26,7 @@ from hpscaler.model import ANNOTATION_DO_NOT_DISRUPT, CapacityType, Gang, LabelS
 from hpscaler.quantity import parse_resource
 from hpscaler.simulate.chaos import RETRY_SECONDS, ChaosEvent, plan_chaos
 from hpscaler.simulate.invariants import InvariantChecker, Ledger
+from hpscaler.simulate.kueue import KueueQueue
 from hpscaler.simulate.report import Recorder, build_report
 from hpscaler.simulate.scenario import Scenario, Workload, check_groups, scenario_config
 
@@ -46,6 +47,7 @@ class Driver:
     deferred: int = 0  # random faults that waited for a running Spot instance
     missed: int = 0  # random faults that found none before the chaos window closed
     start_time: float = 0.0
+    queue: KueueQueue | None = None  # jobs admitted through ProvisioningRequests
     _rng: random.Random = field(default_factory=random.Random)
     _queue: list[tuple[float, int, Callable[[], None]]] = field(default_factory=list)
     _seq: Iterator[int] = field(default_factory=itertools.count)
@@ -107,7 +109,10 @@ class Driver:
         at = self.world.clock.now() - self.start_time
         count = workload.replicas_at(at)
         owner = workload.name if workload.repeat is None else f"{workload.name}-{round_index + 1}"
-        if count:
+        if count and workload.provisioning_class is not None and self.queue is not None:
+            pods = [self.pod(workload, owner, count) for _ in range(count)]
+            self.queue.submit(owner, workload.provisioning_class, pods, workload.run_for)
+        elif count:
             self.create(workload, count, owner)
         self.recorder.note(f"{owner}: {count} pods submitted")
 
@@ -126,6 +131,11 @@ class Driver:
         self.replicas[workload.name] = replicas
         if replicas != len(live):
             self.recorder.note(f"{workload.name}: {len(live)} -> {replicas} pods")
+
+    def admit(self, pod: Pod, run_seconds: float | None) -> None:
+        """Create a pod of a job Kueue admitted."""
+        created = self.world.kubernetes.add_pod(pod, run_seconds=run_seconds)
+        self.ledger.create(created.key, self.world.clock.now())
 
     def interrupt(self, instance_id: str, notice: bool) -> None:
         if notice:
@@ -292,6 +302,8 @@ async def run_scenario(scenario: Scenario, config: LoadedConfig) -> dict[str, An
     recorder = Recorder(clock, world, scenario.sample_seconds)
     plan = plan_chaos(scenario, config.instance_groups)
     driver = Driver(scenario, world, recorder, plan=plan)
+    if any(w.provisioning_class for w in scenario.workloads):
+        driver.queue = KueueQueue(world, driver.admit, clock.now())
     checker = InvariantChecker(
         clock,
         world,
@@ -309,12 +321,14 @@ async def run_scenario(scenario: Scenario, config: LoadedConfig) -> dict[str, An
         await tg.start(checker.run)
         await tg.start(daemon.run)
         tg.start_soon(driver.run)
+        if driver.queue is not None:
+            tg.start_soon(driver.queue.run)
         await anyio.sleep(scenario.duration)
         recorder.sample()
         checker.check()
         tg.cancel_scope.cancel()
     wall = time.perf_counter() - started
-    return build_report(
+    report = build_report(
         scenario,
         config,
         world,
@@ -326,6 +340,9 @@ async def run_scenario(scenario: Scenario, config: LoadedConfig) -> dict[str, An
         deferred=driver.deferred,
         missed=driver.missed,
     )
+    if driver.queue is not None:
+        report["provisioningRequests"] = driver.queue.report(daemon.ctx.stats.counters["provreq_released"])
+    return report
 
 
 def simulate(scenario: Scenario) -> dict[str, Any]:

@@ -125,6 +125,11 @@ class Workload(_Strict):
     labels: dict[str, str] = Field(default_factory=dict)
     node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
     min_available: int | None = Field(None, alias="minAvailable", ge=0)
+    # Queued by Kueue behind a ProvisioningRequest of this class: pods are created once it is provisioned.
+    provisioning_class: (
+        Literal["best-effort-atomic-scale-up.autoscaling.x-k8s.io", "check-capacity.autoscaling.x-k8s.io"]
+        | None
+    ) = Field(None, alias="provisioningClass")
 
     _parse_at = _duration("at", "run_for")
 
@@ -141,6 +146,10 @@ class Workload(_Strict):
                 raise ValueError("repeat.until is before the workload's first submission (at)")
         elif self.diurnal is not None and self.kind != "Deployment":
             raise ValueError("a Job with diurnal needs repeat: each submission takes the curve's value")
+        if self.provisioning_class is not None and self.kind == "Deployment":
+            raise ValueError(
+                "provisioningClass is for Jobs: Kueue queues Jobs and training jobs, not Deployments"
+            )
         return self
 
     def replicas_at(self, t: float) -> int:
