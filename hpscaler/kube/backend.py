@@ -124,14 +124,7 @@ class KubernetesBackend:
             retry_max_wait=retry_max_wait,
             retry_base=retry_base,
         )
-        self.provisioning = ProvisioningRequestClient(
-            api_client,
-            clock=self.clock,
-            request_timeout_seconds=request_timeout_seconds,
-            retry_attempts=retry_attempts,
-            retry_max_wait=retry_max_wait,
-            retry_base=retry_base,
-        )
+        self.provisioning = ProvisioningRequestClient(api_client, self.custom_resources)
         self._events: OrderedDict[tuple[str, ...], tuple[str, int]] = OrderedDict()
         self._tg: TaskGroup | None = None
         self._resources: ClusterResources | None = None

@@ -17,10 +17,9 @@ from typing import Any
 import structlog
 
 from hpscaler.backends.protocols import BackendError
-from hpscaler.clock import Clock, SystemClock
-from hpscaler.kube.convert import JSON, MERGE_PATCH, KubeApiError, call_json, metadata, parse_time, retrying
+from hpscaler.kube.convert import JSON, MERGE_PATCH, KubeApiError, metadata, parse_time
 from hpscaler.kube.objects import ManifestError, pod_from_manifest
-from hpscaler.kube.resources import Condition, merge_conditions
+from hpscaler.kube.resources import Condition, CustomResources, merge_conditions
 from hpscaler.model import Pod
 from hpscaler.provisioning.provreq import (
     BEST_EFFORT_ATOMIC,
@@ -149,39 +148,24 @@ def split_requests(docs: Sequence[Any], *, source: str = "") -> tuple[RequestSet
 
 
 class ProvisioningRequestClient:
-    """Reads ProvisioningRequests and PodTemplates and writes request conditions (kubernetes-asyncio)."""
+    """Reads ProvisioningRequests and PodTemplates and writes request conditions (kubernetes-asyncio).
 
-    def __init__(
-        self,
-        api_client: Any,
-        *,
-        clock: Clock | None = None,
-        request_timeout_seconds: float = 30.0,
-        retry_attempts: int = 4,
-        retry_max_wait: float = 5.0,
-        retry_base: float = 0.2,
-    ) -> None:
+    Shares the custom-object client, clock, timeouts and retries of the backend's `CustomResources`.
+    """
+
+    def __init__(self, api_client: Any, resources: CustomResources) -> None:
         from kubernetes_asyncio import client
 
-        self.custom = client.CustomObjectsApi(api_client)
+        self.resources = resources
+        self.custom = resources.api
         self.core = client.CoreV1Api(api_client)
-        self.clock = clock or SystemClock()
-        self.timeout = request_timeout_seconds
-        self._retry = (retry_attempts, retry_max_wait, retry_base)
         self._missing_logged = False
-
-    async def _call(self, operation: str, method: Any, *args: Any, **kwargs: Any) -> JSON:
-        attempts, max_wait, base = self._retry
-        result: JSON = await retrying(attempts, max_wait, base=base)(
-            call_json, operation, method, *args, seconds=self.timeout, **kwargs
-        )
-        return result
 
     async def _pages(self, operation: str, method: Any, *args: Any) -> list[JSON]:
         items: list[JSON] = []
         token = ""
         while True:
-            page = await self._call(operation, method, *args, limit=500, _continue=token or None)
+            page = await self.resources.call(operation, method, *args, limit=500, _continue=token or None)
             items.extend(page.get("items") or [])
             token = str(metadata(page).get("continue") or "")
             if not token:
@@ -229,7 +213,7 @@ class ProvisioningRequestClient:
         ]
         for _ in range(_CONFLICT_ATTEMPTS):
             try:
-                obj = await self._call(
+                obj = await self.resources.call(
                     f"read provisioningrequest {namespace}/{name}",
                     self.custom.get_namespaced_custom_object,
                     GROUP,
@@ -244,7 +228,9 @@ class ProvisioningRequestClient:
                 raise
             meta = metadata(obj)
             current = list((obj.get("status") or {}).get("conditions") or [])
-            merged = merge_conditions(current, wanted, int(meta.get("generation") or 0), self.clock.now())
+            merged = merge_conditions(
+                current, wanted, int(meta.get("generation") or 0), self.resources.clock.now()
+            )
             if merged == current:
                 return False
             body = {
@@ -252,7 +238,7 @@ class ProvisioningRequestClient:
                 "status": {"conditions": merged},
             }
             try:
-                await self._call(
+                await self.resources.call(
                     f"update provisioningrequest {namespace}/{name} status",
                     self.custom.patch_namespaced_custom_object_status,
                     GROUP,

@@ -122,7 +122,8 @@ class CustomResources:
         self.timeout = request_timeout_seconds
         self._retry = (retry_attempts, retry_max_wait, retry_base)
 
-    async def _call(self, operation: str, method: Any, *args: Any, **kwargs: Any) -> JSON:
+    async def call(self, operation: str, method: Any, *args: Any, **kwargs: Any) -> JSON:
+        """One API call, retried with jittered backoff when it may help."""
         attempts, max_wait, base = self._retry
         result: JSON = await retrying(attempts, max_wait, base=base)(
             call_json, operation, method, *args, seconds=self.timeout, **kwargs
@@ -136,7 +137,7 @@ class CustomResources:
         token = ""
         while True:
             try:
-                page = await self._call(
+                page = await self.call(
                     f"list {plural}",
                     self.api.list_cluster_custom_object,
                     group,
@@ -178,7 +179,7 @@ class CustomResources:
         """Merge `conditions` into the object's status; False when nothing changed (no write)."""
         group, version, plural = RESOURCES[kind]
         for _ in range(_CONFLICT_ATTEMPTS):
-            obj = await self._call(
+            obj = await self.call(
                 f"read {plural} {name}", self.api.get_cluster_custom_object, group, version, plural, name
             )
             meta = metadata(obj)
@@ -191,7 +192,7 @@ class CustomResources:
                 "status": {"conditions": merged},
             }
             try:
-                await self._call(
+                await self.call(
                     f"update {plural} {name} status",
                     self.api.patch_cluster_custom_object_status,
                     group,

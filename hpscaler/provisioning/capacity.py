@@ -133,6 +133,16 @@ def decide(
     return decision
 
 
+def _found(
+    decision: Decision, booking: Booking, req: ProvisioningRequest, pods: list[Pod], plan: Plan, now: float
+) -> None:
+    """`Provisioned=True` (`CapacityIsFound`): the pods fit where `plan` put them, which is booked."""
+    booking.hold(pods, placements(plan.existing, plan.inflight))
+    decision.nodes[req.key] = _nodes_of(plan, pods)
+    found = RequestCondition(PROVISIONED, "True", CAPACITY_IS_FOUND, "Capacity is found in the cluster", now)
+    decision.changes.append(StatusChange(req.key, (accepted(now), found)))
+
+
 def _check(
     decision: Decision,
     booking: Booking,
@@ -143,12 +153,7 @@ def _check(
 ) -> None:
     plan = solve(scheduling_input(without_provisioning(base), pods, booking.nodes, booking.inflight))
     if placed_keys(plan) >= {p.key for p in pods}:
-        booking.hold(pods, placements(plan.existing, plan.inflight))
-        decision.nodes[req.key] = _nodes_of(plan, pods)
-        found = RequestCondition(
-            PROVISIONED, "True", CAPACITY_IS_FOUND, "Capacity is found in the cluster", now
-        )
-        decision.changes.append(StatusChange(req.key, (accepted(now), found)))
+        _found(decision, booking, req, pods, plan, now)
     else:
         why = (
             f"its {len(pods)} pods do not all fit, in one zone, on the nodes that exist or are on their way "
@@ -170,14 +175,10 @@ def _atomic(
         why = _limits_hint(base, pods, booking) or _why(plan, pods)
         decision.changes.append(StatusChange(req.key, (accepted(now), not_found(req, why, now))))
         return
-    decision.nodes[req.key] = _nodes_of(plan, pods)
     if not plan.new_nodes:
-        booking.hold(pods, placements(plan.existing, plan.inflight))
-        found = RequestCondition(
-            PROVISIONED, "True", CAPACITY_IS_FOUND, "Capacity is found in the cluster", now
-        )
-        decision.changes.append(StatusChange(req.key, (accepted(now), found)))
+        _found(decision, booking, req, pods, plan, now)
         return
+    decision.nodes[req.key] = _nodes_of(plan, pods)
     decision.attempt = Attempt(req, pods, plan)
 
 
