@@ -131,3 +131,17 @@ async def test_missing_template_fails_the_request(seed_config: LoadedConfig, cat
         await wait_for(lambda: state(h, request.key, FAILED) is not None, 60)
         assert state(h, request.key, FAILED) == ("True", "FailedToCreatePods")
         assert not h.ctx.inflight
+
+
+@pytest.mark.looptime
+async def test_partial_capacity_is_finished_in_the_same_zone(
+    seed_config: LoadedConfig, catalogue: Catalogue
+) -> None:
+    capacity = {(C5_2X, ZONE_A, CapacityType.SPOT): 2}  # On-Demand in the zone has room
+    async with running(seed_config, catalogue, capacity=capacity) as h:
+        key = submit(h, "train", 3)
+        await wait_for(lambda: state(h, key, PROVISIONED) == ("True", "CapacityIsProvisioned"), 1800)
+        nodes = [n for n in h.world.kubernetes.nodes() if n.ready]
+        assert len(nodes) == 3 and {n.zone for n in nodes} == {ZONE_A}
+        assert sorted(n.instance_group for n in nodes) == [ON_DEMAND_AZ1, SPOT_AZ1, SPOT_AZ1]
+        assert h.ctx.stats.counters["provreq_released"] == 0
