@@ -532,7 +532,11 @@ class KubernetesBackend:
         return await self.custom_resources.publish(self._resources, groups)
 
     async def provisioning_requests(self) -> RequestSet:
-        """`ProvisioningRequestSource`: every ProvisioningRequest and the PodTemplates."""
+        """`ProvisioningRequestSource`: every ProvisioningRequest and the PodTemplates (listed, then
+        watched while the backend is entered or hosted)."""
+        if self._tg is not None and not self.provisioning.watching:
+            self.provisioning.watching = True
+            self._tg.start_soon(self.provisioning.keep_watching)
         return await self.provisioning.read()
 
     async def write_provisioning_request_status(

@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import anyio
 import structlog
+from kubernetes_asyncio import watch
 
 from hpscaler.backends.protocols import BackendError
 from hpscaler.kube.convert import JSON, MERGE_PATCH, KubeApiError, metadata, parse_time
@@ -33,6 +35,9 @@ from hpscaler.provisioning.provreq import (
 log = structlog.get_logger("hpscaler.kube")
 
 GROUP, VERSION, PLURAL = "autoscaling.x-k8s.io", "v1", "provisioningrequests"
+WATCH_SECONDS = 300  # a watch request's server-side timeout; the stream then resumes
+RELIST_SECONDS = 1.0  # first pause before listing again after a broken watch
+MAX_RELIST_SECONDS = 60.0
 _CONFLICT_ATTEMPTS = 5
 
 
@@ -147,6 +152,40 @@ def split_requests(docs: Sequence[Any], *, source: str = "") -> tuple[RequestSet
     return RequestSet(tuple(requests), templates), rest
 
 
+class _Watched:
+    """The objects of one kind, kept current by a list and then a watch from its resourceVersion."""
+
+    def __init__(self, name: str, method: Any, args: tuple[Any, ...]) -> None:
+        self.name = name
+        self.method = method
+        self.args = args
+        self.objects: dict[str, JSON] | None = None  # None until listed, and after the watch broke
+
+    def apply(self, event: str, obj: JSON) -> None:
+        """One watch event (or, as MODIFIED, the answer to our own write)."""
+        if self.objects is None or event not in ("ADDED", "MODIFIED", "DELETED"):
+            return  # BOOKMARK: only a resourceVersion, which the stream keeps
+        key = _object_key(obj)
+        if event == "DELETED":
+            self.objects.pop(key, None)
+        elif not _older(obj, self.objects.get(key)):
+            self.objects[key] = obj
+
+
+def _older(obj: JSON, than: JSON | None) -> bool:
+    """Whether `obj` is an older version than `than` (resourceVersions compared when numeric, as
+    etcd's are; otherwise the newest arrival wins)."""
+    if than is None:
+        return False
+    mine, theirs = str(metadata(obj).get("resourceVersion")), str(metadata(than).get("resourceVersion"))
+    return mine.isdigit() and theirs.isdigit() and int(mine) < int(theirs)
+
+
+def _object_key(obj: JSON) -> str:
+    meta = metadata(obj)
+    return f"{meta.get('namespace')}/{meta.get('name')}"
+
+
 class ProvisioningRequestClient:
     """Reads ProvisioningRequests and PodTemplates and writes request conditions (kubernetes-asyncio).
 
@@ -160,8 +199,12 @@ class ProvisioningRequestClient:
         self.custom = resources.api
         self.core = client.CoreV1Api(api_client)
         self._missing_logged = False
+        self.watching = False
+        self._requests = _Watched(PLURAL, self.custom.list_cluster_custom_object, (GROUP, VERSION, PLURAL))
+        self._templates = _Watched("podtemplates", self.core.list_pod_template_for_all_namespaces, ())
 
-    async def _pages(self, operation: str, method: Any, *args: Any) -> list[JSON]:
+    async def _pages(self, operation: str, method: Any, *args: Any) -> tuple[list[JSON], str]:
+        """Every item (all pages) and the list's resourceVersion."""
         items: list[JSON] = []
         token = ""
         while True:
@@ -169,12 +212,57 @@ class ProvisioningRequestClient:
             items.extend(page.get("items") or [])
             token = str(metadata(page).get("continue") or "")
             if not token:
-                return items
+                return items, str(metadata(page).get("resourceVersion") or "")
+
+    @property
+    def synced(self) -> bool:
+        """Whether both kinds are listed and watched, so reads need no API call."""
+        return self._requests.objects is not None and self._templates.objects is not None
+
+    async def keep_watching(self) -> None:
+        """List and watch ProvisioningRequests and PodTemplates until cancelled (hosted by the backend)."""
+        self.watching = True
+        try:
+            async with anyio.create_task_group() as tg:
+                for kind in (self._requests, self._templates):
+                    tg.start_soon(self._keep, kind)
+        finally:
+            self.watching = False
+            self._requests.objects = self._templates.objects = None
+
+    async def _keep(self, kind: _Watched) -> None:
+        delay = RELIST_SECONDS
+        while True:
+            try:
+                items, version = await self._pages(f"list {kind.name}", kind.method, *kind.args)
+                kind.objects = {_object_key(o): o for o in items}
+                while True:  # a stream the server ends (timeoutSeconds) resumes from where it was
+                    stream = watch.Watch()
+                    async for event in stream.stream(
+                        kind.method,
+                        *kind.args,
+                        resource_version=version,
+                        timeout_seconds=WATCH_SECONDS,
+                        allow_watch_bookmarks=True,
+                    ):
+                        kind.apply(str(event.get("type")), event.get("raw_object") or {})
+                        delay = RELIST_SECONDS
+                    version = str(stream.resource_version or version)
+            except Exception as exc:  # 410 Gone, a dropped stream, no CRD: list again after a pause
+                kind.objects = None
+                log.info("kube_provisioning_relist", kind=kind.name, error=str(exc)[:200], retry_in=delay)
+                await anyio.sleep(delay)
+                delay = min(MAX_RELIST_SECONDS, delay * 2)
 
     async def read(self) -> RequestSet:
-        """Every request and PodTemplate; an uninstalled CRD means no requests."""
+        """Every request and PodTemplate, from the watch's cache once it is synced (listed otherwise);
+        an uninstalled CRD means no requests."""
+        if self._requests.objects is not None and self._templates.objects is not None:
+            return self._convert(
+                list(self._requests.objects.values()), list(self._templates.objects.values())
+            )
         try:
-            raw = await self._pages(
+            raw, _ = await self._pages(
                 "list provisioningrequests", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
             )
         except KubeApiError as exc:
@@ -184,6 +272,14 @@ class ProvisioningRequestClient:
                 log.info("kube_provisioning_requests_not_installed")
                 self._missing_logged = True
             return RequestSet()
+        templates: list[JSON] = []
+        if raw:
+            templates, _ = await self._pages(
+                "list podtemplates", self.core.list_pod_template_for_all_namespaces
+            )
+        return self._convert(raw, templates)
+
+    def _convert(self, raw: list[JSON], raw_templates: list[JSON]) -> RequestSet:
         requests: list[ProvisioningRequest] = []
         invalid: dict[str, str] = {}
         for obj in raw:
@@ -193,16 +289,14 @@ class ProvisioningRequestClient:
                 meta = metadata(obj)
                 invalid[f"{meta.get('namespace')}/{meta.get('name')}"] = str(exc)
         templates: dict[str, Pod] = {}
-        if requests:
-            for obj in await self._pages("list podtemplates", self.core.list_pod_template_for_all_namespaces):
-                obj = {**obj, "template": obj.get("template")}
-                try:
-                    pod = template_from_object(obj)
-                except ManifestError as exc:
-                    meta = metadata(obj)
-                    invalid[f"PodTemplate {meta.get('namespace')}/{meta.get('name')}"] = str(exc)
-                    continue
-                templates[pod.key] = pod
+        for obj in raw_templates if requests else ():
+            try:
+                pod = template_from_object(obj)
+            except ManifestError as exc:
+                meta = metadata(obj)
+                invalid[f"PodTemplate {meta.get('namespace')}/{meta.get('name')}"] = str(exc)
+                continue
+            templates[pod.key] = pod
         return RequestSet(tuple(requests), templates, invalid)
 
     async def write(self, namespace: str, name: str, conditions: Sequence[RequestCondition]) -> bool:
@@ -238,7 +332,7 @@ class ProvisioningRequestClient:
                 "status": {"conditions": merged},
             }
             try:
-                await self.resources.call(
+                updated = await self.resources.call(
                     f"update provisioningrequest {namespace}/{name} status",
                     self.custom.patch_namespaced_custom_object_status,
                     GROUP,
@@ -255,6 +349,8 @@ class ProvisioningRequestClient:
                 if exc.status == 404:
                     return False
                 raise
+            # Our own write is seen at once, before the watch brings it back.
+            self._requests.apply("MODIFIED", updated)
             return True
         raise BackendError(
             f"provisioningrequest {namespace}/{name} kept changing while its status was written",

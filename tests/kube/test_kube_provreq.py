@@ -79,6 +79,36 @@ async def test_backend_reads_requests_and_templates(
     assert not found.invalid
 
 
+async def test_backend_watches_after_the_first_read(
+    backend: KubernetesBackend, server: FakeApiServer
+) -> None:
+    server.create(template("train-tpl"))
+    server.create(provreq("train", BEST_EFFORT_ATOMIC, 2))
+    assert len((await backend.provisioning_requests()).requests) == 1
+    await eventually(lambda: backend.provisioning.synced)
+    assert server.requests_for("watch", "provisioningrequests") and server.requests_for(
+        "watch", "podtemplates"
+    )
+    lists = len(server.requests_for("list", "provisioningrequests"))
+    server.create(template("late-tpl"))
+    server.create(provreq("late", CHECK_CAPACITY, 1))
+    with anyio.fail_after(5):
+        while len((found := await backend.provisioning_requests()).requests) < 2:
+            await anyio.sleep(0.01)
+    assert "ml/late-tpl" in found.templates
+    server.delete("provisioningrequests", "train", "ml")
+    with anyio.fail_after(5):
+        while [r.name for r in (await backend.provisioning_requests()).requests] != ["late"]:
+            await anyio.sleep(0.01)
+    assert len(server.requests_for("list", "provisioningrequests")) == lists  # all from the watch
+    # A dropped watch ends in a fresh list, and the cache is whole again.
+    server.drop_watches()
+    server.create(provreq("third", CHECK_CAPACITY, 1, template_name="late-tpl"))
+    with anyio.fail_after(10):
+        while len((await backend.provisioning_requests()).requests) < 2:
+            await anyio.sleep(0.01)
+
+
 async def test_backend_writes_conditions_through_the_status_subresource(
     backend: KubernetesBackend, server: FakeApiServer, clock: ManualClock
 ) -> None:
