@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from hpscaler.model import Gang, Node, Pod
 from hpscaler.provisioning.provreq import (
+    BEST_EFFORT_ATOMIC,
     BOOKING_EXPIRED,
     BOOKING_SECONDS,
     CAPACITY_LOST,
@@ -26,6 +27,7 @@ from hpscaler.provisioning.provreq import (
     FAILED_TO_CREATE_PODS,
     PROVISIONED,
     RESERVATION_EXPIRED,
+    VALID_UNTIL,
     ProvisioningRequest,
     RequestCondition,
     StatusChange,
@@ -172,6 +174,12 @@ def review(
             else:
                 continue
             changes.append(StatusChange(req.key, (condition,)))
+        elif (valid := _valid_until(req)) is not None and req.created + valid <= now:
+            message = (
+                f"ProvisioningRequest is expired: not provisioned within {VALID_UNTIL}={valid:.0f}s of its "
+                "creation; create it again (with a longer validity) once capacity is likely"
+            )
+            changes.append(StatusChange(req.key, (RequestCondition(FAILED, "True", EXPIRED, message, now),)))
         elif req.created + expiry_seconds <= now:
             message = (
                 f"ProvisioningRequest is expired: not provisioned within {expiry_seconds / 86400:.0f} days "
@@ -179,6 +187,15 @@ def review(
             )
             changes.append(StatusChange(req.key, (RequestCondition(FAILED, "True", EXPIRED, message, now),)))
     return changes
+
+
+def _valid_until(req: ProvisioningRequest) -> float | None:
+    """The best-effort-atomic `ValidUntilSeconds` parameter: how long to keep trying (None: unset or
+    not a number of seconds, in which case the 7-day expiry applies)."""
+    text = req.parameters.get(VALID_UNTIL, "")
+    if req.class_name != BEST_EFFORT_ATOMIC or not text.isdigit():
+        return None
+    return float(text)
 
 
 def unbuildable(req: ProvisioningRequest, error: TemplateError, now: float) -> StatusChange:

@@ -14,7 +14,8 @@ conditions}` and `processors/provreq`), with the reasons it writes:
   (`CapacityIsProvisioned`, or `CapacityIsFound` when no node was needed) once the nodes are asked
   for; `Provisioned=False` (`CapacityIsNotFound`) with the scheduler's reason otherwise.
 * Every request handled is `Accepted=True`. A pod set whose PodTemplate is missing makes the request
-  `Failed=True` (`FailedToCreatePods`), as does a request never provisioned for 7 days (`Expired`).
+  `Failed=True` (`FailedToCreatePods`), as does a request never provisioned for 7 days, or within its
+  `ValidUntilSeconds` parameter (best-effort-atomic) (`Expired`).
 * A provisioned request books its capacity: its pods (less those of its consumers that already
   exist) are held on the nodes, so other pods, and consolidation, leave the room alone. The booking
   ends with `BookingExpired=True` 10 minutes after `Provisioned` (`CapacityReservationTimeExpired`),
@@ -59,6 +60,7 @@ BEING_PROVISIONED = "CapacityIsBeingProvisioned"  # ours: nodes asked for, not a
 BOOKING_SECONDS = 600.0  # Cluster Autoscaler's defaultReservationTime
 EXPIRY_SECONDS = 7 * 24 * 3600.0  # its defaultExpirationTime
 NO_RETRY = "noRetry"
+VALID_UNTIL = "ValidUntilSeconds"  # best-effort-atomic: stop trying this long after creation
 _NO_PROVISIONING = "no provisioning for a capacity check"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from test_scheduler_cases import (
@@ -296,3 +297,20 @@ def test_partial_launch_the_zone_cannot_finish_releases_everything() -> None:
     conditions = change_of(decision.changes, "ml/train")
     assert (conditions[PROVISIONED].status, conditions[PROVISIONED].reason) == ("False", "CapacityIsNotFound")
     assert "released" in conditions[PROVISIONED].message and ZB in conditions[PROVISIONED].message
+
+
+def test_atomic_request_gives_up_after_valid_until_seconds() -> None:
+    req = ProvisioningRequest(
+        "ml",
+        "short",
+        BEST_EFFORT_ATOMIC,
+        (PodSet("worker", 1),),
+        {"ValidUntilSeconds": "60"},
+        created=NOW - 61,
+    )
+    empty = place_bookings([], TEMPLATES, {}, [], [], base())
+    conditions = change_of(review([req], empty, NOW), "ml/short")
+    assert (conditions[FAILED].status, conditions[FAILED].reason) == ("True", "Expired")
+    assert "ValidUntilSeconds=60s" in conditions[FAILED].message
+    young = dataclasses.replace(req, created=NOW - 59)
+    assert review([young], empty, NOW) == []
