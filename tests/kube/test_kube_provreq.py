@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,7 +20,7 @@ from hpscaler.daemon.app import Daemon
 from hpscaler.daemon.context import Backends
 from hpscaler.fake import World
 from hpscaler.kube.backend import KubernetesBackend
-from hpscaler.provisioning.provreq import BEST_EFFORT_ATOMIC, CHECK_CAPACITY, RequestCondition
+from hpscaler.provisioning.provreq import BEST_EFFORT_ATOMIC, CHECK_CAPACITY, RequestCondition, RequestSet
 from hpscaler.testing import FakeApiServer
 
 GROUP = "autoscaling.x-k8s.io/v1"
@@ -79,6 +79,16 @@ async def test_backend_reads_requests_and_templates(
     assert not found.invalid
 
 
+async def read_until(
+    backend: KubernetesBackend, predicate: Callable[[RequestSet], bool], seconds: float = 5.0
+) -> RequestSet:
+    """Read the backend's requests until `predicate` holds (failing after `seconds`)."""
+    with anyio.fail_after(seconds):
+        while not predicate(found := await backend.provisioning_requests()):  # noqa: ASYNC110 - fed by the watch
+            await anyio.sleep(0.01)
+    return found
+
+
 async def test_backend_watches_after_the_first_read(
     backend: KubernetesBackend, server: FakeApiServer
 ) -> None:
@@ -92,21 +102,15 @@ async def test_backend_watches_after_the_first_read(
     lists = len(server.requests_for("list", "provisioningrequests"))
     server.create(template("late-tpl"))
     server.create(provreq("late", CHECK_CAPACITY, 1))
-    with anyio.fail_after(5):
-        while len((found := await backend.provisioning_requests()).requests) < 2:
-            await anyio.sleep(0.01)
+    found = await read_until(backend, lambda f: len(f.requests) == 2)
     assert "ml/late-tpl" in found.templates
     server.delete("provisioningrequests", "train", "ml")
-    with anyio.fail_after(5):
-        while [r.name for r in (await backend.provisioning_requests()).requests] != ["late"]:
-            await anyio.sleep(0.01)
+    await read_until(backend, lambda f: [r.name for r in f.requests] == ["late"])
     assert len(server.requests_for("list", "provisioningrequests")) == lists  # all from the watch
     # A dropped watch ends in a fresh list, and the cache is whole again.
     server.drop_watches()
     server.create(provreq("third", CHECK_CAPACITY, 1, template_name="late-tpl"))
-    with anyio.fail_after(10):
-        while len((await backend.provisioning_requests()).requests) < 2:
-            await anyio.sleep(0.01)
+    await read_until(backend, lambda f: len(f.requests) == 2, seconds=10)
 
 
 async def test_backend_writes_conditions_through_the_status_subresource(
