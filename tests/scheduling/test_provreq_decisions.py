@@ -314,3 +314,22 @@ def test_atomic_request_gives_up_after_valid_until_seconds() -> None:
     assert "ValidUntilSeconds=60s" in conditions[FAILED].message
     young = dataclasses.replace(req, created=NOW - 59)
     assert review([young], empty, NOW) == []
+
+
+def test_hyperpod_nodes_count_against_the_limits_of_their_groups_nodepool() -> None:
+    # HyperPod labels its nodes with the instance group, not with karpenter.sh/nodepool.
+    node = existing_node("n0")
+    del node.labels["karpenter.sh/nodepool"]
+    assert node.instance_group == "spot-a"
+    decision = decide(
+        [request("train", 1)], TEMPLATES, [], [node], [], base(limit_nodes=1), NOW, booking_seconds=600
+    )
+    # n0 is busy with nothing but counts as the pool's one node: the request fits on it, no new node.
+    assert decision.attempt is None
+    busy = existing_node("n0", bound=[Pod("x", "busy", {"cpu": 7000})])
+    del busy.labels["karpenter.sh/nodepool"]
+    decision = decide(
+        [request("train", 1)], TEMPLATES, [], [busy], [], base(limit_nodes=1), NOW, booking_seconds=600
+    )
+    assert decision.attempt is None
+    assert "limit" in change_of(decision.changes, "ml/train")[PROVISIONED].message
