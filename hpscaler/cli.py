@@ -233,3 +233,8 @@ def completion(shell: str) -> None:
     cls = get_completion_class(shell)
     assert cls is not None  # every choice is a shell click supports
     click.echo(cls(main, {}, "hpscaler", "_HPSCALER_COMPLETE").source())
+
+
+from hpscaler.cli_interruption import interruption as _interruption  # noqa: E402
+
+main.add_command(_interruption)
