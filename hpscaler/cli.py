@@ -235,6 +235,8 @@ def completion(shell: str) -> None:
     click.echo(cls(main, {}, "hpscaler", "_HPSCALER_COMPLETE").source())
 
 
+from hpscaler.agent.cli import agent as _agent  # noqa: E402
 from hpscaler.cli_interruption import interruption as _interruption  # noqa: E402
 
 main.add_command(_interruption)
+main.add_command(_agent)

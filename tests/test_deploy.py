@@ -156,3 +156,29 @@ def test_dockerfile_is_multi_stage_and_runs_hpscaler_as_the_deployment_user() ->
     )
     assert re.search(r'^ENTRYPOINT \["hpscaler"\]', text, flags=re.M)
     assert re.search(r"^EXPOSE 8080$", text, flags=re.M)
+
+
+def test_agent_daemonset_reaches_imds_and_may_patch_only_its_own_node() -> None:
+    docs = {
+        d["kind"]: d for d in yaml.safe_load_all((REPO / "deploy" / "kubernetes" / "agent.yaml").read_text())
+    }
+    pod = docs["DaemonSet"]["spec"]["template"]["spec"]
+    # HyperPod instances' metadata options belong to the service: one hop, through the host network.
+    assert pod["hostNetwork"] is True and pod["serviceAccountName"] == "hpscaler-agent"
+    (container,) = pod["containers"]
+    assert container["args"][0] == "agent"
+    assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in container[
+        "env"
+    ]
+    (rule,) = docs["ClusterRole"]["rules"]
+    assert (rule["resources"], sorted(rule["verbs"])) == (["nodes"], ["get", "patch"])
+    policy = docs["ValidatingAdmissionPolicy"]["spec"]
+    expressions = " ".join(v["expression"] for v in policy["validations"])
+    assert (
+        "authentication.kubernetes.io/node-name" in expressions
+        and "object.spec == oldObject.spec" in expressions
+    )
+    assert (
+        docs["ValidatingAdmissionPolicyBinding"]["spec"]["policyName"]
+        == docs["ValidatingAdmissionPolicy"]["metadata"]["name"]
+    )
