@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from hpscaler.backends.types import HyperPodEventKind, InterruptionKind, InterruptionMessage, JunkMessage
+from hpscaler.config.settings import Settings
 
 Action = Literal["drain", "replace", "backoff", "none"]
 GONE_STATES = frozenset({"stopping", "stopped", "shutting-down", "terminated"})
@@ -85,3 +86,23 @@ def signal_to_json(
         "action": decision.action,
         "reason": decision.reason,
     }
+
+
+def missing_source_warning(settings: Settings) -> str | None:
+    """The warning `check-config` and `run` give when no source can deliver a notice in advance.
+
+    ListClusterEvents is always polled, but it reports an instance only once it is gone; the
+    default taint keys are other tools' (HyperPod's key is not documented). Only the queue and the
+    node agent give the two-minute notice.
+    """
+    if settings.backends.aws != "aws":
+        return None  # a plugin or the fake backend brings its own interruption source
+    if settings.aws.interruption_queue_url or settings.interruption.node_agent:
+        return None
+    return (
+        "warning: no interruption notice source is configured: hpscaler learns of a Spot interruption "
+        "only once the instance is gone (HyperPod's ListClusterEvents) or when the node gets a taint in "
+        "spec.interruption.taintKeys. Deploy deploy/interruption-queue.yaml and set "
+        "spec.aws.interruptionQueueUrl, or run the node agent (deploy/kubernetes/agent.yaml) and set "
+        "spec.interruption.nodeAgent: true (see the README, 'Interruption signals')."
+    )

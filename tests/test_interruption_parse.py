@@ -147,3 +147,25 @@ def test_state_change_kinds_parse_lower_case() -> None:
     (parsed,) = parse_message(body, "m", "r")
     assert isinstance(parsed, InterruptionMessage)
     assert (parsed.kind, parsed.state) == (InterruptionKind.STATE_CHANGE, "stopping")
+
+
+def test_check_config_warns_when_no_notice_source_is_configured(tmp_path: Path) -> None:
+    examples = Path(__file__).parents[1] / "config" / "examples"  # backends: the real aws one
+    result = CliRunner().invoke(main, ["check-config", str(examples)])
+    assert result.exit_code == 0
+    assert "no interruption notice source is configured" in result.stderr
+    for spec in (
+        "aws: {interruptionQueueUrl: https://sqs.us-west-2.amazonaws.com/1/q}",
+        "interruption: {nodeAgent: true}",
+    ):
+        config = tmp_path / spec.split(":")[0]
+        config.mkdir()
+        for item in examples.iterdir():
+            (config / item.name).write_text(item.read_text())
+        (config / "hpscaler.yaml").write_text(
+            "apiVersion: hpscaler.io/v1alpha1\nkind: HpscalerConfig\n"
+            f"spec:\n  clusterName: my-cluster\n  {spec}\n"
+        )
+        quiet = CliRunner().invoke(main, ["check-config", str(config)])
+        assert quiet.exit_code == 0, quiet.output
+        assert "no interruption notice source" not in quiet.stderr
