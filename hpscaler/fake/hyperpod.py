@@ -229,6 +229,7 @@ class FakeHyperPod:
         self.notice_seconds = notice_seconds
         self.state_change_messages = state_change_messages
         self.notice_via = tuple(notice_via)
+        self.silent_instances: set[str] = set()  # their termination sends no EC2 state change
         self.notice_delay = notice_delay
         # (via, instance id, deadline) for notices delivered on the node: "agent" and "taint".
         self.on_notice: list[Callable[[str, str, float], None]] = []
@@ -600,7 +601,7 @@ class FakeHyperPod:
             f"Instance {node.instance_id} in Cluster {self.cluster_name} and InstanceGroup {node.group} "
             f"was terminated ({reason})",
         )
-        if self.state_change_messages and node.instance_id:
+        if self.state_change_messages and node.instance_id and node.instance_id not in self.silent_instances:
             self.interruptions.put(
                 InterruptionMessage(
                     self.interruptions.new_id(),
