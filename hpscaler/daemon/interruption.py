@@ -208,16 +208,15 @@ class InterruptionHandler:
 
     def _advance_deadline(self, record: _Handled, message: InterruptionMessage) -> None:
         """Earliest deadline wins: a later source that knows an earlier end restarts the drain."""
-        if message.deadline is None or record.drain is None:
-            return
-        if record.deadline is not None and message.deadline >= record.deadline:
-            return
+        if message.deadline is None or record.deadline is None or message.deadline >= record.deadline:
+            return  # no deadline to compare (a lost instance), or not earlier
         record.deadline = message.deadline
         self.ctx.stats.counters["interruption_deadline_advanced"] += 1
         self.ctx.log.info(
             "interruption_deadline_advanced", node=record.node, source=message.source, kind=message.kind.value
         )
-        record.drain.cancel()
+        if record.drain is not None:
+            record.drain.cancel()  # the drain loop starts again with the new deadline
 
     async def _cluster_signal(self, message: InterruptionMessage) -> None:
         ctx = self.ctx

@@ -33,6 +33,8 @@ from hpscaler.model import Node
 
 QueueMessage = InterruptionMessage | JunkMessage
 NODE_RECHECK_SECONDS = 30.0
+# Scans of every cached Node at most this often: a busy watch must not make the scan a hot loop.
+NODE_SCAN_MIN_SECONDS = 1.0
 _MAX_SEEN = 10_000
 
 
@@ -119,6 +121,8 @@ class NodeSignalSource:
                 found = self.scan()
                 if found:
                     return found
+                await anyio.sleep(NODE_SCAN_MIN_SECONDS)
+                continue  # changes that came meanwhile are scanned now, not after the next one
             with anyio.move_on_after(self.recheck_seconds):
                 await self.ctx.changed.wait()
 
