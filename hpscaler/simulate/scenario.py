@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hpscaler.config import ConfigError, LoadedConfig, default_config_path, load_config
 from hpscaler.config.durations import parse_duration
 from hpscaler.model import CapacityType, InstanceGroup
+from hpscaler.yamlio import YamlInputError, read_documents
 
 DAY_SECONDS = 86400.0
 
@@ -302,13 +302,17 @@ def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        documents = read_documents(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, YamlInputError) as exc:
         raise ScenarioError(f"{path}: cannot read scenario: {exc}") from exc
+    doc = documents[0].data if len(documents) == 1 else None
     if not isinstance(doc, dict) or doc.get("kind") != "Scenario":
-        raise ScenarioError(f"{path}: expected a document with kind: Scenario")
-    spec = dict(doc.get("spec") or {})
-    spec.setdefault("name", (doc.get("metadata") or {}).get("name", path.stem))
+        raise ScenarioError(f"{path}: expected one document with kind: Scenario")
+    raw_spec, metadata = doc.get("spec") or {}, doc.get("metadata") or {}
+    if not isinstance(raw_spec, dict) or not isinstance(metadata, dict):
+        raise ScenarioError(f"{path}: spec and metadata must be mappings")
+    spec = dict(raw_spec)
+    spec.setdefault("name", metadata.get("name", path.stem))
     try:
         scenario = Scenario.model_validate({**spec, "source": str(path)})
     except ValidationError as exc:
