@@ -47,6 +47,7 @@ from hpscaler.config.validate import (
     suggest,
     translate,
 )
+from hpscaler.config.wellknown import check_requirement_values
 from hpscaler.model import CapacityType, InstanceGroup, NodeClass, NodePool
 from hpscaler.yamlio import YamlInputError, YamlLimits, read_documents, walk_lines
 
@@ -588,6 +589,7 @@ def load_config(
         out.issues += check_node_classes(class_entries, groups)
     broken = {label.partition(" ")[2] for label in out.rejected if label.startswith("HyperpodNodeClass ")}
     out.issues += check_node_pools(pool_entries, class_entries, groups, region, broken)
+    out.issues += check_requirement_values(pool_entries, catalogue, zones)
     out.issues += check_catalogue(groups, referenced, catalogue)
     out.issues += check_settings(settings_origin, settings, groups, zones, catalogue)
     if any(i.severity == "error" for i in out.issues):
