@@ -216,11 +216,23 @@ def _read(path: Path) -> tuple[list[_Raw], list[ConfigIssue], list[str]]:
         except (OSError, UnicodeDecodeError) as exc:
             issues.append(ConfigIssue(str(file), "file", "", f"cannot be read: {exc}", "check the file"))
             continue
+        before = len(issues)
         found = (
             _read_json(text, str(file), issues)
             if file.suffix == ".json"
             else _read_yaml(text, str(file), issues)
         )
+        if len(issues) == before and all(raw.data is None for raw in found):
+            issues.append(
+                ConfigIssue(
+                    str(file),
+                    "file",
+                    "",
+                    "holds no documents (it is empty, or only comments)",
+                    "add the NodePool, HyperpodNodeClass or other documents it should hold, or delete it",
+                    "warning",
+                )
+            )
         for raw in found:
             if raw.data is None:
                 continue  # an empty document, e.g. a trailing `---`
