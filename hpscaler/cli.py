@@ -32,6 +32,8 @@ def _load(path: str | None) -> LoadedConfig:
         return load_config(path or default_config_path())
     except ConfigError as exc:
         _fail(f"invalid configuration:\n{exc}")
+    except Exception as exc:  # a loader bug must still end as a clear message and exit 2, not a traceback
+        _fail(f"cannot load the configuration {path or default_config_path()}: {exc!r}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -634,6 +634,17 @@ def _unwrap(group: BaseExceptionGroup[Any]) -> BaseException:
     return relist
 
 
+def _require_kubeconfig(configured: str) -> None:
+    """Say plainly that no kubeconfig exists (kubernetes-asyncio only warns, then fails on a key)."""
+    listed = configured or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    paths = [os.path.expanduser(p) for p in listed.split(os.pathsep) if p]
+    if not any(os.path.exists(p) for p in paths):
+        raise config.ConfigException(
+            f"{', '.join(paths)} does not exist, and this is not a pod (KUBERNETES_SERVICE_HOST is unset); "
+            "set spec.kubernetes.kubeconfig or KUBECONFIG to a kubeconfig file"
+        )
+
+
 @contextlib.asynccontextmanager
 async def kubernetes_backend(
     settings: Settings, *, clock: Clock | None = None
@@ -648,6 +659,7 @@ async def kubernetes_backend(
             load_incluster(client_configuration=configuration)
             source = "in-cluster"
         else:
+            _require_kubeconfig(kube.kubeconfig)
             loader = await config.load_kube_config(
                 config_file=kube.kubeconfig or None,
                 context=kube.context or None,
