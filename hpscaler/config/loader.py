@@ -191,7 +191,11 @@ def _read_json(text: str, file: str, issues: list[ConfigIssue]) -> list[_Raw]:
 def _read(path: Path) -> tuple[list[_Raw], list[ConfigIssue], list[str]]:
     issues: list[ConfigIssue] = []
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _SUFFIXES)
+        try:
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _SUFFIXES)
+        except OSError as exc:
+            fix = "let the user hpscaler runs as read the directory (e.g. chmod 0755)"
+            return [], [ConfigIssue(str(path), "directory", "", f"cannot be read: {exc}", fix)], []
         if not files:
             issues.append(
                 ConfigIssue(
