@@ -18,6 +18,7 @@ nesting with the pure-Python parser) becomes one `YamlInputError` with a line, n
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,15 +61,11 @@ class YamlInputError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class YamlDocument:
-    """One document: its composed node (for line numbers) and the constructed data."""
+    """One document: the constructed data, its first line, and its composed node when kept."""
 
-    node: yaml.Node
     data: Any
-
-    @property
-    def line(self) -> int:
-        """The 1-based line the document starts on."""
-        return int(self.node.start_mark.line) + 1
+    line: int  # 1-based
+    node: yaml.Node | None = None  # for line numbers of every key (`walk_lines`)
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
@@ -145,12 +142,22 @@ def _error(exc: BaseException, text: str) -> YamlInputError:
     return YamlInputError(str(exc) or type(exc).__name__)
 
 
-def read_documents(text: str, limits: YamlLimits = DEFAULT_LIMITS) -> list[YamlDocument]:
-    """Every document of `text` (empty documents included, as None); raises `YamlInputError`."""
+def read_documents(
+    text: str, limits: YamlLimits = DEFAULT_LIMITS, *, keep_nodes: bool = True
+) -> list[YamlDocument]:
+    """Every document of `text` (empty documents included, as None); raises `YamlInputError`.
+
+    `keep_nodes=False` drops each composed node once its document is built: a large manifest then
+    costs only its data.
+    """
     documents: list[YamlDocument] = []
     measure = len(text) < _ALWAYS_MEASURE_BYTES or "*" in text
     total = 0
     loader = None
+    # Parsing allocates millions of objects that all stay alive: the cyclic collector would walk
+    # them again and again for nothing (nodes and data are freed by reference counting).
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         loader = _SafeLoader(text)
         while loader.check_node():
@@ -160,7 +167,8 @@ def read_documents(text: str, limits: YamlLimits = DEFAULT_LIMITS) -> list[YamlD
                 total += _measure(node, limits)
                 if total > limits.max_nodes:
                     raise YamlInputError(f"holds more than {limits.max_nodes:,} nodes", _line(node))
-            documents.append(YamlDocument(node, loader.construct_document(node)))
+            data = loader.construct_document(node)
+            documents.append(YamlDocument(data, _line(node), node if keep_nodes else None))
     except YamlInputError:
         raise
     except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
@@ -169,6 +177,8 @@ def read_documents(text: str, limits: YamlLimits = DEFAULT_LIMITS) -> list[YamlD
     finally:
         if loader is not None:
             loader.dispose()
+        if collecting:
+            gc.enable()
     return documents
 
 

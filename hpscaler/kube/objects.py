@@ -747,7 +747,7 @@ def load_manifest_file(path: Path, *, max_pods: int = MAX_PODS) -> tuple[list[Po
         if path.suffix.lower() == ".json":
             docs: list[Any] = [json.loads(text)]
         else:
-            docs = [doc.data for doc in read_documents(text)]
+            docs = [doc.data for doc in read_documents(text, keep_nodes=False)]
     except json.JSONDecodeError as exc:
         raise ManifestError(
             "",

@@ -335,7 +335,7 @@ def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file."""
     path = Path(path)
     try:
-        documents = read_documents(path.read_text(encoding="utf-8"))
+        documents = read_documents(path.read_text(encoding="utf-8"), keep_nodes=False)
     except (OSError, UnicodeDecodeError, YamlInputError) as exc:
         raise ScenarioError(f"{path}: cannot read scenario: {exc}") from exc
     doc = documents[0].data if len(documents) == 1 else None
