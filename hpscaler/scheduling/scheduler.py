@@ -315,6 +315,7 @@ class _Solver(GangPlacer):
                     allocatable=dict(option.allocatable),
                     price_per_hour=option.price,
                     pods=[p.key for p in b.placed],
+                    labels={k: v for k, v in b.labels.items() if k != LABEL_HOSTNAME},
                 )
             )
         for shape in self.shapes:

@@ -54,6 +54,9 @@ class PlannedNode:
     allocatable: Resources
     price_per_hour: float
     pods: list[str] = field(default_factory=list)
+    # What the node will be labelled with: its zone, capacity type, NodePool, instance group and type,
+    # and the one value of each key the NodePool leaves open that its pods agreed on.
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
