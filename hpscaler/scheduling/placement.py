@@ -105,6 +105,7 @@ class Placer:
         # option) triples tried already (see `_Solver.open_and_fill`).
         self.excluded: dict[tuple[int, int], set[int]] = {}
         self.vetted: set[tuple[int, int, int]] = set()
+        self.ignore_limits = False  # set only to find out whether limits are what keeps a gang out
 
     def vector(self, resources: dict[str, int], pods: int = 0) -> Vector:
         vec = np.zeros(len(self.dims))
@@ -476,7 +477,7 @@ class Placer:
         for option in self.option_table(shape.cls.options_key).ranked(shape.demand):
             if (zone and option.zone != zone) or option.index in excluded:
                 continue
-            if option.node_pool.limits and not self.within_limits(option):
+            if option.node_pool.limits and not self.ignore_limits and not self.within_limits(option):
                 continue
             if constrained:
                 domains = self.option_domains.get(option.index)

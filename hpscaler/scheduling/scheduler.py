@@ -33,7 +33,7 @@ import numpy as np
 
 from hpscaler.model import LABEL_HOSTNAME, LABEL_NODEPOOL, LABEL_ZONE, Node, Pod, Taint, tolerates_all
 from hpscaler.scheduling.explain import explain_unschedulable
-from hpscaler.scheduling.gangs import GangPlacer
+from hpscaler.scheduling.gangs import GangPlacer, gang_key
 from hpscaler.scheduling.options import Option
 from hpscaler.scheduling.packing import EPS, Bin, PodClass, Shape, Vector, demand_groups
 from hpscaler.scheduling.requirements import first_conflict, pod_terms
@@ -52,7 +52,7 @@ def class_signature(pod: Pod, label_keys: frozenset[str]) -> tuple[object, ...]:
         pod.topology_spread,
         pod.pod_affinity,
         pod.pod_anti_affinity,
-        pod.gang.name if pod.gang else "",
+        gang_key(pod),
     )
 
 
@@ -121,8 +121,7 @@ class _Solver(GangPlacer):
             skey = (cls.index, demand_key[1])
             shape = by_shape.get(skey)
             if shape is None:
-                gang = f"{pod.namespace}/{pod.gang.name}" if pod.gang else ""
-                shape = Shape(len(self.shapes), cls, demand, [], gang=gang)
+                shape = Shape(len(self.shapes), cls, demand, [], gang=gang_key(pod))
                 by_shape[skey] = shape
                 self.shapes.append(shape)
                 low = cls.min_demand

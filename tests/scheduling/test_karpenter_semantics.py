@@ -9,15 +9,20 @@ us-west-2a..c, expressed through NodePool requirements, instance groups and pods
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from test_scheduler_cases import (
+    existing_node,
+    gang_pods,
     group,
     pod,
     pool,
     run,
+    three_zone_groups,
     where,
 )
 
-from hpscaler.model import Requirement
+from hpscaler.model import Gang, Requirement
 from hpscaler.scheduling.types import Plan
 
 
@@ -78,3 +83,29 @@ def test_node_selectors_on_one_key_never_share_a_node() -> None:
         assert len({p.split("/")[1][0] for p in node.pods}) == 1
         wanted = "test-value" if node.pods[0].startswith("default/a") else "another-value"
         assert node.labels[TEST_KEY] == wanted
+
+
+# -- 8. gang reasons ---------------------------------------------------------------------------
+
+
+def test_gang_reason_names_the_namespace_once_and_the_nodepool_limit() -> None:
+    """provisioning: "should not schedule if limits would be exceeded" (Karpenter's NodePool limits), for a
+    gang: the reason names the NodePool, the resource and the limit, not "no single zone". The gang
+    name is qualified by the manifest parser (`ml/llm-train`) and must not be qualified twice."""
+    gang = Gang("ml/llm-train", 4)
+    members = [replace(pod(f"w{i}", cpu=7000, gang=gang), namespace="ml") for i in range(4)]
+    plan = run(members, three_zone_groups(), [pool(limits=(("cpu", 16_000),))])
+    assert sorted(u.pod for u in plan.unschedulable) == sorted(p.key for p in members)
+    reason = plan.unschedulable[0].reason
+    assert "ml/llm-train" in reason and "ml/ml/" not in reason
+    assert "NodePool default limits cpu to 16" in reason and "needs 32 more" in reason
+    assert "single availability zone" not in reason
+
+
+def test_gang_blocked_by_nodes_in_use_counts_them() -> None:
+    """provisioning: "should not schedule if limits would be met" (existing usage counts against limits)."""
+    used = existing_node("busy", bound=[pod("old", cpu=7000)])
+    members = gang_pods("train", 2, cpu=7000)
+    plan = run(members, [group("spot-a")], [pool(limits=(("nodes", 2),))], nodes=[used])
+    reason = plan.unschedulable[0].reason
+    assert "NodePool default limits nodes to 2, 1 is in use and the gang needs 2 more" in reason
