@@ -453,7 +453,11 @@ class Placer:
             if not bins:
                 del cls.parked[signature]
                 continue
-            if not topo.allowed(cls.topology, self.signature_probe(next(iter(bins.values())))):
+            # A hostname affinity opens single hosts (the ones its targets went to), never a fresh one.
+            host_affine = cls.topology.host_affine
+            if not host_affine and not topo.allowed(
+                cls.topology, self.signature_probe(next(iter(bins.values())))
+            ):
                 continue  # the domain is still closed
             for name, b in list(bins.items()):
                 if cls.min_demand is not None and not fits(cls.min_demand, b.residual):
@@ -462,7 +466,8 @@ class Placer:
                 if not fits(shape.demand, b.residual):
                     continue
                 if not topo.allowed(cls.topology, b.labels):
-                    del bins[name]  # its host is closed to the class: for good
+                    if not host_affine:
+                        del bins[name]  # its host is closed to the class: for good
                     continue
                 self.place(shape, b)
                 self.fill(b)

@@ -68,6 +68,11 @@ class ClassTopology:
         return bool(self.spreads or self.anti or self.affinity or self.repelled_by)
 
     @property
+    def host_affine(self) -> bool:
+        """Whether a required pod affinity is keyed by hostname (only hosts its targets use open)."""
+        return any(g.key == HOSTNAME for g, _ in self.affinity)
+
+    @property
     def zonal(self) -> bool:
         """Whether a zone-keyed check applies (the choice of zone for a new node matters)."""
         return any(s.group.key != HOSTNAME for s in self.spreads) or any(

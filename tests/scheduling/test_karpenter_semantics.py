@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from test_scheduler_cases import (
+    ZA,
+    ZB,
     existing_node,
     gang_pods,
     group,
@@ -22,7 +24,15 @@ from test_scheduler_cases import (
     where,
 )
 
-from hpscaler.model import Gang, Requirement
+from hpscaler.model import (
+    LABEL_HOSTNAME,
+    LABEL_ZONE,
+    Gang,
+    LabelSelector,
+    PodAffinityTerm,
+    Requirement,
+    TopologySpread,
+)
 from hpscaler.scheduling.types import Plan
 
 
@@ -109,3 +119,77 @@ def test_gang_blocked_by_nodes_in_use_counts_them() -> None:
     plan = run(members, [group("spot-a")], [pool(limits=(("nodes", 2),))], nodes=[used])
     reason = plan.unschedulable[0].reason
     assert "NodePool default limits nodes to 2, 1 is in use and the gang needs 2 more" in reason
+
+
+# -- 1. required pod affinity to pods of the same batch ----------------------------------------
+
+
+def _affinity(key: str, **match: str) -> tuple[PodAffinityTerm, ...]:
+    return (PodAffinityTerm(key, LabelSelector(tuple(sorted(match.items())))),)
+
+
+def test_pod_affinity_to_a_pending_pod_on_its_host() -> None:
+    """topology: "should respect pod affinity (hostname)"."""
+    spread = (TopologySpread(LABEL_HOSTNAME, 1, "DoNotSchedule", LabelSelector((("app", "spread"),))),)
+    pending = [pod(f"s{i}", labels={"app": "spread"}, topology_spread=spread) for i in range(10)]
+    target = pod("aff1", labels={"security": "s2"})
+    follower = pod("aff2", pod_affinity=_affinity(LABEL_HOSTNAME, security="s2"))
+    plan = run([*pending, target, follower], three_zone_groups())
+    assert not plan.unschedulable
+    placed = where(plan)
+    assert placed[target.key] == placed[follower.key]
+
+
+def test_pod_affinity_with_zone_topology_to_a_pending_target() -> None:
+    """topology: "should support pod affinity with zone topology (unconstrained target)". Karpenter
+    places the target first and the others in a second round, once the target's zone is known; a
+    planned node has a concrete zone here, so all eleven land in the target's zone in one round."""
+    target = pod("target", labels={"security": "s2"})
+    followers = [pod(f"f{i}", pod_affinity=_affinity(LABEL_ZONE, security="s2")) for i in range(10)]
+    plan = run([*followers, target], three_zone_groups())
+    assert not plan.unschedulable
+    zones = {n.zone for n in plan.new_nodes}
+    assert len(zones) == 1
+
+
+def test_pod_affinity_with_zone_topology_to_a_constrained_target() -> None:
+    """topology: "should support pod affinity with zone topology (constrained target)"."""
+    target = pod(
+        "target", labels={"security": "s2"}, node_affinity=((Requirement(LABEL_ZONE, "In", (ZB,)),),)
+    )
+    followers = [pod(f"f{i}", pod_affinity=_affinity(LABEL_ZONE, security="s2")) for i in range(10)]
+    plan = run([*followers, target], three_zone_groups(), placement_scores={ZA: 9})
+    assert not plan.unschedulable
+    assert {n.zone for n in plan.new_nodes} == {ZB}
+
+
+def test_chain_of_dependent_affinities_lands_on_one_node() -> None:
+    """topology: "should handle multiple dependent affinities" (db <- web <- cache <- ui on one host),
+    in every submission order."""
+    db = pod("db", labels={"type": "db"})
+    web = pod("web", labels={"type": "web"}, pod_affinity=_affinity(LABEL_HOSTNAME, type="db"))
+    cache = pod("cache", labels={"type": "cache"}, pod_affinity=_affinity(LABEL_HOSTNAME, type="web"))
+    ui = pod("ui", labels={"type": "ui"}, pod_affinity=_affinity(LABEL_HOSTNAME, type="cache"))
+    for order in ([db, web, cache, ui], [ui, cache, web, db], [cache, db, ui, web]):
+        stamped = [replace(p, created=float(i)) for i, p in enumerate(order)]
+        plan = run(stamped, three_zone_groups())
+        assert not plan.unschedulable, plan.unschedulable
+        assert len(set(where(plan).values())) == 1
+
+
+def test_chain_onto_a_target_too_big_to_share_is_refused() -> None:
+    """The affinity holds even when it costs room: a follower that does not fit beside its target on
+    one host stays pending (Kubernetes never relaxes a required term)."""
+    db = pod("db", cpu=6000, labels={"type": "db"})
+    web = pod("web", cpu=3000, pod_affinity=_affinity(LABEL_HOSTNAME, type="db"))
+    plan = run([db, web], [group("g")])
+    assert [u.pod for u in plan.unschedulable] == [web.key]
+    assert "pod affinity" in plan.unschedulable[0].reason
+
+
+def test_unsatisfiable_dependency_is_not_scheduled() -> None:
+    """topology: "should fail to schedule pods with unsatisfiable dependencies" and "should not schedule
+    pods with affinity to a non-existent pod"."""
+    lonely = pod("db", labels={"type": "db"}, pod_affinity=_affinity(LABEL_HOSTNAME, type="web"))
+    plan = run([lonely], three_zone_groups())
+    assert [u.pod for u in plan.unschedulable] == [lonely.key]
