@@ -31,7 +31,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from hpscaler.model import LABEL_HOSTNAME, LABEL_NODEPOOL, LABEL_ZONE, Node, Pod, Taint, tolerates_all
+from hpscaler.model import (
+    LABEL_HOSTNAME,
+    LABEL_NODEPOOL,
+    LABEL_ZONE,
+    Node,
+    Pod,
+    Taint,
+    TopologySpread,
+    tolerates_all,
+)
+from hpscaler.scheduling.domains import spread_domains
 from hpscaler.scheduling.explain import explain_unschedulable
 from hpscaler.scheduling.gangs import GangPlacer, gang_key
 from hpscaler.scheduling.options import Option
@@ -213,14 +223,22 @@ class _Solver(GangPlacer):
         return dict(node.allocatable)
 
     def compile_topology(self) -> None:
-        zones_by_key: dict[int, set[str]] = {}
+        cache: dict[tuple[int, str, str, str], frozenset[str]] = {}
         for cls in self.classes:
-            zones = zones_by_key.get(cls.options_key)
-            if zones is None:
-                zones = zones_by_key[cls.options_key] = {
-                    o.zone for o in cls.options if (o.group.name, o.zone) not in self.inp.unavailable
-                }
-            cls.topology = self.topology.compile(cls.pod, zones | self.bin_zones(cls))
+
+            def domains(spread: TopologySpread, cls: PodClass = cls) -> frozenset[str]:
+                key = (
+                    cls.options_key,
+                    spread.topology_key,
+                    spread.node_affinity_policy,
+                    spread.node_taints_policy,
+                )
+                found = cache.get(key)
+                if found is None:
+                    found = cache[key] = spread_domains(self, cls, spread)
+                return found
+
+            cls.topology = self.topology.compile(cls.pod, domains)
 
     # -- rounds -------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Topology bookkeeping: spread constraints and required pod (anti-)affinity, by zone or hostname.
+"""Topology bookkeeping: spread constraints and required pod (anti-)affinity, by any node label.
 
 Pods are counted per topology group (topology key, label selector, namespaces) and per domain
 (the node's value of the key). Every pod class (pods with the same labels and constraints) is
@@ -8,10 +8,10 @@ handful of dictionary lookups.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from hpscaler.model import LabelSelector, Pod, PodAffinityTerm
+from hpscaler.model import LabelSelector, Pod, PodAffinityTerm, TopologySpread
 
 GroupKey = tuple[str, LabelSelector, tuple[str, ...]]
 
@@ -41,7 +41,7 @@ class SpreadCheck:
     group: TopologyGroup
     max_skew: int
     self_match: bool
-    domains: tuple[str, ...] = ()  # eligible zones; empty for hostname spread
+    domains: tuple[str, ...] = ()  # eligible domains; empty for hostname spread
     min_domains: int = 1
 
 
@@ -124,8 +124,9 @@ class Topology:
             keys.update(r.key for r in group.selector.match_expressions)
         return frozenset(keys)
 
-    def compile(self, pod: Pod, zones: Iterable[str]) -> ClassTopology:
-        """The checks and counters for pods like `pod`, which may go to `zones`."""
+    def compile(self, pod: Pod, domains: Callable[[TopologySpread], Iterable[str]]) -> ClassTopology:
+        """The checks and counters for pods like `pod`; `domains` gives a spread constraint's eligible
+        domains (the values of its key on the nodes its policies count)."""
         compiled = ClassTopology()
         for group in self._groups.values():
             if group.selects(pod.namespace, pod.labels):
@@ -133,18 +134,17 @@ class Topology:
         for anti_group in self._anti_groups.values():
             if anti_group.selects(pod.namespace, pod.labels):
                 compiled.repelled_by.append(anti_group)
-        zone_domains = tuple(sorted(set(zones)))
         for spread in pod.topology_spread:
             if spread.when_unsatisfiable != "DoNotSchedule":
                 continue  # ScheduleAnyway is a preference
             group = self.group(spread.topology_key, spread.selector, (pod.namespace,))
-            domains = () if spread.topology_key == HOSTNAME else zone_domains
+            eligible = () if spread.topology_key == HOSTNAME else tuple(sorted(set(domains(spread))))
             compiled.spreads.append(
                 SpreadCheck(
                     group,
                     spread.max_skew,
                     group.selects(pod.namespace, pod.labels),
-                    domains,
+                    eligible,
                     spread.min_domains,
                 )
             )

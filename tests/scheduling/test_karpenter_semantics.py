@@ -10,8 +10,12 @@ us-west-2a..c, expressed through NodePool requirements, instance groups and pods
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from test_scheduler_cases import (
+    C5_2X,
+    GI,
+    ON_DEMAND,
     ZA,
     ZB,
     existing_node,
@@ -25,12 +29,17 @@ from test_scheduler_cases import (
 )
 
 from hpscaler.model import (
+    LABEL_CAPACITY_TYPE,
     LABEL_HOSTNAME,
+    LABEL_INSTANCE_TYPE,
     LABEL_ZONE,
     Gang,
     LabelSelector,
+    Node,
+    Pod,
     PodAffinityTerm,
     Requirement,
+    Taint,
     TopologySpread,
 )
 from hpscaler.scheduling.types import Plan
@@ -193,3 +202,163 @@ def test_unsatisfiable_dependency_is_not_scheduled() -> None:
     lonely = pod("db", labels={"type": "db"}, pod_affinity=_affinity(LABEL_HOSTNAME, type="web"))
     plan = run([lonely], three_zone_groups())
     assert [u.pod for u in plan.unschedulable] == [lonely.key]
+
+
+# -- 5, 6. topology spread on any label key, and its node inclusion policies -----------------------
+
+SPREAD_LABEL = "fake-label"
+TINY = {"cpu": 100, "memory": GI, "pods": 10}  # Karpenter's test nodes: 100m allocatable, no room
+
+
+def _spread(key: str, **policies: str) -> tuple[TopologySpread, ...]:
+    return (TopologySpread(key, 1, "DoNotSchedule", LabelSelector((("app", "spread"),)), 1, **policies),)  # type: ignore[arg-type]
+
+
+def _spread_pods(count: int, spreads: tuple[TopologySpread, ...], **changes: Any) -> list[Pod]:
+    return [pod(f"p{i}", labels={"app": "spread"}, topology_spread=spreads, **changes) for i in range(count)]
+
+
+BAZ_POOL = pool("default", labels=((SPREAD_LABEL, "baz"),))
+
+
+def _counts(plan: Plan, key: str) -> list[int]:
+    """How many placed pods each value of `key` got (Karpenter's ExpectSkew), sorted."""
+    by_value: dict[str, int] = {}
+    for node in plan.new_nodes:
+        by_value[node.labels.get(key, "")] = by_value.get(node.labels.get(key, ""), 0) + len(node.pods)
+    return sorted(by_value.values())
+
+
+def test_balance_pods_across_capacity_types() -> None:
+    """topology: "should balance pods across capacity types" (and "should respect NodePool capacity type
+    constraints")."""
+    groups = [group("spot-a"), group("od-a", capacity=ON_DEMAND)]
+    ct = Requirement(LABEL_CAPACITY_TYPE, "In", ("spot", "on-demand"))
+    pending = [
+        pod(f"p{i}", labels={"app": "spread"}, topology_spread=_spread(LABEL_CAPACITY_TYPE)) for i in range(4)
+    ]
+    plan = run(pending, groups, [pool("default", ct)])
+    assert not plan.unschedulable
+    assert _counts(plan, LABEL_CAPACITY_TYPE) == [2, 2]
+
+
+def test_balance_pods_across_instance_types() -> None:
+    """topology: spread on node.kubernetes.io/instance-type, domains from the instance groups' types."""
+    groups = [group("c5", C5_2X), group("m5", "ml.m5.2xlarge")]
+    pending = [
+        pod(f"p{i}", labels={"app": "spread"}, topology_spread=_spread(LABEL_INSTANCE_TYPE)) for i in range(6)
+    ]
+    plan = run(pending, groups)
+    assert not plan.unschedulable
+    assert _counts(plan, LABEL_INSTANCE_TYPE) == [3, 3]
+
+
+def test_balance_pods_across_a_nodepool_label_and_its_requirement_values() -> None:
+    """topology: spread on a custom key whose values a NodePool requirement lists ("should balance pods
+    across a label when discovered from the nodepool")."""
+    req = Requirement(SPREAD_LABEL, "In", ("foo", "bar", "baz"))
+    pending = [
+        pod(f"p{i}", labels={"app": "spread"}, topology_spread=_spread(SPREAD_LABEL)) for i in range(6)
+    ]
+    plan = run(pending, [group("g")], [pool("default", req)])
+    assert not plan.unschedulable
+    assert _counts(plan, SPREAD_LABEL) == [2, 2, 2]
+
+
+def _tainted_foo_bar_nodes(**labels: str) -> list[Node]:
+    taint = (Taint("taintname", "NoSchedule", "taintvalue"),)
+    return [
+        Node(
+            name,
+            {SPREAD_LABEL: value, LABEL_HOSTNAME: name, **labels},
+            {"cpu": 100, "memory": GI, "pods": 10},
+            taint,
+        )
+        for name, value in (("node-1", "foo"), ("node-2", "bar"))
+    ]
+
+
+def test_node_taints_policy_ignore_counts_tainted_nodes() -> None:
+    """topology: "should balance pods across a label (NodeTaintsPolicy=ignore)": three domains are known
+    (foo and bar from tainted nodes, baz from the NodePool) and only baz can take pods, so one does."""
+    spreads = _spread(SPREAD_LABEL, node_taints_policy="Ignore")
+    pending = _spread_pods(5, spreads)
+    plan = run(
+        pending,
+        [group("g")],
+        [BAZ_POOL],
+        nodes=_tainted_foo_bar_nodes(),
+    )
+    assert _counts(plan, SPREAD_LABEL) == [1]
+    assert len(plan.unschedulable) == 4
+
+
+def test_node_taints_policy_defaults_to_ignore() -> None:
+    """Kubernetes' default for nodeTaintsPolicy is Ignore: a tainted node's domain counts."""
+    pending = [
+        pod(f"p{i}", labels={"app": "spread"}, topology_spread=_spread(SPREAD_LABEL)) for i in range(5)
+    ]
+    plan = run(
+        pending,
+        [group("g")],
+        [BAZ_POOL],
+        nodes=_tainted_foo_bar_nodes(),
+    )
+    assert _counts(plan, SPREAD_LABEL) == [1]
+
+
+def test_node_taints_policy_honor_skips_tainted_nodes() -> None:
+    """topology: "should balance pods across a label (NodeTaintsPolicy=honor)"."""
+    spreads = _spread(SPREAD_LABEL, node_taints_policy="Honor")
+    pending = _spread_pods(5, spreads)
+    plan = run(
+        pending,
+        [group("g")],
+        [BAZ_POOL],
+        nodes=_tainted_foo_bar_nodes(),
+    )
+    assert not plan.unschedulable
+    assert _counts(plan, SPREAD_LABEL) == [5]
+
+
+def _tainted_pool_domains(policy: str) -> Plan:
+    plain = pool("default", Requirement(SPREAD_LABEL, "In", ("foo",)))
+    tainted = pool(
+        "tainted", Requirement(SPREAD_LABEL, "In", ("bar",)), taints=(Taint("taint-key", "NoSchedule", "v"),)
+    )
+    spreads = _spread(SPREAD_LABEL, node_taints_policy=policy)
+    pending = _spread_pods(2, spreads)
+    return run(pending, [group("g")], [plain, tainted])
+
+
+def test_taints_policy_with_domains_discovered_from_nodepools() -> None:
+    """topology: "should balance pods across a label when discovered from the nodepool
+    (NodeTaintsPolicy=ignore)" and "(NodeTaintsPolicy=honor)"."""
+    assert _counts(_tainted_pool_domains("Ignore"), SPREAD_LABEL) == [1]
+    assert _counts(_tainted_pool_domains("Honor"), SPREAD_LABEL) == [2]
+
+
+def _affinity_policy_plan(policy: str | None) -> Plan:
+    nodes = [
+        Node(
+            name,
+            {SPREAD_LABEL: value, "selector": "mismatch", LABEL_HOSTNAME: name},
+            {"cpu": 100, "memory": GI, "pods": 10},
+        )
+        for name, value in (("node-1", "foo"), ("node-2", "bar"))
+    ]
+    spreads = _spread(SPREAD_LABEL, **({"node_affinity_policy": policy} if policy else {}))
+    pending = [
+        pod(f"p{i}", labels={"app": "spread"}, node_selector={"selector": "value"}, topology_spread=spreads)
+        for i in range(5)
+    ]
+    nodepool = pool("default", labels=((SPREAD_LABEL, "baz"), ("selector", "value")))
+    return run(pending, [group("g")], [nodepool], nodes=nodes)
+
+
+def test_node_affinity_policy() -> None:
+    """topology: "should balance pods across a label (NodeAffinityPolicy=ignore)" and "(=honor)"; Honor
+    is Kubernetes' default."""
+    assert _counts(_affinity_policy_plan("Ignore"), SPREAD_LABEL) == [1]
+    assert _counts(_affinity_policy_plan("Honor"), SPREAD_LABEL) == [5]
+    assert _counts(_affinity_policy_plan(None), SPREAD_LABEL) == [5]
