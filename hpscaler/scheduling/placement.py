@@ -149,7 +149,8 @@ class Placer:
                 found = target.index in cls.option_ids
             else:
                 labels, taints = target
-                found = tolerates_all(cls.pod.tolerations, taints) is None and any(
+                prefer = cls.pod.avoids_prefer_no_schedule
+                found = tolerates_all(cls.pod.tolerations, taints, prefer=prefer) is None and any(
                     term_fits_labels(term, labels) for term in cls.terms
                 )
             self.compat_cache[key] = found

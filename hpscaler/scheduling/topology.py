@@ -109,6 +109,8 @@ class Topology:
         for term in pod.pod_affinity:
             self._term_group(pod, term)
         for term in pod.pod_anti_affinity:
+            self._term_group(pod, term)
+        for term in _required_anti(pod):
             group = self._term_group(pod, term)
             self._anti_groups.setdefault((group.key, group.selector, group.namespaces), group)
 
@@ -149,9 +151,9 @@ class Topology:
                 )
             )
         for term in pod.pod_anti_affinity:
-            group = self._term_group(pod, term)
-            compiled.anti.append(group)
-            compiled.owns.append(group)
+            compiled.anti.append(self._term_group(pod, term))
+        for term in _required_anti(pod):
+            compiled.owns.append(self._term_group(pod, term))
         for term in pod.pod_affinity:
             group = self._term_group(pod, term)
             compiled.affinity.append((group, group.selects(pod.namespace, pod.labels)))
@@ -175,12 +177,21 @@ class Topology:
                 _bump(group.counts, labels.get(group.key), 1)
                 group.total += 1
                 group.version += 1
-        for term in pod.pod_anti_affinity:
+        for term in _required_anti(pod):
             gkey = (term.topology_key, term.selector, term.namespaces or (pod.namespace,))
             found = self._groups.get(gkey)
             if found is not None:
                 _bump(found.owners, labels.get(found.key), 1)
                 found.version += 1
+
+
+def _required_anti(pod: Pod) -> list[PodAffinityTerm]:
+    """The pod's anti-affinity terms that repel other pods: the required ones, not preferences tried as
+    requirements (see `preferences.harden`)."""
+    if not pod.preferred_pod_anti_affinity:
+        return list(pod.pod_anti_affinity)
+    preferred = {term for _, term in pod.preferred_pod_anti_affinity}
+    return [term for term in pod.pod_anti_affinity if term not in preferred]
 
 
 def _bump(counts: dict[str, int], domain: str | None, delta: int) -> None:

@@ -18,10 +18,13 @@ from test_scheduler_cases import (
     ON_DEMAND,
     ZA,
     ZB,
+    ZC,
     existing_node,
     gang_pods,
     group,
+    new_node_of,
     pod,
+    pods,
     pool,
     run,
     three_zone_groups,
@@ -362,3 +365,159 @@ def test_node_affinity_policy() -> None:
     assert _counts(_affinity_policy_plan("Ignore"), SPREAD_LABEL) == [1]
     assert _counts(_affinity_policy_plan("Honor"), SPREAD_LABEL) == [5]
     assert _counts(_affinity_policy_plan(None), SPREAD_LABEL) == [5]
+
+
+# -- 2. preferences: tried as requirements, then relaxed ---------------------------------------
+
+
+def _zone_in(*zones: str) -> tuple[Requirement, ...]:
+    return (Requirement(LABEL_ZONE, "In", zones),)
+
+
+def test_preferred_node_affinity_is_honoured_when_it_can_be() -> None:
+    """suite: "should schedule compatible preferences and requirements with Operator=In"."""
+    p = pod("p", preferred_node_affinity=((1, _zone_in(ZC)),))
+    plan = run([p], three_zone_groups(), placement_scores={ZA: 9})
+    assert plan.new_nodes[0].zone == ZC
+
+
+def test_relax_to_use_lighter_weights() -> None:
+    """suite: Preferential Fallback / Preferred "should relax to use lighter weights"."""
+    prefs = (
+        (100, (Requirement(LABEL_INSTANCE_TYPE, "In", ("test-zone-3",)),)),
+        (50, _zone_in(ZB)),
+        (1, _zone_in(ZA)),  # never reached: the heavier one fits
+    )
+    p = pod("p", preferred_node_affinity=prefs)
+    plan = run([p], three_zone_groups(), [pool("default", Requirement(LABEL_ZONE, "In", (ZA, ZB)))])
+    assert not plan.unschedulable
+    assert plan.new_nodes[0].zone == ZB
+
+
+def test_relax_all_preferred_terms() -> None:
+    """suite: Preferential Fallback / Preferred "should relax all terms"."""
+    prefs = ((1, _zone_in("invalid")), (1, (Requirement(LABEL_INSTANCE_TYPE, "In", ("invalid",)),)))
+    plan = run([pod("p", preferred_node_affinity=prefs)], three_zone_groups())
+    assert not plan.unschedulable and len(plan.new_nodes) == 1
+
+
+def test_preference_conflicting_with_requirement() -> None:
+    """suite: "should schedule even if preference is conflicting with requirement" and "... preference
+    requirements are conflicting"."""
+    p = pod(
+        "p",
+        node_affinity=(_zone_in(ZC),),
+        preferred_node_affinity=((1, (Requirement(LABEL_ZONE, "NotIn", (ZC,)),)),),
+    )
+    q = pod(
+        "q",
+        preferred_node_affinity=(
+            (
+                1,
+                (Requirement(LABEL_ZONE, "In", ("invalid",)), Requirement(LABEL_ZONE, "NotIn", ("invalid",))),
+            ),
+        ),
+    )
+    plan = run([p, q], three_zone_groups())
+    assert not plan.unschedulable
+    assert new_node_of(plan, p.key).zone == ZC
+
+
+def test_required_terms_are_never_relaxed() -> None:
+    """suite: Preferential Fallback / Required "should not relax the final term"."""
+    p = pod("p", node_affinity=(_zone_in("invalid"),))
+    plan = run([p], three_zone_groups())
+    assert [u.pod for u in plan.unschedulable] == [p.key]
+
+
+def test_preferred_pod_affinity_is_honoured_then_violated() -> None:
+    """topology: "should allow violation of preferred pod affinity" (the target does not exist), and a
+    preferred hostname affinity to a pending target is honoured when it can be."""
+    lonely = pod("lonely", preferred_pod_affinity=((50, _affinity(LABEL_HOSTNAME, security="s2")[0]),))
+    plan = run([lonely], three_zone_groups())
+    assert not plan.unschedulable
+    target = pod("target", labels={"security": "s2"}, node_affinity=(_zone_in(ZB),))
+    follower = pod("follower", preferred_pod_affinity=((50, _affinity(LABEL_ZONE, security="s2")[0]),))
+    plan = run([target, follower], three_zone_groups(), placement_scores={ZA: 9})
+    assert new_node_of(plan, follower.key).zone == ZB
+
+
+def test_preferred_anti_affinity_is_honoured_then_violated() -> None:
+    """topology: "should allow violation of preferred pod anti-affinity": ten pods that prefer not to
+    share a zone, three zones: three go one per zone, the rest are placed anyway."""
+    term = _affinity(LABEL_ZONE, app="anti")[0]
+    pending = [
+        pod(f"p{i}", labels={"app": "anti"}, preferred_pod_anti_affinity=((10, term),)) for i in range(10)
+    ]
+    plan = run(pending, three_zone_groups())
+    assert not plan.unschedulable
+    assert {n.zone for n in plan.new_nodes} == {ZA, ZB, ZC}
+
+
+def test_lightest_pod_affinity_preference_is_relaxed_first() -> None:
+    """Issue 12.2: the lightest preference goes first. The pod prefers zone b (weight 80, via a target
+    there) and zone c (weight 10); both cannot hold, so the weight-10 one is dropped."""
+    in_b = pod("in-b", labels={"at": "b"}, node_affinity=(_zone_in(ZB),))
+    in_c = pod("in-c", labels={"at": "c"}, node_affinity=(_zone_in(ZC),))
+    prefs = ((10, _affinity(LABEL_ZONE, at="c")[0]), (80, _affinity(LABEL_ZONE, at="b")[0]))
+    p = pod("p", preferred_pod_affinity=prefs)
+    plan = run([in_b, in_c, p], three_zone_groups())
+    assert not plan.unschedulable
+    assert new_node_of(plan, p.key).zone == ZB
+
+
+def test_schedule_anyway_spread_is_tried_first_then_violated() -> None:
+    """topology: "should violate max-skew when unsat = schedule anyway (capacity type)" and zone
+    spreads: ScheduleAnyway balances when it can and never leaves a pod pending."""
+    anyway = (TopologySpread(LABEL_ZONE, 1, "ScheduleAnyway", LabelSelector((("app", "spread"),))),)
+    balanced = _spread_pods(6, anyway)
+    plan = run(balanced, three_zone_groups())
+    assert not plan.unschedulable
+    per_zone = sorted(sum(len(n.pods) for n in plan.new_nodes if n.zone == z) for z in (ZA, ZB, ZC))
+    assert per_zone == [2, 2, 2]
+    # Only zone a can take them: the spread gives way.
+    plan = run(
+        _spread_pods(4, anyway),
+        [*three_zone_groups()[:1]],
+        [pool("default", Requirement(LABEL_ZONE, "In", (ZA, ZB, ZC)))],
+    )
+    assert not plan.unschedulable
+
+
+# -- 3. PreferNoSchedule taints ----------------------------------------------------------------
+
+
+def test_nodepool_with_prefer_no_schedule_taint_is_avoided_when_another_matches() -> None:
+    """provisioning: "should not match NodePool with PreferNoSchedule taint when other NodePool match"
+    (even when the tainted NodePool weighs more)."""
+    taint = (Taint("foo", "PreferNoSchedule", "bar"),)
+    pools = [pool("tainted", taints=taint, weight=50), pool("plain")]
+    plan = run(pods("p", 3), [group("g")], pools)
+    assert not plan.unschedulable
+    assert {n.node_pool for n in plan.new_nodes} == {"plain"}
+
+
+def test_prefer_no_schedule_nodepool_is_used_when_nothing_else_fits() -> None:
+    """provisioning: "should tolerate PreferNoSchedule taint only after trying to relax Affinity terms"."""
+    taint = (Taint("foo", "PreferNoSchedule", "bar"),)
+    prefs = ((1, _zone_in("invalid")), (1, (Requirement(LABEL_INSTANCE_TYPE, "In", ("invalid",)),)))
+    p = pod("p", preferred_node_affinity=prefs)
+    plan = run([p], [group("g")], [pool("tainted", taints=taint)])
+    assert not plan.unschedulable
+    assert plan.new_nodes[0].node_pool == "tainted"
+    # The other NodePool is full (limit): the tainted one takes what is left.
+    pools = [pool("tainted", taints=taint), pool("plain", limits=(("nodes", 1),))]
+    plan = run(pods("big", 2, cpu=7000), [group("g")], pools)
+    assert not plan.unschedulable
+    assert sorted(n.node_pool for n in plan.new_nodes) == ["plain", "tainted"]
+
+
+def test_prefer_no_schedule_node_is_avoided_while_another_has_room() -> None:
+    """Existing nodes too: a node tainted PreferNoSchedule (e.g. a Spot rebalance recommendation) takes
+    pods only when no other node or NodePool can."""
+    tainted = existing_node(
+        "rebalancing", taints=(Taint("hpscaler.io/rebalance-recommended", "PreferNoSchedule"),)
+    )
+    healthy = existing_node("healthy")
+    plan = run([pod("p")], [group("g")], nodes=[tainted, healthy])
+    assert plan.existing == {"healthy": ["default/p"]}
