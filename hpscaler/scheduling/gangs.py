@@ -1,6 +1,7 @@
 """Gangs: placed first, all-or-nothing and in a single zone.
 
-A gang goes to the zone of its members already running, if any, else to the best-ranked zone every
+A gang goes to the zone of its members already running, if any, else to the zone its nodes in flight
+were launched in (`SchedulingInput.gang_zones`) if it fits there, else to the best-ranked zone every
 member could use; every tentative placement is journaled and undone when a gang does not fit a zone.
 """
 
@@ -61,6 +62,9 @@ class GangPlacer(Placer):
             fixed = running_zones.get(name)
             if fixed:
                 zones = [z for z in zones if z in fixed]
+            started = self.inp.gang_zones.get(name)
+            if started in zones:  # capacity is on its way there: finish the gang in that zone first
+                zones = [started, *(z for z in zones if z != started)]
             if not self.place_gang(shapes, zones):
                 self.fail_gang(shapes, self.gang_failure(name, shapes, zones, fixed))
         self.journal = None

@@ -39,6 +39,8 @@ class SchedulingInput:
     # (instance group, zone) offerings currently out of capacity -> why (shown in reasons).
     unavailable: Mapping[tuple[str, str], str] = field(default_factory=dict)
     region: str = ""
+    # Gang (`namespace/name`) -> the zone its nodes in flight were launched in: finish it there if it fits.
+    gang_zones: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
