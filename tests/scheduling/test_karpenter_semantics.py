@@ -521,3 +521,16 @@ def test_prefer_no_schedule_node_is_avoided_while_another_has_room() -> None:
     healthy = existing_node("healthy")
     plan = run([pod("p")], [group("g")], nodes=[tainted, healthy])
     assert plan.existing == {"healthy": ["default/p"]}
+
+
+def test_tainted_node_zone_counts_by_default() -> None:
+    """Issue 12.6 with zones: a tainted node in zone c is a domain under the default nodeTaintsPolicy
+    (Ignore), so with no capacity to launch in zone c only maxSkew pods go to each other zone; with
+    Honor it is no domain and all four are placed."""
+    tainted = existing_node("gpu-c", zone=ZC, taints=(Taint("nvidia.com/gpu", "NoSchedule"),))
+    groups = [group("spot-a", zone=ZA), group("spot-b", zone=ZB)]
+    default = run(_spread_pods(4, _spread(LABEL_ZONE)), groups, nodes=[tainted])
+    assert len(default.unschedulable) == 2
+    assert sorted(n.zone for n in default.new_nodes) == [ZA, ZB]
+    honor = run(_spread_pods(4, _spread(LABEL_ZONE, node_taints_policy="Honor")), groups, nodes=[tainted])
+    assert not honor.unschedulable
