@@ -16,8 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-import yaml
-
 from hpscaler.model import (
     LABEL_HOSTNAME,
     PODS_RESOURCE,
@@ -35,6 +33,7 @@ from hpscaler.model import (
     add_resources,
 )
 from hpscaler.quantity import QuantityError, parse_resource
+from hpscaler.yamlio import YamlInputError, read_documents
 
 GANG_LABEL = "hpscaler.io/gang"
 GANG_MIN_MEMBER_ANNOTATION = "hpscaler.io/gang-min-member"
@@ -59,6 +58,15 @@ _WORKLOAD_OWNERS = {
     "Job": "Job",
 }
 _KINDS = "Pod, Node, List, PodList, NodeList, DaemonSet, " + ", ".join(_WORKLOAD_OWNERS)
+# The apiVersion each built-in kind is served under; a typo (`bacth/v1`, `v2`) is an error, not a guess.
+_API_VERSIONS = {
+    **dict.fromkeys(("Pod", "Node", "List", "PodList", "NodeList"), "v1"),
+    **dict.fromkeys(("DaemonSet", "Deployment", "ReplicaSet", "StatefulSet"), "apps/v1"),
+    "Job": "batch/v1",
+}
+# `plan` and `simulate` build every pod in memory: above this many, the input is a mistake
+# (`replicas: 1000000000`), not a cluster. `hpscaler plan --max-pods` raises it.
+MAX_PODS = 100_000
 
 
 class ManifestError(ValueError):
@@ -643,13 +651,21 @@ def _replica_count(at: _At, kind: str, spec: Mapping[str, Any]) -> int:
     return count
 
 
-def _template_pods(obj: Mapping[str, Any], kind: str, where: str, source: str) -> list[Pod]:
-    """The pods a workload controller would create from `spec.template`, all pending."""
+def _template_pods(
+    obj: Mapping[str, Any], kind: str, where: str, source: str, room: int = MAX_PODS
+) -> list[Pod]:
+    """The pods a workload controller would create from `spec.template`, all pending (at most `room`)."""
     raw_meta = obj.get("metadata")
     at = _At(_label(kind, raw_meta if isinstance(raw_meta, Mapping) else {}, where), source)
     name, namespace = _identity(at, _map(at, raw_meta, "metadata"))
     spec = _map(at, obj.get("spec"), "spec")
     count = _replica_count(at, kind, spec)
+    if count > room:
+        raise at.error(
+            "spec.parallelism" if kind == "Job" else "spec.replicas",
+            f"{count} pods would exceed the limit of pods in one plan ({room} left)",
+            "lower it, or raise the limit (`hpscaler plan --max-pods`)",
+        )
     template = _map(at, spec.get("template"), "spec.template")
     if not template:
         raise at.error("spec.template", "is required", "add the pod template")
@@ -683,6 +699,7 @@ class _Loader:
     pods: list[Pod]
     nodes: list[tuple[Mapping[str, Any], str]]
     daemonsets: list[Pod]
+    max_pods: int = MAX_PODS
 
     def add(self, doc: Any, where: str, default_kind: str = "") -> None:
         if doc is None:  # an empty YAML document, e.g. after a trailing `---`
@@ -697,6 +714,15 @@ class _Loader:
         kind = doc.get("kind") or default_kind
         if not isinstance(kind, str):
             kind = repr(kind)  # never a supported kind, and hashable for the lookups below
+        self._check_api_version(doc, kind, where)
+        if len(self.pods) >= self.max_pods and kind in ("Pod", *_WORKLOAD_OWNERS):
+            raise ManifestError(
+                where,
+                "",
+                f"more than {self.max_pods} pods in one plan",
+                "split the input, or raise the limit (`hpscaler plan --max-pods`)",
+                source=self.source,
+            )
         if kind == "Pod":
             self.pods.append(_pod_from(doc, self.source, where))
         elif kind == "Node":
@@ -709,7 +735,8 @@ class _Loader:
         elif kind == "DaemonSet":
             self.daemonsets.extend(_template_pods(doc, kind, where, self.source))
         elif kind in _WORKLOAD_OWNERS:
-            self.pods.extend(_template_pods(doc, kind, where, self.source))
+            room = self.max_pods - len(self.pods)
+            self.pods.extend(_template_pods(doc, kind, where, self.source, room))
         else:
             meta = doc.get("metadata")
             label = _label(str(kind or "object"), meta if isinstance(meta, Mapping) else {}, where)
@@ -719,6 +746,21 @@ class _Loader:
                 "kind",
                 problem,
                 f"remove it from the input; supported kinds: {_KINDS}",
+                source=self.source,
+            )
+
+    def _check_api_version(self, doc: Mapping[str, Any], kind: str, where: str) -> None:
+        expected, found = _API_VERSIONS.get(kind), doc.get("apiVersion")
+        if expected is None or found is None:
+            return  # an API list's items carry no apiVersion of their own, and hand-written input may not
+
+        if found != expected:
+            meta = doc.get("metadata")
+            raise ManifestError(
+                _label(kind, meta if isinstance(meta, Mapping) else {}, where),
+                "apiVersion",
+                f"{found!r} is not the apiVersion of a {kind}",
+                f"use apiVersion: {expected}",
                 source=self.source,
             )
 
@@ -738,21 +780,21 @@ class _Loader:
 
 
 def load_manifests(
-    docs: Iterable[Mapping[str, Any]], *, source: str
+    docs: Iterable[Mapping[str, Any]], *, source: str, max_pods: int = MAX_PODS
 ) -> tuple[list[Pod], list[Node], list[Pod]]:
     """Turn parsed manifests into (pods, nodes, daemonset_pods); nodes get the pods bound to them.
 
     Accepts Pod, Node, List / PodList / NodeList, DaemonSet (one template pod for DaemonSet
     overhead on new nodes) and Deployment / ReplicaSet / StatefulSet / Job (`replicas` or
-    `parallelism` pending pods named `<name>-<i>`). Raises `ManifestError`.
+    `parallelism` pending pods named `<name>-<i>`), at most `max_pods` pods. Raises `ManifestError`.
     """
-    loader = _Loader(source, [], [], [])
+    loader = _Loader(source, [], [], [], max_pods)
     for index, doc in enumerate(docs, 1):
         loader.add(doc, f"document {index}")
     return loader.finish()
 
 
-def load_manifest_file(path: Path) -> tuple[list[Pod], list[Node], list[Pod]]:
+def load_manifest_file(path: Path, *, max_pods: int = MAX_PODS) -> tuple[list[Pod], list[Node], list[Pod]]:
     """Load a multi-document YAML or a JSON file with `load_manifests`; errors name the file."""
     source = str(path)
     try:
@@ -763,7 +805,7 @@ def load_manifest_file(path: Path) -> tuple[list[Pod], list[Node], list[Pod]]:
         if path.suffix.lower() == ".json":
             docs: list[Any] = [json.loads(text)]
         else:
-            docs = list(yaml.safe_load_all(text))
+            docs = [doc.data for doc in read_documents(text, keep_nodes=False)]
     except json.JSONDecodeError as exc:
         raise ManifestError(
             "",
@@ -772,15 +814,15 @@ def load_manifest_file(path: Path) -> tuple[list[Pod], list[Node], list[Pod]]:
             "fix the JSON syntax",
             source=source,
         ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+    except RecursionError:
+        raise ManifestError("", "", "invalid JSON: nested too deeply", "flatten it", source=source) from None
+    except YamlInputError as exc:
+        where = f"line {exc.line}" + (f", column {exc.column}" if exc.column else "") if exc.line else ""
         raise ManifestError(
             "",
             where,
-            f"invalid YAML: {problem}",
+            f"invalid YAML: {exc.problem}",
             "fix the YAML syntax (indentation, quoting, `key: value`)",
             source=source,
         ) from None
-    return load_manifests(docs, source=source)
+    return load_manifests(docs, source=source, max_pods=max_pods)
