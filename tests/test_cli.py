@@ -47,6 +47,12 @@ def test_inflate_plans_spot_nodes_in_the_best_scored_zone_the_nodepool_allows() 
     }
     assert sorted(all_pods(plan)) == sorted(f"default/inflate-{i}" for i in range(30))
     assert len(plan["newNodes"]) == 5  # 7 one-CPU pods fit a c5.2xlarge (7910m allocatable)
+    labels = plan["newNodes"][0]["labels"]  # what the node will carry, one value per key
+    assert (
+        labels["topology.kubernetes.io/zone"] == "us-west-2a"
+        and labels["karpenter.sh/capacity-type"] == "spot"
+    )
+    assert labels["node.kubernetes.io/instance-type"] == "ml.c5.2xlarge"
     assert plan["costPerHour"] == pytest.approx(sum(n["pricePerHour"] for n in plan["newNodes"]), abs=1e-4)
 
 
