@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from test_scheduler_cases import (
     C5_2X,
     GI,
@@ -281,47 +282,23 @@ def _tainted_foo_bar_nodes(**labels: str) -> list[Node]:
     ]
 
 
-def test_node_taints_policy_ignore_counts_tainted_nodes() -> None:
-    """topology: "should balance pods across a label (NodeTaintsPolicy=ignore)": three domains are known
-    (foo and bar from tainted nodes, baz from the NodePool) and only baz can take pods, so one does."""
-    spreads = _spread(SPREAD_LABEL, node_taints_policy="Ignore")
-    pending = _spread_pods(5, spreads)
-    plan = run(
-        pending,
-        [group("g")],
-        [BAZ_POOL],
-        nodes=_tainted_foo_bar_nodes(),
-    )
-    assert _counts(plan, SPREAD_LABEL) == [1]
-    assert len(plan.unschedulable) == 4
-
-
-def test_node_taints_policy_defaults_to_ignore() -> None:
-    """Kubernetes' default for nodeTaintsPolicy is Ignore: a tainted node's domain counts."""
-    pending = [
-        pod(f"p{i}", labels={"app": "spread"}, topology_spread=_spread(SPREAD_LABEL)) for i in range(5)
-    ]
-    plan = run(
-        pending,
-        [group("g")],
-        [BAZ_POOL],
-        nodes=_tainted_foo_bar_nodes(),
-    )
-    assert _counts(plan, SPREAD_LABEL) == [1]
-
-
-def test_node_taints_policy_honor_skips_tainted_nodes() -> None:
-    """topology: "should balance pods across a label (NodeTaintsPolicy=honor)"."""
-    spreads = _spread(SPREAD_LABEL, node_taints_policy="Honor")
-    pending = _spread_pods(5, spreads)
-    plan = run(
-        pending,
-        [group("g")],
-        [BAZ_POOL],
-        nodes=_tainted_foo_bar_nodes(),
-    )
-    assert not plan.unschedulable
-    assert _counts(plan, SPREAD_LABEL) == [5]
+@pytest.mark.parametrize(
+    ("policies", "counts", "refused"),
+    [
+        # topology: "should balance pods across a label (NodeTaintsPolicy=ignore)": three domains are
+        # known (foo and bar from tainted nodes, baz from the NodePool); only baz takes pods, so one does.
+        ({"node_taints_policy": "Ignore"}, [1], 4),
+        # Kubernetes' default for nodeTaintsPolicy is Ignore: a tainted node's domain counts.
+        ({}, [1], 4),
+        # topology: "should balance pods across a label (NodeTaintsPolicy=honor)".
+        ({"node_taints_policy": "Honor"}, [5], 0),
+    ],
+)
+def test_node_taints_policy(policies: dict[str, str], counts: list[int], refused: int) -> None:
+    pending = _spread_pods(5, _spread(SPREAD_LABEL, **policies))
+    plan = run(pending, [group("g")], [BAZ_POOL], nodes=_tainted_foo_bar_nodes())
+    assert _counts(plan, SPREAD_LABEL) == counts
+    assert len(plan.unschedulable) == refused
 
 
 def _tainted_pool_domains(policy: str) -> Plan:
