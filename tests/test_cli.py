@@ -230,8 +230,9 @@ def test_the_readme_plan_examples_are_what_plan_prints() -> None:
 
 
 def test_plan_keeps_a_bound_pod_on_its_node_or_reports_it(tmp_path: Path) -> None:
-    """Issue 12.9: a pod with spec.nodeName is the kubelet's, not the scheduler's (kube-scheduler skips
-    bound pods; Karpenter's provisioner counts them as running on their node). It takes room on its node
+    """Issue 12.9: a pod with spec.nodeName is the kubelet's, not the scheduler's (Karpenter's
+    `pod.IsProvisionable` in pkg/utils/pod/scheduling.go excludes bound pods, and its cluster state
+    counts them on their node; kube-scheduler skips them). It takes room on its node
     and shows there; bound to a node `plan` does not know, it is reported. No input pod is dropped."""
     nodes = tmp_path / "nodes.yaml"
     nodes.write_text(

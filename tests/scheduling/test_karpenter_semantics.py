@@ -126,7 +126,7 @@ def test_gang_reason_names_the_namespace_once_and_the_nodepool_limit() -> None:
 
 
 def test_gang_blocked_by_nodes_in_use_counts_them() -> None:
-    """provisioning: "should not schedule if limits would be met" (existing usage counts against limits)."""
+    """provisioning: "should not schedule when limits are exceeded" (what nodes already use counts)."""
     used = existing_node("busy", bound=[pod("old", cpu=7000)])
     members = gang_pods("train", 2, cpu=7000)
     plan = run(members, [group("spot-a")], [pool(limits=(("nodes", 2),))], nodes=[used])
