@@ -6,7 +6,6 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -98,32 +97,6 @@ async def test_the_reload_parses_on_a_worker_thread_while_the_loop_goes_on(
             ticks += 1
         release.set()
     assert ticks == 3 and threads and threads[0] != loop_thread
-
-
-@pytest.fixture
-def config_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "config"
-    shutil.copytree(default_config_path(), directory)
-    settings = directory / "hpscaler.yaml"
-    text = settings.read_text().replace("port: 8080", "port: 0").replace("format: auto", "format: json")
-    settings.write_text(text + f"  shutdownSeconds: {SHUTDOWN_SECONDS}\n")
-    return directory
-
-
-@pytest.fixture
-def process(config_dir: Path) -> Iterator[Process]:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HPSCALER_", "NOTIFY_", "WATCHDOG_"))}
-    running = Process(
-        [str(Path(sys.executable).parent / "hpscaler"), "run", "--config", str(config_dir)], env
-    )
-    try:
-        yield running
-    finally:
-        if running.proc.poll() is None:
-            running.proc.kill()
-        running.proc.wait(10)
 
 
 def test_sighup_with_hostile_files_keeps_the_process_serving(process: Process, config_dir: Path) -> None:
