@@ -13,6 +13,7 @@ import pytest
 from service_harness import make_service, seed_config
 from structlog.testing import capture_logs
 from test_run_process import SHUTDOWN_SECONDS, Process, http_get
+from test_run_process import config_dir, process  # noqa: F401 - fixtures of the test below
 
 from hpscaler.config import ConfigError, default_config_path
 from hpscaler.service import run as run_module
