@@ -183,7 +183,7 @@ def plan(
     )
     result, requests = plan_pods(
         cluster=config.cluster_name,
-        pods=[p for p in pods if not p.node_name],
+        pods=pods,
         nodes=nodes,
         daemonsets=[*daemonsets, *node_daemonsets],
         inp_base=base,

@@ -299,9 +299,49 @@ def _selector(at: _At, owner: Mapping[str, Any], path: str, labels: Mapping[str,
     return LabelSelector(tuple(sorted(match_labels.items())), tuple(expressions))
 
 
+def _node_term(at: _At, term: Mapping[str, Any], tpath: str) -> tuple[Requirement, ...]:
+    """One nodeSelectorTerm: its matchExpressions and matchFields, ANDed."""
+    reqs = [
+        _requirement(at, e, f"{tpath}.matchExpressions[{j}]", _NODE_OPERATORS)
+        for j, e in enumerate(_seq(at, term.get("matchExpressions"), f"{tpath}.matchExpressions"))
+    ]
+    for j, raw_field in enumerate(_seq(at, term.get("matchFields"), f"{tpath}.matchFields")):
+        fpath = f"{tpath}.matchFields[{j}]"
+        req = _requirement(at, raw_field, fpath, ("In", "NotIn"))
+        if req.key != "metadata.name":
+            raise at.error(f"{fpath}.key", f"{req.key!r} is not a supported field", "use metadata.name")
+        # Node names equal their hostname label on EKS / HyperPod nodes.
+        reqs.append(Requirement(LABEL_HOSTNAME, req.operator, req.values))
+    return tuple(reqs)
+
+
+def _weight(at: _At, item: Mapping[str, Any], path: str) -> int:
+    weight = _integer(at, item.get("weight"), f"{path}.weight", 0)
+    if not 1 <= weight <= 100:
+        raise at.error(f"{path}.weight", f"must be from 1 to 100, got {weight}", "set weight: 1 to 100")
+    return weight
+
+
+def _preferred_node_affinity(
+    at: _At, affinity: Mapping[str, Any]
+) -> tuple[tuple[int, tuple[Requirement, ...]], ...]:
+    """Weighted preferred node terms (Karpenter tries them as requirements, heaviest first)."""
+    path = "spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution"
+    node_affinity = _map(at, affinity.get("nodeAffinity"), "spec.affinity.nodeAffinity")
+    terms = []
+    for i, raw in enumerate(
+        _seq(at, node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution"), path)
+    ):
+        item = _map(at, raw, f"{path}[{i}]")
+        term = _node_term(
+            at, _map(at, item.get("preference"), f"{path}[{i}].preference"), f"{path}[{i}].preference"
+        )
+        if term:  # an empty preference matches every node: nothing to prefer
+            terms.append((_weight(at, item, f"{path}[{i}]"), term))
+    return tuple(terms)
+
+
 def _node_affinity(at: _At, affinity: Mapping[str, Any]) -> tuple[tuple[Requirement, ...], ...]:
-    # Preferred terms are only scoring hints to kube-scheduler; a plan that ignores them still
-    # places every pod, so only the required terms constrain where capacity is created.
     path = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
     node_affinity = _map(at, affinity.get("nodeAffinity"), "spec.affinity.nodeAffinity")
     required = _map(at, node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution"), path)
@@ -311,21 +351,10 @@ def _node_affinity(at: _At, affinity: Mapping[str, Any]) -> tuple[tuple[Requirem
     terms = []
     for i, raw in enumerate(raw_terms):
         tpath = f"{path}.nodeSelectorTerms[{i}]"
-        term = _map(at, raw, tpath)
-        reqs = [
-            _requirement(at, e, f"{tpath}.matchExpressions[{j}]", _NODE_OPERATORS)
-            for j, e in enumerate(_seq(at, term.get("matchExpressions"), f"{tpath}.matchExpressions"))
-        ]
-        for j, raw_field in enumerate(_seq(at, term.get("matchFields"), f"{tpath}.matchFields")):
-            fpath = f"{tpath}.matchFields[{j}]"
-            req = _requirement(at, raw_field, fpath, ("In", "NotIn"))
-            if req.key != "metadata.name":
-                raise at.error(f"{fpath}.key", f"{req.key!r} is not a supported field", "use metadata.name")
-            # Node names equal their hostname label on EKS / HyperPod nodes.
-            reqs.append(Requirement(LABEL_HOSTNAME, req.operator, req.values))
+        reqs = _node_term(at, _map(at, raw, tpath), tpath)
         # An empty term matches no node, so it adds nothing to the ORed terms.
         if reqs:
-            terms.append(tuple(reqs))
+            terms.append(reqs)
     if not terms:
         raise at.error(
             f"{path}.nodeSelectorTerms",
@@ -336,7 +365,6 @@ def _node_affinity(at: _At, affinity: Mapping[str, Any]) -> tuple[tuple[Requirem
 
 
 def _spreads(at: _At, spec: Mapping[str, Any], labels: Mapping[str, str]) -> tuple[TopologySpread, ...]:
-    # nodeAffinityPolicy / nodeTaintsPolicy are not modelled: their defaults (Honor / Ignore) apply.
     spreads = []
     for i, raw in enumerate(
         _seq(at, spec.get("topologySpreadConstraints"), "spec.topologySpreadConstraints")
@@ -360,34 +388,59 @@ def _spreads(at: _At, spec: Mapping[str, Any], labels: Mapping[str, str]) -> tup
                 f"{path}.minDomains", f"must be at least 1, got {min_domains}", "remove it or set 1 or more"
             )
         selector = _selector(at, item, path, labels)
-        spreads.append(TopologySpread(key, max_skew, when, selector, min_domains))
+        policies = []
+        for name, default in (("nodeAffinityPolicy", "Honor"), ("nodeTaintsPolicy", "Ignore")):
+            policy = item.get(name, default)
+            if policy not in ("Honor", "Ignore"):
+                raise at.error(f"{path}.{name}", f"{policy!r} is not valid", "use Honor or Ignore")
+            policies.append(policy)
+        spreads.append(TopologySpread(key, max_skew, when, selector, min_domains, policies[0], policies[1]))
     return tuple(spreads)
+
+
+def _affinity_term(
+    at: _At, term: Mapping[str, Any], tpath: str, namespace: str, labels: Mapping[str, str]
+) -> PodAffinityTerm:
+    # namespaceSelector cannot be resolved without the cluster's Namespace objects, so only the
+    # listed namespaces count.
+    key = _text(at, term.get("topologyKey"), f"{tpath}.topologyKey")
+    if not key:
+        raise at.error(
+            f"{tpath}.topologyKey",
+            "is required",
+            "e.g. kubernetes.io/hostname or topology.kubernetes.io/zone",
+        )
+    selector = _selector(at, term, tpath, labels)
+    namespaces = tuple(
+        _text(at, n, f"{tpath}.namespaces[{j}]")
+        for j, n in enumerate(_seq(at, term.get("namespaces"), f"{tpath}.namespaces"))
+    )
+    return PodAffinityTerm(key, selector, namespaces or (namespace,))
 
 
 def _affinity_terms(
     at: _At, affinity: Mapping[str, Any], kind: str, namespace: str, labels: Mapping[str, str]
 ) -> tuple[PodAffinityTerm, ...]:
-    # Preferred terms are scoring hints only (see _node_affinity). namespaceSelector cannot be
-    # resolved without the cluster's Namespace objects, so only the listed namespaces count.
     path = f"spec.affinity.{kind}.requiredDuringSchedulingIgnoredDuringExecution"
     section = _map(at, affinity.get(kind), f"spec.affinity.{kind}")
+    return tuple(
+        _affinity_term(at, _map(at, raw, f"{path}[{i}]"), f"{path}[{i}]", namespace, labels)
+        for i, raw in enumerate(_seq(at, section.get("requiredDuringSchedulingIgnoredDuringExecution"), path))
+    )
+
+
+def _preferred_affinity_terms(
+    at: _At, affinity: Mapping[str, Any], kind: str, namespace: str, labels: Mapping[str, str]
+) -> tuple[tuple[int, PodAffinityTerm], ...]:
+    """Weighted preferred pod (anti-)affinity terms (tried as requirements first, then relaxed)."""
+    path = f"spec.affinity.{kind}.preferredDuringSchedulingIgnoredDuringExecution"
+    section = _map(at, affinity.get(kind), f"spec.affinity.{kind}")
     terms = []
-    for i, raw in enumerate(_seq(at, section.get("requiredDuringSchedulingIgnoredDuringExecution"), path)):
-        tpath = f"{path}[{i}]"
-        term = _map(at, raw, tpath)
-        key = _text(at, term.get("topologyKey"), f"{tpath}.topologyKey")
-        if not key:
-            raise at.error(
-                f"{tpath}.topologyKey",
-                "is required",
-                "e.g. kubernetes.io/hostname or topology.kubernetes.io/zone",
-            )
-        selector = _selector(at, term, tpath, labels)
-        namespaces = tuple(
-            _text(at, n, f"{tpath}.namespaces[{j}]")
-            for j, n in enumerate(_seq(at, term.get("namespaces"), f"{tpath}.namespaces"))
-        )
-        terms.append(PodAffinityTerm(key, selector, namespaces or (namespace,)))
+    for i, raw in enumerate(_seq(at, section.get("preferredDuringSchedulingIgnoredDuringExecution"), path)):
+        item = _map(at, raw, f"{path}[{i}]")
+        tpath = f"{path}[{i}].podAffinityTerm"
+        term = _affinity_term(at, _map(at, item.get("podAffinityTerm"), tpath), tpath, namespace, labels)
+        terms.append((_weight(at, item, f"{path}[{i}]"), term))
     return tuple(terms)
 
 
@@ -470,6 +523,11 @@ def _pod(at: _At, obj: Mapping[str, Any], name: str, namespace: str) -> Pod:
         topology_spread=_spreads(at, spec, labels),
         pod_affinity=_affinity_terms(at, affinity, "podAffinity", namespace, labels),
         pod_anti_affinity=_affinity_terms(at, affinity, "podAntiAffinity", namespace, labels),
+        preferred_node_affinity=_preferred_node_affinity(at, affinity),
+        preferred_pod_affinity=_preferred_affinity_terms(at, affinity, "podAffinity", namespace, labels),
+        preferred_pod_anti_affinity=_preferred_affinity_terms(
+            at, affinity, "podAntiAffinity", namespace, labels
+        ),
         owner_kind=_text(at, owner.get("kind"), "metadata.ownerReferences.kind"),
         owner_name=_text(at, owner.get("name"), "metadata.ownerReferences.name"),
         priority=_integer(at, spec.get("priority"), "spec.priority", 0),

@@ -191,6 +191,7 @@ def build_report(
             "p50": round(percentile(ctx.stats.decision_seconds, 50), 5),
             "p99": round(percentile(ctx.stats.decision_seconds, 99), 5),
         },
+        "gangs": checker.gangs(),
         "invariants": checker.summary(),
         "violations": [str(v) for v in checker.violations],
         "violationDetails": [
