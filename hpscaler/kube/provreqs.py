@@ -129,26 +129,28 @@ def template_from_object(obj: Mapping[str, Any], *, source: str = "") -> Pod:
     return pod_from_manifest(pod, source=source)
 
 
-def split_requests(docs: Sequence[Any], *, source: str = "") -> tuple[RequestSet, list[Any]]:
-    """Take the ProvisioningRequest and PodTemplate documents out of parsed manifests; the rest stay
-    for `load_manifests`. Raises `ManifestError` for a bad request or template, or a name used twice."""
+def split_requests(
+    docs: Sequence[tuple[Any, int]], *, source: str = ""
+) -> tuple[RequestSet, list[tuple[Any, int]]]:
+    """Take the ProvisioningRequest and PodTemplate documents (with the lines they start on) out of
+    parsed manifests; the rest stay for `load_documents`. Raises `ManifestError` for a bad request or
+    template, or a request named twice."""
     requests: list[ProvisioningRequest] = []
     templates: dict[str, Pod] = {}
-    rest: list[Any] = []
-    for doc in docs:
+    rest: list[tuple[Any, int]] = []
+    for doc, line in docs:
         kind = doc.get("kind") if isinstance(doc, Mapping) else None
         if kind == "ProvisioningRequest":
             request = request_from_object(doc, source=source)
             if any(r.key == request.key for r in requests):
-                raise ManifestError(
-                    f"ProvisioningRequest {request.key}", "metadata.name", "appears twice", "", source=source
-                )
+                where = f"ProvisioningRequest {request.key} (line {line})"
+                raise ManifestError(where, "metadata.name", "appears twice", "", source=source)
             requests.append(request)
         elif kind == "PodTemplate":
             pod = template_from_object(doc, source=source)
             templates[pod.key] = pod
         else:
-            rest.append(doc)
+            rest.append((doc, line))
     return RequestSet(tuple(requests), templates), rest
 
 

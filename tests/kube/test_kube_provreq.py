@@ -96,8 +96,11 @@ async def test_backend_watches_after_the_first_read(
     server.create(provreq("train", BEST_EFFORT_ATOMIC, 2))
     assert len((await backend.provisioning_requests()).requests) == 1
     await eventually(lambda: backend.provisioning.synced)
-    assert server.requests_for("watch", "provisioningrequests") and server.requests_for(
-        "watch", "podtemplates"
+    await eventually(
+        lambda: (
+            bool(server.requests_for("watch", "provisioningrequests"))
+            and bool(server.requests_for("watch", "podtemplates"))
+        )
     )
     lists = len(server.requests_for("list", "provisioningrequests"))
     server.create(template("late-tpl"))

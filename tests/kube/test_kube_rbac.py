@@ -112,7 +112,12 @@ async def tour(server: FakeApiServer) -> set[str]:
             server.create(PODTEMPLATE)
             server.create(PROVREQ)
             assert (await kube.provisioning_requests()).requests
-            await eventually(lambda: kube.provisioning.synced)  # listed, then watched
+            await eventually(  # listed, then watched
+                lambda: (
+                    bool(server.requests_for("watch", "provisioningrequests"))
+                    and bool(server.requests_for("watch", "podtemplates"))
+                )
+            )
             condition = RequestCondition("Accepted", "True", "Accepted", "accepted")
             assert await kube.write_provisioning_request_status("ml", "train", [condition])
     return called
