@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import yaml
 
+from hpscaler.kube.jobkinds import JOB_KINDS, JobSpecError, expand_job
 from hpscaler.model import (
     LABEL_HOSTNAME,
     PODS_RESOURCE,
@@ -58,7 +59,7 @@ _WORKLOAD_OWNERS = {
     "StatefulSet": "StatefulSet",
     "Job": "Job",
 }
-_KINDS = "Pod, Node, List, PodList, NodeList, DaemonSet, " + ", ".join(_WORKLOAD_OWNERS)
+_KINDS = "Pod, Node, List, PodList, NodeList, DaemonSet, " + ", ".join([*_WORKLOAD_OWNERS, *JOB_KINDS])
 
 
 class ManifestError(ValueError):
@@ -619,11 +620,29 @@ def _template_pods(obj: Mapping[str, Any], kind: str, where: str, source: str) -
     ]
 
 
+def _job_pods(obj: Mapping[str, Any], kind: str, where: str, source: str) -> list[Pod]:
+    """The pods a training-job controller creates (`hpscaler.kube.jobkinds`), parsed like pods."""
+    raw_meta = obj.get("metadata")
+    at = _At(_label(kind, raw_meta if isinstance(raw_meta, Mapping) else {}, where), source)
+    name, namespace = _identity(at, _map(at, raw_meta, "metadata"))
+    try:
+        expanded = expand_job(kind, obj, name, namespace)
+    except JobSpecError as exc:
+        raise at.error(exc.path, exc.message, exc.fix) from None
+    pods = []
+    for item in expanded:
+        pod = _pod(replace(at, prefix=item.template_path), item.manifest, item.name, namespace)
+        if pod.gang is None and item.gang is not None:
+            pod = replace(pod, gang=Gang(*item.gang))
+        pods.append(pod)
+    return pods
+
+
 @dataclass(slots=True)
 class _Loader:
     source: str
     pods: list[Pod]
-    nodes: list[tuple[Mapping[str, Any], str]]
+    nodes: list[tuple[Mapping[str, Any], str, str]]
     daemonsets: list[Pod]
 
     def add(self, doc: Any, where: str, default_kind: str = "") -> None:
@@ -642,7 +661,7 @@ class _Loader:
         if kind == "Pod":
             self.pods.append(_pod_from(doc, self.source, where))
         elif kind == "Node":
-            self.nodes.append((doc, where))
+            self.nodes.append((doc, where, self.source))
         elif kind in ("List", "PodList", "NodeList"):
             at = _At(f"{kind} ({where})", self.source)
             item_kind = kind.removesuffix("List")  # API list items carry no kind of their own
@@ -652,6 +671,8 @@ class _Loader:
             self.daemonsets.extend(_template_pods(doc, kind, where, self.source))
         elif kind in _WORKLOAD_OWNERS:
             self.pods.extend(_template_pods(doc, kind, where, self.source))
+        elif kind in JOB_KINDS:
+            self.pods.extend(_job_pods(doc, kind, where, self.source))
         else:
             meta = doc.get("metadata")
             label = _label(str(kind or "object"), meta if isinstance(meta, Mapping) else {}, where)
@@ -665,7 +686,7 @@ class _Loader:
             )
 
     def finish(self) -> tuple[list[Pod], list[Node], list[Pod]]:
-        nodes = [_node_from(doc, self.pods, self.source, where) for doc, where in self.nodes]
+        nodes = [_node_from(doc, self.pods, source, where) for doc, where, source in self.nodes]
         # A repeated name would make the plan count one object twice.
         for label, keys in (("Pod", [p.key for p in self.pods]), ("Node", [n.name for n in nodes])):
             seen: set[str] = set()
@@ -685,8 +706,9 @@ def load_manifests(
     """Turn parsed manifests into (pods, nodes, daemonset_pods); nodes get the pods bound to them.
 
     Accepts Pod, Node, List / PodList / NodeList, DaemonSet (one template pod for DaemonSet
-    overhead on new nodes) and Deployment / ReplicaSet / StatefulSet / Job (`replicas` or
-    `parallelism` pending pods named `<name>-<i>`). Raises `ManifestError`.
+    overhead on new nodes), Deployment / ReplicaSet / StatefulSet / Job (`replicas` or
+    `parallelism` pending pods named `<name>-<i>`) and the training-job kinds of
+    `hpscaler.kube.jobkinds` (PyTorchJob, TFJob, MPIJob, JobSet, LeaderWorkerSet). Raises `ManifestError`.
     """
     loader = _Loader(source, [], [], [])
     for index, doc in enumerate(docs, 1):
@@ -701,11 +723,29 @@ def load_manifest_file(path: Path) -> tuple[list[Pod], list[Node], list[Pod]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError("", "", f"cannot read the file: {exc}", "check the path", source=source) from None
+    return load_manifests(
+        parse_manifest_text(text, source=source, json_format=path.suffix.lower() == ".json"), source=source
+    )
+
+
+def load_manifest_sources(
+    sources: Iterable[tuple[str, Iterable[Any]]],
+) -> tuple[list[Pod], list[Node], list[Pod]]:
+    """`load_manifests` over several sources (files, stdin) at once: nodes get pods from any of them."""
+    loader = _Loader("", [], [], [])
+    for source, docs in sources:
+        loader.source = source
+        for index, doc in enumerate(docs, 1):
+            loader.add(doc, f"document {index}")
+    return loader.finish()
+
+
+def parse_manifest_text(text: str, *, source: str, json_format: bool = False) -> list[Any]:
+    """The documents of a multi-document YAML (or one JSON) text; syntax errors name the source."""
     try:
-        if path.suffix.lower() == ".json":
-            docs: list[Any] = [json.loads(text)]
-        else:
-            docs = list(yaml.safe_load_all(text))
+        if json_format:
+            return [json.loads(text)]
+        return list(yaml.safe_load_all(text))
     except json.JSONDecodeError as exc:
         raise ManifestError(
             "",
@@ -725,4 +765,3 @@ def load_manifest_file(path: Path) -> tuple[list[Pod], list[Node], list[Pod]]:
             "fix the YAML syntax (indentation, quoting, `key: value`)",
             source=source,
         ) from None
-    return load_manifests(docs, source=source)

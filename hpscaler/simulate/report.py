@@ -20,6 +20,8 @@ from hpscaler.simulate.chaos import ChaosCounts, ChaosEvent, planned_counts
 from hpscaler.simulate.invariants import InvariantChecker
 from hpscaler.simulate.scenario import Scenario
 
+REPORT_SCHEMA_VERSION = 1  # raised when a field of `simulate --output json` changes meaning or goes away
+
 
 def percentile(values: Iterable[float], q: float) -> float:
     """Nearest-rank percentile (0 for no values)."""
@@ -153,6 +155,7 @@ def build_report(
     counters = ctx.stats.counters
     peak, peak_at = checker.peak_nodes
     report: dict[str, Any] = {
+        "schemaVersion": REPORT_SCHEMA_VERSION,
         "scenario": scenario.name,
         "description": scenario.description,
         "virtualSeconds": scenario.duration,
