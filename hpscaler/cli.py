@@ -86,6 +86,7 @@ def _live(config: LoadedConfig, kubeconfig: str | None, context: str | None) -> 
     from hpscaler.backends.protocols import BackendError
     from hpscaler.kube.snapshot import LiveReadError, read_cluster
 
+    configure_logging("warning", "console")  # stdout carries the plan; library chatter stays off it
     kube = config.settings.kubernetes.model_copy(
         update={k: v for k, v in (("kubeconfig", kubeconfig), ("context", context)) if v is not None}
     )
