@@ -243,21 +243,41 @@ def plan(
     show_default=True,
     help="Daemon log events to stderr while simulating.",
 )
-def simulate(scenario_path: str, output: str, log_level: str) -> None:
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    help="Also draw the run into FILE (.png, .svg or .html): nodes by group and capacity type, "
+    "pending pods, interruptions, capacity losses, cost against all On-Demand. Needs hpscaler[plot].",
+)
+def simulate(scenario_path: str, output: str, log_level: str, plot_path: str | None) -> None:
     """Run the real daemon loops on the in-memory world, in virtual time, and report."""
     configure_logging(log_level, "console")
+    from hpscaler.simulate.plot import PlotError, check_plot_target, write_plot
     from hpscaler.simulate.report import report_table
     from hpscaler.simulate.runner import simulate as run_simulation
     from hpscaler.simulate.scenario import ScenarioError, load_scenario
+
+    if plot_path is not None:
+        try:
+            check_plot_target(plot_path)
+        except PlotError as exc:
+            _fail(str(exc))
 
     try:
         scenario = load_scenario(scenario_path)
     except ScenarioError as exc:
         _fail(f"invalid scenario: {exc}")
     try:
-        report = run_simulation(scenario)
+        report = run_simulation(scenario, trace=plot_path is not None)
     except ConfigError as exc:
         _fail(f"invalid configuration for scenario {scenario.name}:\n{exc}")
+    if plot_path is not None:
+        try:
+            write_plot(report, plot_path)
+        except PlotError as exc:
+            _fail(str(exc))
+        click.echo(f"plot written to {plot_path}", err=True)
     click.echo(json.dumps(report, indent=2) if output == "json" else report_table(report))
     if report["violations"]:
         sys.exit(1)

@@ -48,6 +48,7 @@ class Recorder:
     notes: list[tuple[float, str]] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
     removed_unscheduled: int = 0  # pods deleted (scaled away) before they were ever bound
+    pending_trace: list[tuple[float, int]] = field(default_factory=list)  # (time, pending) at each change
     start: float = 0.0
 
     def note(self, text: str) -> None:
@@ -92,6 +93,7 @@ class Recorder:
                 if event.kind is WatchKind.DELETED:
                     if self.first_pending.pop(pod.key, None) is not None:
                         self.removed_unscheduled += 1
+                        self._trace_pending(now)
                     continue
                 self.seen.add(pod.key)
                 if not pod.node_name:
@@ -101,6 +103,12 @@ class Recorder:
                     started = self.first_pending.pop(pod.key, None)
                     if started is not None:
                         self.latencies.append(now - started)
+                self._trace_pending(now)
+
+    def _trace_pending(self, now: float) -> None:
+        count = len(self.first_pending)
+        if not self.pending_trace or self.pending_trace[-1][1] != count:
+            self.pending_trace.append((now, count))
 
     async def _sampler(self) -> None:
         while True:

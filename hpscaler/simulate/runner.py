@@ -28,6 +28,7 @@ from hpscaler.simulate.chaos import RETRY_SECONDS, ChaosEvent, plan_chaos
 from hpscaler.simulate.invariants import InvariantChecker, Ledger
 from hpscaler.simulate.report import Recorder, build_report
 from hpscaler.simulate.scenario import Scenario, Workload, check_groups, scenario_config
+from hpscaler.simulate.trace import build_trace
 
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z: a fixed start keeps reports reproducible
 
@@ -282,8 +283,8 @@ def load_scenario_config(scenario: Scenario) -> LoadedConfig:
     return scenario_config(scenario)
 
 
-async def run_scenario(scenario: Scenario, config: LoadedConfig) -> dict[str, Any]:
-    """Run the scenario to its end and return the report."""
+async def run_scenario(scenario: Scenario, config: LoadedConfig, *, trace: bool = False) -> dict[str, Any]:
+    """Run the scenario to its end and return the report (with the exact `trace` when asked)."""
     clock = LoopClock(EPOCH)
     world = _world(scenario, config, clock)
     catalogue = config.catalogue()
@@ -314,7 +315,7 @@ async def run_scenario(scenario: Scenario, config: LoadedConfig) -> dict[str, An
         checker.check()
         tg.cancel_scope.cancel()
     wall = time.perf_counter() - started
-    return build_report(
+    report = build_report(
         scenario,
         config,
         world,
@@ -326,14 +327,20 @@ async def run_scenario(scenario: Scenario, config: LoadedConfig) -> dict[str, An
         deferred=driver.deferred,
         missed=driver.missed,
     )
+    if trace:
+        report["trace"] = build_trace(world, recorder.start, clock.now(), recorder.pending_trace)
+    return report
 
 
-def simulate(scenario: Scenario) -> dict[str, Any]:
-    """Run a scenario on a virtual-time event loop: hours of cluster time in seconds."""
+def simulate(scenario: Scenario, *, trace: bool = False) -> dict[str, Any]:
+    """Run a scenario on a virtual-time event loop: hours of cluster time in seconds.
+
+    `trace` adds the exact timeline (`hpscaler.simulate.trace`) that `--plot` draws.
+    """
     config = load_scenario_config(scenario)
     check_groups(scenario, config.instance_groups)
     result: dict[str, Any] = anyio.run(
-        run_scenario,
+        partial(run_scenario, trace=trace),
         scenario,
         config,
         backend_options={"loop_factory": lambda: looptime.new_event_loop(start=0.0, _enabled=True)},
