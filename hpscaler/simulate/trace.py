@@ -44,9 +44,9 @@ def capacity_losses(
     spans: list[dict[str, Any]] = []
     for change in sorted(changes, key=lambda c: c["t"]):
         group = change["group"]
-        offerings = by_group.setdefault(group, {})
-        offerings[change["offering"]] = change["count"]
-        dry = all(count == 0 for count in offerings.values())
+        counts = by_group.setdefault(group, {})
+        counts[change["offering"]] = change["count"]
+        dry = all(count == 0 for count in counts.values())
         if dry and group not in out_since:
             out_since[group] = change["t"]
         elif not dry and group in out_since:
