@@ -36,6 +36,15 @@ def _load(path: str | None) -> LoadedConfig:
         _fail(f"invalid configuration:\n{exc}")
 
 
+_output_option = click.option(
+    "--output",
+    type=click.Choice(["json", "table"]),
+    default="table",
+    show_default=True,
+    help="table for people, json for scripts (carries schemaVersion).",
+)
+
+
 class _Group(click.Group):
     """Lists each command with its whole first sentence (click cuts them at the terminal width)."""
 
@@ -140,13 +149,7 @@ def _scores(values: tuple[str, ...]) -> dict[str, float]:
 )
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), help="Kubeconfig for --live.")
 @click.option("--context", "kube_context", help="Kubeconfig context for --live.")
-@click.option(
-    "--output",
-    type=click.Choice(["json", "table"]),
-    default="table",
-    show_default=True,
-    help="table for people, json for scripts (carries schemaVersion).",
-)
+@_output_option
 @click.option(
     "--out-of-capacity",
     "ooc",
@@ -229,13 +232,7 @@ def plan(
 
 @main.command()
 @click.argument("scenario_path", type=click.Path(exists=True, dir_okay=False))
-@click.option(
-    "--output",
-    type=click.Choice(["json", "table"]),
-    default="table",
-    show_default=True,
-    help="table for people, json for scripts (carries schemaVersion).",
-)
+@_output_option
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from click.testing import CliRunner
+from e2e_harness import write_kubeconfig
 
 from hpscaler.cli import main
 from hpscaler.testing import FakeApiServer
 from hpscaler.testing.apiresources import DEFAULT_RESOURCES, ResourceType
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SEED = REPO / "config" / "examples"
 DAEMONSETS = ResourceType("apps", "v1", "daemonsets", "DaemonSet", True, status=True, short_names=("ds",))
 
@@ -84,19 +84,7 @@ def node(name: str) -> dict[str, Any]:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[FakeApiServer, Path]]:
     with ServerThread() as server:
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "fake", "cluster": {"server": server.url}}],
-                    "users": [{"name": "me", "user": {"token": "t"}}],
-                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me"}}],
-                    "current-context": "fake",
-                }
-            )
-        )
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", server)
         yield server, kubeconfig
 
 
