@@ -14,6 +14,7 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from hpscaler.config.settings import Settings
+from hpscaler.daemon.state import is_provisionable
 from hpscaler.kube.backend import kubernetes_backend
 from hpscaler.kube.convert import JSON, KubeApiError, call_json, metadata
 from hpscaler.kube.objects import ManifestError, load_manifests, node_from_manifest, pod_from_manifest
@@ -65,7 +66,10 @@ def snapshot_from_objects(pods: list[JSON], nodes: list[JSON], daemonsets: list[
             continue
         if pod.terminating or pod.phase in _DONE_PHASES:
             continue
-        (bound if pod.node_name else snap.pending).append(pod)
+        if pod.node_name:
+            bound.append(pod)
+        elif is_provisionable(pod):  # as the daemon decides: not DaemonSet or static pods
+            snap.pending.append(pod)
     for obj in nodes:
         try:
             snap.nodes.append(node_from_manifest(obj, bound))

@@ -98,6 +98,11 @@ def test_plan_live_plans_the_pending_pods_around_existing_nodes_and_daemonsets(
     for i in range(3):
         server.create(pod(f"big-{i}", "3"))  # needs new nodes
     server.create(pod("done-0", "4", phase="Succeeded"))  # finished pods are not planned
+    agent = pod("agent-x", "1")  # a DaemonSet's pod waiting for its node is not provisioned for
+    agent["metadata"]["ownerReferences"] = [
+        {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "controller": True, "uid": "u"}
+    ]
+    server.create(agent)
     server.create(
         {
             "apiVersion": "apps/v1",
