@@ -253,3 +253,55 @@ def test_bad_yaml_on_stdin_names_stdin_and_the_line() -> None:
     result = CliRunner().invoke(main, ["plan", "--pods", "-"], input="kind: Pod\n  bad: [\n")
     assert result.exit_code == 2
     assert "<stdin>" in result.output and "line" in result.output
+
+
+# --- live pods, as the controllers created them ---
+
+
+def live_pod(name: str, labels: dict[str, str], annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "ml", "labels": labels, "annotations": annotations or {}},
+        "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]},
+    }
+
+
+def test_live_pods_of_training_controllers_are_recognised_as_gangs() -> None:
+    kubeflow = {
+        "training.kubeflow.org/operator-name": "pytorchjob-controller",
+        "training.kubeflow.org/job-name": "bert",
+    }
+    lws = {"leaderworkerset.sigs.k8s.io/name": "vllm", "leaderworkerset.sigs.k8s.io/group-index": "1"}
+    pods, _, _ = load_manifests(
+        [
+            live_pod("bert-worker-0", kubeflow),
+            live_pod("llm-workers-0-0-x7k2p", {"jobset.sigs.k8s.io/jobset-name": "llm"}),
+            live_pod("vllm-1-2", lws, {"leaderworkerset.sigs.k8s.io/size": "4"}),
+            live_pod(
+                "solo-0",
+                {**lws, "leaderworkerset.sigs.k8s.io/name": "solo"},
+                {"leaderworkerset.sigs.k8s.io/size": "1"},
+            ),
+            live_pod("opted-out", kubeflow, {"hpscaler.io/gang-scheduling": "false"}),
+            live_pod("plain", {"app": "web"}),
+        ],
+        source="kubectl",
+    )
+    gangs = {p.name: p.gang for p in pods}
+    assert gangs == {
+        "bert-worker-0": Gang("ml/bert", 0),  # every member in the input: a pod does not carry the count
+        "llm-workers-0-0-x7k2p": Gang("ml/llm", 0),
+        "vllm-1-2": Gang("ml/vllm-1", 4),
+        "solo-0": None,
+        "opted-out": None,
+        "plain": None,
+    }
+
+
+def test_expanded_pods_keep_the_objects_count_over_the_labels() -> None:
+    """The labels alone would say "all in the input"; the object knows minAvailable."""
+    job = doc("pytorchjob.yaml")
+    job["spec"]["runPolicy"] = {"schedulingPolicy": {"minAvailable": 3}}
+    pods, _, _ = load_manifests([job], source="t")
+    assert {p.gang for p in pods} == {Gang("ml/bert", 3)}

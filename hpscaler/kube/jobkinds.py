@@ -27,7 +27,9 @@ All-or-nothing kinds are gangs by default: a Kubeflow job or a JobSet as a whole
 runPolicy's `schedulingPolicy.minAvailable`, else every pod), each LeaderWorkerSet group on its own
 (its default restart policy recreates the whole group when one pod fails). The annotation
 `hpscaler.io/gang-scheduling: "false"` on the object turns that off; a gang convention already on
-the pod template (`hpscaler.io/gang`, coscheduling, Kueue, Volcano) wins.
+the pod template (`hpscaler.io/gang`, coscheduling, Kueue, Volcano) wins. Live pods these
+controllers created are recognised by their labels (`controller_gang`), so `plan --live`, `plan
+--pods -` of `kubectl get pods` and the daemon treat them as the same gangs.
 
 This module only works on dicts; `hpscaler.kube.objects` parses the pods it returns.
 """
@@ -156,6 +158,7 @@ def _pod(
     annotations: Mapping[str, str],
     owner: dict[str, Any],
     gang: tuple[str, int] | None,
+    opted_out: bool = False,
 ) -> ExpandedPod:
     meta = _map(template.get("metadata"), f"{template_path}metadata")
     # Controllers copy the template's labels and annotations and then set their own over them.
@@ -164,6 +167,8 @@ def _pod(
         **_map(meta.get("annotations"), f"{template_path}metadata.annotations"),
         **annotations,
     }
+    if opted_out:  # carried to the pods, so that the live pods are not taken for a gang either
+        merged_annotations[GANG_SCHEDULING_ANNOTATION] = "false"
     manifest: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -250,6 +255,7 @@ def _kubeflow(kind: str, obj: Mapping[str, Any], name: str, namespace: str) -> l
                     {},
                     owner,
                     gang,
+                    not _gang_enabled(meta),
                 )
             )
     return pods
@@ -358,6 +364,7 @@ def _jobset(obj: Mapping[str, Any], name: str, namespace: str) -> list[ExpandedP
                         {},
                         _owner(owner_api, "Job", job_name),
                         gang,
+                        not _gang_enabled(meta),
                     )
                 )
             global_index += 1
@@ -414,9 +421,31 @@ def _lws(obj: Mapping[str, Any], name: str, namespace: str) -> list[ExpandedPod]
                     annotations,
                     _owner("apps/v1", "StatefulSet", name if is_leader else leader_name),
                     gang,
+                    not gang_enabled,
                 )
             )
     return pods
+
+
+def controller_gang(labels: Mapping[str, str], annotations: Mapping[str, str]) -> tuple[str, int] | None:
+    """The gang a live pod belongs to by the labels its training controller gave it.
+
+    (name, minMember) without the namespace; minMember 0 means "every member in the input", since
+    a pod does not say how many replicas its Kubeflow job or JobSet has. A LeaderWorkerSet pod
+    does (`leaderworkerset.sigs.k8s.io/size`). None for other pods, a group of one, or a pod
+    annotated `hpscaler.io/gang-scheduling: "false"`.
+    """
+    if annotations.get(GANG_SCHEDULING_ANNOTATION, "").lower() == "false":
+        return None
+    if labels.get(KF_JOB_NAME) and labels.get(KF_OPERATOR_NAME):
+        return labels[KF_JOB_NAME], 0
+    if labels.get(JOBSET_NAME):
+        return labels[JOBSET_NAME], 0
+    if labels.get(LWS_NAME) and labels.get(LWS_GROUP_INDEX, "").isdigit():
+        size_text = annotations.get(LWS_SIZE, "")
+        size = int(size_text) if size_text.isdigit() else 0
+        return (f"{labels[LWS_NAME]}-{labels[LWS_GROUP_INDEX]}", size) if size != 1 else None
+    return None
 
 
 def expand_job(kind: str, obj: Mapping[str, Any], name: str, namespace: str) -> list[ExpandedPod]:

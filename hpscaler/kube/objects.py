@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import yaml
 
-from hpscaler.kube.jobkinds import JOB_KINDS, JobSpecError, expand_job
+from hpscaler.kube.jobkinds import JOB_KINDS, JobSpecError, controller_gang, expand_job
 from hpscaler.model import (
     LABEL_HOSTNAME,
     PODS_RESOURCE,
@@ -433,7 +433,8 @@ def _gang(at: _At, namespace: str, labels: Mapping[str, str], annotations: Mappi
                     f'write e.g. {count_key}: "8"',
                 )
         return Gang(f"{namespace}/{name}", min_member)
-    return None
+    found = controller_gang(labels, annotations)  # PyTorchJob, JobSet, LeaderWorkerSet pods
+    return Gang(f"{namespace}/{found[0]}", found[1]) if found is not None else None
 
 
 def _pod(at: _At, obj: Mapping[str, Any], name: str, namespace: str) -> Pod:
@@ -632,7 +633,9 @@ def _job_pods(obj: Mapping[str, Any], kind: str, where: str, source: str) -> lis
     pods = []
     for item in expanded:
         pod = _pod(replace(at, prefix=item.template_path), item.manifest, item.name, namespace)
-        if pod.gang is None and item.gang is not None:
+        # The object's own count beats the controller labels' "all in the input"; a gang convention
+        # of the template (another name) wins over both.
+        if item.gang is not None and (pod.gang is None or pod.gang.name == item.gang[0]):
             pod = replace(pod, gang=Gang(*item.gang))
         pods.append(pod)
     return pods
