@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TextIO
 
-from hpscaler.kube.objects import ManifestError, load_manifest_sources, parse_manifest_text
+from hpscaler.kube.objects import MAX_PODS, ManifestError, load_manifest_sources, parse_manifest_text
 from hpscaler.model import Node, Pod
 
 STDIN = "-"
@@ -51,6 +51,8 @@ def manifest_documents(location: str, stdin: TextIO) -> list[tuple[str, list[Any
     ]
 
 
-def load_manifest_input(location: str, stdin: TextIO) -> tuple[list[Pod], list[Node], list[Pod]]:
+def load_manifest_input(
+    location: str, stdin: TextIO, *, max_pods: int = MAX_PODS
+) -> tuple[list[Pod], list[Node], list[Pod]]:
     """(pods, nodes, daemonset pods) from a file, a folder or `-`; raises `ManifestError`."""
-    return load_manifest_sources(manifest_documents(location, stdin))
+    return load_manifest_sources(manifest_documents(location, stdin), max_pods=max_pods)

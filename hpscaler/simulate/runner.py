@@ -23,6 +23,7 @@ from hpscaler.daemon.app import Daemon
 from hpscaler.daemon.context import Backends
 from hpscaler.fake import Offering, World
 from hpscaler.fake.kubernetes import copy_pod
+from hpscaler.logs import set_time_source
 from hpscaler.model import CapacityType, Gang, LabelSelector, Pod
 from hpscaler.simulate.chaos import RETRY_SECONDS, ChaosEvent, plan_chaos
 from hpscaler.simulate.invariants import InvariantChecker, Ledger
@@ -307,16 +308,20 @@ async def run_scenario(scenario: Scenario, config: LoadedConfig, *, trace: bool 
         noticed_pods=recorder.noticed_pods,
     )
     started = time.perf_counter()
-    async with anyio.create_task_group() as tg:
-        await tg.start(world.run)
-        await tg.start(recorder.run)
-        await tg.start(checker.run)
-        await tg.start(daemon.run)
-        tg.start_soon(driver.run)
-        await anyio.sleep(scenario.duration)
-        recorder.sample()
-        checker.check()
-        tg.cancel_scope.cancel()
+    set_time_source(clock.now)  # log lines carry the simulated time, like everything else
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(world.run)
+            await tg.start(recorder.run)
+            await tg.start(checker.run)
+            await tg.start(daemon.run)
+            tg.start_soon(driver.run)
+            await anyio.sleep(scenario.duration)
+            recorder.sample()
+            checker.check()
+            tg.cancel_scope.cancel()
+    finally:
+        set_time_source(None)
     wall = time.perf_counter() - started
     report = build_report(
         scenario,
