@@ -26,8 +26,8 @@ def _read(path: Path) -> str:
         ) from None
 
 
-def manifest_documents(location: str, stdin: TextIO) -> list[tuple[str, list[Any]]]:
-    """The parsed documents of `location` (a file, a folder, or `-`), each with its source name."""
+def manifest_documents(location: str, stdin: TextIO) -> list[tuple[str, list[tuple[Any, int]]]]:
+    """The parsed documents of `location` (a file, a folder, or `-`) with their lines, by source."""
     if location == STDIN:
         text = stdin.read()
         # JSON is a subset of YAML, so one parser serves both; `kubectl -o json` gives one List.

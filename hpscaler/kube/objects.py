@@ -839,27 +839,33 @@ def load_manifest_file(path: Path, *, max_pods: int = MAX_PODS) -> tuple[list[Po
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError("", "", f"cannot read the file: {exc}", "check the path", source=source) from None
     docs = parse_manifest_text(text, source=source, json_format=path.suffix.lower() == ".json")
-    return load_manifests(docs, source=source, max_pods=max_pods)
+    return load_manifest_sources([(source, docs)], max_pods=max_pods)
 
 
 def load_manifest_sources(
-    sources: Iterable[tuple[str, Iterable[Any]]], *, max_pods: int = MAX_PODS
+    sources: Iterable[tuple[str, Iterable[tuple[Any, int]]]], *, max_pods: int = MAX_PODS
 ) -> tuple[list[Pod], list[Node], list[Pod]]:
-    """`load_manifests` over several sources (files, stdin) at once: nodes get pods from any of them."""
+    """`load_manifests` over several sources (files, stdin) of (document, first line) at once.
+
+    Nodes get their pods from any of the sources.
+    """
     loader = _Loader("", [], [], [], max_pods)
     for source, docs in sources:
         loader.source = source
-        for index, doc in enumerate(docs, 1):
-            loader.add(doc, f"document {index}")
+        for index, (doc, line) in enumerate(docs, 1):
+            loader.add(doc, f"document {index}, line {line}")  # the line helps find it in a long file
     return loader.finish()
 
 
-def parse_manifest_text(text: str, *, source: str, json_format: bool = False) -> list[Any]:
-    """The documents of a multi-document YAML (or one JSON) text; syntax errors name the source."""
+def parse_manifest_text(text: str, *, source: str, json_format: bool = False) -> list[tuple[Any, int]]:
+    """The documents of a multi-document YAML (or one JSON) text with the line each starts on.
+
+    Syntax errors name the source.
+    """
     try:
         if json_format:
-            return [json.loads(text)]
-        return [doc.data for doc in read_documents(text, keep_nodes=False)]
+            return [(json.loads(text), 1)]
+        return [(doc.data, doc.line) for doc in read_documents(text, keep_nodes=False)]
     except json.JSONDecodeError as exc:
         raise ManifestError(
             "",
