@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import replace
-from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -14,21 +14,19 @@ from hpscaler import __version__
 from hpscaler.config import ConfigError, LoadedConfig, default_config_path, load_config
 from hpscaler.config.settings import MAX_PLACEMENT_SCORE, MIN_PLACEMENT_SCORE
 from hpscaler.config.validate import suggest
-from hpscaler.kube.objects import (
-    MAX_PODS,
-    ManifestError,
-    load_documents,
-    load_manifest_file,
-    read_manifest_documents,
-)
+from hpscaler.kube.inputs import load_manifest_input, manifest_documents
+from hpscaler.kube.objects import MAX_PODS, ManifestError, load_manifest_sources
 from hpscaler.kube.provreqs import split_requests
 from hpscaler.logs import configure as configure_logging
 from hpscaler.model import Node, Pod
 from hpscaler.planning import plan_pods, plan_to_json, plan_to_table
 from hpscaler.provisioning.dryrun import plan_requests, requests_table, with_final_nodes
-from hpscaler.provisioning.provreq import RequestSet
+from hpscaler.provisioning.provreq import ProvisioningRequest, RequestSet
 from hpscaler.scheduling.types import SchedulingInput
 from hpscaler.signals import missing_source_warning
+
+if TYPE_CHECKING:
+    from hpscaler.kube.snapshot import ClusterSnapshot
 
 EXIT_INVALID = 2
 
@@ -47,8 +45,32 @@ def _load(path: str | None) -> LoadedConfig:
         _fail(f"cannot load the configuration {path or default_config_path()}: {exc!r}")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="hpscaler")
+_output_option = click.option(
+    "--output",
+    type=click.Choice(["json", "table"]),
+    default="table",
+    show_default=True,
+    help="table for people, json for scripts (carries schemaVersion).",
+)
+
+
+class _Group(click.Group):
+    """Lists each command with its whole first sentence (click cuts them at the terminal width)."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                help_text = command.short_help or (command.help or "").split("\n\n")[0]
+                rows.append((name, " ".join(help_text.split())))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
+@click.version_option(__version__, prog_name="hpscaler", help="Show the version and exit.")
 def main() -> None:
     """hpscaler: autoscaling for SageMaker HyperPod clusters orchestrated by EKS."""
 
@@ -83,7 +105,7 @@ def _manifests(
     if path is None:
         return [], [], []
     try:
-        found = load_manifest_file(Path(path), max_pods=max_pods)
+        found = load_manifest_input(path, sys.stdin, max_pods=max_pods)
     except ManifestError as exc:
         _fail(f"invalid manifest: {exc}")
     if not any(found):
@@ -91,16 +113,46 @@ def _manifests(
     return found
 
 
-def _pending_manifests(path: str, max_pods: int) -> tuple[list[Pod], list[Pod], RequestSet]:
+def _pending_manifests(path: str | None, max_pods: int) -> tuple[list[Pod], list[Pod], RequestSet]:
     """Pending pods, DaemonSet pods, and ProvisioningRequests with their PodTemplates."""
+    if path is None:
+        return [], [], RequestSet()
+    requests: list[ProvisioningRequest] = []
+    templates: dict[str, Pod] = {}
+    rest: list[tuple[str, list[tuple[Any, int]]]] = []
     try:
-        found, rest = split_requests(read_manifest_documents(Path(path)), source=path)
-        pods, _, daemonsets = load_documents(rest, source=path, max_pods=max_pods)
+        for source, docs in manifest_documents(path, sys.stdin):
+            found, others = split_requests(docs, source=source)
+            requests.extend(found.requests)
+            templates.update(found.templates)
+            rest.append((source, others))
+        pods, _, daemonsets = load_manifest_sources(rest, max_pods=max_pods)
     except ManifestError as exc:
         _fail(f"invalid manifest: {exc}")
-    if not pods and not daemonsets and not found.requests and not found.templates:
+    if not pods and not daemonsets and not requests and not templates:
         click.echo(f"warning: --pods {path} holds no objects (empty, or only comments)", err=True)
-    return pods, daemonsets, found
+    return pods, daemonsets, RequestSet(tuple(requests), templates)
+
+
+def _live(config: LoadedConfig, kubeconfig: str | None, context: str | None) -> ClusterSnapshot:
+    """Pending pods, nodes and DaemonSets read from the cluster (list calls only)."""
+    import anyio
+
+    from hpscaler.backends.protocols import BackendError
+    from hpscaler.kube.snapshot import LiveReadError, read_cluster
+
+    configure_logging("warning", "console")  # stdout carries the plan; library chatter stays off it
+    kube = config.settings.kubernetes.model_copy(
+        update={k: v for k, v in (("kubeconfig", kubeconfig), ("context", context)) if v is not None}
+    )
+    settings = config.settings.model_copy(update={"kubernetes": kube})
+    try:
+        snap = anyio.run(read_cluster, settings)
+    except (BackendError, LiveReadError) as exc:
+        _fail(f"--live: cannot read the cluster: {exc}")
+    for problem in snap.skipped:
+        click.echo(f"skipped: {problem}", err=True)
+    return snap
 
 
 def _scores(values: tuple[str, ...], config: LoadedConfig) -> dict[str, float]:
@@ -136,15 +188,26 @@ def _scores(values: tuple[str, ...], config: LoadedConfig) -> dict[str, float]:
 @click.option(
     "--pods",
     "pods_path",
-    type=click.Path(exists=True),
-    required=True,
-    help="Pending pods: Pod manifests, a List, workloads (Deployment, Job, ...), and ProvisioningRequests "
-    "with their PodTemplates.",
+    type=click.Path(exists=True, allow_dash=True),
+    help="Pending pods: a file, a folder of files, or - for standard input. Pod manifests, Lists, "
+    "workloads (Deployment, Job, ...), training jobs (PyTorchJob, TFJob, MPIJob, JobSet, "
+    "LeaderWorkerSet), and ProvisioningRequests with their PodTemplates.",
 )
 @click.option(
-    "--nodes", "nodes_path", type=click.Path(exists=True), help="Existing Node and bound Pod manifests."
+    "--nodes",
+    "nodes_path",
+    type=click.Path(exists=True, allow_dash=True),
+    help="Existing Node and bound Pod manifests (a file, a folder, or -).",
 )
-@click.option("--output", type=click.Choice(["json", "table"]), default="table", show_default=True)
+@click.option(
+    "--live",
+    is_flag=True,
+    help="Read pending pods, nodes and DaemonSets from the cluster (list calls only; "
+    "spec.kubernetes or --kubeconfig/--context say how to reach it).",
+)
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), help="Kubeconfig for --live.")
+@click.option("--context", "kube_context", help="Kubeconfig context for --live.")
+@_output_option
 @click.option(
     "--out-of-capacity",
     "ooc",
@@ -168,18 +231,32 @@ def _scores(values: tuple[str, ...], config: LoadedConfig) -> dict[str, float]:
 )
 def plan(
     config_path: str | None,
-    pods_path: str,
+    pods_path: str | None,
     nodes_path: str | None,
+    live: bool,
+    kubeconfig: str | None,
+    kube_context: str | None,
     output: str,
     ooc: tuple[str, ...],
     score_items: tuple[str, ...],
     max_pods: int,
 ) -> None:
     """Dry run: where would the scheduler put these pods, and which nodes would it ask for?"""
+    if not live and pods_path is None:
+        _fail("plan needs --pods FILE|DIR|- or --live")
+    if pods_path == "-" and nodes_path == "-":
+        _fail("--pods and --nodes cannot both read standard input")
     config = _load(config_path)
     placement_scores = _scores(score_items, config)
     pods, daemonsets, found = _pending_manifests(pods_path, max_pods)
     bound, nodes, node_daemonsets = _manifests(nodes_path, "--nodes", max_pods)
+    if live:
+        snap = _live(config, kubeconfig, kube_context)
+        pods, nodes, daemonsets = (
+            [*pods, *snap.pending],
+            [*nodes, *snap.nodes],
+            [*daemonsets, *snap.daemonsets],
+        )
     groups = {g.name: g for g in config.instance_groups}
     unknown = [g for g in ooc if g not in groups]
     if unknown:
@@ -196,7 +273,7 @@ def plan(
     for pod in bound:
         by_node.setdefault(pod.node_name, []).append(pod)
     for node in nodes:
-        node.pods = by_node.get(node.name, [])
+        node.pods = by_node.get(node.name, node.pods)
     base = SchedulingInput(
         pods=(),
         node_pools=config.node_pools,
@@ -234,7 +311,7 @@ def plan(
 
 @main.command()
 @click.argument("scenario_path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--output", type=click.Choice(["json", "table"]), default="table", show_default=True)
+@_output_option
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -242,21 +319,41 @@ def plan(
     show_default=True,
     help="Daemon log events to stderr while simulating.",
 )
-def simulate(scenario_path: str, output: str, log_level: str) -> None:
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    help="Also draw the run into FILE (.png, .svg or .html): nodes by group and capacity type, "
+    "pending pods, interruptions, capacity losses, cost against all On-Demand. Needs hpscaler[plot].",
+)
+def simulate(scenario_path: str, output: str, log_level: str, plot_path: str | None) -> None:
     """Run the real daemon loops on the in-memory world, in virtual time, and report."""
     configure_logging(log_level, "console")
+    from hpscaler.simulate.plot import PlotError, check_plot_target, write_plot
     from hpscaler.simulate.report import report_table
     from hpscaler.simulate.runner import simulate as run_simulation
     from hpscaler.simulate.scenario import ScenarioError, load_scenario
+
+    if plot_path is not None:
+        try:
+            check_plot_target(plot_path)
+        except PlotError as exc:
+            _fail(str(exc))
 
     try:
         scenario = load_scenario(scenario_path)
     except ScenarioError as exc:
         _fail(f"invalid scenario: {exc}")
     try:
-        report = run_simulation(scenario)
+        report = run_simulation(scenario, trace=plot_path is not None)
     except ConfigError as exc:
         _fail(f"invalid configuration for scenario {scenario.name}:\n{exc}")
+    if plot_path is not None:
+        try:
+            write_plot(report, plot_path)
+        except PlotError as exc:
+            _fail(str(exc))
+        click.echo(f"plot written to {plot_path}", err=True)
     click.echo(json.dumps(report, indent=2) if output == "json" else report_table(report))
     if report["violations"]:
         sys.exit(1)
@@ -270,7 +367,17 @@ def simulate(scenario_path: str, output: str, log_level: str) -> None:
     required=True,
     help="Config file or directory (HpscalerConfig, NodePools, NodeClasses, instance groups).",
 )
-def run(config_path: str) -> None:
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Log level; wins over HPSCALER_LOG_LEVEL and spec.logging.level.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["json", "console", "auto"]),
+    help="Log format; wins over HPSCALER_LOG_FORMAT and spec.logging.format.",
+)
+def run(config_path: str, log_level: str | None, log_format: str | None) -> None:
     """Run the autoscaler as a service (systemd, container): leader election, health, metrics.
 
     Logs go to stderr (JSON unless on a terminal; HPSCALER_LOG_LEVEL and HPSCALER_LOG_FORMAT
@@ -280,6 +387,11 @@ def run(config_path: str) -> None:
     from hpscaler.backends.registry import BackendNotFound
     from hpscaler.service.run import run_service
 
+    # The environment is what run_service and every reload read, so the flags hold across SIGHUP.
+    if log_level is not None:
+        os.environ["HPSCALER_LOG_LEVEL"] = log_level
+    if log_format is not None:
+        os.environ["HPSCALER_LOG_FORMAT"] = log_format
     config = _load(config_path)  # invalid configuration: exit 2 with every problem listed
     try:
         code = run_service(config_path, config)
@@ -290,15 +402,21 @@ def run(config_path: str) -> None:
 
 @main.command("backends")
 def list_backends() -> None:
-    """List the backends installed through the `hpscaler.backends` entry-point group."""
-    from hpscaler.backends.registry import ENTRY_POINT_GROUP, discover
+    """List installed backends (entry-point group `hpscaler.backends`) and the roles each serves."""
+    from hpscaler.backends.registry import ENTRY_POINT_GROUP, declared_roles, discover
 
     found = discover()
     if not found:
         _fail(f"no backends installed (entry-point group {ENTRY_POINT_GROUP})")
+    click.echo(f"{'NAME':<16} {'ROLES':<40} {'ENTRY POINT':<46} DISTRIBUTION")
     for name, entry in sorted(found.items()):
         dist = f"{entry.dist.name} {entry.dist.version}" if entry.dist is not None else "?"
-        click.echo(f"{name:<20} {entry.value:<50} ({dist})")
+        try:
+            roles = declared_roles(entry.load())
+            shown = ",".join(roles) if roles is not None else "(not declared)"
+        except Exception as exc:  # a broken plugin is listed with the reason, not fatal
+            shown = f"(cannot load: {type(exc).__name__})"
+        click.echo(f"{name:<16} {shown:<40} {entry.value:<46} ({dist})")
 
 
 @main.command()

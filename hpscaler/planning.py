@@ -94,9 +94,13 @@ def plan_pods(
     return plan, [r.body() for r in requests]
 
 
+PLAN_SCHEMA_VERSION = 1  # raised when a field of `plan --output json` changes meaning or goes away
+
+
 def plan_to_json(plan: Plan, requests: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The stable JSON contract of `hpscaler plan --output json`."""
     return {
+        "schemaVersion": PLAN_SCHEMA_VERSION,
         "newNodes": [
             {
                 "name": n.name,

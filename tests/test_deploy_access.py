@@ -35,7 +35,7 @@ def unit_settings() -> dict[str, str]:
 def readme_modes() -> tuple[int, int]:
     """The directory and file modes of the README's install step for /etc/hpscaler."""
     directory = re.search(r"install -d -m (0\d{3}) /etc/hpscaler", README)
-    files = re.search(r"install -m (0\d{3}) config/examples/\* /etc/hpscaler/", README)
+    files = re.search(r"install -m (0\d{3}) (?:config/examples/\*\S* )+/etc/hpscaler/", README)
     assert directory and files, "the README's systemd steps must install /etc/hpscaler with explicit modes"
     return int(directory.group(1), 8), int(files.group(1), 8)
 

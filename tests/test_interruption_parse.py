@@ -161,7 +161,8 @@ def test_check_config_warns_when_no_notice_source_is_configured(tmp_path: Path) 
         config = tmp_path / spec.split(":")[0]
         config.mkdir()
         for item in examples.iterdir():
-            (config / item.name).write_text(item.read_text())
+            if item.is_file():  # config/examples/gpu/ is a second example, not part of this one
+                (config / item.name).write_text(item.read_text())
         (config / "hpscaler.yaml").write_text(
             "apiVersion: hpscaler.io/v1alpha1\nkind: HpscalerConfig\n"
             f"spec:\n  clusterName: my-cluster\n  {spec}\n"

@@ -45,7 +45,13 @@ async def _serve(node_name: str, imds_url: str, poll_seconds: float, kubeconfig:
     "--poll-seconds", type=click.FloatRange(1, 60), default=5.0, show_default=True, help="IMDS poll interval."
 )
 @click.option("--kubeconfig", default="", help="Outside a pod: the kubeconfig to use.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="Log events to stderr at this level and above.",
+)
 def agent(node_name: str, imds_url: str, poll_seconds: float, kubeconfig: str, log_level: str) -> None:
     """Watch IMDS on this node for Spot, rebalance and maintenance notices; report them on its Node."""
     configure_logging(log_level, "json")

@@ -11,10 +11,11 @@ from hpscaler.aws.sagemaker import SageMakerHyperPod
 from hpscaler.aws.session import aws_clients
 from hpscaler.aws.sqs import SqsInterruptions
 from hpscaler.backends.protocols import BackendError
-from hpscaler.backends.registry import BackendSet
+from hpscaler.backends.registry import BackendSet, serves
 from hpscaler.config import LoadedConfig
 
 
+@serves("hyperpod", "scores", "interruptions", "prices")
 @asynccontextmanager
 async def aws_backends(config: LoadedConfig) -> AsyncIterator[BackendSet]:
     """HyperPod, placement scores, Spot prices and (when `spec.aws.interruptionQueueUrl` is set) the queue."""

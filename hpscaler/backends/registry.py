@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any, TypeVar
 
 from hpscaler.backends.protocols import (
     HyperPodCluster,
@@ -38,6 +39,30 @@ class BackendSet:
 
 
 BackendFactory = Callable[[LoadedConfig], AbstractAsyncContextManager[BackendSet]]
+
+
+ROLES = ("kubernetes", "hyperpod", "scores", "interruptions", "prices")  # the BackendSet fields
+_ROLES_ATTRIBUTE = "__hpscaler_roles__"
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def serves(*roles: str) -> Callable[[_F], _F]:
+    """Declare which `BackendSet` roles a factory fills, for `hpscaler backends` (a plugin may too)."""
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:
+        raise ValueError(f"unknown backend role(s) {unknown}; roles: {', '.join(ROLES)}")
+
+    def mark(factory: _F) -> _F:
+        setattr(factory, _ROLES_ATTRIBUTE, tuple(roles))
+        return factory
+
+    return mark
+
+
+def declared_roles(factory: object) -> tuple[str, ...] | None:
+    """The roles a factory declared with `serves`; None when it did not say."""
+    roles = getattr(factory, _ROLES_ATTRIBUTE, None)
+    return tuple(roles) if isinstance(roles, tuple) else None
 
 
 class BackendNotFound(LookupError):

@@ -8,12 +8,13 @@ from contextlib import asynccontextmanager
 
 import anyio
 
-from hpscaler.backends.registry import BackendSet
+from hpscaler.backends.registry import BackendSet, serves
 from hpscaler.clock import LoopClock
 from hpscaler.config import LoadedConfig
 from hpscaler.fake.world import World
 
 
+@serves("kubernetes", "hyperpod", "scores", "interruptions")
 @asynccontextmanager
 async def fake_backends(config: LoadedConfig) -> AsyncIterator[BackendSet]:
     """A World built from the configuration's instance groups, running until the context exits."""

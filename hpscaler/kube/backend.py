@@ -33,7 +33,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from kubernetes_asyncio import client, config
 
 from hpscaler.backends.protocols import BackendError
-from hpscaler.backends.registry import BackendSet
+from hpscaler.backends.registry import BackendSet, serves
 from hpscaler.backends.types import (
     ClusterNodeConfig,
     DisruptionBudgetStatus,
@@ -719,6 +719,7 @@ async def kubernetes_backend(
         yield backend
 
 
+@serves("kubernetes")
 @contextlib.asynccontextmanager
 async def kubernetes_backends(config_: LoadedConfig) -> AsyncIterator[BackendSet]:
     """The `kubernetes` entry-point factory (group `hpscaler.backends`)."""

@@ -10,12 +10,13 @@ not silently planned for.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+from hpscaler.kube.jobkinds import JOB_KINDS, JobSpecError, controller_gang, expand_job
 from hpscaler.model import (
     LABEL_HOSTNAME,
     PODS_RESOURCE,
@@ -57,8 +58,9 @@ _WORKLOAD_OWNERS = {
     "StatefulSet": "StatefulSet",
     "Job": "Job",
 }
-_KINDS = "Pod, Node, List, PodList, NodeList, DaemonSet, " + ", ".join(_WORKLOAD_OWNERS)
+_KINDS = "Pod, Node, List, PodList, NodeList, DaemonSet, " + ", ".join([*_WORKLOAD_OWNERS, *JOB_KINDS])
 # The apiVersion each built-in kind is served under; a typo (`bacth/v1`, `v2`) is an error, not a guess.
+# (The training-job kinds check theirs in `hpscaler.kube.jobkinds`.)
 _API_VERSIONS = {
     **dict.fromkeys(("Pod", "Node", "List", "PodList", "NodeList"), "v1"),
     **dict.fromkeys(("DaemonSet", "Deployment", "ReplicaSet", "StatefulSet"), "apps/v1"),
@@ -493,7 +495,8 @@ def _gang(at: _At, namespace: str, labels: Mapping[str, str], annotations: Mappi
                     f'write e.g. {count_key}: "8"',
                 )
         return Gang(f"{namespace}/{name}", min_member)
-    return None
+    found = controller_gang(labels, annotations)  # PyTorchJob, JobSet, LeaderWorkerSet pods
+    return Gang(f"{namespace}/{found[0]}", found[1]) if found is not None else None
 
 
 def _pod(at: _At, obj: Mapping[str, Any], name: str, namespace: str) -> Pod:
@@ -693,11 +696,31 @@ def _template_pods(
     ]
 
 
+def _job_pods(obj: Mapping[str, Any], kind: str, where: str, source: str) -> list[Pod]:
+    """The pods a training-job controller creates (`hpscaler.kube.jobkinds`), parsed like pods."""
+    raw_meta = obj.get("metadata")
+    at = _At(_label(kind, raw_meta if isinstance(raw_meta, Mapping) else {}, where), source)
+    name, namespace = _identity(at, _map(at, raw_meta, "metadata"))
+    try:
+        expanded = expand_job(kind, obj, name, namespace)
+    except JobSpecError as exc:
+        raise at.error(exc.path, exc.message, exc.fix) from None
+    pods = []
+    for item in expanded:
+        pod = _pod(replace(at, prefix=item.template_path), item.manifest, item.name, namespace)
+        # The object's own count beats the controller labels' "all in the input"; a gang convention
+        # of the template (another name) wins over both.
+        if item.gang is not None and (pod.gang is None or pod.gang.name == item.gang[0]):
+            pod = replace(pod, gang=Gang(*item.gang))
+        pods.append(pod)
+    return pods
+
+
 @dataclass(slots=True)
 class _Loader:
     source: str
     pods: list[Pod]
-    nodes: list[tuple[Mapping[str, Any], str]]
+    nodes: list[tuple[Mapping[str, Any], str, str]]
     daemonsets: list[Pod]
     max_pods: int = MAX_PODS
 
@@ -726,7 +749,7 @@ class _Loader:
         if kind == "Pod":
             self.pods.append(_pod_from(doc, self.source, where))
         elif kind == "Node":
-            self.nodes.append((doc, where))
+            self.nodes.append((doc, where, self.source))
         elif kind in ("List", "PodList", "NodeList"):
             at = _At(f"{kind} ({where})", self.source)
             item_kind = kind.removesuffix("List")  # API list items carry no kind of their own
@@ -737,6 +760,18 @@ class _Loader:
         elif kind in _WORKLOAD_OWNERS:
             room = self.max_pods - len(self.pods)
             self.pods.extend(_template_pods(doc, kind, where, self.source, room))
+        elif kind in JOB_KINDS:
+            pods = _job_pods(doc, kind, where, self.source)
+            if len(pods) > self.max_pods - len(self.pods):
+                raise ManifestError(
+                    where,
+                    "",
+                    f"{kind}: {len(pods)} pods would exceed the limit of pods in one plan "
+                    f"({self.max_pods - len(self.pods)} left)",
+                    "split the input, or raise the limit (`hpscaler plan --max-pods`)",
+                    source=self.source,
+                )
+            self.pods.extend(pods)
         else:
             meta = doc.get("metadata")
             label = _label(str(kind or "object"), meta if isinstance(meta, Mapping) else {}, where)
@@ -765,7 +800,7 @@ class _Loader:
             )
 
     def finish(self) -> tuple[list[Pod], list[Node], list[Pod]]:
-        nodes = [_node_from(doc, self.pods, self.source, where) for doc, where in self.nodes]
+        nodes = [_node_from(doc, self.pods, source, where) for doc, where, source in self.nodes]
         # A repeated name would make the plan count one object twice.
         for label, keys in (("Pod", [p.key for p in self.pods]), ("Node", [n.name for n in nodes])):
             seen: set[str] = set()
@@ -785,8 +820,10 @@ def load_manifests(
     """Turn parsed manifests into (pods, nodes, daemonset_pods); nodes get the pods bound to them.
 
     Accepts Pod, Node, List / PodList / NodeList, DaemonSet (one template pod for DaemonSet
-    overhead on new nodes) and Deployment / ReplicaSet / StatefulSet / Job (`replicas` or
-    `parallelism` pending pods named `<name>-<i>`), at most `max_pods` pods. Raises `ManifestError`.
+    overhead on new nodes), Deployment / ReplicaSet / StatefulSet / Job (`replicas` or
+    `parallelism` pending pods named `<name>-<i>`) and the training-job kinds of
+    `hpscaler.kube.jobkinds` (PyTorchJob, TFJob, MPIJob, JobSet, LeaderWorkerSet), at most
+    `max_pods` pods. Raises `ManifestError`.
     """
     loader = _Loader(source, [], [], [], max_pods)
     for index, doc in enumerate(docs, 1):
@@ -796,7 +833,7 @@ def load_manifests(
 
 def load_manifest_file(path: Path, *, max_pods: int = MAX_PODS) -> tuple[list[Pod], list[Node], list[Pod]]:
     """Load a multi-document YAML or a JSON file with `load_manifests`; errors name the file."""
-    return load_documents(read_manifest_documents(path), source=str(path), max_pods=max_pods)
+    return load_manifest_sources([(str(path), read_manifest_documents(path))], max_pods=max_pods)
 
 
 def read_manifest_documents(path: Path) -> list[tuple[Any, int]]:
@@ -807,11 +844,33 @@ def read_manifest_documents(path: Path) -> list[tuple[Any, int]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError("", "", f"cannot read the file: {exc}", "check the path", source=source) from None
+    return parse_manifest_text(text, source=source, json_format=path.suffix.lower() == ".json")
+
+
+def load_manifest_sources(
+    sources: Iterable[tuple[str, Iterable[tuple[Any, int]]]], *, max_pods: int = MAX_PODS
+) -> tuple[list[Pod], list[Node], list[Pod]]:
+    """`load_manifests` over several sources (files, stdin) of (document, first line) at once.
+
+    Nodes get their pods from any of the sources.
+    """
+    loader = _Loader("", [], [], [], max_pods)
+    for source, docs in sources:
+        loader.source = source
+        for index, (doc, line) in enumerate(docs, 1):
+            loader.add(doc, f"document {index}, line {line}")  # the line helps find it in a long file
+    return loader.finish()
+
+
+def parse_manifest_text(text: str, *, source: str, json_format: bool = False) -> list[tuple[Any, int]]:
+    """The documents of a multi-document YAML (or one JSON) text with the line each starts on.
+
+    Syntax errors name the source.
+    """
     try:
-        if path.suffix.lower() == ".json":
-            docs: list[tuple[Any, int]] = [(json.loads(text), 1)]
-        else:
-            docs = [(doc.data, doc.line) for doc in read_documents(text, keep_nodes=False)]
+        if json_format:
+            return [(json.loads(text), 1)]
+        return [(doc.data, doc.line) for doc in read_documents(text, keep_nodes=False)]
     except json.JSONDecodeError as exc:
         raise ManifestError(
             "",
@@ -831,14 +890,3 @@ def read_manifest_documents(path: Path) -> list[tuple[Any, int]]:
             "fix the YAML syntax (indentation, quoting, `key: value`)",
             source=source,
         ) from None
-    return docs
-
-
-def load_documents(
-    docs: Sequence[tuple[Any, int]], *, source: str, max_pods: int = MAX_PODS
-) -> tuple[list[Pod], list[Node], list[Pod]]:
-    """`load_manifests` for documents read by `read_manifest_documents` (errors name their line)."""
-    loader = _Loader(source, [], [], [], max_pods)
-    for index, (doc, line) in enumerate(docs, 1):
-        loader.add(doc, f"document {index}, line {line}")  # the line helps find it in a long file
-    return loader.finish()

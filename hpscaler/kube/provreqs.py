@@ -133,7 +133,7 @@ def split_requests(
     docs: Sequence[tuple[Any, int]], *, source: str = ""
 ) -> tuple[RequestSet, list[tuple[Any, int]]]:
     """Take the ProvisioningRequest and PodTemplate documents (with the lines they start on) out of
-    parsed manifests; the rest stay for `load_documents`. Raises `ManifestError` for a bad request or
+    parsed manifests; the rest stay for `load_manifest_sources`. Raises `ManifestError` for a bad request or
     template, or a request named twice."""
     requests: list[ProvisioningRequest] = []
     templates: dict[str, Pod] = {}

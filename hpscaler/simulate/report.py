@@ -21,6 +21,8 @@ from hpscaler.simulate.invariants import InvariantChecker
 from hpscaler.simulate.kueue import queue_lines
 from hpscaler.simulate.scenario import Scenario
 
+REPORT_SCHEMA_VERSION = 1  # raised when a field of `simulate --output json` changes meaning or goes away
+
 
 def percentile(values: Iterable[float], q: float) -> float:
     """Nearest-rank percentile (0 for no values)."""
@@ -47,6 +49,7 @@ class Recorder:
     notes: list[tuple[float, str]] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
     removed_unscheduled: int = 0  # pods deleted (scaled away) before they were ever bound
+    pending_trace: list[tuple[float, int]] = field(default_factory=list)  # (time, pending) at each change
     start: float = 0.0
 
     def note(self, text: str) -> None:
@@ -94,6 +97,7 @@ class Recorder:
                 if event.kind is WatchKind.DELETED:
                     if self.first_pending.pop(pod.key, None) is not None:
                         self.removed_unscheduled += 1
+                        self._trace_pending(now)
                     continue
                 self.seen.add(pod.key)
                 if not pod.node_name:
@@ -103,6 +107,12 @@ class Recorder:
                     started = self.first_pending.pop(pod.key, None)
                     if started is not None:
                         self.latencies.append(now - started)
+                self._trace_pending(now)
+
+    def _trace_pending(self, now: float) -> None:
+        count = len(self.first_pending)
+        if not self.pending_trace or self.pending_trace[-1][1] != count:
+            self.pending_trace.append((now, count))
 
     async def _sampler(self) -> None:
         while True:
@@ -157,6 +167,7 @@ def build_report(
     counters = ctx.stats.counters
     peak, peak_at = checker.peak_nodes
     report: dict[str, Any] = {
+        "schemaVersion": REPORT_SCHEMA_VERSION,
         "scenario": scenario.name,
         "description": scenario.description,
         "virtualSeconds": scenario.duration,

@@ -8,8 +8,9 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -20,16 +21,17 @@ from hpscaler.clock import LoopClock
 from hpscaler.config import LoadedConfig
 from hpscaler.daemon.app import Daemon
 from hpscaler.daemon.context import Backends
-from hpscaler.daemon.drain import CHECKPOINT_ANNOTATION
 from hpscaler.fake import Offering, World
+from hpscaler.fake.kubernetes import copy_pod
 from hpscaler.logs import set_time_source
-from hpscaler.model import ANNOTATION_DO_NOT_DISRUPT, CapacityType, Gang, LabelSelector, Pod
-from hpscaler.quantity import parse_resource
+from hpscaler.model import CapacityType, Gang, LabelSelector, Pod
 from hpscaler.simulate.chaos import RETRY_SECONDS, ChaosEvent, plan_chaos
 from hpscaler.simulate.invariants import InvariantChecker, Ledger
 from hpscaler.simulate.kueue import KueueQueue
 from hpscaler.simulate.report import Recorder, build_report
 from hpscaler.simulate.scenario import Scenario, Workload, check_groups, scenario_config
+from hpscaler.simulate.trace import build_trace
+from hpscaler.simulate.workloads import submission, workload_pods
 
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z: a fixed start keeps reports reproducible
 
@@ -51,45 +53,35 @@ class Driver:
     queue: KueueQueue | None = None  # jobs admitted through ProvisioningRequests
     _rng: random.Random = field(default_factory=random.Random)
     _queue: list[tuple[float, int, Callable[[], None]]] = field(default_factory=list)
+    _templates: dict[str, list[Pod]] = field(default_factory=dict)
     _seq: Iterator[int] = field(default_factory=itertools.count)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(f"hpscaler-chaos:{self.scenario.seed}:victims")
 
+    def templates(self, workload: Workload) -> list[Pod]:
+        """The workload's template pods, built (and validated) once."""
+        found = self._templates.get(workload.name)
+        if found is None:
+            base = Path(self.scenario.source).parent if self.scenario.source else Path.cwd()
+            found = self._templates[workload.name] = workload_pods(workload, base)
+        return found
+
     def pod(self, workload: Workload, owner: str, gang_size: int) -> Pod:
         index = self.serial.get(workload.name, 0)
         self.serial[workload.name] = index + 1
-        requests = {
-            "cpu": parse_resource("cpu", workload.cpu),
-            "memory": parse_resource("memory", workload.memory),
-        }
-        if workload.gpu:
-            requests["nvidia.com/gpu"] = workload.gpu
-        annotations: dict[str, str] = {}
-        if workload.checkpoint:
-            annotations[CHECKPOINT_ANNOTATION] = "true"
-        if workload.do_not_disrupt:
-            annotations[ANNOTATION_DO_NOT_DISRUPT] = "true"
-        return Pod(
-            namespace="default",
+        (template,) = self.templates(workload)
+        return replace(
+            copy_pod(template),
             name=f"{workload.name}-{index}",
-            requests=requests,
-            labels={"app": workload.name, **workload.labels},
-            annotations=annotations,
-            node_selector=dict(workload.node_selector),
             owner_kind="ReplicaSet" if workload.kind == "Deployment" else workload.kind,
             owner_name=owner,
-            termination_grace_seconds=workload.grace_period_seconds,
-            gang=Gang(f"default/{owner}", gang_size) if workload.gang else None,
+            gang=Gang(f"default/{owner}", gang_size) if workload.is_gang else None,
         )
 
     def create(self, workload: Workload, count: int, owner: str) -> None:
         """Create `count` pods of the workload; each starts a lineage."""
-        kube = self.world.kubernetes
-        now = self.world.clock.now()
-        for _ in range(count):
-            pod = kube.add_pod(self.pod(workload, owner, count), run_seconds=workload.run_for)
-            self.ledger.create(pod.key, now)
+        self.add([self.pod(workload, owner, count) for _ in range(count)], workload.run_for)
 
     def start(self, workload: Workload) -> None:
         if workload.min_available is not None:
@@ -100,7 +92,7 @@ class Driver:
                 workload.min_available,
                 None,
             )
-        if workload.kind == "Deployment":
+        if workload.scalable:
             self.scale(workload, workload.replicas_at(workload.at))
         else:
             self.submit(workload, 0)
@@ -108,14 +100,26 @@ class Driver:
     def submit(self, workload: Workload, round_index: int) -> None:
         """One submission of a Job: a fresh Job (and gang) each time it repeats."""
         at = self.world.clock.now() - self.start_time
-        count = workload.replicas_at(at)
         owner = workload.name if workload.repeat is None else f"{workload.name}-{round_index + 1}"
+        if workload.manifest is not None:
+            pods = submission(self.templates(workload), round_index, workload.repeat is not None)
+            self.add(pods, workload.run_for)
+            self.recorder.note(f"{owner}: {len(pods)} pods submitted")
+            return
+        count = workload.replicas_at(at)
         if count and workload.provisioning_class is not None and self.queue is not None:
             pods = [self.pod(workload, owner, count) for _ in range(count)]
             self.queue.submit(owner, workload.provisioning_class, pods, workload.run_for)
         elif count:
             self.create(workload, count, owner)
         self.recorder.note(f"{owner}: {count} pods submitted")
+
+    def add(self, pods: list[Pod], run_for: float | None) -> None:
+        """Create pods; each starts a lineage."""
+        now = self.world.clock.now()
+        for pod in pods:
+            added = self.world.kubernetes.add_pod(pod, run_seconds=run_for)
+            self.ledger.create(added.key, now)
 
     def scale(self, workload: Workload, replicas: int) -> None:
         kube = self.world.kubernetes
@@ -250,7 +254,7 @@ class Driver:
         for workload in self.scenario.workloads:
             at = workload.at
             self._push(at, partial(self.start, workload))
-            if workload.kind == "Deployment" and workload.diurnal is not None:
+            if workload.scalable and workload.diurnal is not None:
                 step = workload.diurnal.step
                 for k in range(1, math.ceil((duration - at) / step)):
                     t = at + k * step
@@ -304,8 +308,8 @@ def load_scenario_config(scenario: Scenario) -> LoadedConfig:
     return scenario_config(scenario)
 
 
-async def run_scenario(scenario: Scenario, config: LoadedConfig) -> dict[str, Any]:
-    """Run the scenario to its end and return the report."""
+async def run_scenario(scenario: Scenario, config: LoadedConfig, *, trace: bool = False) -> dict[str, Any]:
+    """Run the scenario to its end and return the report (with the exact `trace` when asked)."""
     clock = LoopClock(EPOCH)
     world = _world(scenario, config, clock)
     catalogue = config.catalogue()
@@ -358,15 +362,20 @@ async def run_scenario(scenario: Scenario, config: LoadedConfig) -> dict[str, An
     )
     if driver.queue is not None:
         report["provisioningRequests"] = driver.queue.report(daemon.ctx.stats.counters["provreq_released"])
+    if trace:
+        report["trace"] = build_trace(world, recorder.start, clock.now(), recorder.pending_trace)
     return report
 
 
-def simulate(scenario: Scenario) -> dict[str, Any]:
-    """Run a scenario on a virtual-time event loop: hours of cluster time in seconds."""
+def simulate(scenario: Scenario, *, trace: bool = False) -> dict[str, Any]:
+    """Run a scenario on a virtual-time event loop: hours of cluster time in seconds.
+
+    `trace` adds the exact timeline (`hpscaler.simulate.trace`) that `--plot` draws.
+    """
     config = load_scenario_config(scenario)
     check_groups(scenario, config.instance_groups)
     result: dict[str, Any] = anyio.run(
-        run_scenario,
+        partial(run_scenario, trace=trace),
         scenario,
         config,
         backend_options={"loop_factory": lambda: looptime.new_event_loop(start=0.0, _enabled=True)},

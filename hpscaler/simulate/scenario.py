@@ -28,6 +28,7 @@ from hpscaler.config.durations import parse_duration
 from hpscaler.kube.objects import MAX_PODS
 from hpscaler.model import CapacityType, InstanceGroup
 from hpscaler.quantity import QuantityError, parse_resource
+from hpscaler.simulate.workloads import WorkloadError, workload_pods
 from hpscaler.yamlio import YamlInputError, read_documents
 
 DAY_SECONDS = 86400.0
@@ -119,16 +120,41 @@ class Repeat(_Strict):
     _parse = _duration("every", "until")
 
 
+TRAINING_KINDS = ("PyTorchJob", "TFJob", "MPIJob")  # all-or-nothing: gangs unless `gang: false`
+_POD_FIELDS = (
+    "replicas",
+    "diurnal",
+    "cpu",
+    "memory",
+    "gpu",
+    "labels",
+    "node_selector",
+    "tolerations",
+    "affinity",
+    "topology_spread_constraints",
+    "grace_period_seconds",
+    "gang",
+    "min_available",
+    "kind",
+)
+
+
 class Workload(_Strict):
     """Identical pods arriving together: a Deployment's replicas or a Job's parallel pods.
 
     Exactly one of `replicas` and `diurnal` gives the pod count. `repeat` (Jobs only) submits a
-    fresh Job each time; each submission is its own gang when `gang` is set.
+    fresh Job each time; each submission is its own gang when `gang` is set (the default for
+    PyTorchJob, TFJob and MPIJob). `nodeSelector`, `tolerations`, `affinity` and
+    `topologySpreadConstraints` are a pod spec's fields, validated as the API server would.
+
+    Instead of the compact fields, `manifest` embeds a whole Kubernetes object (inline, or a file
+    path relative to the scenario): a Deployment, Job, PyTorchJob, TFJob, MPIJob, JobSet or
+    LeaderWorkerSet, expanded into the pods its controller creates (`hpscaler.kube.jobkinds`).
     """
 
     name: str
     at: float = 0.0
-    kind: Literal["Deployment", "Job", "PyTorchJob"] = "Deployment"
+    kind: Literal["Deployment", "Job", "PyTorchJob", "TFJob", "MPIJob"] = "Deployment"
     replicas: int | None = Field(None, ge=0, le=MAX_PODS)
     diurnal: Diurnal | None = None
     repeat: Repeat | None = None
@@ -149,20 +175,43 @@ class Workload(_Strict):
     grace_period_seconds: int = Field(30, alias="gracePeriodSeconds", ge=0)
     checkpoint: bool = False
     do_not_disrupt: bool = Field(False, alias="doNotDisrupt")
-    gang: bool = False
+    gang: bool | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
+    tolerations: tuple[dict[str, Any], ...] = ()
+    affinity: dict[str, Any] = Field(default_factory=dict)
+    topology_spread_constraints: tuple[dict[str, Any], ...] = Field((), alias="topologySpreadConstraints")
     min_available: int | None = Field(None, alias="minAvailable", ge=0)
     # Queued by Kueue behind a ProvisioningRequest of this class: pods are created once it is provisioned.
     provisioning_class: (
         Literal["best-effort-atomic-scale-up.autoscaling.x-k8s.io", "check-capacity.autoscaling.x-k8s.io"]
         | None
     ) = Field(None, alias="provisioningClass")
+    manifest: dict[str, Any] | str | None = None
 
     _parse_at = _duration("at", "run_for")
 
+    @property
+    def is_gang(self) -> bool:
+        """Whether each submission is placed all-or-nothing (compact workloads)."""
+        return self.gang if self.gang is not None else self.kind in TRAINING_KINDS
+
+    @property
+    def scalable(self) -> bool:
+        """A compact Deployment: its replica count can follow a curve or a `scale` event."""
+        return self.kind == "Deployment" and self.manifest is None
+
     @model_validator(mode="after")
     def _shape(self) -> Workload:
+        if self.manifest is not None:
+            clash = sorted(
+                (Workload.model_fields[f].alias or f) for f in _POD_FIELDS if f in self.model_fields_set
+            )
+            if clash:
+                raise ValueError(f"manifest describes the pods; remove {', '.join(clash)}")
+            if self.repeat is not None and self.run_for is None:
+                raise ValueError("repeat needs runFor: Jobs that never finish would pile up")
+            return self
         if (self.replicas is None) == (self.diurnal is None):
             raise ValueError("set exactly one of replicas and diurnal")
         if self.repeat is not None:
@@ -385,11 +434,16 @@ def load_scenario(path: str | Path) -> Scenario:
                 f"{path}: events: scale names unknown workload {event.scale.workload!r}; workloads: {names}"
             )
         workload = scenario.workloads[names.index(event.scale.workload)]
-        if workload.diurnal is not None or workload.kind != "Deployment":
+        if workload.diurnal is not None or not workload.scalable:
             raise ScenarioError(
                 f"{path}: spec.events.{index}.scale: workload {workload.name!r} cannot be scaled "
                 "(only Deployments with a fixed replicas count can)"
             )
+    for index, workload in enumerate(scenario.workloads):
+        try:
+            workload_pods(workload, path.parent)
+        except WorkloadError as exc:
+            raise ScenarioError(f"{path}: spec.workloads.{index} ({workload.name}): {exc}") from None
     try:
         config = scenario_config(scenario)
     except ConfigError:

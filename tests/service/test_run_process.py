@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -73,7 +74,10 @@ def config_dir(tmp_path: Path) -> Path:
     shutil.copytree(default_config_path(), directory)
     settings = directory / "hpscaler.yaml"
     text = settings.read_text().replace("port: 8080", "port: 0").replace("format: auto", "format: json")
-    settings.write_text(text + f"  shutdownSeconds: {SHUTDOWN_SECONDS}\n")
+    # The example lists every setting, shutdownSeconds included: change it rather than add it twice.
+    text, changed = re.subn(r"shutdownSeconds: [\d.]+", f"shutdownSeconds: {SHUTDOWN_SECONDS}", text)
+    assert changed == 1
+    settings.write_text(text)
     return directory
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from hpscaler.backends.protocols import BackendError
-from hpscaler.backends.registry import BackendSet
+from hpscaler.backends.registry import BackendSet, serves
 from hpscaler.config import LoadedConfig
 
 DEFAULT_PATH = "/etc/hpscaler/scores.yaml"
@@ -70,6 +70,7 @@ class FileScores:
         return dict(self._read())
 
 
+@serves("scores")
 @asynccontextmanager
 async def static_scores_backend(config: LoadedConfig) -> AsyncIterator[BackendSet]:
     """The entry point: a BackendSet that only provides placement scores."""
