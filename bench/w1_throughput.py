@@ -33,7 +33,7 @@ from hpscaler.model import CapacityType, InstanceGroup, Pod
 from hpscaler.scheduling.scheduler import solve
 from hpscaler.scheduling.types import Plan, SchedulingInput
 
-FULL_SIZES = (1000, 2000, 5000, 10000)
+FULL_SIZES = (1000, 10000)
 QUICK_SIZES = (500, 1000)
 REALISTIC_SIZES = (1000, 10000)
 TARGET_RATIO = 10.0  # at 10k pods (issue 13), against the faithful port
