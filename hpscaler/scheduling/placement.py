@@ -100,6 +100,7 @@ class Placer:
         self.watched_classes = -1  # how many classes `watchers` covers
         self.seeded_hosts: dict[str, list[topo.TopologyGroup]] | None = None
         self._class_groups: dict[int, set[int]] = {}
+        self._single_class: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         self.spent_classes = 0  # classes placed in full so far; candidate lists drop them when it moves
         self.spent_seen: dict[int, int] = {}
         self._class_groups_for = -1
@@ -333,6 +334,9 @@ class Placer:
                 # Nothing of this demand may go onto the bin any more. Classes topology closed to it rule
                 # out shapes of other demands too: drop every demand that has nothing else left.
                 runs = None
+                if closed <= seen_closed:  # no class closed since the last drop: only this demand goes
+                    active, demand = np.delete(active, row), np.delete(demand, row, axis=0)
+                    continue
                 keep = self.still_open(active, candidates, cursor, closed, group, seen_closed)
                 active, demand = active[keep], demand[keep]
                 continue
@@ -529,19 +533,26 @@ class Placer:
 
         Only `group` and the demands of classes closed since the last call (not in `seen_closed`) can
         have changed their answer; the others are kept without looking (a demand whose shapes ran out
-        is dropped when it is picked next).
+        is dropped when it is picked next). Demands of a single shape (every pod a different size makes
+        most of them so) are decided by their class at once; the others shape by shape.
         """
         fresh = closed - seen_closed
         seen_closed |= fresh
-        suspects = {group}
-        by_class = self.class_groups()
-        for index in fresh:
-            suspects.update(by_class.get(index, ()))
+        single, multi = self.group_classes()
         keep = np.ones(len(active), dtype=bool)
-        rows = np.flatnonzero(np.isin(active, np.fromiter(suspects, dtype=np.int64, count=len(suspects))))
-        for row in rows.tolist():
-            at = cursor.get(int(active[row]), 0)
+        suspects = {group}
+        if fresh:
+            by_class = np.zeros(len(self.classes), dtype=bool)
+            by_class[list(fresh)] = True
+            owner = single[active]
+            keep[(owner >= 0) & by_class[np.maximum(owner, 0)]] = False
+            for index in fresh:
+                suspects.update(multi.get(index, ()))
+        suspect = np.zeros(len(self.group_demand), dtype=bool)
+        suspect[list(suspects)] = True
+        for row in np.flatnonzero(suspect[active]).tolist():
             members = int(active[row])
+            at = cursor.get(members, 0)
             while (
                 shape := self.live_shape(candidates, members, at)
             ) is not None and shape.cls.index in closed:
@@ -550,15 +561,24 @@ class Placer:
             keep[row] = shape is not None
         return keep
 
-    def class_groups(self) -> dict[int, set[int]]:
-        """Class index -> the demand groups of its shapes."""
+    def group_classes(self) -> tuple[npt.NDArray[np.int64], dict[int, set[int]]]:
+        """Per demand group, the class of its only shape (-1: it has several); and per class, the
+        groups of several shapes it has a shape in."""
         if self._class_groups_for != len(self.shapes):
-            self._class_groups = {}
+            single = np.full(len(self.group_demand), -1, dtype=np.int64)
+            count = np.zeros(len(self.group_demand), dtype=np.int64)
             for shape in self.shapes:
                 if shape.group >= 0:
+                    count[shape.group] += 1
+                    single[shape.group] = shape.cls.index
+            single[count != 1] = -1
+            self._class_groups = {}
+            for shape in self.shapes:
+                if shape.group >= 0 and count[shape.group] > 1:
                     self._class_groups.setdefault(shape.cls.index, set()).add(shape.group)
+            self._single_class = single
             self._class_groups_for = len(self.shapes)
-        return self._class_groups
+        return self._single_class, self._class_groups
 
     def park(self, b: Bin, cls: PodClass) -> None:
         """Remember a bin topology closed to `cls`, unless only its host is closed."""
