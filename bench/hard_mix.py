@@ -212,13 +212,26 @@ def check_end_state(nodes: Sequence[EndNode], pods: Iterable[Pod]) -> list[str]:
         for s in p.topology_spread
         if s.when_unsatisfiable == "DoNotSchedule" and s.selector.matches(p.labels)
     }
+    # Pods per (label, value) and domain, so that a one-label selector's counts are a lookup.
+    by_label: dict[tuple[str, str, str], dict[str, int]] = {}
+    for node in nodes:
+        for pod in node.pods:
+            for label, value in pod.labels.items():
+                for key, domain in ((LABEL_ZONE, node.zone), (LABEL_HOSTNAME, node.name)):
+                    per = by_label.setdefault((key, label, value), {})
+                    per[domain] = per.get(domain, 0) + 1
+    zones = {node.zone for node in nodes}
     for key, selector, skew in spreads:
-        counts: dict[str, int] = {}
-        for node in nodes:
-            domain = node.zone if key == LABEL_ZONE else node.name
-            counts.setdefault(domain, 0)
-            counts[domain] += sum(1 for p in node.pods if selector.matches(p.labels))
-        low = 0 if key == LABEL_HOSTNAME else min(counts.values(), default=0)
+        if len(selector.match_labels) == 1 and not selector.match_expressions:
+            counts = dict(by_label.get((key, *selector.match_labels[0]), {}))
+        else:
+            counts = {}
+            for node in nodes:
+                domain = node.zone if key == LABEL_ZONE else node.name
+                counts[domain] = counts.get(domain, 0) + sum(
+                    1 for p in node.pods if selector.matches(p.labels)
+                )
+        low = 0 if key == LABEL_HOSTNAME else min(counts.get(z, 0) for z in zones)
         high = max(counts.values(), default=0)
         if high - low > skew:
             problems.append(f"spread {key} {selector.match_labels}: skew {high - low} > {skew}")
