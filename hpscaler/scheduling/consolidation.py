@@ -331,10 +331,15 @@ class _Room:
             others &= self.residual[:, self.col[name]] >= smallest
         return self._fill(np.flatnonzero(others), cols, pods, row)
 
-    def _unconstrained(self, pod: Pod) -> bool:
+    def _unconstrained(self, pod: Pod, zone_spreads: bool = False) -> bool:
+        """Whether the residual model may place the pod (`zone_spreads`: DoNotSchedule spreads over a
+        key other than the hostname are allowed, `_fill` checks them)."""
         if pod.gang or pod.pod_affinity or pod.pod_anti_affinity:
             return False
-        if any(s.when_unsatisfiable == "DoNotSchedule" for s in pod.topology_spread):
+        if any(
+            s.when_unsatisfiable == "DoNotSchedule" and (not zone_spreads or s.topology_key == LABEL_HOSTNAME)
+            for s in pod.topology_spread
+        ):
             return False
         if LABEL_HOSTNAME in pod.node_selector or any(
             r.key == LABEL_HOSTNAME for term in pod.node_affinity for r in term
@@ -349,11 +354,9 @@ class _Room:
         """Whether the pod's only constraints are DoNotSchedule spreads over a key other than the
         hostname (zone spreads): `_fill` checks those against counts kept per domain, so the pod does
         not need a full scheduler pass over every node."""
-        spreads = [s for s in pod.topology_spread if s.when_unsatisfiable == "DoNotSchedule"]
-        if not spreads or any(s.topology_key == LABEL_HOSTNAME for s in spreads):
-            return False
-        stripped = replace(pod, topology_spread=tuple(s for s in pod.topology_spread if s not in spreads))
-        return self._unconstrained(stripped)
+        return any(
+            s.when_unsatisfiable == "DoNotSchedule" for s in pod.topology_spread
+        ) and self._unconstrained(pod, zone_spreads=True)
 
     def _spread_counts(self, spread: TopologySpread, namespace: str) -> dict[str, int]:
         """Pods the spread's selector matches per domain, over the nodes that stay (kept current by
@@ -365,11 +368,7 @@ class _Room:
             for i in np.flatnonzero(self.alive).tolist():
                 domain = self.nodes[i].labels.get(spread.topology_key)
                 if domain is not None:
-                    matched = sum(
-                        1
-                        for p in self.pods[i]
-                        if p.namespace == namespace and spread.selector.matches(p.labels)
-                    )
+                    matched = _matching(self.pods[i], spread.selector, namespace)
                     if matched:
                         counts[domain] = counts.get(domain, 0) + matched
         return counts
@@ -380,7 +379,7 @@ class _Room:
             domain = self.nodes[row].labels.get(key)
             if domain is None:
                 continue
-            matched = sum(1 for p in pods if p.namespace == namespace and selector.matches(p.labels))
+            matched = _matching(pods, selector, namespace)
             if matched:
                 counts[domain] = counts.get(domain, 0) + sign * matched
 
@@ -487,11 +486,7 @@ class _Room:
                     counts[key] = dict(self._spread_counts(spread, pod.namespace))
                     if self.alive[leaving]:
                         domain = self.nodes[leaving].labels.get(spread.topology_key)
-                        gone = sum(
-                            1
-                            for p in self.pods[leaving]
-                            if p.namespace == pod.namespace and spread.selector.matches(p.labels)
-                        )
+                        gone = _matching(self.pods[leaving], spread.selector, pod.namespace)
                         if domain is not None and gone:
                             counts[key][domain] = counts[key].get(domain, 0) - gone
                 domains = frozenset(
@@ -532,6 +527,14 @@ class _Room:
             return None
         by_key = {p.key: p for p in pods}
         return {self.row[name]: [by_key[k] for k in keys] for name, keys in plan.existing.items()}
+
+
+def _matching(pods: Sequence[Pod], selector: LabelSelector, namespace: str) -> int:
+    """How many of `pods` in `namespace` the selector selects (a one-label selector without `matches`)."""
+    if len(selector.match_labels) == 1 and not selector.match_expressions:
+        ((key, value),) = selector.match_labels
+        return sum(1 for p in pods if p.labels.get(key) == value and p.namespace == namespace)
+    return sum(1 for p in pods if p.namespace == namespace and selector.matches(p.labels))
 
 
 @dataclass(slots=True, eq=False)
