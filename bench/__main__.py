@@ -1,5 +1,7 @@
 """`python -m bench [--quick] [--out DIR] [--only W1,W3,...]`: run the workloads, print one table.
 
+Results go to bench/out/ unless --out says otherwise (bench/out/ is ignored by git).
+
 Every row compares hpscaler with a baseline or a bound measured in the same run. See BENCHMARKS.md.
 """
 
@@ -15,6 +17,8 @@ from pathlib import Path
 from bench.common import Result
 from bench.report import machine, markdown_table, notes, plot, text_table, write_json
 
+DEFAULT_OUT = Path("bench/out")  # in .gitignore: a run never overwrites tracked files
+
 WORKLOADS = {
     "W1": "bench.w1_throughput",
     "W2": "bench.w2_packing",
@@ -22,6 +26,9 @@ WORKLOADS = {
     "W4": "bench.w4_interruptions",
     "W5": "bench.w5_consolidation",
     "W6": "bench.w6_memory",
+    "W7": "bench.w7_hard_mix",
+    "W8": "bench.w8_consolidation_spread",
+    "big": "bench.big_inputs",
     "scaling": "bench.scaling",
 }
 
@@ -29,7 +36,12 @@ WORKLOADS = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke test, under a minute)")
-    parser.add_argument("--out", type=Path, help="write results.json and scaling.png (and table.md) here")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"write results.json, table.md and scaling.png here (default {DEFAULT_OUT}, untracked by git)",
+    )
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(WORKLOADS)}")
     args = parser.parse_args(argv)
     chosen = [w.strip() for w in args.only.split(",") if w.strip()] or list(WORKLOADS)

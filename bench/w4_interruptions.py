@@ -16,6 +16,12 @@ polled every 2 s for up to 10 messages, a 1 s processing tick hands events to 10
 cordon+taint costs 2 API calls through a client limited to 5 QPS with a burst of 10) run against an
 identical fake world. It runs under `looptime` (virtual time): its latency is all waiting, and a
 virtual clock charges it no CPU at all, which favours the baseline.
+
+Both sides pay the same modelled API: every Kubernetes call (hpscaler's taint PATCH, NTH's GET and
+PATCH) waits K8S_LATENCY, every BatchAddClusterNodes call SAGEMAKER_LATENCY, before it is answered.
+Client rate limits are each side's own: NTH's client-go token bucket (5 QPS, burst 10, its default)
+and none for hpscaler, whose Kubernetes client has no client-side limit (the daemon's real client
+is kubernetes_asyncio; server-side priority and fairness is not modelled for either side).
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ TARGET_REPLACEMENT = 2.0
 PODS_PER_NODE = 3
 NTH_POLL, NTH_TICK, NTH_QPS, NTH_BURST, NTH_WORKERS, NTH_CALLS = 2.0, 1.0, 5.0, 10, 10, 2
 NTH_TAINT = Taint("aws-node-termination-handler/spot-itn", "NoSchedule")
+K8S_LATENCY = 0.020  # modelled Kubernetes API round trip per call
+SAGEMAKER_LATENCY = 0.100  # modelled SageMaker control-plane round trip per call
 
 
 def pods_for(nodes: int) -> list[Pod]:
@@ -86,11 +94,19 @@ async def hpscaler_storm(nodes: int) -> dict[str, Any]:
         original_taint = kube.taint_node
 
         async def taint_node(name: str, add: Any = (), remove: Any = ()) -> None:
+            await anyio.sleep(K8S_LATENCY)
             await original_taint(name, add, remove)
             if any(t.key == INTERRUPTED_TAINT.key for t in add):
                 tainted.setdefault(name, time.perf_counter() - t0)
 
         kube.taint_node = taint_node  # type: ignore[method-assign]
+        original_add = world.hyperpod.batch_add_nodes
+
+        async def batch_add_nodes(body: Any) -> Any:
+            await anyio.sleep(SAGEMAKER_LATENCY)
+            return await original_add(body)
+
+        world.hyperpod.batch_add_nodes = batch_add_nodes  # type: ignore[method-assign]
         provisioner = daemon.provisioner
         original_reconcile = provisioner.reconcile
 
@@ -178,6 +194,7 @@ async def nth_storm(nodes: int) -> dict[str, Any]:
             async with workers:
                 for _ in range(NTH_CALLS):  # GET node, PATCH (cordon + taint)
                     await api_call()
+                    await anyio.sleep(K8S_LATENCY)
                 name = by_instance.get(message.instance_id)
                 if name is not None:
                     await world.kubernetes.taint_node(name, add=[NTH_TAINT])

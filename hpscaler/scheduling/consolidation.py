@@ -30,6 +30,7 @@ from hpscaler.model import (
     NodePool,
     Pod,
     Taint,
+    TopologySpread,
     as_pending,
     tolerates_all,
 )
@@ -284,6 +285,8 @@ class _Room:
                     label_keys.update(k for k, _ in selector.match_labels)
                     label_keys.update(r.key for r in selector.match_expressions)
         self.label_keys = frozenset(label_keys)
+        # (topology key, selector, namespace) -> matching pods per domain, for spreads `_fill` checks.
+        self.spreads: dict[tuple[str, LabelSelector, str], dict[str, int]] = {}
 
     def vector(self, pod: Pod) -> Vector:
         vec = np.zeros(len(self.dims))
@@ -293,11 +296,14 @@ class _Room:
         return vec
 
     def remove(self, row: int) -> None:
+        if self.alive[row]:
+            self._count(row, self.pods[row], -1)
         self.alive[row] = False
 
     def move(self, placement: Placement) -> None:
         """Put the pods where the simulation placed them, so later candidates see the fuller nodes."""
         for row, pods in placement.items():
+            self._count(row, pods, 1)
             self.pods[row].extend(pods)
             for pod in pods:
                 self.residual[row] -= self.vector(pod)
@@ -316,19 +322,24 @@ class _Room:
             return None
         others = self.alive.copy()
         others[row] = False
-        if not all(self._unconstrained(p) for p in pods):
+        if not all(self._unconstrained(p) or self._spread_only(p) for p in pods):
             # Every other node, full or not: its pods count in the topology domains.
             return self._solve(np.flatnonzero(others), pods)
         # Only nodes with room for the smallest of the pods can take any of them.
         for name in ("cpu", "memory"):
             smallest = min(p.requests.get(name, 0) for p in pods)
             others &= self.residual[:, self.col[name]] >= smallest
-        return self._fill(np.flatnonzero(others), cols, pods)
+        return self._fill(np.flatnonzero(others), cols, pods, row)
 
-    def _unconstrained(self, pod: Pod) -> bool:
+    def _unconstrained(self, pod: Pod, zone_spreads: bool = False) -> bool:
+        """Whether the residual model may place the pod (`zone_spreads`: DoNotSchedule spreads over a
+        key other than the hostname are allowed, `_fill` checks them)."""
         if pod.gang or pod.pod_affinity or pod.pod_anti_affinity:
             return False
-        if any(s.when_unsatisfiable == "DoNotSchedule" for s in pod.topology_spread):
+        if any(
+            s.when_unsatisfiable == "DoNotSchedule" and (not zone_spreads or s.topology_key == LABEL_HOSTNAME)
+            for s in pod.topology_spread
+        ):
             return False
         if LABEL_HOSTNAME in pod.node_selector or any(
             r.key == LABEL_HOSTNAME for term in pod.node_affinity for r in term
@@ -338,6 +349,39 @@ class _Room:
             pod.namespace in namespaces and selector.matches(pod.labels)
             for selector, namespaces in self.repellers
         )
+
+    def _spread_only(self, pod: Pod) -> bool:
+        """Whether the pod's only constraints are DoNotSchedule spreads over a key other than the
+        hostname (zone spreads): `_fill` checks those against counts kept per domain, so the pod does
+        not need a full scheduler pass over every node."""
+        return any(
+            s.when_unsatisfiable == "DoNotSchedule" for s in pod.topology_spread
+        ) and self._unconstrained(pod, zone_spreads=True)
+
+    def _spread_counts(self, spread: TopologySpread, namespace: str) -> dict[str, int]:
+        """Pods the spread's selector matches per domain, over the nodes that stay (kept current by
+        `move` and `remove`)."""
+        key = (spread.topology_key, spread.selector, namespace)
+        counts = self.spreads.get(key)
+        if counts is None:
+            counts = self.spreads[key] = {}
+            for i in np.flatnonzero(self.alive).tolist():
+                domain = self.nodes[i].labels.get(spread.topology_key)
+                if domain is not None:
+                    matched = _matching(self.pods[i], spread.selector, namespace)
+                    if matched:
+                        counts[domain] = counts.get(domain, 0) + matched
+        return counts
+
+    def _count(self, row: int, pods: Sequence[Pod], sign: int) -> None:
+        """Add (sign 1) or take away (-1) `pods` on node `row` in the spread counts kept so far."""
+        for (key, selector, namespace), counts in self.spreads.items():
+            domain = self.nodes[row].labels.get(key)
+            if domain is None:
+                continue
+            matched = _matching(pods, selector, namespace)
+            if matched:
+                counts[domain] = counts.get(domain, 0) + sign * matched
 
     def _compatible(self, pod: Pod) -> npt.NDArray[np.bool_]:
         """Per node signature: whether the pod tolerates its taints and its labels satisfy the pod."""
@@ -357,9 +401,14 @@ class _Room:
         return found
 
     def _fill(
-        self, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64], pods: Sequence[Pod]
+        self, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64], pods: Sequence[Pod], leaving: int
     ) -> Placement | None:
-        """The scheduler's placement on existing nodes (`place_on_existing` + `fill`), for few pods."""
+        """The scheduler's placement on existing nodes (`place_on_existing` + `fill`), for few pods.
+
+        Zone spreads are checked as the scheduler checks them: the node's domain may hold at most
+        maxSkew more matching pods than the emptiest domain pods of the shape may use, counting the
+        pods on the nodes that stay (not those on `leaving`) and the ones placed so far.
+        """
         shapes: list[_Shape] = []
         by_key: dict[tuple[object, ...], _Shape] = {}
         for pod in sorted(pods, key=lambda p: (p.created, p.key)):
@@ -371,6 +420,7 @@ class _Room:
                 shapes.append(shape)
             shape.pods.append(pod)
             shape.left += 1
+        counts = self._local_counts(shapes, leaving)
         residual = self.residual[np.ix_(rows, cols)]
         signatures = self.signature[rows]
         # A node no shape fits now can take nothing later: its free capacity only changes when it is
@@ -395,14 +445,22 @@ class _Room:
                 open_shapes = [
                     s
                     for s in open_shapes
-                    if s.left and all(d <= f + _EPS for d, f in zip(s.demand, free, strict=True))
+                    if s.left
+                    and all(d <= f + _EPS for d, f in zip(s.demand, free, strict=True))
+                    and (not s.spreads or self._spread_allows(s, row, counts))
                 ]
                 if not open_shapes:
                     break
                 best = max(
                     open_shapes, key=lambda s: sum(d * w for d, w in zip(s.demand, weight, strict=True))
                 )
-                placement.setdefault(row, []).append(best.pods[len(best.pods) - best.left])
+                moved = best.pods[len(best.pods) - best.left]
+                for spread, _, _ in best.spreads:
+                    domain = self.nodes[row].labels.get(spread.topology_key)
+                    if domain is not None and spread.selector.matches(moved.labels):
+                        local = counts[(spread.topology_key, spread.selector, moved.namespace)]
+                        local[domain] = local.get(domain, 0) + 1
+                placement.setdefault(row, []).append(moved)
                 best.left -= 1
                 left -= 1
                 free = [f - d for f, d in zip(free, best.demand, strict=True)]
@@ -410,6 +468,48 @@ class _Room:
             if not left:
                 return placement
         return None
+
+    def _local_counts(
+        self, shapes: list[_Shape], leaving: int
+    ) -> dict[tuple[str, LabelSelector, str], dict[str, int]]:
+        """The spread counts the shapes read, without the pods of the node they leave; and each
+        spread's eligible domains (the domains of the nodes that stay which the shape may use)."""
+        counts: dict[tuple[str, LabelSelector, str], dict[str, int]] = {}
+        alive = set(self.signature[self.alive].tolist())
+        for shape in shapes:
+            pod = shape.pods[0]
+            for spread in pod.topology_spread:
+                if spread.when_unsatisfiable != "DoNotSchedule":
+                    continue
+                key = (spread.topology_key, spread.selector, pod.namespace)
+                if key not in counts:
+                    counts[key] = dict(self._spread_counts(spread, pod.namespace))
+                    if self.alive[leaving]:
+                        domain = self.nodes[leaving].labels.get(spread.topology_key)
+                        gone = _matching(self.pods[leaving], spread.selector, pod.namespace)
+                        if domain is not None and gone:
+                            counts[key][domain] = counts[key].get(domain, 0) - gone
+                domains = frozenset(
+                    labels[spread.topology_key]
+                    for sig, (labels, _) in enumerate(self.targets)
+                    if sig in alive and shape.compatible[sig] and spread.topology_key in labels
+                )
+                shape.spreads.append((spread, domains, spread.selector.matches(pod.labels)))
+        return counts
+
+    def _spread_allows(
+        self, shape: _Shape, row: int, counts: dict[tuple[str, LabelSelector, str], dict[str, int]]
+    ) -> bool:
+        namespace = shape.pods[0].namespace
+        for spread, domains, self_match in shape.spreads:
+            domain = self.nodes[row].labels.get(spread.topology_key)
+            if domain is None or domain not in domains:
+                return False
+            local = counts[(spread.topology_key, spread.selector, namespace)]
+            low = 0 if len(domains) < spread.min_domains else min(local.get(d, 0) for d in domains)
+            if local.get(domain, 0) + (1 if self_match else 0) - low > spread.max_skew:
+                return False
+        return True
 
     def _solve(self, rows: npt.NDArray[np.int64], pods: Sequence[Pod]) -> Placement | None:
         """Ask the scheduler, with the nodes that stay as they are now and no new nodes allowed."""
@@ -429,6 +529,14 @@ class _Room:
         return {self.row[name]: [by_key[k] for k in keys] for name, keys in plan.existing.items()}
 
 
+def _matching(pods: Sequence[Pod], selector: LabelSelector, namespace: str) -> int:
+    """How many of `pods` in `namespace` the selector selects (a one-label selector without `matches`)."""
+    if len(selector.match_labels) == 1 and not selector.match_expressions:
+        ((key, value),) = selector.match_labels
+        return sum(1 for p in pods if p.labels.get(key) == value and p.namespace == namespace)
+    return sum(1 for p in pods if p.namespace == namespace and selector.matches(p.labels))
+
+
 @dataclass(slots=True, eq=False)
 class _Shape:
     """Pods of a candidate with the same constraints and requests."""
@@ -437,3 +545,5 @@ class _Shape:
     compatible: npt.NDArray[np.bool_]  # per node signature
     pods: list[Pod] = field(default_factory=list)
     left: int = 0
+    # DoNotSchedule spreads (not by hostname): (constraint, eligible domains, selects its own pods)
+    spreads: list[tuple[TopologySpread, frozenset[str], bool]] = field(default_factory=list)

@@ -91,6 +91,19 @@ class Placer:
         self.patterns: dict[tuple[int, bytes, bytes, bytes], list[tuple[int, int]]] = {}
         # (class, bin signature) -> (topology stamp, closed?) for classes whose checks ignore the hostname.
         self.verdicts: dict[tuple[int, int], tuple[int, bool]] = {}
+        # Per bin signature: the classes topology closes a fresh host of it to, kept current from
+        # `changed` (classes whose checks read a count that changed, in order), and how far into
+        # `changed` it is. `watchers`: group id -> classes whose checks read the group.
+        self.closed_by_signature: dict[int, tuple[set[int], int]] = {}
+        self.changed: list[int] = []
+        self.watchers: dict[int, list[int]] = {}
+        self.watched_classes = -1  # how many classes `watchers` covers
+        self.seeded_hosts: dict[str, list[topo.TopologyGroup]] | None = None
+        self._class_groups: dict[int, set[int]] = {}
+        self._single_class: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self.spent_classes = 0  # classes placed in full so far; candidate lists drop them when it moves
+        self.spent_seen: dict[int, int] = {}
+        self._class_groups_for = -1
         self.compat_cache: dict[tuple[int, int], bool] = {}
         self.bin_zone_cache: dict[int, frozenset[str]] = {}
         self.node_signatures: dict[tuple[object, ...], int] = {}
@@ -211,12 +224,15 @@ class Placer:
         start = shape.next
         shape.next += count
         shape.cls.left -= count
+        if shape.cls.left <= 0:
+            self.spent_classes += 1
         if shape.group >= 0:
             self.group_left[shape.group] -= count
         b.residual -= shape.demand * count if count > 1 else shape.demand
         b.placed.extend(shape.pods[start : start + count])
         b.classes.add(shape.cls.index)
         topo.record(shape.cls.topology, b.labels, count)
+        self.note_change(shape.cls)
         if self.journal is not None:
             self.journal.append(("place", shape.index, b, count))
 
@@ -253,6 +269,7 @@ class Placer:
                 b.residual += shape.demand * count
                 del b.placed[len(b.placed) - count :]
                 topo.record(shape.cls.topology, b.labels, -count)
+                self.note_change(shape.cls)
             else:
                 self.new_bins.pop()
                 self.new_zone_bins[b.zone].pop()
@@ -295,24 +312,39 @@ class Placer:
                 key = None
                 active = active[self.group_left[active] > 0]  # the replay placed some of them
         runs: list[tuple[int, int]] | None = [] if key is not None else None
+        seen_closed: set[int] = set()  # closed classes whose demands `still_open` has dropped already
         demand = self.group_demand[active]
         scale = np.where(b.capacity > 0, 1.0 / np.maximum(b.capacity, EPS) ** 2, 0.0)
+        # Every demand with one pod left (every pod a different size): no runs to work out, so the
+        # demands that no longer fit are dropped only when the best one does not fit, not on every pass.
+        lazy = bool(np.all(self.group_left[active] <= 1))
+        stale = True
         while active.size:
-            keep = np.all(demand <= b.residual + EPS, axis=1)
-            if not keep.all():
-                active, demand = active[keep], demand[keep]
-                if not active.size:
-                    break
+            if stale or not lazy:
+                keep = np.all(demand <= b.residual + EPS, axis=1)
+                if not keep.all():
+                    active, demand = active[keep], demand[keep]
+                    if not active.size:
+                        break
+                stale = False
             row, scores = best_row(demand, b.residual, scale)
+            if lazy and not fits(demand[row], b.residual):
+                stale = True  # the best score belongs to a demand that no longer fits
+                continue
             group = int(active[row])
             if not self.head_open(b, group, candidates, cursor, closed):
                 # Nothing of this demand may go onto the bin any more. Classes topology closed to it rule
                 # out shapes of other demands too: drop every demand that has nothing else left.
                 runs = None
-                keep = self.still_open(active, candidates, cursor, closed)
+                if closed <= seen_closed:  # no class closed since the last drop: only this demand goes
+                    active, demand = np.delete(active, row), np.delete(demand, row, axis=0)
+                    continue
+                keep = self.still_open(active, candidates, cursor, closed, group, seen_closed)
                 active, demand = active[keep], demand[keep]
                 continue
-            count = run_length(demand, b.residual, scale, row, scores)
+            # A demand with one pod left places one: no need to work out a run (every pod a
+            # different size makes this the common case).
+            count = 1 if self.group_left[group] <= 1 else run_length(demand, b.residual, scale, row, scores)
             placed = self.place_run(b, group, count, candidates, cursor, closed, checked=True)
             if runs is not None and placed == count:
                 runs.append((group, count))
@@ -320,7 +352,8 @@ class Placer:
                 runs = None
             if self.group_left[group] <= 0:
                 runs = None  # the sequence depended on how many pods of this demand were left
-                active, demand = np.delete(active, row), np.delete(demand, row, axis=0)
+                # Fits nothing and scores below everything: the next filtering pass drops it.
+                demand[row] = np.inf if not lazy else -1.0
         if key is not None and runs is not None:
             self.patterns[key] = runs
 
@@ -328,18 +361,84 @@ class Placer:
         """The classes with pods left that topology closes `b` to now (None: all of them).
 
         Checking each class once up front is cheaper than finding out shape by shape, and a bin that
-        is closed to everything left (common once only constrained pods remain) is done at once.
+        is closed to everything left (common once only constrained pods remain) is done at once. The
+        verdicts for a fresh host of the bin's signature are kept per signature and brought up to date
+        from the classes whose counts changed; only classes whose checks read a hostname count this
+        bin holds are checked against the bin itself. So a bin costs its own pods, not every class.
         """
         live = candidates.classes
-        if any(self.classes[c].left <= 0 for c in live):
-            live[:] = [c for c in live if self.classes[c].left > 0]
-        closed: set[int] = set()
-        for index in live:
+        if self.spent_classes != self.spent_seen.get(id(candidates)):
+            self.spent_seen[id(candidates)] = self.spent_classes
+            if any(self.classes[c].left <= 0 for c in live):
+                live[:] = [c for c in live if self.classes[c].left > 0]
+        closed = self.signature_closed(b).intersection(live)
+        for index in self.host_affected(b):
             cls = self.classes[index]
-            if cls.topology.constrained and self.closed_to(cls, b):
-                closed.add(index)
-                self.park(b, cls)
+            if cls.left > 0 and cls.topology.host_keyed:
+                if topo.allowed(cls.topology, b.labels):
+                    closed.discard(index)
+                else:
+                    closed.add(index)
+        closed.intersection_update(live)
+        for index in closed:
+            self.park(b, self.classes[index])
         return closed if len(closed) < len(live) else None
+
+    def note_change(self, cls: PodClass) -> None:
+        """Record that the counts `cls` changes were changed: classes reading them may see new verdicts."""
+        checks = cls.topology
+        if checks.increments or checks.owns:
+            watchers = self.class_watchers()
+            for group in (*checks.increments, *checks.owns):
+                self.changed.extend(watchers.get(id(group), ()))
+
+    def class_watchers(self) -> dict[int, list[int]]:
+        if self.watched_classes != len(self.classes):
+            self.watchers = {}
+            for cls in self.classes:
+                for group in cls.topology.watched:
+                    self.watchers.setdefault(id(group), []).append(cls.index)
+            self.watched_classes = len(self.classes)
+        return self.watchers
+
+    def signature_closed(self, b: Bin) -> set[int]:
+        """The constrained classes topology closes a fresh host of `b`'s signature to now."""
+        entry = self.closed_by_signature.get(b.signature)
+        probe = self.signature_probe(b)
+        if entry is None or len(self.classes) != self.watched_classes:
+            self.class_watchers()
+            closed = {
+                c.index
+                for c in self.classes
+                if c.topology.constrained and not topo.allowed(c.topology, probe)
+            }
+        else:
+            closed, seen = entry
+            for index in set(self.changed[seen:]):
+                if topo.allowed(self.classes[index].topology, probe):
+                    closed.discard(index)
+                else:
+                    closed.add(index)
+        self.closed_by_signature[b.signature] = (closed, len(self.changed))
+        return set(closed)
+
+    def host_affected(self, b: Bin) -> set[int]:
+        """Classes whose checks read a hostname count that `b`'s host holds (their verdict on `b` may
+        differ from a fresh host's)."""
+        if self.seeded_hosts is None:
+            self.seeded_hosts = {}
+            for group in {id(g): g for c in self.classes for g in c.topology.watched}.values():
+                if group.key == LABEL_HOSTNAME:
+                    for host in (*group.counts, *group.owners):
+                        self.seeded_hosts.setdefault(host, []).append(group)
+        groups = list(self.seeded_hosts.get(b.name, ()))
+        for index in b.classes:
+            checks = self.classes[index].topology
+            groups.extend(g for g in (*checks.increments, *checks.owns) if g.key == LABEL_HOSTNAME)
+        if not groups:
+            return set()
+        watchers = self.class_watchers()
+        return {c for g in groups for c in watchers.get(id(g), ())}
 
     def closed_to(self, cls: PodClass, b: Bin) -> bool:
         """Whether topology forbids one more pod of `cls` on `b` now."""
@@ -429,16 +528,59 @@ class Placer:
         candidates: Candidates,
         cursor: dict[int, int],
         closed: set[int],
+        group: int,
+        seen_closed: set[int],
     ) -> npt.NDArray[np.bool_]:
-        """Which demand groups of `active` have a shape left whose class is not known to be closed."""
+        """Which demand groups of `active` have a shape left whose class is not known to be closed.
+
+        Only `group` and the demands of classes closed since the last call (not in `seen_closed`) can
+        have changed their answer; the others are kept without looking (a demand whose shapes ran out
+        is dropped when it is picked next). Demands of a single shape (every pod a different size makes
+        most of them so) are decided by their class at once; the others shape by shape.
+        """
+        fresh = closed - seen_closed
+        seen_closed |= fresh
+        single, multi = self.group_classes()
         keep = np.ones(len(active), dtype=bool)
-        for row, group in enumerate(active.tolist()):
-            at = cursor.get(group, 0)
-            while (shape := self.live_shape(candidates, group, at)) is not None and shape.cls.index in closed:
+        suspects = {group}
+        if fresh:
+            by_class = np.zeros(len(self.classes), dtype=bool)
+            by_class[list(fresh)] = True
+            owner = single[active]
+            keep[(owner >= 0) & by_class[np.maximum(owner, 0)]] = False
+            for index in fresh:
+                suspects.update(multi.get(index, ()))
+        suspect = np.zeros(len(self.group_demand), dtype=bool)
+        suspect[list(suspects)] = True
+        for row in np.flatnonzero(suspect[active]).tolist():
+            members = int(active[row])
+            at = cursor.get(members, 0)
+            while (
+                shape := self.live_shape(candidates, members, at)
+            ) is not None and shape.cls.index in closed:
                 at += 1
-            cursor[group] = at
+            cursor[members] = at
             keep[row] = shape is not None
         return keep
+
+    def group_classes(self) -> tuple[npt.NDArray[np.int64], dict[int, set[int]]]:
+        """Per demand group, the class of its only shape (-1: it has several); and per class, the
+        groups of several shapes it has a shape in."""
+        if self._class_groups_for != len(self.shapes):
+            single = np.full(len(self.group_demand), -1, dtype=np.int64)
+            count = np.zeros(len(self.group_demand), dtype=np.int64)
+            for shape in self.shapes:
+                if shape.group >= 0:
+                    count[shape.group] += 1
+                    single[shape.group] = shape.cls.index
+            single[count != 1] = -1
+            self._class_groups = {}
+            for shape in self.shapes:
+                if shape.group >= 0 and count[shape.group] > 1:
+                    self._class_groups.setdefault(shape.cls.index, set()).add(shape.group)
+            self._single_class = single
+            self._class_groups_for = len(self.shapes)
+        return self._single_class, self._class_groups
 
     def park(self, b: Bin, cls: PodClass) -> None:
         """Remember a bin topology closed to `cls`, unless only its host is closed."""

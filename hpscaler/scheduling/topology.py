@@ -33,6 +33,10 @@ class TopologyGroup:
         """Whether a pod in `namespace` with `labels` counts in this group."""
         return namespace in self.namespaces and self.selector.matches(labels)
 
+    def key_in(self, groups: Mapping[GroupKey, TopologyGroup]) -> bool:
+        """Whether `groups` holds this group under its own key."""
+        return groups.get((self.key, self.selector, self.namespaces)) is self
+
 
 @dataclass(slots=True)
 class SpreadCheck:
@@ -89,6 +93,10 @@ class Topology:
     def __init__(self) -> None:
         self._groups: dict[GroupKey, TopologyGroup] = {}
         self._anti_groups: dict[GroupKey, TopologyGroup] = {}
+        # Groups by one (key, value) their selector requires; groups no such pair indexes are in
+        # `_unindexed`. Which groups select a pod is then a few lookups, not a scan of every group.
+        self._by_label: dict[tuple[str, str], list[TopologyGroup]] | None = None
+        self._unindexed: list[TopologyGroup] = []
 
     def group(self, key: str, selector: LabelSelector, namespaces: tuple[str, ...]) -> TopologyGroup:
         """The group for (key, selector, namespaces), created on first use."""
@@ -96,6 +104,22 @@ class Topology:
         found = self._groups.get(gkey)
         if found is None:
             found = self._groups[gkey] = TopologyGroup(key, selector, namespaces)
+            self._by_label = None
+        return found
+
+    def selecting(self, namespace: str, labels: Mapping[str, str]) -> list[TopologyGroup]:
+        """The groups that select a pod in `namespace` with `labels`."""
+        if self._by_label is None:
+            self._by_label, self._unindexed = {}, []
+            for group in self._groups.values():
+                pairs = group.selector.match_labels
+                if pairs:
+                    self._by_label.setdefault(pairs[0], []).append(group)
+                else:
+                    self._unindexed.append(group)
+        found = [g for g in self._unindexed if g.selects(namespace, labels)]
+        for pair in labels.items():
+            found.extend(g for g in self._by_label.get(pair, ()) if g.selects(namespace, labels))
         return found
 
     def _term_group(self, pod: Pod, term: PodAffinityTerm) -> TopologyGroup:
@@ -130,12 +154,8 @@ class Topology:
         """The checks and counters for pods like `pod`; `domains` gives a spread constraint's eligible
         domains (the values of its key on the nodes its policies count)."""
         compiled = ClassTopology()
-        for group in self._groups.values():
-            if group.selects(pod.namespace, pod.labels):
-                compiled.increments.append(group)
-        for anti_group in self._anti_groups.values():
-            if anti_group.selects(pod.namespace, pod.labels):
-                compiled.repelled_by.append(anti_group)
+        compiled.increments.extend(self.selecting(pod.namespace, pod.labels))
+        compiled.repelled_by.extend(g for g in compiled.increments if g.key_in(self._anti_groups))
         for spread in pod.topology_spread:
             if spread.when_unsatisfiable != "DoNotSchedule":
                 continue  # ScheduleAnyway is a preference
@@ -172,11 +192,10 @@ class Topology:
 
     def seed(self, pod: Pod, labels: Mapping[str, str]) -> None:
         """Count a pod that already runs on a node with `labels`."""
-        for group in self._groups.values():
-            if group.selects(pod.namespace, pod.labels):
-                _bump(group.counts, labels.get(group.key), 1)
-                group.total += 1
-                group.version += 1
+        for group in self.selecting(pod.namespace, pod.labels):
+            _bump(group.counts, labels.get(group.key), 1)
+            group.total += 1
+            group.version += 1
         for term in _required_anti(pod):
             gkey = (term.topology_key, term.selector, term.namespaces or (pod.namespace,))
             found = self._groups.get(gkey)
