@@ -18,11 +18,13 @@ import anyio
 from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import AddResult, HyperPodNode, NodeStatus
 from hpscaler.daemon.context import DaemonContext
-from hpscaler.daemon.state import joined_instance_ids
+from hpscaler.daemon.registration import Registrar
+from hpscaler.daemon.state import instance_id_of, joined_instance_ids
 from hpscaler.model import Pod
 from hpscaler.planning import group_additions
 from hpscaler.provisioning.batching import AddRequest, batch_additions, client_token
 from hpscaler.provisioning.launches import InFlight, review_launches
+from hpscaler.scheduling.membership import PoolMembership, planning_nodes
 from hpscaler.scheduling.scheduler import solve
 from hpscaler.scheduling.types import InFlightNode, Plan, SchedulingInput
 
@@ -40,6 +42,7 @@ class Provisioner:
         self._requested = 0  # reconcile calls so far
         self._covered = 0  # calls whose changes a finished round has seen
         self._last_result: Plan | None = None
+        self.registrar = Registrar(ctx)
 
     async def run_batches(self) -> None:
         """Plan each time a batching window closes."""
@@ -87,7 +90,14 @@ class Provisioner:
                 self.ctx.stats.counters["reconciles"] += 1  # a round that ran: the loop is alive
                 self.ctx.log.warning("list_nodes_failed", error=str(exc), reason=reason)
                 return None
-            await self._settle_launches(nodes)
+            self.registrar.expect(nodes)
+            await self.registrar.sweep()  # a node registered now counts as joined in this round
+            if await self._settle_launches(nodes):
+                # Launches adopted after a restart (or nodes that joined before hpscaler ran) are
+                # registered too, and settled again so that the Ready ones join at once.
+                self.registrar.expect(nodes)
+                if await self.registrar.sweep():
+                    await self._settle_launches(nodes)
             plan: Plan | None = None
             for _ in range(MAX_FALLBACK_ROUNDS):
                 plan = self._plan(extra_pending)
@@ -107,14 +117,15 @@ class Provisioner:
 
     # -- launches -----------------------------------------------------------------------------
 
-    async def _settle_launches(self, nodes: Sequence[HyperPodNode]) -> None:
+    async def _settle_launches(self, nodes: Sequence[HyperPodNode]) -> int:
+        """Settle in-flight launches against HyperPod's node list; returns how many were adopted."""
         ctx = self.ctx
         now = ctx.clock.now()
         settings = ctx.config.settings
         review = review_launches(
             ctx.inflight,
             nodes,
-            joined_instance_ids(ctx.cache),
+            joined_instance_ids(ctx.cache, ctx.managed_groups()),
             ctx.managed_groups(),
             now,
             launch_timeout=settings.provisioning.launch_timeout_seconds,
@@ -132,7 +143,7 @@ class Provisioner:
                 zone = ctx.groups[record.group].zones[0] if ctx.groups.get(record.group) else ""
                 ctx.unavailable.mark_available(record.group, zone, record.requested_at)
         if not review.give_up:
-            return
+            return len(review.adopted)
         marked: set[tuple[str, str]] = set()
         for give_up in review.give_up:
             # One failure per offering and review: 29 nodes failing together are one observation.
@@ -153,7 +164,7 @@ class Provisioner:
         except BackendError as exc:
             ctx.stats.counters["cloudprovider_errors"] += 1
             ctx.log.warning("cancel_launches_failed", nodes=ids, error=str(exc))
-            return
+            return len(review.adopted)
         ctx.stats.counters["batch_delete_calls"] += 1
         for logical_id in (
             *result.deleted,
@@ -161,6 +172,7 @@ class Provisioner:
         ):
             ctx.inflight.pop(logical_id, None)
         ctx.log.info("launches_cancelled", nodes=list(result.deleted))
+        return len(review.adopted)
 
     # -- planning -----------------------------------------------------------------------------
 
@@ -168,7 +180,13 @@ class Provisioner:
         ctx = self.ctx
         started = time.perf_counter()
         nodes, pending = ctx.cache.snapshot()
-        nodes = [n for n in nodes if n.name not in ctx.disrupting]
+        # A node whose launch is still in flight (joined but not registered and Ready) is planned as
+        # the launch: counting the Node too would count it twice against the NodePool limits.
+        launching = self.registrar.inflight_instances()
+        nodes = planning_nodes(
+            [n for n in nodes if n.name not in ctx.disrupting and instance_id_of(n) not in launching],
+            PoolMembership(ctx.config.node_pools, ctx.config.node_classes),
+        )
         pending_keys = {p.key for p in pending}
         # A terminating pod's room is asked for by its controller's replacement, a pod of its own.
         terminating = {k for k, p in ctx.cache.pods.items() if p.terminating}
@@ -203,7 +221,7 @@ class Provisioner:
             node_classes=ctx.config.node_classes,
             groups=ctx.config.instance_groups,
             catalogue=ctx.catalogue,
-            daemonsets=[],
+            daemonsets=list(ctx.cache.daemonsets.values()),
             placement_scores={**ctx.config.settings.placement_scores, **ctx.scores},
             unavailable=ctx.unavailable.snapshot(now),
             region=ctx.config.settings.region,

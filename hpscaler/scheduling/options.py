@@ -98,6 +98,17 @@ def _constrain(sets: KeySets, labels: dict[str, str], requirements: Sequence[Req
                 labels[req.key] = value
 
 
+def template_labels(
+    pool: NodePool, group: InstanceGroup, spec_labels: Mapping[str, str], zone: str, zone_id: str, region: str
+) -> dict[str, str]:
+    """The labels the plan assumes a new node of this offering carries (registration puts them there)."""
+    base_labels, base_sets = _base_template(pool, group, zone, zone_id, region)
+    labels = {**spec_labels, **base_labels}
+    if pool.requirements:
+        _constrain({**key_sets((), dict(spec_labels)), **base_sets}, labels, pool.requirements)
+    return labels
+
+
 def daemon_overhead(daemonsets: Sequence[Pod], sets: KeySets, taints: Sequence[Taint]) -> Resources:
     """Requests of the DaemonSet pods that would land on a node of this template."""
     selected = [

@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from hpscaler.model import LABEL_HOSTNAME, LABEL_NODEPOOL, LABEL_ZONE, Node, Pod, Taint, tolerates_all
+from hpscaler.model import LABEL_HOSTNAME, LABEL_ZONE, Node, Pod, Taint, tolerates_all
 from hpscaler.scheduling.explain import explain_unschedulable
 from hpscaler.scheduling.gangs import GangPlacer
+from hpscaler.scheduling.membership import PoolMembership
 from hpscaler.scheduling.options import Option
 from hpscaler.scheduling.packing import EPS, Bin, PodClass, Shape, Vector, demand_groups
 from hpscaler.scheduling.requirements import first_conflict, pod_terms
@@ -172,6 +173,7 @@ class _Solver(GangPlacer):
         self.zone_bins.setdefault(b.zone, []).append(b)
 
     def build_bins(self) -> None:
+        membership = PoolMembership(self.inp.node_pools, self.inp.node_classes)
         for node in self.inp.nodes:
             self.taken_names.add(node.name)
             key, labels, taints = node_target(node)
@@ -184,7 +186,7 @@ class _Solver(GangPlacer):
                 self.signature_targets[signature] = (labels, taints)
                 self.existing_zones[signature] = labels.get(LABEL_ZONE, "")
             self.add_bin(Bin(node.name, "existing", labels, np.maximum(cap - used, 0.0), cap, signature))
-            self.add_usage(node.labels.get(LABEL_NODEPOOL, ""), self.node_capacity(node))
+            self.add_usage(membership.pool_name_of(node), self.node_capacity(node))
             for pod in node.pods:
                 self.topology.seed(pod, labels)
         by_key = {(o.node_pool.name, o.group.name, o.spec.name, o.zone): o for o in self.options}

@@ -244,6 +244,26 @@ class Driver:
     def _follow_curve(self, workload: Workload, t: float) -> None:
         self.scale(workload, workload.replicas_at(t))
 
+    def add_daemonsets(self) -> None:
+        """The scenario's DaemonSets, there from the start: each node gets their pods as it registers."""
+        for spec in self.scenario.daemonsets:
+            requests = {
+                "cpu": parse_resource("cpu", spec.cpu),
+                "memory": parse_resource("memory", spec.memory),
+            }
+            template = Pod(
+                spec.namespace,
+                spec.name,
+                requests,
+                labels={"app": spec.name},
+                node_selector=dict(spec.node_selector),
+                tolerations=tuple(t.to_model() for t in spec.tolerations),
+                owner_kind="DaemonSet",
+                owner_name=spec.name,
+                phase="Running",
+            )
+            self.world.kubernetes.add_daemonset(template)
+
     async def run(self) -> None:
         self.start_time = self.world.clock.now()
         start = anyio.current_time()
@@ -292,6 +312,7 @@ async def run_scenario(scenario: Scenario, config: LoadedConfig) -> dict[str, An
     recorder = Recorder(clock, world, scenario.sample_seconds)
     plan = plan_chaos(scenario, config.instance_groups)
     driver = Driver(scenario, world, recorder, plan=plan)
+    driver.add_daemonsets()
     checker = InvariantChecker(
         clock,
         world,

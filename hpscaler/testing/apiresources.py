@@ -142,6 +142,7 @@ EVENTS = ResourceType(
 PDBS = ResourceType(
     "policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, status=True, short_names=("pdb",)
 )
+DAEMONSETS = ResourceType("apps", "v1", "daemonsets", "DaemonSet", True, status=True, short_names=("ds",))
 LEASES = ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True)
 NODEPOOLS = ResourceType("karpenter.sh", "v1", "nodepools", "NodePool", False, status=True, builtin=False)
 NODECLAIMS = ResourceType("karpenter.sh", "v1", "nodeclaims", "NodeClaim", False, status=True, builtin=False)
@@ -155,7 +156,18 @@ NODECLASSES = ResourceType(
     builtin=False,
 )
 
-DEFAULT_RESOURCES = (PODS, NODES, NAMESPACES, EVENTS, PDBS, LEASES, NODEPOOLS, NODECLAIMS, NODECLASSES)
+DEFAULT_RESOURCES = (
+    PODS,
+    NODES,
+    NAMESPACES,
+    EVENTS,
+    PDBS,
+    DAEMONSETS,
+    LEASES,
+    NODEPOOLS,
+    NODECLAIMS,
+    NODECLASSES,
+)
 CUSTOM_RESOURCES = (NODEPOOLS, NODECLAIMS, NODECLASSES)
 
 
