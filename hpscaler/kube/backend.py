@@ -9,8 +9,7 @@ watches from the lists' resourceVersion (bookmarks keep it fresh; a watch that t
 from it). A 410 or a dropped stream lists again: DELETED for objects gone meanwhile, ADDED for
 every current one, SYNCED. An API error ends the iterator with `BackendError`. The watch streams
 run in the backend's own task group, so the iterator holds no cancel scope across `yield`: closing
-it (or letting it be
-collected) stops them.
+it (or letting it be collected) stops them.
 """
 
 from __future__ import annotations
