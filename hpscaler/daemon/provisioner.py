@@ -42,7 +42,7 @@ class Provisioner:
         self._requested = 0  # reconcile calls so far
         self._covered = 0  # calls whose changes a finished round has seen
         self._last_result: Plan | None = None
-        self.registrar = Registrar(ctx)
+        self.registrar = Registrar(ctx, refresh=lambda: self.reconcile("registration"))
 
     async def run_batches(self) -> None:
         """Plan each time a batching window closes."""

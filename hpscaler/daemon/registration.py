@@ -11,7 +11,7 @@ plan keeps counting it as the node it asked for, not as an unlabelled stranger.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import HyperPodNode, NodeStatus
@@ -24,9 +24,12 @@ from hpscaler.provisioning.registration import instance_type_of, is_registered, 
 class Registrar:
     """Registers the nodes hpscaler launched as they join."""
 
-    def __init__(self, ctx: DaemonContext) -> None:
+    def __init__(self, ctx: DaemonContext, refresh: Callable[[], Awaitable[object]] | None = None) -> None:
+        """`refresh` runs a provisioning round (which lists HyperPod's nodes and calls `expect`)."""
         self.ctx = ctx
+        self.refresh = refresh
         self._expected: dict[str, HyperPodNode] = {}  # NodeLogicalId -> a running node hpscaler launched
+        self._asked: set[str] = set()  # unknown joining nodes a refresh was run for
 
     def expect(self, nodes: Sequence[HyperPodNode]) -> None:
         """Remember the running nodes of launches in flight (from HyperPod's node list)."""
@@ -60,12 +63,36 @@ class Registrar:
         return done
 
     async def run(self) -> None:
-        """Sweep whenever the cluster cache changes while launched nodes wait for registration."""
+        """Sweep whenever the cluster cache changes while launched nodes wait for registration.
+
+        A node of a managed group that joins unregistered, and whose instance HyperPod's last node
+        list did not show, gets a provisioning round at once (once per node): it lists HyperPod's
+        nodes, so the node is registered now rather than at the next launch check.
+        """
         await self.ctx.synced.wait()
         while True:
             await self.ctx.changed.wait()
             if self.waiting():
                 await self.sweep()
+            if self.refresh is not None and self._strangers():
+                await self.refresh()
+
+    def _strangers(self) -> list[str]:
+        """Unregistered nodes of managed groups that no expected launch matches (each reported once)."""
+        nodes = self.ctx.cache.nodes
+        self._asked &= nodes.keys()
+        managed = self.ctx.managed_groups()
+        known = {n.instance_id for n in self._expected.values()}
+        new = [
+            name
+            for name, node in nodes.items()
+            if name not in self._asked
+            and node.instance_group in managed
+            and not is_registered(node)
+            and instance_id_of(node) not in known
+        ]
+        self._asked.update(new)
+        return new
 
     async def _register(self, node: Node, launched: HyperPodNode) -> bool:
         ctx = self.ctx
