@@ -8,6 +8,7 @@ from typing import Any
 from hpscaler.model import InstanceGroup, Node, Pod
 from hpscaler.provisioning.batching import GroupAddition, batch_additions
 from hpscaler.quantity import format_resource
+from hpscaler.scheduling.membership import PoolMembership, planning_nodes
 from hpscaler.scheduling.scheduler import solve
 from hpscaler.scheduling.types import Plan, SchedulingInput
 
@@ -46,9 +47,10 @@ def plan_pods(
     inp_base: SchedulingInput,
 ) -> tuple[Plan, list[dict[str, Any]]]:
     """Solve for `pods` on `nodes` and derive the exact BatchAddClusterNodes bodies."""
+    membership = PoolMembership(inp_base.node_pools, inp_base.node_classes)
     inp = SchedulingInput(
         pods=pods,
-        nodes=nodes,
+        nodes=planning_nodes(nodes, membership),  # startup taints do not close a node to its pods
         daemonsets=daemonsets,
         node_pools=inp_base.node_pools,
         node_classes=inp_base.node_classes,

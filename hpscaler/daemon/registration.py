@@ -18,7 +18,13 @@ from hpscaler.backends.types import HyperPodNode, NodeStatus
 from hpscaler.daemon.context import DaemonContext
 from hpscaler.daemon.state import instance_id_of
 from hpscaler.model import Node
-from hpscaler.provisioning.registration import instance_type_of, is_registered, match_nodes, registration
+from hpscaler.provisioning.registration import (
+    UNREGISTERED_TAINT_KEY,
+    instance_type_of,
+    is_registered,
+    match_nodes,
+    registration,
+)
 
 
 class Registrar:
@@ -123,6 +129,14 @@ class Registrar:
             taints=(*node.taints, *patch.taints),
         )
         ctx.stats.counters["nodes_registered"] += 1
+        if any(t.key == UNREGISTERED_TAINT_KEY for t in node.taints):
+            ctx.log.warning(
+                "group_taint_never_removed",
+                node=node.name,
+                group=launched.group,
+                taint=UNREGISTERED_TAINT_KEY,
+                fix="drop it from the group's KubernetesConfig.Taints (aws sagemaker update-cluster)",
+            )
         ctx.log.info(
             "node_registered",
             node=node.name,

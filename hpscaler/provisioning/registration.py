@@ -29,6 +29,11 @@ from hpscaler.model import (
 )
 from hpscaler.scheduling.options import template_labels
 
+# Karpenter's `karpenter.sh/unregistered` counterpart. hpscaler does NOT use it: HyperPod reconciles
+# a group's KubernetesConfig taints onto its nodes, so a group taint cannot be removed from one node
+# (README, "Node registration"). A managed group that carries it keeps every pod off its nodes.
+UNREGISTERED_TAINT_KEY = "hpscaler.io/unregistered"
+
 
 @dataclass(frozen=True, slots=True)
 class Registration:
