@@ -129,6 +129,7 @@ class Registrar:
             taints=(*node.taints, *patch.taints),
         )
         ctx.stats.counters["nodes_registered"] += 1
+        ctx.stats.counters[f"nodes_registered:{pool.name}"] += 1
         if any(t.key == UNREGISTERED_TAINT_KEY for t in node.taints):
             ctx.log.warning(
                 "group_taint_never_removed",

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 from daemon_harness import C5_2X, SPOT_AZ1, ZONE_A, running, wait_for, web_pod, with_pool
+from prometheus_client import generate_latest
 
 from hpscaler.backends.protocols import BackendError
 from hpscaler.catalogue import Catalogue
@@ -28,6 +29,7 @@ from hpscaler.model import (
     Taint,
     Toleration,
 )
+from hpscaler.service.metrics import registry_for
 
 ML = Taint("team", "NoSchedule", "ml")
 STARTUP = Taint("example.com/agent-not-ready", "NoExecute")
@@ -93,6 +95,8 @@ async def test_a_joining_node_is_registered_in_one_patch_before_it_is_ready(
             await h.daemon.provisioner.reconcile("test")
         assert STARTUP not in kube.nodes()[0].taints
         assert len(patches) == 1
+        metrics = generate_latest(registry_for(lambda: h.ctx, lambda: True)).decode()
+        assert 'karpenter_nodeclaims_registered_total{nodepool="gpunodepool"} 1.0' in metrics
 
 
 @pytest.mark.looptime
