@@ -51,14 +51,14 @@ class Registrar:
 
     def waiting(self) -> bool:
         """Whether some launched node may still need registering."""
-        return bool(self._expected)
+        return any(lid in self.ctx.inflight for lid in self._expected)
 
     async def sweep(self) -> int:
         """Register every expected node that has joined and is not registered yet; how many were."""
-        if not self._expected:
-            return 0
         ctx = self.ctx
         launched = [n for lid, n in self._expected.items() if lid in ctx.inflight]
+        if not launched:
+            return 0
         matched = match_nodes(launched, ctx.cache.nodes.values())
         done = 0
         for logical_id, node in matched.items():
@@ -76,8 +76,12 @@ class Registrar:
         nodes, so the node is registered now rather than at the next launch check.
         """
         await self.ctx.synced.wait()
+        seen = -1
         while True:
             await self.ctx.changed.wait()
+            if self.ctx.cache.node_generation == seen:
+                continue  # pod events: nothing joined or changed that registration cares about
+            seen = self.ctx.cache.node_generation
             if self.waiting():
                 await self.sweep()
             if self.refresh is not None and self._strangers():

@@ -43,6 +43,7 @@ class ClusterCache:
     daemonsets: dict[str, Pod] = field(default_factory=dict)  # namespace/name -> template pod
     synced: bool = False
     generation: int = 0  # bumped on every applied event: decisions over an unchanged cache can be reused
+    node_generation: int = 0  # bumped when a node (or the whole list) changes
     _staging: tuple[dict[str, Pod], dict[str, Node], dict[str, Pod]] | None = None
     # When a node's set of pods last changed: consolidateAfter counts from here.
     pod_change: dict[str, float] = field(default_factory=dict)
@@ -54,6 +55,7 @@ class ClusterCache:
             if self._staging is not None:
                 self.pods, self.nodes, self.daemonsets = self._staging
                 self._staging = None
+                self.node_generation += 1
             self.synced = True
             return any(is_provisionable(p) for p in self.pods.values())
         pods, nodes, daemonsets = (
@@ -78,6 +80,7 @@ class ClusterCache:
                 self.pod_change[pod.node_name] = now
             return is_provisionable(pod) and (old is None or not is_provisionable(old))
         if event.node is not None:
+            self.node_generation += 1
             if event.kind is WatchKind.DELETED:
                 nodes.pop(event.node.name, None)
                 self.pod_change.pop(event.node.name, None)
