@@ -47,7 +47,9 @@ from hpscaler.config.validate import (
     suggest,
     translate,
 )
+from hpscaler.config.wellknown import check_requirement_values
 from hpscaler.model import CapacityType, InstanceGroup, NodeClass, NodePool
+from hpscaler.yamlio import YamlInputError, YamlLimits, read_documents, walk_lines
 
 __all__ = [
     "ConfigError",
@@ -60,6 +62,8 @@ __all__ = [
 ]
 
 _SUFFIXES = (".yaml", ".yml", ".json")
+# A configuration is a few hundred lines: anything much larger is a mistake or an attack.
+CONFIG_YAML_LIMITS = YamlLimits(max_depth=64, max_alias_nodes=10_000, max_nodes=1_000_000)
 # kind -> (apiVersion, model); the API group is what tells a wrong version from a foreign kind.
 _KINDS: dict[str, tuple[str, type[BaseModel]]] = {
     "NodePool": ("karpenter.sh/v1", NodePoolDocument),
@@ -112,67 +116,45 @@ class _Raw:
 def _line_map(node: yaml.Node | None, file: str, index: int, issues: list[ConfigIssue]) -> dict[Loc, int]:
     """Path -> line of every key and item; duplicated keys are reported (Kubernetes rejects them)."""
     lines: dict[Loc, int] = {}
-    if node is None:
-        return lines
-
-    def walk(current: yaml.Node, path: Loc, depth: int) -> None:
-        lines.setdefault(path, current.start_mark.line + 1)
-        if depth > 64:  # aliases can make a node graph cyclic
-            return
-        if isinstance(current, yaml.MappingNode):
-            seen: set[str] = set()
-            for key_node, value_node in current.value:
-                key = str(key_node.value)
-                if key in seen and key != "<<":
-                    issues.append(
-                        ConfigIssue(
-                            file,
-                            f"document {index + 1}",
-                            format_loc((*path, key)),
-                            f"key `{key}` appears twice in the same mapping",
-                            "keep only one of them (Kubernetes rejects duplicated fields)",
-                            "error",
-                            key_node.start_mark.line + 1,
-                        )
+    for path, current, key_node in walk_lines(node):
+        lines.setdefault(path, (key_node or current).start_mark.line + 1)
+        if not isinstance(current, yaml.MappingNode):
+            continue
+        seen: set[str] = set()
+        for key_node_, _ in current.value:
+            key = str(key_node_.value)
+            if key in seen and key != "<<":
+                issues.append(
+                    ConfigIssue(
+                        file,
+                        f"document {index + 1}",
+                        format_loc((*path, key)),
+                        f"key `{key}` appears twice in the same mapping",
+                        "keep only one of them (Kubernetes rejects duplicated fields)",
+                        "error",
+                        key_node_.start_mark.line + 1,
                     )
-                seen.add(key)
-                lines[(*path, key)] = key_node.start_mark.line + 1
-                walk(value_node, (*path, key), depth + 1)
-        elif isinstance(current, yaml.SequenceNode):
-            for i, item in enumerate(current.value):
-                walk(item, (*path, i), depth + 1)
-
-    walk(node, (), 0)
+                )
+            seen.add(key)
     return lines
 
 
+def _syntax_issue(file: str, what: str, exc: YamlInputError, fix: str) -> ConfigIssue:
+    return ConfigIssue(file, what, "", str(exc).replace("YAML", what, 1), fix, "error", exc.line)
+
+
 def _read_yaml(text: str, file: str, issues: list[ConfigIssue]) -> list[_Raw]:
-    raws: list[_Raw] = []
-    loader = yaml.SafeLoader(text)
     try:
-        while loader.check_node():
-            node = loader.get_node()
-            index = len(raws)
-            lines = _line_map(node, file, index, issues)
-            raws.append(_Raw(file, index, loader.construct_document(node), lines))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        documents = read_documents(text, CONFIG_YAML_LIMITS)
+    except YamlInputError as exc:
         issues.append(
-            ConfigIssue(
-                file,
-                "YAML",
-                "",
-                f"invalid YAML{where}: {problem}",
-                "fix the syntax there (check indentation, colons and quotes)",
-                "error",
-                mark.line + 1 if mark is not None else None,
-            )
+            _syntax_issue(file, "YAML", exc, "fix the syntax there (check indentation, colons and quotes)")
         )
-    finally:
-        loader.dispose()
-    return raws
+        return []
+    return [
+        _Raw(file, index, doc.data, _line_map(doc.node, file, index, issues))
+        for index, doc in enumerate(documents)
+    ]
 
 
 def _read_json(text: str, file: str, issues: list[ConfigIssue]) -> list[_Raw]:
@@ -191,18 +173,29 @@ def _read_json(text: str, file: str, issues: list[ConfigIssue]) -> list[_Raw]:
             )
         )
         return []
+    except RecursionError:
+        issues.append(
+            ConfigIssue(file, "JSON", "", "invalid JSON: nested too deeply", "flatten the document")
+        )
+        return []
     try:
         # JSON is YAML's flow style, so YAML's composer gives line numbers (and duplicated keys).
-        lines = _line_map(yaml.compose(text, Loader=yaml.SafeLoader), file, 0, issues)
-    except yaml.YAMLError:
-        lines = {}
+        documents = read_documents(text, CONFIG_YAML_LIMITS)
+    except YamlInputError as exc:
+        issues.append(_syntax_issue(file, "JSON", exc, "flatten the document"))
+        return []
+    lines = _line_map(documents[0].node, file, 0, issues) if documents else {}
     return [_Raw(file, 0, data, lines)]
 
 
 def _read(path: Path) -> tuple[list[_Raw], list[ConfigIssue], list[str]]:
     issues: list[ConfigIssue] = []
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _SUFFIXES)
+        try:
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _SUFFIXES)
+        except OSError as exc:
+            fix = "let the user hpscaler runs as read the directory (e.g. chmod 0755)"
+            return [], [ConfigIssue(str(path), "directory", "", f"cannot be read: {exc}", fix)], []
         if not files:
             issues.append(
                 ConfigIssue(
@@ -227,11 +220,23 @@ def _read(path: Path) -> tuple[list[_Raw], list[ConfigIssue], list[str]]:
         except (OSError, UnicodeDecodeError) as exc:
             issues.append(ConfigIssue(str(file), "file", "", f"cannot be read: {exc}", "check the file"))
             continue
+        before = len(issues)
         found = (
             _read_json(text, str(file), issues)
             if file.suffix == ".json"
             else _read_yaml(text, str(file), issues)
         )
+        if len(issues) == before and all(raw.data is None for raw in found):
+            issues.append(
+                ConfigIssue(
+                    str(file),
+                    "file",
+                    "",
+                    "holds no documents (it is empty, or only comments)",
+                    "add the NodePool, HyperpodNodeClass or other documents it should hold, or delete it",
+                    "warning",
+                )
+            )
         for raw in found:
             if raw.data is None:
                 continue  # an empty document, e.g. a trailing `---`
@@ -600,6 +605,7 @@ def load_config(
         out.issues += check_node_classes(class_entries, groups)
     broken = {label.partition(" ")[2] for label in out.rejected if label.startswith("HyperpodNodeClass ")}
     out.issues += check_node_pools(pool_entries, class_entries, groups, region, broken)
+    out.issues += check_requirement_values(pool_entries, catalogue, zones)
     out.issues += check_catalogue(groups, referenced, catalogue)
     out.issues += check_settings(settings_origin, settings, groups, zones, catalogue)
     if any(i.severity == "error" for i in out.issues):

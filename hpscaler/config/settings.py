@@ -15,6 +15,9 @@ from hpscaler.catalogue import PriceOverride
 
 HPSCALER_API_VERSION = "hpscaler.io/v1alpha1"
 HPSCALER_KIND = "HpscalerConfig"
+# EC2 Spot placement scores run from 1 (unlikely to succeed) to 10 (highly likely).
+MIN_PLACEMENT_SCORE = 1
+MAX_PLACEMENT_SCORE = 10
 
 _Seconds = Annotated[float, Field(gt=0)]
 
@@ -157,7 +160,7 @@ class Settings(_Section):
     batching: Batching = Batching()
     prices: dict[str, PriceSpec] = {}
     # Static Spot placement scores by zone name or zone id, used offline and when the SPS API fails.
-    placement_scores: dict[str, Annotated[int, Field(ge=1, le=10)]] = {}
+    placement_scores: dict[str, Annotated[int, Field(ge=MIN_PLACEMENT_SCORE, le=MAX_PLACEMENT_SCORE)]] = {}
     # Offline only: instance groups `plan` treats as out of capacity.
     out_of_capacity: tuple[str, ...] = ()
     provisioning: Provisioning = Provisioning()

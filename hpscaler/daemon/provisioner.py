@@ -23,6 +23,7 @@ from hpscaler.daemon.state import instance_id_of, joined_instance_ids
 from hpscaler.model import Pod
 from hpscaler.planning import group_additions
 from hpscaler.provisioning.batching import AddRequest, batch_additions, client_token
+from hpscaler.provisioning.gangs import GangLaunches, gang_launches, launch_zones, stranded_launches
 from hpscaler.provisioning.launches import InFlight, review_launches
 from hpscaler.scheduling.membership import PoolMembership, planning_nodes
 from hpscaler.scheduling.scheduler import solve
@@ -43,6 +44,7 @@ class Provisioner:
         self._covered = 0  # calls whose changes a finished round has seen
         self._last_result: Plan | None = None
         self.registrar = Registrar(ctx, refresh=lambda: self.reconcile("registration"))
+        self._gang_launches: GangLaunches = {}  # of the last plan's round
 
     async def run_batches(self) -> None:
         """Plan each time a batching window closes."""
@@ -99,8 +101,13 @@ class Provisioner:
                 if await self.registrar.sweep():
                     await self._settle_launches(nodes)
             plan: Plan | None = None
+            gangs_checked = False
             for _ in range(MAX_FALLBACK_ROUNDS):
                 plan = self._plan(extra_pending)
+                if not gangs_checked:
+                    gangs_checked = True
+                    if await self._cancel_stranded_gang_launches(plan):
+                        continue  # plan again without the launches given up
                 if not plan.new_nodes:
                     break
                 # Shielded: a shutdown must not cut a call between sending it and recording its nodes.
@@ -158,13 +165,18 @@ class Provisioner:
                     retry_in=round(until - now),
                 )
             ctx.stats.counters["launch_failures"] += 1
-        ids = [g.logical_id for g in review.give_up]
+        await self._cancel([g.logical_id for g in review.give_up])
+        return len(review.adopted)
+
+    async def _cancel(self, ids: list[str]) -> None:
+        """Delete nodes in flight, and forget the ones HyperPod no longer has."""
+        ctx = self.ctx
         try:
             result = await ctx.backends.hyperpod.batch_delete_nodes(ids)
         except BackendError as exc:
             ctx.stats.counters["cloudprovider_errors"] += 1
             ctx.log.warning("cancel_launches_failed", nodes=ids, error=str(exc))
-            return len(review.adopted)
+            return
         ctx.stats.counters["batch_delete_calls"] += 1
         for logical_id in (
             *result.deleted,
@@ -172,7 +184,23 @@ class Provisioner:
         ):
             ctx.inflight.pop(logical_id, None)
         ctx.log.info("launches_cancelled", nodes=list(result.deleted))
-        return len(review.adopted)
+
+    async def _cancel_stranded_gang_launches(self, plan: Plan) -> bool:
+        """Cancel a gang's launches in flight that the plan leaves in another zone (see
+        `provisioning.gangs`); whether any were."""
+        ctx = self.ctx
+        node_zones = {name: node.zone for name, node in ctx.cache.nodes.items()}
+        node_zones.update({lid: self._group_zone(r.group) for lid, r in ctx.inflight.items()})
+        stranded = stranded_launches(plan, self._gang_launches, ctx.cache.pods, node_zones)
+        for gang, ids in stranded.items():
+            ctx.log.warning("gang_launches_cancelled", gang=gang, nodes=ids, reason="gang planned elsewhere")
+        if stranded:
+            await self._cancel([lid for ids in stranded.values() for lid in ids])
+        return bool(stranded)
+
+    def _group_zone(self, name: str) -> str:
+        group = self.ctx.groups.get(name)
+        return group.zones[0] if group and group.zones else ""
 
     # -- planning -----------------------------------------------------------------------------
 
@@ -198,6 +226,9 @@ class Provisioner:
         now = ctx.clock.now()
         for pod in pending:
             ctx.stats.first_pending.setdefault(pod.key, now)
+        self._gang_launches = gang_launches(
+            ctx.inflight.values(), ctx.cache.pods, {name: self._group_zone(name) for name in ctx.groups}
+        )
         inflight = []
         for record in ctx.inflight.values():
             group = ctx.groups.get(record.group)
@@ -225,6 +256,7 @@ class Provisioner:
             placement_scores={**ctx.config.settings.placement_scores, **ctx.scores},
             unavailable=ctx.unavailable.snapshot(now),
             region=ctx.config.settings.region,
+            gang_zones=launch_zones(self._gang_launches),
         )
         plan = solve(inp)
         ctx.stats.decision_seconds.append(time.perf_counter() - started)

@@ -157,6 +157,7 @@ class _Node:
     attempt: int = 0  # stale timers compare it and do nothing
     meter: MeterRecord | None = None
     interrupted: bool = False
+    reserved: tuple[str, str] | None = None  # (type, zone) the capacity check found room in
 
     def view(self) -> HyperPodNode:
         return HyperPodNode(
@@ -499,7 +500,14 @@ class FakeHyperPod:
         node = self._nodes.get(logical_id)
         if node is None or node.attempt != attempt or node.status != NodeStatus.PENDING:
             return
-        if any(self._has_room(t, z, node) for t in node.instance_types for z in node.zones):
+        room = next(
+            ((t, z) for t in node.instance_types for z in node.zones if self._has_room(t, z, node)), None
+        )
+        if room is not None:
+            # EC2 answers a launch at once (RunInstances fails with InsufficientInstanceCapacity, or
+            # the instance is pending): a launch that got capacity holds it while it boots, so the
+            # launches of one request beyond the room fail early, not when the others come up.
+            node.reserved = room
             self.timers.call_later(rest, partial(self._launch, logical_id, attempt))
         else:
             self._fail_launch(node)
@@ -595,12 +603,21 @@ class FakeHyperPod:
         limit = next((self._capacity[k] for k in keys if k in self._capacity), None)
         if limit is None:
             return True
-        # An instance holds its capacity until it is gone, including while it shuts down.
+        # An instance holds its capacity until it is gone, including while it shuts down; a launch
+        # holds the capacity its check found while it is pending.
         holding = sum(
             1
             for n in self._nodes.values()
-            if n.instance_id
-            and (n.instance_type, n.zone, n.capacity_type) == (instance_type, zone, node.capacity_type)
+            if n is not node
+            and n.capacity_type == node.capacity_type
+            and (
+                (n.instance_id and (n.instance_type, n.zone) == (instance_type, zone))
+                or (
+                    not n.instance_id
+                    and n.status == NodeStatus.PENDING
+                    and n.reserved == (instance_type, zone)
+                )
+            )
         )
         return holding < limit
 

@@ -15,6 +15,7 @@ object, field), and the old one stays in force.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -49,6 +50,7 @@ STALL_SECONDS = 120.0  # no reconcile for this long while leading means a hung l
 READY_POLL_SECONDS = 0.1
 EXIT_OK = 0
 EXIT_FAILED = 1  # crashed, or the graceful stop overran spec.shutdownSeconds
+EXIT_INVALID = 2  # could not start: invalid configuration, no kubeconfig, health port taken
 # Settings the running service cannot change on the fly (open connections, the lease, the port,
 # state built at start-up): a reload keeps their old values and says a restart is needed.
 RESTART_SECTIONS = (
@@ -90,6 +92,21 @@ def _reject_reload(path: str, detail: str, issues: list[ConfigIssue]) -> bool:
         kept="previous configuration",
     )
     return False
+
+
+def read_config(path: Path) -> LoadedConfig | ConfigError:
+    """`load_config`, with every failure as a ConfigError (a reload must never crash the service)."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        return exc
+    except Exception as exc:  # whatever the files hold, the running service stays up
+        issue = ConfigIssue(str(path), "configuration", "", f"cannot be loaded: {exc!r}", "fix the files")
+        return ConfigError([issue])
+
+
+class StartupError(Exception):
+    """The service could not start (backends, health port); the message says what to do."""
 
 
 def reload_problems(old: LoadedConfig, new: LoadedConfig, path: str) -> list[ConfigIssue]:
@@ -148,6 +165,7 @@ class Service:
     # (level, format) that `run_service` configured logging with; a reload that changes it reapplies.
     log_applied: tuple[str, Format] | None = None
     _stop_requested: anyio.Event = field(default_factory=anyio.Event)
+    _reload_requested: anyio.Event = field(default_factory=anyio.Event)
     _stop_reason: str = ""
     _stopping: bool = False
     _progress: tuple[int, int, float] = (0, -1, 0.0)  # (id of the daemon, reconciles, when seen)
@@ -194,11 +212,19 @@ class Service:
 
     def reload(self) -> bool:
         """Load the configuration again; keep the old one (and log why) if the new one is invalid."""
+        return self.apply_reload(read_config(self.config_path))
+
+    async def reload_off_loop(self) -> bool:
+        """`reload`, with the files read and parsed on a worker thread so health and signals go on."""
+        loaded = await anyio.to_thread.run_sync(read_config, self.config_path, abandon_on_cancel=True)
+        return self.apply_reload(loaded)
+
+    def apply_reload(self, loaded: LoadedConfig | ConfigError) -> bool:
+        """Switch to a configuration `read_config` returned, unless it is an error or unsafe to apply."""
         path = str(self.config_path)
-        try:
-            new = load_config(self.config_path)
-        except ConfigError as exc:
-            return _reject_reload(path, str(exc), exc.issues)
+        if isinstance(loaded, ConfigError):
+            return _reject_reload(path, str(loaded), loaded.issues)
+        new = loaded
         problems = reload_problems(self.config, new, path)
         if problems:
             return _reject_reload(path, "; ".join(map(str, problems)), problems)
@@ -321,13 +347,20 @@ class Service:
                 withheld = True
             await anyio.sleep(interval)
 
+    async def _reloader(self) -> None:
+        """Reloads one at a time, off the signal loop: SIGTERM is heard while a reload parses."""
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested = anyio.Event()
+            await self.reload_off_loop()
+
     async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     log.info("config_reload_requested", path=str(self.config_path))
-                    self.reload()
+                    self._reload_requested.set()
                 else:
                     self.stop(signal.Signals(signum).name)
 
@@ -335,7 +368,11 @@ class Service:
         """Run until `stop()` is called or a stop signal arrives."""
         settings = self.config.settings
         try:
-            async with self.backends_opener(self.config) as backends:
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    backends = await stack.enter_async_context(self.backends_opener(self.config))
+                except Exception as exc:
+                    raise StartupError(f"cannot open the backends: {exc}") from exc
                 assert backends.kubernetes is not None
                 kube = settings.kubernetes
                 elector = LeaderElector(
@@ -350,19 +387,26 @@ class Service:
                 registry = registry_for(
                     lambda: self.daemon.ctx if self.daemon else None, lambda: elector.is_leader
                 )
-                async with (
-                    health_server(
-                        settings.health.bind,
-                        settings.health.port,
-                        alive=self.liveness,
-                        ready=self.readiness,
-                        registry=registry,
-                    ) as port,
-                    anyio.create_task_group() as tg,
-                ):
+                health = health_server(
+                    settings.health.bind,
+                    settings.health.port,
+                    alive=self.liveness,
+                    ready=self.readiness,
+                    registry=registry,
+                )
+                try:
+                    port = await stack.enter_async_context(health)
+                except OSError as exc:
+                    where = f"{settings.health.bind}:{settings.health.port}"
+                    raise StartupError(
+                        f"cannot serve /healthz on {where}: {os.strerror(exc.errno) if exc.errno else exc}; "
+                        "stop what uses the port, or set spec.health.port"
+                    ) from exc
+                async with anyio.create_task_group() as tg:
                     self.port = port
                     if self.handle_signals:
                         await tg.start(self._signals)
+                        tg.start_soon(self._reloader)
                     tg.start_soon(self._shutdown_when_asked, tg.cancel_scope)
                     tg.start_soon(self._watchdog)
                     tg.start_soon(self._announce_ready)
@@ -382,12 +426,22 @@ class Service:
         log.info("service_stopped", reason=self._stop_reason or None, lease_released=released)
 
 
+def _startup_error(exc: BaseException) -> StartupError | None:
+    """The StartupError behind `exc`, also when a backend's task group wrapped it in a group."""
+    if isinstance(exc, StartupError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _startup_error(exc.exceptions[0])
+    return None
+
+
 def run_service(config_path: str | Path, config: LoadedConfig | None = None) -> int:
     """Load configuration (unless the caller already did) and serve (the `hpscaler run` command).
 
     The process exit code. Raises ConfigError (invalid configuration), ValueError (bad
-    HPSCALER_LOG_* value) and BackendNotFound before serving; a crash while serving is logged and
-    gives exit code 1.
+    HPSCALER_LOG_* value) and BackendNotFound before serving. A failure to start (no kubeconfig,
+    the health port taken) is one `service_start_failed` line and exit code 2; a crash while
+    serving is logged with its traceback and gives exit code 1.
     """
     path = Path(config_path)
     if config is None:
@@ -400,7 +454,11 @@ def run_service(config_path: str | Path, config: LoadedConfig | None = None) -> 
         anyio.run(Service(path, config, catalogue, log_applied=(level, fmt)).serve)
     except BackendNotFound:
         raise
-    except Exception as exc:  # logged as one JSON line, for the journal or the container log
+    except Exception as exc:
+        startup = _startup_error(exc)
+        if startup is not None:
+            log.error("service_start_failed", error=str(startup))
+            return EXIT_INVALID  # logged as one JSON line, for the journal or the container log
         log.error("service_failed", error=str(exc) or type(exc).__name__, exc_info=exc)
         return EXIT_FAILED
     return EXIT_OK

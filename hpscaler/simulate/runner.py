@@ -22,6 +22,7 @@ from hpscaler.daemon.app import Daemon
 from hpscaler.daemon.context import Backends
 from hpscaler.daemon.drain import CHECKPOINT_ANNOTATION
 from hpscaler.fake import Offering, World
+from hpscaler.logs import set_time_source
 from hpscaler.model import ANNOTATION_DO_NOT_DISRUPT, CapacityType, Gang, LabelSelector, Pod
 from hpscaler.quantity import parse_resource
 from hpscaler.simulate.chaos import RETRY_SECONDS, ChaosEvent, plan_chaos
@@ -324,16 +325,20 @@ async def run_scenario(scenario: Scenario, config: LoadedConfig) -> dict[str, An
         noticed_pods=recorder.noticed_pods,
     )
     started = time.perf_counter()
-    async with anyio.create_task_group() as tg:
-        await tg.start(world.run)
-        await tg.start(recorder.run)
-        await tg.start(checker.run)
-        await tg.start(daemon.run)
-        tg.start_soon(driver.run)
-        await anyio.sleep(scenario.duration)
-        recorder.sample()
-        checker.check()
-        tg.cancel_scope.cancel()
+    set_time_source(clock.now)  # log lines carry the simulated time, like everything else
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(world.run)
+            await tg.start(recorder.run)
+            await tg.start(checker.run)
+            await tg.start(daemon.run)
+            tg.start_soon(driver.run)
+            await anyio.sleep(scenario.duration)
+            recorder.sample()
+            checker.check()
+            tg.cancel_scope.cancel()
+    finally:
+        set_time_source(None)
     wall = time.perf_counter() - started
     return build_report(
         scenario,

@@ -330,21 +330,34 @@ async def test_list_then_watch_misses_and_repeats_nothing_under_concurrent_write
     http: Client, fake: FakeApiServer
 ) -> None:
     names = [f"p{i}" for i in range(150)]
+    started = anyio.Event()
 
     async def write() -> None:
-        for name in names:
+        for i, name in enumerate(names):
             fake.create(pod_manifest(name))
+            if i == 20:
+                started.set()  # the list below begins while the other 129 are still being written
             await anyio.lowlevel.checkpoint()
 
     seen: list[str] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(write)
-        await anyio.sleep(0.001)
+        await started.wait()
         _, listed = await http("GET", PODS)
         seen += [p["metadata"]["name"] for p in listed["items"]]
         version = listed["metadata"]["resourceVersion"]
-    events = await http.watch(PODS, resourceVersion=version, timeoutSeconds=0.1)
-    seen += [e["object"]["metadata"]["name"] for e in events if e["type"] == "ADDED"]
+    last = str(fake.resource_version)
+    # Read until the event of the last write: no wall-clock window that a loaded machine could miss.
+    params = {"watch": "true", "resourceVersion": version, "timeoutSeconds": "60"}
+    async with http.session.get(http.url + PODS, params=params) as response:
+        async for line in response.content:
+            if version == last or not line.strip():
+                break  # nothing was written after the list
+            event = json.loads(line)
+            assert event["type"] == "ADDED"
+            seen.append(event["object"]["metadata"]["name"])
+            if event["object"]["metadata"]["resourceVersion"] == last:
+                break
     assert sorted(seen) == sorted(names)
 
 
