@@ -132,3 +132,11 @@ def test_a_group_match_needs_exactly_one_candidate() -> None:
     one.provider_id = two.provider_id = ""
     assert match_nodes([launched("a", "i-0aaa"), launched("b", "i-0bbb")], [one, two]) == {}
     assert match_nodes([launched("a", "i-0aaa")], [one, two]) == {}
+
+
+def test_the_value_the_plan_chose_for_an_open_key_is_put_on() -> None:
+    planned = {"size": "m", LABEL_ZONE: "us-west-2z", "kubernetes.io/hostname": "planned-name"}
+    patch = registration(joined(), POOL, GROUP, SPEC_LABELS, "us-west-2", planned=planned)
+    assert patch.labels["size"] == "m"
+    # What HyperPod put on the node about itself stands.
+    assert LABEL_ZONE not in patch.labels and "kubernetes.io/hostname" not in patch.labels

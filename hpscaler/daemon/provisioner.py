@@ -242,6 +242,7 @@ class Provisioner:
                     group.instance_types[0],
                     group.zones[0],
                     group.capacity_type,
+                    labels=dict(record.labels),
                 )
             )
         inp = SchedulingInput(
@@ -270,10 +271,13 @@ class Provisioner:
         pod_ids: dict[str, str] = {}
         pools: dict[str, str] = {}
         group_pods: dict[str, list[str]] = {}
+        # What each new node will be labelled with, in plan order: registration puts it there.
+        group_labels: dict[str, list[tuple[tuple[str, str], ...]]] = {}
         # One pass over the plan: this runs between the window closing and the first call.
         for node in plan.new_nodes:
             pools[node.instance_group] = node.node_pool
             group_pods.setdefault(node.instance_group, []).extend(node.pods)
+            group_labels.setdefault(node.instance_group, []).append(tuple(sorted(node.labels.items())))
             for key in node.pods:
                 current = live.get(key)
                 pod_ids[key] = _decision_id(key, extra.get(key, current), current)
@@ -291,7 +295,7 @@ class Provisioner:
                         ctx.unavailable.mark(entry["InstanceGroupName"], zone, now, "refused by the API")
                     refused = True
                 continue
-            refused |= self._record(result, pools, for_pods, now)
+            refused |= self._record(result, pools, for_pods, group_labels, now)
         return refused
 
     async def _send(self, request: AddRequest) -> tuple[AddResult | None, bool]:
@@ -320,17 +324,24 @@ class Provisioner:
         return None, False
 
     def _record(
-        self, result: AddResult, pools: dict[str, str], for_pods: dict[str, tuple[str, ...]], now: float
+        self,
+        result: AddResult,
+        pools: dict[str, str],
+        for_pods: dict[str, tuple[str, ...]],
+        group_labels: dict[str, list[tuple[tuple[str, str], ...]]],
+        now: float,
     ) -> bool:
         ctx = self.ctx
         for added in result.successful:
             if added.logical_id not in ctx.inflight and added.status is not NodeStatus.NOT_FOUND:
+                planned = group_labels.get(added.group)
                 ctx.inflight[added.logical_id] = InFlight(
                     added.logical_id,
                     added.group,
                     pools.get(added.group, ""),
                     now,
                     for_pods.get(added.group, ()),
+                    labels=planned.pop(0) if planned else (),
                 )
                 ctx.stats.counters[f"nodes_created:{added.group}"] += 1
         for group_name, count in _counts(result).items():

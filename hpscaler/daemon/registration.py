@@ -118,7 +118,13 @@ class Registrar:
             return False
         bound = [p for p in ctx.cache.pods.values() if p.node_name == node.name]
         patch = registration(
-            node, pool, group, ctx.catalogue.get(type_name).labels(), ctx.config.settings.region, bound
+            node,
+            pool,
+            group,
+            ctx.catalogue.get(type_name).labels(),
+            ctx.config.settings.region,
+            bound,
+            planned=dict(record.labels) if record is not None and record.node_pool == pool.name else None,
         )
         try:
             await ctx.backends.kubernetes.register_node(node.name, patch.labels, patch.taints)

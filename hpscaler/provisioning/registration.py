@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from hpscaler.backends.types import HyperPodNode
 from hpscaler.daemon.state import instance_id_of
 from hpscaler.model import (
+    LABEL_HOSTNAME,
     LABEL_INSTANCE_GROUP,
     LABEL_INSTANCE_TYPE,
     LABEL_REGISTERED,
@@ -57,18 +58,30 @@ def registration(
     spec_labels: Mapping[str, str],
     region: str,
     bound: Iterable[Pod] = (),
+    planned: Mapping[str, str] | None = None,
 ) -> Registration:
     """What registers `node` for `pool`: every label the plan assumed that the node lacks, and the
     NodePool's taints and startup taints the node does not carry yet.
 
-    `spec_labels` are the catalogue's labels of the node's instance type. A node that already runs
-    pods (one that joined before hpscaler was there) gets no NoExecute taint: that would evict them.
+    `spec_labels` are the catalogue's labels of the node's instance type; `planned` the labels the
+    plan gave this very node (a value it chose for a key the NodePool leaves open), which win. A node
+    that already runs pods (one that joined before hpscaler was there) gets no NoExecute taint: that
+    would evict them.
     """
     zone = node.labels.get(LABEL_ZONE) or (group.zones[0] if len(group.zones) == 1 else "")
     zone_ids = dict(zip(group.zones, group.zone_ids, strict=False))
     wanted = template_labels(pool, group, spec_labels, zone, zone_ids.get(zone, ""), region)
     if not zone:
         wanted.pop(LABEL_ZONE, None)
+    # The planned labels, except what the joined node says of itself (where HyperPod put it).
+    own = (LABEL_ZONE, LABEL_INSTANCE_TYPE, LABEL_INSTANCE_GROUP)
+    wanted.update(
+        {
+            k: v
+            for k, v in (planned or {}).items()
+            if k != LABEL_HOSTNAME and (k not in own or k not in node.labels)
+        }
+    )
     wanted[LABEL_REGISTERED] = "true"
     labels = {key: value for key, value in wanted.items() if node.labels.get(key) != value}
     running = any(not p.is_daemonset for p in bound)

@@ -216,12 +216,19 @@ class _Solver(GangPlacer):
             self.add_usage(membership.pool_name_of(node), self.node_capacity(node))
             for pod in node.pods:
                 self.topology.seed(pod, labels)
-        by_key = {(o.node_pool.name, o.group.name, o.spec.name, o.zone): o for o in self.options}
+        by_key: dict[tuple[str, str, str, str], list[Option]] = {}
+        for o in self.options:
+            by_key.setdefault((o.node_pool.name, o.group.name, o.spec.name, o.zone), []).append(o)
         for flight in self.inp.inflight:
             self.taken_names.add(flight.name)
-            option = by_key.get((flight.node_pool, flight.instance_group, flight.instance_type, flight.zone))
-            if option is None:
+            variants = by_key.get(
+                (flight.node_pool, flight.instance_group, flight.instance_type, flight.zone)
+            )
+            if not variants:
                 continue
+            # The variant the launch was planned as (the value it chose for each open key).
+            planned = flight.labels.items()
+            option = next((o for o in variants if planned <= o.labels.items()), variants[0])
             self.add_bin(self.inflight_bin(flight, option))
             self.add_usage(option.node_pool.name, option.capacity)
         for option in self.options:

@@ -26,6 +26,7 @@ from hpscaler.model import (
     LABEL_ZONE,
     Node,
     Pod,
+    Requirement,
     Taint,
     Toleration,
 )
@@ -187,3 +188,20 @@ def test_planning_nodes_ignore_startup_taints_of_their_pool(seed_config: LoadedC
         == membership.pool_name_of(replace(stranger, labels={LABEL_NODEPOOL: "gpunodepool"}))
     )
     assert membership.pool_of(stranger) is None
+
+
+@pytest.mark.looptime
+async def test_a_value_the_plan_chose_for_an_open_nodepool_key_is_registered(
+    seed_config: LoadedConfig, catalogue: Catalogue
+) -> None:
+    (pool,) = seed_config.node_pools
+    config = with_pool(seed_config, requirements=(*pool.requirements, Requirement("size", "In", ("s", "m"))))
+    async with running(config, catalogue) as h:
+        kube = h.world.kubernetes
+        for i in range(2):
+            kube.add_pod(web_pod(f"m-{i}", node_selector={"size": "m"}))
+        await wait_for(lambda: sum(bool(p.node_name) for p in kube.pods()) == 2, 600)
+        (node,) = kube.nodes()
+        assert node.labels["size"] == "m"
+        (record,) = [r for r in h.world.hyperpod.nodes()]
+        assert h.world.hyperpod.calls["batch_add_nodes"] == 1 and record.group == SPOT_AZ1
