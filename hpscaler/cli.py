@@ -18,6 +18,7 @@ from hpscaler.logs import configure as configure_logging
 from hpscaler.model import Node, Pod
 from hpscaler.planning import plan_pods, plan_to_json, plan_to_table
 from hpscaler.scheduling.types import SchedulingInput
+from hpscaler.signals import missing_source_warning
 
 EXIT_INVALID = 2
 
@@ -58,6 +59,8 @@ def check_config(path: str | None) -> None:
     config = _load(path)
     for warning in config.warnings:
         click.echo(str(warning), err=True)
+    if no_source := missing_source_warning(config.settings):
+        click.echo(no_source, err=True)
     click.echo(
         f"ok: cluster {config.cluster_name}: {len(config.node_pools)} NodePool(s), "
         f"{len(config.node_classes)} HyperpodNodeClass(es), {len(config.instance_groups)} instance group(s)"
@@ -272,3 +275,10 @@ def completion(shell: str) -> None:
     cls = get_completion_class(shell)
     assert cls is not None  # every choice is a shell click supports
     click.echo(cls(main, {}, "hpscaler", "_HPSCALER_COMPLETE").source())
+
+
+from hpscaler.agent.cli import agent as _agent  # noqa: E402
+from hpscaler.cli_interruption import interruption as _interruption  # noqa: E402
+
+main.add_command(_interruption)
+main.add_command(_agent)

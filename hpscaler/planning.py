@@ -112,6 +112,7 @@ def plan_to_json(plan: Plan, requests: Sequence[dict[str, Any]]) -> dict[str, An
                 "pricePerHour": round(n.price_per_hour, 6),
                 "allocatable": {k: format_resource(k, v) for k, v in sorted(n.allocatable.items())},
                 "pods": list(n.pods),
+                "labels": dict(sorted(n.labels.items())),
             }
             for n in plan.new_nodes
         ],

@@ -47,6 +47,12 @@ def test_inflate_plans_spot_nodes_in_the_best_scored_zone_the_nodepool_allows() 
     }
     assert sorted(all_pods(plan)) == sorted(f"default/inflate-{i}" for i in range(30))
     assert len(plan["newNodes"]) == 5  # 7 one-CPU pods fit a c5.2xlarge (7910m allocatable)
+    labels = plan["newNodes"][0]["labels"]  # what the node will carry, one value per key
+    assert (
+        labels["topology.kubernetes.io/zone"] == "us-west-2a"
+        and labels["karpenter.sh/capacity-type"] == "spot"
+    )
+    assert labels["node.kubernetes.io/instance-type"] == "ml.c5.2xlarge"
     assert plan["costPerHour"] == pytest.approx(sum(n["pricePerHour"] for n in plan["newNodes"]), abs=1e-4)
 
 
@@ -224,8 +230,9 @@ def test_the_readme_plan_examples_are_what_plan_prints() -> None:
 
 
 def test_plan_keeps_a_bound_pod_on_its_node_or_reports_it(tmp_path: Path) -> None:
-    """Issue 12.9: a pod with spec.nodeName is the kubelet's, not the scheduler's (kube-scheduler skips
-    bound pods; Karpenter's provisioner counts them as running on their node). It takes room on its node
+    """Issue 12.9: a pod with spec.nodeName is the kubelet's, not the scheduler's (Karpenter's
+    `pod.IsProvisionable` in pkg/utils/pod/scheduling.go excludes bound pods, and its cluster state
+    counts them on their node; kube-scheduler skips them). It takes room on its node
     and shows there; bound to a node `plan` does not know, it is reported. No input pod is dropped."""
     nodes = tmp_path / "nodes.yaml"
     nodes.write_text(

@@ -9,12 +9,10 @@ is raised, so one run reports all of it.
 from __future__ import annotations
 
 import importlib.resources
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from hpscaler.catalogue import Catalogue, load_catalogue
@@ -26,6 +24,7 @@ from hpscaler.config.documents import (
     NodePoolDocument,
     SubnetDoc,
 )
+from hpscaler.config.reading import Raw, load_documents, read_path
 from hpscaler.config.settings import HpscalerConfigDocument, Settings
 from hpscaler.config.validate import (
     ClassEntry,
@@ -41,7 +40,6 @@ from hpscaler.config.validate import (
     check_node_classes,
     check_node_pools,
     check_settings,
-    format_loc,
     near_misses,
     region_of,
     suggest,
@@ -49,7 +47,6 @@ from hpscaler.config.validate import (
 )
 from hpscaler.config.wellknown import check_requirement_values
 from hpscaler.model import CapacityType, InstanceGroup, NodeClass, NodePool
-from hpscaler.yamlio import YamlInputError, YamlLimits, read_documents, walk_lines
 
 __all__ = [
     "ConfigError",
@@ -61,9 +58,6 @@ __all__ = [
     "load_documents",
 ]
 
-_SUFFIXES = (".yaml", ".yml", ".json")
-# A configuration is a few hundred lines: anything much larger is a mistake or an attack.
-CONFIG_YAML_LIMITS = YamlLimits(max_depth=64, max_alias_nodes=10_000, max_nodes=1_000_000)
 # kind -> (apiVersion, model); the API group is what tells a wrong version from a foreign kind.
 _KINDS: dict[str, tuple[str, type[BaseModel]]] = {
     "NodePool": ("karpenter.sh/v1", NodePoolDocument),
@@ -102,167 +96,6 @@ def default_config_path() -> Path:
     return Path(str(importlib.resources.files("hpscaler") / "examples"))
 
 
-# --- reading --------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Raw:
-    file: str
-    index: int
-    data: Any
-    lines: dict[Loc, int] = field(default_factory=dict)
-
-
-def _line_map(node: yaml.Node | None, file: str, index: int, issues: list[ConfigIssue]) -> dict[Loc, int]:
-    """Path -> line of every key and item; duplicated keys are reported (Kubernetes rejects them)."""
-    lines: dict[Loc, int] = {}
-    for path, current, key_node in walk_lines(node):
-        lines.setdefault(path, (key_node or current).start_mark.line + 1)
-        if not isinstance(current, yaml.MappingNode):
-            continue
-        seen: set[str] = set()
-        for key_node_, _ in current.value:
-            key = str(key_node_.value)
-            if key in seen and key != "<<":
-                issues.append(
-                    ConfigIssue(
-                        file,
-                        f"document {index + 1}",
-                        format_loc((*path, key)),
-                        f"key `{key}` appears twice in the same mapping",
-                        "keep only one of them (Kubernetes rejects duplicated fields)",
-                        "error",
-                        key_node_.start_mark.line + 1,
-                    )
-                )
-            seen.add(key)
-    return lines
-
-
-def _syntax_issue(file: str, what: str, exc: YamlInputError, fix: str) -> ConfigIssue:
-    return ConfigIssue(file, what, "", str(exc).replace("YAML", what, 1), fix, "error", exc.line)
-
-
-def _read_yaml(text: str, file: str, issues: list[ConfigIssue]) -> list[_Raw]:
-    try:
-        documents = read_documents(text, CONFIG_YAML_LIMITS)
-    except YamlInputError as exc:
-        issues.append(
-            _syntax_issue(file, "YAML", exc, "fix the syntax there (check indentation, colons and quotes)")
-        )
-        return []
-    return [
-        _Raw(file, index, doc.data, _line_map(doc.node, file, index, issues))
-        for index, doc in enumerate(documents)
-    ]
-
-
-def _read_json(text: str, file: str, issues: list[ConfigIssue]) -> list[_Raw]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        issues.append(
-            ConfigIssue(
-                file,
-                "JSON",
-                "",
-                f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
-                "fix the syntax there (check commas, brackets and quotes)",
-                "error",
-                exc.lineno,
-            )
-        )
-        return []
-    except RecursionError:
-        issues.append(
-            ConfigIssue(file, "JSON", "", "invalid JSON: nested too deeply", "flatten the document")
-        )
-        return []
-    try:
-        # JSON is YAML's flow style, so YAML's composer gives line numbers (and duplicated keys).
-        documents = read_documents(text, CONFIG_YAML_LIMITS)
-    except YamlInputError as exc:
-        issues.append(_syntax_issue(file, "JSON", exc, "flatten the document"))
-        return []
-    lines = _line_map(documents[0].node, file, 0, issues) if documents else {}
-    return [_Raw(file, 0, data, lines)]
-
-
-def _read(path: Path) -> tuple[list[_Raw], list[ConfigIssue], list[str]]:
-    issues: list[ConfigIssue] = []
-    if path.is_dir():
-        try:
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _SUFFIXES)
-        except OSError as exc:
-            fix = "let the user hpscaler runs as read the directory (e.g. chmod 0755)"
-            return [], [ConfigIssue(str(path), "directory", "", f"cannot be read: {exc}", fix)], []
-        if not files:
-            issues.append(
-                ConfigIssue(
-                    str(path),
-                    "directory",
-                    "",
-                    "holds no .yaml, .yml or .json files",
-                    "put the NodePool, HyperpodNodeClass, HpscalerConfig and DescribeCluster files there",
-                )
-            )
-    elif path.is_file():
-        files = [path]
-    else:
-        issues.append(
-            ConfigIssue(str(path), "path", "", "does not exist", "give an existing file or directory")
-        )
-        files = []
-    raws: list[_Raw] = []
-    for file in files:
-        try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            issues.append(ConfigIssue(str(file), "file", "", f"cannot be read: {exc}", "check the file"))
-            continue
-        before = len(issues)
-        found = (
-            _read_json(text, str(file), issues)
-            if file.suffix == ".json"
-            else _read_yaml(text, str(file), issues)
-        )
-        if len(issues) == before and all(raw.data is None for raw in found):
-            issues.append(
-                ConfigIssue(
-                    str(file),
-                    "file",
-                    "",
-                    "holds no documents (it is empty, or only comments)",
-                    "add the NodePool, HyperpodNodeClass or other documents it should hold, or delete it",
-                    "warning",
-                )
-            )
-        for raw in found:
-            if raw.data is None:
-                continue  # an empty document, e.g. a trailing `---`
-            if not isinstance(raw.data, dict):
-                issues.append(
-                    ConfigIssue(
-                        raw.file,
-                        f"document {raw.index + 1}",
-                        "",
-                        "is not a mapping",
-                        "each document must be one Kubernetes object or one DescribeCluster output",
-                    )
-                )
-                continue
-            raws.append(raw)
-    return raws, issues, [str(f) for f in files]
-
-
-def load_documents(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
-    """Every document under `path` as (file, mapping); raises ConfigError on syntax errors."""
-    raws, issues, _ = _read(Path(path))
-    if any(i.severity == "error" for i in issues):
-        raise ConfigError(issues)
-    return [(raw.file, raw.data) for raw in raws]
-
-
 # --- recognising and validating documents ---------------------------------------------------------
 
 
@@ -299,7 +132,7 @@ def _validate(model: type[BaseModel], data: dict[str, Any], origin: Origin, out:
     return doc
 
 
-def _parse(raw: _Raw, data: dict[str, Any], prefix: Loc, out: _Parsed) -> None:
+def _parse(raw: Raw, data: dict[str, Any], prefix: Loc, out: _Parsed) -> None:
     api, kind = data.get("apiVersion"), data.get("kind")
     if api is None and kind is None:
         origin = Origin(raw.file, "DescribeCluster", raw.lines, prefix)
@@ -557,7 +390,7 @@ def load_config(
     DescribeCluster document; the checks that need groups or zones are then skipped.
     """
     path = Path(path)
-    raws, issues, sources = _read(path)
+    raws, issues, sources = read_path(path)
     if not raws and issues:
         raise ConfigError(issues)  # nothing readable: the follow-on "missing" errors would only be noise
     out = _Parsed(issues=issues)

@@ -189,6 +189,8 @@ class Provisioner:
         """Cancel a gang's launches in flight that the plan leaves in another zone (see
         `provisioning.gangs`); whether any were."""
         ctx = self.ctx
+        if not self._gang_launches:
+            return False
         node_zones = {name: node.zone for name, node in ctx.cache.nodes.items()}
         node_zones.update({lid: self._group_zone(r.group) for lid, r in ctx.inflight.items()})
         stranded = stranded_launches(plan, self._gang_launches, ctx.cache.pods, node_zones)
@@ -226,8 +228,12 @@ class Provisioner:
         now = ctx.clock.now()
         for pod in pending:
             ctx.stats.first_pending.setdefault(pod.key, now)
-        self._gang_launches = gang_launches(
-            ctx.inflight.values(), ctx.cache.pods, {name: self._group_zone(name) for name in ctx.groups}
+        self._gang_launches = (
+            gang_launches(
+                ctx.inflight.values(), ctx.cache.pods, {name: self._group_zone(name) for name in ctx.groups}
+            )
+            if any(p.gang for p in pending)  # only pending gangs are placed, finished or moved
+            else {}
         )
         inflight = []
         for record in ctx.inflight.values():

@@ -808,9 +808,9 @@ def load_manifest_file(path: Path, *, max_pods: int = MAX_PODS) -> tuple[list[Po
         raise ManifestError("", "", f"cannot read the file: {exc}", "check the path", source=source) from None
     try:
         if path.suffix.lower() == ".json":
-            docs: list[Any] = [json.loads(text)]
+            docs: list[tuple[Any, int]] = [(json.loads(text), 1)]
         else:
-            docs = [doc.data for doc in read_documents(text, keep_nodes=False)]
+            docs = [(doc.data, doc.line) for doc in read_documents(text, keep_nodes=False)]
     except json.JSONDecodeError as exc:
         raise ManifestError(
             "",
@@ -830,4 +830,7 @@ def load_manifest_file(path: Path, *, max_pods: int = MAX_PODS) -> tuple[list[Po
             "fix the YAML syntax (indentation, quoting, `key: value`)",
             source=source,
         ) from None
-    return load_manifests(docs, source=source, max_pods=max_pods)
+    loader = _Loader(source, [], [], [], max_pods)
+    for index, (doc, line) in enumerate(docs, 1):
+        loader.add(doc, f"document {index}, line {line}")  # the line helps find it in a long file
+    return loader.finish()

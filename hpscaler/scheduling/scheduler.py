@@ -372,13 +372,15 @@ class _Solver(GangPlacer):
         return plan
 
 
-def solve(inp: SchedulingInput) -> Plan:
+def solve(inp: SchedulingInput, *, preferences: bool = True) -> Plan:
     """Plan where every pending pod of `inp` goes: existing, in-flight or new nodes, or nowhere and why.
 
     Pods with preferences are placed with them as requirements first; each pod that then finds no
     node has one preference relaxed, and the round is planned again (see `preferences`), until every
-    pod is placed or has nothing left to relax.
+    pod is placed or has nothing left to relax. `preferences=False` ignores them (a quick fit check).
     """
+    if not preferences:
+        return _Solver(inp).solve()
     taints = [t for p in inp.node_pools for t in p.taints]
     taints += [t for g in inp.groups for t in g.taints]
     taints += [t for n in inp.nodes for t in n.taints]

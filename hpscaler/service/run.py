@@ -43,6 +43,7 @@ from hpscaler.service import systemd
 from hpscaler.service.health import health_server
 from hpscaler.service.leader import LeaderElector
 from hpscaler.service.metrics import registry_for
+from hpscaler.signals import missing_source_warning
 
 log = structlog.get_logger("hpscaler.service")
 
@@ -450,6 +451,8 @@ def run_service(config_path: str | Path, config: LoadedConfig | None = None) -> 
     configure(level, fmt)
     catalogue = config.catalogue()
     check_backends(config)  # before anything is opened
+    if no_source := missing_source_warning(config.settings):
+        log.warning("no_interruption_source", message=no_source)
     try:
         anyio.run(Service(path, config, catalogue, log_applied=(level, fmt)).serve)
     except BackendNotFound:

@@ -117,7 +117,7 @@ class InvariantChecker:
     _pools: dict[str, str] = field(default_factory=dict)  # instance group -> its NodePool
     _smallest: dict[str, dict[str, int]] = field(default_factory=dict)  # group -> least of each resource
     _largest: dict[str, dict[str, int]] = field(default_factory=dict)  # group -> most of each resource
-    _gang_members: dict[str, set[str]] = field(default_factory=dict)  # gang -> member pods seen
+    _gang_members: dict[str, int] = field(default_factory=dict)  # gang -> most member pods alive at once
     _gang_zones: dict[str, int] = field(default_factory=dict)  # gang -> most zones its members ran in at once
 
     def __post_init__(self) -> None:
@@ -308,14 +308,17 @@ class InvariantChecker:
         kube = self.world.kubernetes
         node_zones = {node.name: node.zone for node in kube.nodes()}
         running: dict[str, set[str]] = {}
+        alive: dict[str, int] = {}
         for pod in kube.pods():
-            if pod.gang is None:
+            if pod.gang is None or pod.phase not in ("Pending", "Running"):
                 continue
             gang = gang_key(pod)
-            self._gang_members.setdefault(gang, set()).add(pod.key)
+            alive[gang] = alive.get(gang, 0) + 1
             self._gang_zones.setdefault(gang, 0)
-            if pod.node_name and pod.phase in ("Pending", "Running"):
+            if pod.node_name:
                 running.setdefault(gang, set()).add(node_zones.get(pod.node_name, ""))
+        for gang, count in alive.items():
+            self._gang_members[gang] = max(self._gang_members.get(gang, 0), count)
         for gang, zones in running.items():
             self._gang_zones[gang] = max(self._gang_zones[gang], len(zones))
             if len(zones) > 1:
@@ -327,9 +330,10 @@ class InvariantChecker:
                 )
 
     def gangs(self) -> list[dict[str, Any]]:
-        """Every gang seen: its name, how many member pods it had, and the most zones it ran in at once."""
+        """Every gang seen: its name, the most member pods it had at once, and the most zones its bound
+        members ran in at once."""
         return [
-            {"name": gang, "members": len(members), "maxZonesAtOnce": self._gang_zones.get(gang, 0)}
+            {"name": gang, "members": members, "maxZonesAtOnce": self._gang_zones.get(gang, 0)}
             for gang, members in sorted(self._gang_members.items())
         ]
 

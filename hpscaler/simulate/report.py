@@ -177,6 +177,11 @@ def build_report(
         "batchDeleteClusterNodesCalls": world.hyperpod.calls.get("batch_delete_nodes", 0),
         "interruptionsHandled": counters.get("interruptions_handled", 0),
         "interruptionMessages": world.interruptions.received,
+        # Signals received per source (sqs, agent, taint, hyperpod-events), duplicates included.
+        "interruptionSignals": {
+            k.split(":", 1)[1]: v for k, v in sorted(counters.items()) if k.startswith("interruption_source:")
+        },
+        "interruptionDuplicates": counters.get("interruption_duplicates", 0),
         "podsKilledBeforeGracePeriod": len(noticed_kills),
         "podsKilledWithoutNotice": sum(1 for k in kube.kills if k.key not in recorder.noticed_pods),
         "evictions": kube.counters.evictions,

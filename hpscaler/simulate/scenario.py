@@ -216,12 +216,25 @@ class DaemonSetSpec(_Strict):
     tolerations: tuple[TolerationSpec, ...] = ()
 
 
+Via = Literal["sqs", "agent", "hyperpod-event", "taint"]
+
+
 class Interrupt(_Strict):
-    """Spot interruptions of running instances of a group."""
+    """Spot interruptions of running instances of a group.
+
+    `via` names the sources the notice reaches hpscaler through, `delay` how late it arrives:
+    `sqs` (EC2's EventBridge warning on the queue), `agent` (the node agent's IMDS report on the
+    Node), `taint` (HyperPod's taint on the node). `hyperpod-event` carries no notice: HyperPod's
+    cluster events report the instance once it is gone, as they always do.
+    """
 
     group: str
     count: int = Field(1, ge=1)
     notice: bool = True
+    via: tuple[Via, ...] = ("sqs",)
+    delay: float = Field(0.0, ge=0)
+
+    _parse_delay = field_validator("delay", mode="before")(_seconds)
 
 
 class Scale(_Strict):

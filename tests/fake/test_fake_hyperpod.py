@@ -161,7 +161,12 @@ async def test_insufficient_capacity_fails_then_retries_until_capacity_returns()
         (failed,) = [n for n in fake.nodes() if n.status == NodeStatus.FAILURE]
         assert failed.message == INSUFFICIENT_CAPACITY
         errors = [e for e in await fake.list_events(0.0) if e.level == "Error"]
-        assert len(errors) == 1 and errors[0].group == "od" and INSUFFICIENT_CAPACITY in errors[0].description
+        assert (
+            len(errors) == 1
+            and errors[0].group == "od"
+            and INSUFFICIENT_CAPACITY in errors[0].failure_message
+        )
+        assert errors[0].description == "Instance creation in Cluster my-cluster and InstanceGroup od failed"
         assert errors[0].time == 10.0
         await anyio.sleep(60)  # t=71: back to Pending for another launch attempt
         assert (await statuses(fake))[second] == NodeStatus.PENDING

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hypothesis import strategies as st
 
 
@@ -23,6 +25,11 @@ def with_control_character(text: str, char: str = "\x01") -> str:
     """`text` with a non-printable character in its second line."""
     first, _, rest = text.partition("\n")
     return f"{first}\n# {char}\n{rest}"
+
+
+def hostile_files() -> list[Callable[[str], str]]:
+    """Ways to turn a configuration file into one that must be rejected: control character, depth, aliases."""
+    return [with_control_character, lambda _: deeply_nested(), lambda _: billion_laughs()]
 
 
 # Edits a careless user or an attacker makes: cut, duplicate, swap and insert characters and lines.

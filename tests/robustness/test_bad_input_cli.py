@@ -213,3 +213,12 @@ def test_an_unknown_value_next_to_a_valid_one_is_a_warning(tmp_path: Path) -> No
 def test_unknown_values_in_not_in_are_warnings(tmp_path: Path) -> None:
     result = _nodepool_values(tmp_path, "karpenter.sh/capacity-type", ["spotty"], operator="NotIn")
     assert result.exit_code == 0 and "warning:" in result.output and "spotty is not known" in result.output
+
+
+def test_manifest_errors_give_the_line_of_the_document(tmp_path: Path) -> None:
+    path = tmp_path / "pods.yaml"
+    path.write_text(yaml.safe_dump(pod("1")) + "---\n# the second one\napiVersion: v1\nmetadata: {}\n")
+    result = run("plan", "--pods", str(path))
+    assert result.exit_code == 2
+    line = 1 + len(yaml.safe_dump(pod("1")).splitlines()) + 2
+    assert f"object (document 2, line {line}): kind: kind is missing" in result.output

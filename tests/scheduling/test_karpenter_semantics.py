@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from test_scheduler_cases import (
     C5_2X,
     GI,
@@ -125,7 +126,7 @@ def test_gang_reason_names_the_namespace_once_and_the_nodepool_limit() -> None:
 
 
 def test_gang_blocked_by_nodes_in_use_counts_them() -> None:
-    """provisioning: "should not schedule if limits would be met" (existing usage counts against limits)."""
+    """provisioning: "should not schedule when limits are exceeded" (what nodes already use counts)."""
     used = existing_node("busy", bound=[pod("old", cpu=7000)])
     members = gang_pods("train", 2, cpu=7000)
     plan = run(members, [group("spot-a")], [pool(limits=(("nodes", 2),))], nodes=[used])
@@ -281,47 +282,23 @@ def _tainted_foo_bar_nodes(**labels: str) -> list[Node]:
     ]
 
 
-def test_node_taints_policy_ignore_counts_tainted_nodes() -> None:
-    """topology: "should balance pods across a label (NodeTaintsPolicy=ignore)": three domains are known
-    (foo and bar from tainted nodes, baz from the NodePool) and only baz can take pods, so one does."""
-    spreads = _spread(SPREAD_LABEL, node_taints_policy="Ignore")
-    pending = _spread_pods(5, spreads)
-    plan = run(
-        pending,
-        [group("g")],
-        [BAZ_POOL],
-        nodes=_tainted_foo_bar_nodes(),
-    )
-    assert _counts(plan, SPREAD_LABEL) == [1]
-    assert len(plan.unschedulable) == 4
-
-
-def test_node_taints_policy_defaults_to_ignore() -> None:
-    """Kubernetes' default for nodeTaintsPolicy is Ignore: a tainted node's domain counts."""
-    pending = [
-        pod(f"p{i}", labels={"app": "spread"}, topology_spread=_spread(SPREAD_LABEL)) for i in range(5)
-    ]
-    plan = run(
-        pending,
-        [group("g")],
-        [BAZ_POOL],
-        nodes=_tainted_foo_bar_nodes(),
-    )
-    assert _counts(plan, SPREAD_LABEL) == [1]
-
-
-def test_node_taints_policy_honor_skips_tainted_nodes() -> None:
-    """topology: "should balance pods across a label (NodeTaintsPolicy=honor)"."""
-    spreads = _spread(SPREAD_LABEL, node_taints_policy="Honor")
-    pending = _spread_pods(5, spreads)
-    plan = run(
-        pending,
-        [group("g")],
-        [BAZ_POOL],
-        nodes=_tainted_foo_bar_nodes(),
-    )
-    assert not plan.unschedulable
-    assert _counts(plan, SPREAD_LABEL) == [5]
+@pytest.mark.parametrize(
+    ("policies", "counts", "refused"),
+    [
+        # topology: "should balance pods across a label (NodeTaintsPolicy=ignore)": three domains are
+        # known (foo and bar from tainted nodes, baz from the NodePool); only baz takes pods, so one does.
+        ({"node_taints_policy": "Ignore"}, [1], 4),
+        # Kubernetes' default for nodeTaintsPolicy is Ignore: a tainted node's domain counts.
+        ({}, [1], 4),
+        # topology: "should balance pods across a label (NodeTaintsPolicy=honor)".
+        ({"node_taints_policy": "Honor"}, [5], 0),
+    ],
+)
+def test_node_taints_policy(policies: dict[str, str], counts: list[int], refused: int) -> None:
+    pending = _spread_pods(5, _spread(SPREAD_LABEL, **policies))
+    plan = run(pending, [group("g")], [BAZ_POOL], nodes=_tainted_foo_bar_nodes())
+    assert _counts(plan, SPREAD_LABEL) == counts
+    assert len(plan.unschedulable) == refused
 
 
 def _tainted_pool_domains(policy: str) -> Plan:
@@ -521,3 +498,16 @@ def test_prefer_no_schedule_node_is_avoided_while_another_has_room() -> None:
     healthy = existing_node("healthy")
     plan = run([pod("p")], [group("g")], nodes=[tainted, healthy])
     assert plan.existing == {"healthy": ["default/p"]}
+
+
+def test_tainted_node_zone_counts_by_default() -> None:
+    """Issue 12.6 with zones: a tainted node in zone c is a domain under the default nodeTaintsPolicy
+    (Ignore), so with no capacity to launch in zone c only maxSkew pods go to each other zone; with
+    Honor it is no domain and all four are placed."""
+    tainted = existing_node("gpu-c", zone=ZC, taints=(Taint("nvidia.com/gpu", "NoSchedule"),))
+    groups = [group("spot-a", zone=ZA), group("spot-b", zone=ZB)]
+    default = run(_spread_pods(4, _spread(LABEL_ZONE)), groups, nodes=[tainted])
+    assert len(default.unschedulable) == 2
+    assert sorted(n.zone for n in default.new_nodes) == [ZA, ZB]
+    honor = run(_spread_pods(4, _spread(LABEL_ZONE, node_taints_policy="Honor")), groups, nodes=[tainted])
+    assert not honor.unschedulable

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import signal
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
 from service_harness import make_service, seed_config
 from structlog.testing import capture_logs
-from test_run_process import SHUTDOWN_SECONDS, Process, http_get
 
 from hpscaler.config import ConfigError, default_config_path
 from hpscaler.service import run as run_module
@@ -98,47 +95,3 @@ async def test_the_reload_parses_on_a_worker_thread_while_the_loop_goes_on(
             ticks += 1
         release.set()
     assert ticks == 3 and threads and threads[0] != loop_thread
-
-
-@pytest.fixture
-def config_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "config"
-    shutil.copytree(default_config_path(), directory)
-    settings = directory / "hpscaler.yaml"
-    text = settings.read_text().replace("port: 8080", "port: 0").replace("format: auto", "format: json")
-    settings.write_text(text + f"  shutdownSeconds: {SHUTDOWN_SECONDS}\n")
-    return directory
-
-
-@pytest.fixture
-def process(config_dir: Path) -> Iterator[Process]:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HPSCALER_", "NOTIFY_", "WATCHDOG_"))}
-    running = Process(
-        [str(Path(sys.executable).parent / "hpscaler"), "run", "--config", str(config_dir)], env
-    )
-    try:
-        yield running
-    finally:
-        if running.proc.poll() is None:
-            running.proc.kill()
-        running.proc.wait(10)
-
-
-def test_sighup_with_hostile_files_keeps_the_process_serving(process: Process, config_dir: Path) -> None:
-    started = process.wait_for(lambda e: e["event"] == "service_started", 30)
-    port = int(started["health"].rsplit(":", 1)[1])
-    nodepool = config_dir / "nodepool.yaml"
-    original = nodepool.read_text()
-    for count, make in enumerate(HOSTILE.values(), 1):
-        nodepool.write_text(make(original))
-        process.proc.send_signal(signal.SIGHUP)
-        process.wait_for(
-            lambda e, n=count: e["event"] == "config_reload_rejected" and process.count(e["event"]) >= n, 30
-        )
-        assert process.proc.poll() is None
-        assert http_get(port, "/healthz")[0] == 200
-    process.proc.send_signal(signal.SIGTERM)
-    assert process.proc.wait(SHUTDOWN_SECONDS + 60) == 0, "".join(process.lines)
-    assert process.count("service_failed") == 0
