@@ -282,6 +282,8 @@ LABEL_HOSTNAME = "kubernetes.io/hostname"
 LABEL_CAPACITY_TYPE = "karpenter.sh/capacity-type"
 LABEL_NODEPOOL = "karpenter.sh/nodepool"
 LABEL_INSTANCE_GROUP = "sagemaker.amazonaws.com/instance-group-name"
+# Set by hpscaler's registration (as Karpenter sets it): the node carries what its plan assumed.
+LABEL_REGISTERED = "karpenter.sh/registered"
 LABEL_INSTANCE_FAMILY = "karpenter.k8s.aws/instance-family"
 LABEL_INSTANCE_CPU = "karpenter.k8s.aws/instance-cpu"
 LABEL_INSTANCE_MEMORY = "karpenter.k8s.aws/instance-memory"

@@ -9,6 +9,7 @@ from typing import Any
 from hpscaler.model import InstanceGroup, Node, Pod
 from hpscaler.provisioning.batching import GroupAddition, batch_additions
 from hpscaler.quantity import format_resource
+from hpscaler.scheduling.membership import PoolMembership, planning_nodes
 from hpscaler.scheduling.scheduler import solve
 from hpscaler.scheduling.types import Plan, SchedulingInput, Unschedulable
 
@@ -52,7 +53,10 @@ def plan_pods(
     running on that node (it takes room there and shows under the node), or, when no such node is
     given, is reported unschedulable with the reason. Every input pod appears exactly once.
     """
-    by_name = {n.name: n for n in nodes}
+    # Startup taints do not close a node to its NodePool's pods (Karpenter's semantics).
+    by_name = {
+        n.name: n for n in planning_nodes(nodes, PoolMembership(inp_base.node_pools, inp_base.node_classes))
+    }
     pending: list[Pod] = []
     bound: dict[str, list[str]] = {}
     lost: list[Unschedulable] = []

@@ -42,7 +42,7 @@ class KubernetesCluster(Protocol):
     """The EKS cluster's API server."""
 
     def watch(self) -> AsyncIterator[WatchEvent]:
-        """Pods and nodes: ADDED for each current object, then SYNCED, then live changes.
+        """Pods, nodes and DaemonSets: ADDED for each current object, then SYNCED, then live changes.
 
         After a lost stream the backend lists again and repeats ADDED... SYNCED; the consumer
         replaces its cache at SYNCED.
@@ -51,6 +51,10 @@ class KubernetesCluster(Protocol):
 
     async def taint_node(self, name: str, add: Sequence[Taint] = (), remove: Sequence[str] = ()) -> None:
         """Add taints and remove taints by key, leaving the node's other taints alone."""
+        ...
+
+    async def register_node(self, name: str, labels: Mapping[str, str], taints: Sequence[Taint]) -> None:
+        """Registration, in one write: set these labels and add these taints (keeping the others)."""
         ...
 
     async def annotate_node(self, name: str, annotations: Mapping[str, str | None]) -> None:

@@ -154,11 +154,12 @@ class WatchKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class WatchEvent:
-    """One change to a pod or node."""
+    """One change to a pod, node or DaemonSet (a DaemonSet travels as its template pod)."""
 
     kind: WatchKind
     pod: Pod | None = None
     node: Node | None = None
+    daemonset: Pod | None = None
 
 
 @dataclass(slots=True)

@@ -73,6 +73,7 @@ class Daemon:
                 tg.start_soon(clear_orphaned_taints, self.ctx)
                 tg.start_soon(self.provisioner.run_batches)
                 tg.start_soon(self.provisioner.run_launch_monitor, MONITOR_SECONDS)
+                tg.start_soon(self.provisioner.registrar.run)
                 tg.start_soon(self.interruptions.run)
                 tg.start_soon(self.consolidator.run)
                 if self.provisioning_requests is not None:

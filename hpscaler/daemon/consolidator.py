@@ -51,7 +51,8 @@ class Consolidator:
             pdbs = await ctx.backends.kubernetes.list_disruption_budgets()
         except BackendError as exc:
             ctx.log.warning("list_pdbs_failed", error=str(exc))
-            return ConsolidationDecision()
+            # Nothing decided: look again at the next poll, not only once the cache changes.
+            return ConsolidationDecision(recheck_at=ctx.clock.now())
         disrupting = {k: v for k, v in ctx.disrupting.items() if k != exclude}
         base = SchedulingInput(pods=(), node_pools=(), node_classes=(), groups=(), catalogue=ctx.catalogue)
         hopeless = self.hopeless()

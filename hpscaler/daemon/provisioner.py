@@ -18,13 +18,15 @@ import anyio
 from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import AddResult, HyperPodNode, NodeStatus
 from hpscaler.daemon.context import DaemonContext
-from hpscaler.daemon.state import joined_instance_ids
+from hpscaler.daemon.registration import Registrar
+from hpscaler.daemon.state import instance_id_of, joined_instance_ids
 from hpscaler.model import Node, Pod
 from hpscaler.planning import group_additions
 from hpscaler.provisioning.batching import AddRequest, batch_additions, client_token
 from hpscaler.provisioning.bookings import with_holders
 from hpscaler.provisioning.gangs import GangLaunches, gang_launches, launch_zones, stranded_launches
 from hpscaler.provisioning.launches import InFlight, review_launches
+from hpscaler.scheduling.membership import PoolMembership, planning_nodes
 from hpscaler.scheduling.scheduler import solve
 from hpscaler.scheduling.types import InFlightNode, Plan, SchedulingInput
 
@@ -42,6 +44,7 @@ class Provisioner:
         self._requested = 0  # reconcile calls so far
         self._covered = 0  # calls whose changes a finished round has seen
         self._last_result: Plan | None = None
+        self.registrar = Registrar(ctx, refresh=lambda: self.reconcile("registration"))
         self._gang_launches: GangLaunches = {}  # of the last plan's round
 
     async def run_batches(self) -> None:
@@ -90,7 +93,14 @@ class Provisioner:
                 self.ctx.stats.counters["reconciles"] += 1  # a round that ran: the loop is alive
                 self.ctx.log.warning("list_nodes_failed", error=str(exc), reason=reason)
                 return None
-            await self._settle_launches(nodes)
+            self.registrar.expect(nodes)
+            await self.registrar.sweep()  # a node registered now counts as joined in this round
+            if await self._settle_launches(nodes):
+                # Launches adopted after a restart (or nodes that joined before hpscaler ran) are
+                # registered too, and settled again so that the Ready ones join at once.
+                self.registrar.expect(nodes)
+                if await self.registrar.sweep():
+                    await self._settle_launches(nodes)
             plan: Plan | None = None
             gangs_checked = False
             for _ in range(MAX_FALLBACK_ROUNDS):
@@ -115,14 +125,15 @@ class Provisioner:
 
     # -- launches -----------------------------------------------------------------------------
 
-    async def _settle_launches(self, nodes: Sequence[HyperPodNode]) -> None:
+    async def _settle_launches(self, nodes: Sequence[HyperPodNode]) -> int:
+        """Settle in-flight launches against HyperPod's node list; returns how many were adopted."""
         ctx = self.ctx
         now = ctx.clock.now()
         settings = ctx.config.settings
         review = review_launches(
             ctx.inflight,
             nodes,
-            joined_instance_ids(ctx.cache),
+            joined_instance_ids(ctx.cache, ctx.managed_groups()),
             ctx.managed_groups(),
             now,
             launch_timeout=settings.provisioning.launch_timeout_seconds,
@@ -140,7 +151,7 @@ class Provisioner:
                 zone = ctx.groups[record.group].zones[0] if ctx.groups.get(record.group) else ""
                 ctx.unavailable.mark_available(record.group, zone, record.requested_at)
         if not review.give_up:
-            return
+            return len(review.adopted)
         marked: set[tuple[str, str]] = set()
         for give_up in review.give_up:
             # One failure per offering and review: 29 nodes failing together are one observation.
@@ -156,6 +167,7 @@ class Provisioner:
                 )
             ctx.stats.counters["launch_failures"] += 1
         await self._cancel([g.logical_id for g in review.give_up])
+        return len(review.adopted)
 
     async def _cancel(self, ids: list[str]) -> None:
         """Delete nodes in flight, and forget the ones HyperPod no longer has."""
@@ -199,7 +211,13 @@ class Provisioner:
         ctx = self.ctx
         started = time.perf_counter()
         nodes, pending = ctx.cache.snapshot()
-        nodes = [n for n in nodes if n.name not in ctx.disrupting]
+        # A node whose launch is still in flight (joined but not registered and Ready) is planned as
+        # the launch: counting the Node too would count it twice against the NodePool limits.
+        launching = self.registrar.inflight_instances()
+        nodes = planning_nodes(
+            [n for n in nodes if n.name not in ctx.disrupting and instance_id_of(n) not in launching],
+            PoolMembership(ctx.config.node_pools, ctx.config.node_classes),
+        )
         pending_keys = {p.key for p in pending}
         # A terminating pod's room is asked for by its controller's replacement, a pod of its own.
         terminating = {k for k, p in ctx.cache.pods.items() if p.terminating}
@@ -244,6 +262,7 @@ class Provisioner:
                     group.zones[0],
                     group.capacity_type,
                     list(ctx.held.get(record.logical_id, ())),
+                    labels=dict(record.labels),
                 )
             )
         return inflight
@@ -265,7 +284,7 @@ class Provisioner:
             node_classes=ctx.config.node_classes,
             groups=ctx.config.instance_groups,
             catalogue=ctx.catalogue,
-            daemonsets=[],
+            daemonsets=list(ctx.cache.daemonsets.values()),
             placement_scores={**ctx.config.settings.placement_scores, **ctx.scores},
             unavailable=ctx.unavailable.snapshot(ctx.clock.now()),
             region=ctx.config.settings.region,
@@ -280,10 +299,13 @@ class Provisioner:
         pod_ids: dict[str, str] = {}
         pools: dict[str, str] = {}
         group_pods: dict[str, list[str]] = {}
+        # What each new node will be labelled with, in plan order: registration puts it there.
+        group_labels: dict[str, list[tuple[tuple[str, str], ...]]] = {}
         # One pass over the plan: this runs between the window closing and the first call.
         for node in plan.new_nodes:
             pools[node.instance_group] = node.node_pool
             group_pods.setdefault(node.instance_group, []).extend(node.pods)
+            group_labels.setdefault(node.instance_group, []).append(tuple(sorted(node.labels.items())))
             for key in node.pods:
                 current = live.get(key)
                 pod_ids[key] = _decision_id(key, extra.get(key, current), current)
@@ -301,7 +323,7 @@ class Provisioner:
                         ctx.unavailable.mark(entry["InstanceGroupName"], zone, now, "refused by the API")
                     refused = True
                 continue
-            refused |= self._record(result, pools, for_pods, now)
+            refused |= self._record(result, pools, for_pods, group_labels, now)
         return refused
 
     async def _send(self, request: AddRequest) -> tuple[AddResult | None, bool]:
@@ -330,17 +352,24 @@ class Provisioner:
         return None, False
 
     def _record(
-        self, result: AddResult, pools: dict[str, str], for_pods: dict[str, tuple[str, ...]], now: float
+        self,
+        result: AddResult,
+        pools: dict[str, str],
+        for_pods: dict[str, tuple[str, ...]],
+        group_labels: dict[str, list[tuple[tuple[str, str], ...]]],
+        now: float,
     ) -> bool:
         ctx = self.ctx
         for added in result.successful:
             if added.logical_id not in ctx.inflight and added.status is not NodeStatus.NOT_FOUND:
+                planned = group_labels.get(added.group)
                 ctx.inflight[added.logical_id] = InFlight(
                     added.logical_id,
                     added.group,
                     pools.get(added.group, ""),
                     now,
                     for_pods.get(added.group, ()),
+                    labels=planned.pop(0) if planned else (),
                 )
                 ctx.stats.counters[f"nodes_created:{added.group}"] += 1
         for group_name, count in _counts(result).items():

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from hpscaler.backends.types import HyperPodNode, NodeStatus, WatchEvent, WatchKind
-from hpscaler.model import Node, Pod
+from hpscaler.model import LABEL_REGISTERED, Node, Pod
 
 _INSTANCE_ID = re.compile(r"(i-[0-9a-f]+)$")
 
@@ -39,9 +40,11 @@ class ClusterCache:
 
     pods: dict[str, Pod] = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=dict)
+    daemonsets: dict[str, Pod] = field(default_factory=dict)  # namespace/name -> template pod
     synced: bool = False
     generation: int = 0  # bumped on every applied event: decisions over an unchanged cache can be reused
-    _staging: tuple[dict[str, Pod], dict[str, Node]] | None = None
+    node_generation: int = 0  # bumped when a node (or the whole list) changes
+    _staging: tuple[dict[str, Pod], dict[str, Node], dict[str, Pod]] | None = None
     # When a node's set of pods last changed: consolidateAfter counts from here.
     pod_change: dict[str, float] = field(default_factory=dict)
 
@@ -50,11 +53,20 @@ class ClusterCache:
         self.generation += 1
         if event.kind is WatchKind.SYNCED:
             if self._staging is not None:
-                self.pods, self.nodes = self._staging
+                self.pods, self.nodes, self.daemonsets = self._staging
                 self._staging = None
+                self.node_generation += 1
             self.synced = True
             return any(is_provisionable(p) for p in self.pods.values())
-        pods, nodes = (self.pods, self.nodes) if self._staging is None else self._staging
+        pods, nodes, daemonsets = (
+            (self.pods, self.nodes, self.daemonsets) if self._staging is None else self._staging
+        )
+        if event.daemonset is not None:
+            if event.kind is WatchKind.DELETED:
+                daemonsets.pop(event.daemonset.key, None)
+            else:
+                daemonsets[event.daemonset.key] = event.daemonset
+            return False
         if event.pod is not None:
             pod = event.pod
             old = pods.get(pod.key)
@@ -68,6 +80,7 @@ class ClusterCache:
                 self.pod_change[pod.node_name] = now
             return is_provisionable(pod) and (old is None or not is_provisionable(old))
         if event.node is not None:
+            self.node_generation += 1
             if event.kind is WatchKind.DELETED:
                 nodes.pop(event.node.name, None)
                 self.pod_change.pop(event.node.name, None)
@@ -78,7 +91,7 @@ class ClusterCache:
 
     def begin_relist(self) -> None:
         """A new list is coming: collect it aside and swap it in at SYNCED, so readers never see half."""
-        self._staging = ({}, {})
+        self._staging = ({}, {}, {})
 
     def snapshot(self) -> tuple[list[Node], list[Pod]]:
         """Nodes with their bound pods attached, and the provisionable pods (deep copies)."""
@@ -102,9 +115,19 @@ class ClusterCache:
         return None
 
 
-def joined_instance_ids(cache: ClusterCache) -> set[str]:
-    """EC2 instances that are Ready Kubernetes nodes; until then they count as capacity in flight."""
-    return {i for i in (instance_id_of(n) for n in cache.nodes.values() if n.ready) if i}
+def joined_instance_ids(cache: ClusterCache, managed_groups: Collection[str] = ()) -> set[str]:
+    """EC2 instances that are Ready Kubernetes nodes, registered if their group is managed; until
+    then they count as capacity in flight."""
+    return {
+        i
+        for i in (
+            instance_id_of(n)
+            for n in cache.nodes.values()
+            if n.ready
+            and (n.labels.get(LABEL_REGISTERED) == "true" or n.instance_group not in managed_groups)
+        )
+        if i
+    }
 
 
 def still_in_flight(node: HyperPodNode, joined: set[str]) -> bool:

@@ -267,6 +267,21 @@ class FakeKubernetes(ProvisioningRequestsMixin):
         self._emit(WatchKind.MODIFIED, node=node)
         self._schedule()
 
+    async def register_node(self, name: str, labels: Mapping[str, str], taints: Sequence[Taint]) -> None:
+        """Set labels and add taints in one change; DaemonSets the node now matches get their pod."""
+        self.faults.check("register_node")
+        node = self._require_node(name)
+        node.labels.update(labels)
+        node.taints = (*node.taints, *(t for t in taints if t not in node.taints))
+        self._emit(WatchKind.MODIFIED, node=node)
+        self._holding += 1
+        try:
+            for template in self._daemonsets:
+                self._place_daemon(template, node)
+        finally:
+            self._holding -= 1
+        self._schedule()
+
     async def annotate_node(self, name: str, annotations: Mapping[str, str | None]) -> None:
         """Set or (with None) remove node annotations."""
         self.faults.check("annotate_node")
@@ -412,8 +427,12 @@ class FakeKubernetes(ProvisioningRequestsMixin):
         self._budgets[(namespace, name)].pinned = allowed
 
     def add_daemonset(self, template: Pod) -> None:
-        """A DaemonSet: one copy of `template` bound to every current and future node it tolerates."""
-        self._daemonsets.append(replace(copy_pod(template), owner_kind="DaemonSet"))
+        """A DaemonSet: one copy of `template` bound to every current and future node it tolerates.
+
+        Watchers see the DaemonSet itself (as its template pod), as a watch on apps/v1 daemonsets does.
+        """
+        self._daemonsets.append(replace(copy_pod(template), owner_kind="DaemonSet", owner_name=template.name))
+        self._emit(WatchKind.ADDED, daemonset=self._daemonsets[-1])
         for node in sorted(self._nodes.values(), key=lambda n: n.name):
             self._place_daemon(self._daemonsets[-1], node)
 
@@ -539,13 +558,25 @@ class FakeKubernetes(ProvisioningRequestsMixin):
             send.send_nowait(WatchEvent(WatchKind.ADDED, pod=copy_pod(state.pod)))
         for node in sorted(self._nodes.values(), key=lambda n: n.name):
             send.send_nowait(WatchEvent(WatchKind.ADDED, node=copy_node(node)))
+        for template in self._daemonsets:
+            send.send_nowait(WatchEvent(WatchKind.ADDED, daemonset=copy_pod(template)))
         send.send_nowait(WatchEvent(WatchKind.SYNCED))
 
-    def _emit(self, kind: WatchKind, *, pod: Pod | None = None, node: Node | None = None) -> None:
+    def _emit(
+        self,
+        kind: WatchKind,
+        *,
+        pod: Pod | None = None,
+        node: Node | None = None,
+        daemonset: Pod | None = None,
+    ) -> None:
         for send in list(self._subscribers):
             # One copy per watcher so that watchers cannot affect each other either.
             event = WatchEvent(
-                kind, pod=copy_pod(pod) if pod else None, node=copy_node(node) if node else None
+                kind,
+                pod=copy_pod(pod) if pod else None,
+                node=copy_node(node) if node else None,
+                daemonset=copy_pod(daemonset) if daemonset else None,
             )
             try:
                 send.send_nowait(event)
@@ -563,6 +594,9 @@ class FakeKubernetes(ProvisioningRequestsMixin):
         if tolerates_all(template.tolerations, node.taints) is not None:
             return
         if any(node.labels.get(k) != v for k, v in template.node_selector.items()):
+            return
+        terms = template.node_affinity
+        if terms and not any(all(r.matches(node.labels) for r in t) for t in terms):
             return
         pod = replace(copy_pod(template), name=f"{template.name}-{node.name}", node_name=node.name)
         if pod.key not in self._pods:

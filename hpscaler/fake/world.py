@@ -30,13 +30,10 @@ from hpscaler.fake.hyperpod import FakeHyperPod, InstanceSpecLike, Offering
 from hpscaler.fake.kubernetes import FakeKubernetes, Timers
 from hpscaler.fake.signals import FakeInterruptionQueue, FakePlacementScores
 from hpscaler.model import (
-    LABEL_CAPACITY_TYPE,
     LABEL_HOSTNAME,
     LABEL_INSTANCE_GROUP,
     LABEL_INSTANCE_TYPE,
-    LABEL_REGION,
     LABEL_ZONE,
-    LABEL_ZONE_ID,
     CapacityType,
     InstanceGroup,
     Node,
@@ -184,21 +181,27 @@ class World:
         }
 
     def _instance_running(self, instance: HyperPodNode) -> None:
+        """The instance's kubelet registers a Node carrying only what HyperPod puts on it.
+
+        HyperPod labels its nodes with the instance type, zone, hostname and
+        `sagemaker.amazonaws.com/instance-group-name`, and applies the group's `KubernetesConfig`
+        labels and taints, which it keeps reconciled ("Configure custom Kubernetes labels and taints",
+        sagemaker-hyperpod-eks-custom-labels-and-taints; the health labels of
+        sagemaker-hyperpod-eks-resiliency-node-labels come later, from its agents). Nothing of
+        Karpenter's is there: no `karpenter.sh/*`, no `karpenter.k8s.aws/*`, no capacity type.
+        The kubelet registers the Node NotReady (tainted `node.kubernetes.io/not-ready`), so no
+        workload pod lands on it before it turns Ready.
+        """
         spec = self.hyperpod.specs[instance.instance_type]
         group = self.hyperpod.group(instance.group)
         name = node_name(instance.instance_id)
         labels = {
-            **spec.labels(),
             **dict(group.labels),
             LABEL_INSTANCE_TYPE: instance.instance_type,
             LABEL_ZONE: instance.zone,
-            LABEL_REGION: instance.zone.rstrip("abcdefghijklmnopqrstuvwxyz"),
-            LABEL_CAPACITY_TYPE: instance.capacity_type.value,
             LABEL_INSTANCE_GROUP: instance.group,
             LABEL_HOSTNAME: name,
         }
-        if zone_id := self._zone_ids.get(instance.zone):
-            labels[LABEL_ZONE_ID] = zone_id
         self.kubernetes.add_node(
             Node(
                 name=name,

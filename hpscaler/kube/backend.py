@@ -4,12 +4,12 @@
         async with aclosing(kube.watch()) as events:
             async for event in events: ...
 
-`watch()` lists pods and nodes, emits ADDED for each and SYNCED, then follows both watches from the
-lists' resourceVersion (bookmarks keep it fresh; a watch that times out resumes from it). A 410 or a
-dropped stream lists again: DELETED for objects gone meanwhile, ADDED for every current one, SYNCED.
-An API error ends the iterator with `BackendError`. The watch streams run in the backend's own task
-group, so the iterator holds no cancel scope across `yield`: closing it (or letting it be
-collected) stops them.
+`watch()` lists pods, nodes and DaemonSets, emits ADDED for each and SYNCED, then follows the
+watches from the lists' resourceVersion (bookmarks keep it fresh; a watch that times out resumes
+from it). A 410 or a dropped stream lists again: DELETED for objects gone meanwhile, ADDED for
+every current one, SYNCED. An API error ends the iterator with `BackendError`. The watch streams
+run in the backend's own task group, so the iterator holds no cancel scope across `yield`: closing
+it (or letting it be collected) stops them.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ from hpscaler.kube.convert import (
     retrying,
     watch_lines,
 )
-from hpscaler.kube.objects import node_from_manifest, pod_from_manifest
+from hpscaler.kube.objects import daemonset_from_manifest, node_from_manifest, pod_from_manifest
 from hpscaler.kube.provreqs import ProvisioningRequestClient
 from hpscaler.kube.resources import ClusterObject, ClusterResources, CustomResources
 from hpscaler.model import InstanceGroup, Node, Pod, Taint
@@ -74,6 +74,8 @@ log = structlog.get_logger("hpscaler.kube")
 _Item = WatchEvent | BackendError
 _Model = Pod | Node
 _CONFLICT_ATTEMPTS = 5
+# What the cache follows: DaemonSets too, since every new node reserves room for their pods.
+_KINDS = ("pods", "nodes", "daemonsets")
 _EVENT_CACHE = 4096
 _MAX_MESSAGE = 1024
 
@@ -114,6 +116,7 @@ class KubernetesBackend:
         self.relist_backoff = relist_backoff
         self._retry = (retry_attempts, retry_max_wait, retry_base)
         self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
         self.policy = client.PolicyV1Api(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
         self.custom_resources = CustomResources(
@@ -177,7 +180,7 @@ class KubernetesBackend:
     # --- watch ------------------------------------------------------------------------------------
 
     async def watch(self) -> AsyncIterator[WatchEvent]:
-        """Pods and nodes: ADDED... SYNCED, then live changes (see the module docstring)."""
+        """Pods, nodes and DaemonSets: ADDED... SYNCED, then live changes (see the module docstring)."""
         if self._tg is None:
             raise RuntimeError("enter the KubernetesBackend (async with) or start run() before watching")
         send, receive = anyio.create_memory_object_stream[_Item](256)
@@ -242,33 +245,34 @@ class KubernetesBackend:
         self._tg.start_soon(report, name=f"event {key}")
 
     async def _list_and_watch(self, send: MemoryObjectSendStream[_Item]) -> None:
-        known: dict[str, dict[str, _Model]] = {"pods": {}, "nodes": {}}
+        known: dict[str, dict[str, _Model]] = {kind: {} for kind in _KINDS}
         drops = 0
         while True:
             versions: dict[str, str] = {}
             fresh: dict[str, dict[str, _Model]] = {}
-            for kind in ("pods", "nodes"):
+            for kind in _KINDS:
                 items, versions[kind] = await self._list_all(kind)
                 fresh[kind] = dict(parsed for obj in items if (parsed := self._parse(kind, obj)) is not None)
-            for kind in ("pods", "nodes"):
+            for kind in _KINDS:
                 for key in known[kind].keys() - fresh[kind].keys():
-                    await send.send(_event(WatchKind.DELETED, known[kind][key]))
-            for kind in ("pods", "nodes"):
+                    await send.send(_event(WatchKind.DELETED, kind, known[kind][key]))
+            for kind in _KINDS:
                 for model in fresh[kind].values():
-                    await send.send(_event(WatchKind.ADDED, model))
+                    await send.send(_event(WatchKind.ADDED, kind, model))
             await send.send(WatchEvent(WatchKind.SYNCED))
             known = fresh
             log.info(
                 "kube_synced",
                 pods=len(known["pods"]),
                 nodes=len(known["nodes"]),
+                daemonsets=len(known["daemonsets"]),
                 pods_version=versions["pods"],
                 nodes_version=versions["nodes"],
             )
             received = [0]
             try:
                 async with anyio.create_task_group() as tg:
-                    for kind in ("pods", "nodes"):
+                    for kind in _KINDS:
                         tg.start_soon(self._follow, kind, versions[kind], known[kind], send, received)
             except BaseExceptionGroup as group:
                 reason = _unwrap(group)
@@ -281,7 +285,7 @@ class KubernetesBackend:
                 await anyio.sleep(backoff * (0.5 + secrets.randbelow(1000) / 1000))
 
     async def _list_all(self, kind: str) -> tuple[list[JSON], str]:
-        method: Any = self.core.list_pod_for_all_namespaces if kind == "pods" else self.core.list_node
+        method = self._lister(kind)
         for _ in range(3):
             items: list[JSON] = []
             token = ""
@@ -308,7 +312,7 @@ class KubernetesBackend:
         received: list[int],
     ) -> None:
         """Watch one kind from `version` until a relist is needed (raises _Relist) or an error."""
-        method: Any = self.core.list_pod_for_all_namespaces if kind == "pods" else self.core.list_node
+        method = self._lister(kind)
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.timeout, sock_read=self.watch_timeout_seconds + 30
         )
@@ -371,38 +375,67 @@ class KubernetesBackend:
             model = known.pop(key, None)
             model = parsed[1] if parsed else model
             if model is not None:
-                await send.send(_event(WatchKind.DELETED, model))
+                await send.send(_event(WatchKind.DELETED, kind, model))
         elif parsed and kind_of_event in ("ADDED", "MODIFIED"):
             known[parsed[0]] = parsed[1]
-            await send.send(_event(WatchKind(kind_of_event), parsed[1]))
+            await send.send(_event(WatchKind(kind_of_event), kind, parsed[1]))
         return version
+
+    def _lister(self, kind: str) -> Any:
+        if kind == "pods":
+            return self.core.list_pod_for_all_namespaces
+        if kind == "daemonsets":
+            return self.apps.list_daemon_set_for_all_namespaces
+        return self.core.list_node
 
     # --- writes -----------------------------------------------------------------------------------
 
     async def taint_node(self, name: str, add: Sequence[Taint] = (), remove: Sequence[str] = ()) -> None:
         """Read-modify-write of spec.taints with a resourceVersion precondition, retried on 409."""
+        if await self._patch_node(name, "taint", tuple(add), tuple(remove)):
+            log.info("kube_node_tainted", node=name, added=[t.key for t in add], removed=list(remove))
+
+    async def register_node(self, name: str, labels: Mapping[str, str], taints: Sequence[Taint]) -> None:
+        """Labels and taints in one merge patch (taints read-modify-write under the resourceVersion)."""
+        if await self._patch_node(name, "register", tuple(taints), (), labels):
+            log.info("kube_node_registered", node=name, labels=sorted(labels), taints=[t.key for t in taints])
+
+    async def _patch_node(
+        self,
+        name: str,
+        verb: str,
+        add: tuple[Taint, ...],
+        remove: tuple[str, ...],
+        labels: Mapping[str, str] | None = None,
+    ) -> bool:
+        """One patch of a node's taints (and labels), retried on 409; False when nothing changed."""
         for _ in range(_CONFLICT_ATTEMPTS):
             node = await self._call(f"read node {name}", self.core.read_node, name)
             current = list((node.get("spec") or {}).get("taints") or [])
-            wanted = merge_taints(current, tuple(add), tuple(remove))
-            if wanted == current:
-                return
-            body = {
-                "metadata": {"resourceVersion": metadata(node).get("resourceVersion")},
-                "spec": {"taints": wanted or None},
-            }
+            if labels is not None:  # registration adds taints, it never replaces one already there
+                have = {(t.get("key"), t.get("effect")) for t in current}
+                add = tuple(t for t in add if (t.key, t.effect) not in have)
+            wanted = merge_taints(current, add, remove)
+            present = metadata(node).get("labels") or {}
+            new_labels = {k: v for k, v in (labels or {}).items() if present.get(k) != v}
+            if wanted == current and not new_labels:
+                return False
+            body: JSON = {"metadata": {"resourceVersion": metadata(node).get("resourceVersion")}}
+            if new_labels:
+                body["metadata"]["labels"] = new_labels
+            if wanted != current:
+                body["spec"] = {"taints": wanted or None}
             try:
                 await self._call(
-                    f"taint node {name}", self.core.patch_node, name, body, _content_type=MERGE_PATCH
+                    f"{verb} node {name}", self.core.patch_node, name, body, _content_type=MERGE_PATCH
                 )
             except KubeApiError as exc:
                 if exc.status == 409:
-                    log.debug("kube_taint_conflict", node=name)
+                    log.debug("kube_node_conflict", node=name, verb=verb)
                     continue
                 raise
-            log.info("kube_node_tainted", node=name, added=[t.key for t in add], removed=list(remove))
-            return
-        raise BackendError(f"taint node {name}: the node kept changing", code="Conflict")
+            return True
+        raise BackendError(f"{verb} node {name}: the node kept changing", code="Conflict")
 
     async def annotate_node(self, name: str, annotations: Mapping[str, str | None]) -> None:
         """Merge-patch metadata.annotations (None removes)."""
@@ -644,20 +677,25 @@ class KubernetesBackend:
 def _key(kind: str, obj: Mapping[str, Any]) -> str:
     meta = metadata(obj)
     name = str(meta.get("name", ""))
-    return f"{meta.get('namespace') or 'default'}/{name}" if kind == "pods" else name
+    return f"{meta.get('namespace') or 'default'}/{name}" if kind != "nodes" else name
 
 
 def _parse_model(kind: str, obj: Any) -> tuple[str, _Model]:
-    """(key, model) of a pod or node object; raises when it cannot be used."""
+    """(key, model) of a pod, node or DaemonSet object; raises when it cannot be used."""
     if kind == "pods":
         pod = pod_from_manifest(obj)
         return pod.key, pod
+    if kind == "daemonsets":
+        template = daemonset_from_manifest(obj)
+        return template.key, template
     node = node_from_manifest(obj)
     return node.name, node
 
 
-def _event(kind: WatchKind, model: _Model) -> WatchEvent:
-    return WatchEvent(kind, pod=model) if isinstance(model, Pod) else WatchEvent(kind, node=model)
+def _event(kind: WatchKind, resource: str, model: _Model) -> WatchEvent:
+    if isinstance(model, Node):
+        return WatchEvent(kind, node=model)
+    return WatchEvent(kind, daemonset=model) if resource == "daemonsets" else WatchEvent(kind, pod=model)
 
 
 def _unwrap(group: BaseExceptionGroup[Any]) -> BaseException:

@@ -716,6 +716,11 @@ def _job_pods(obj: Mapping[str, Any], kind: str, where: str, source: str) -> lis
     return pods
 
 
+def daemonset_from_manifest(obj: Mapping[str, Any], *, source: str = "") -> Pod:
+    """A DaemonSet as its template pod (what each of its pods requests, selects and tolerates)."""
+    return _template_pods(obj, "DaemonSet", "", source)[0]
+
+
 @dataclass(slots=True)
 class _Loader:
     source: str

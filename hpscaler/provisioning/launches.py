@@ -32,6 +32,8 @@ class InFlight:
     node_pool: str
     requested_at: float
     for_pods: tuple[str, ...] = ()
+    # The labels the plan gave the node (registration puts them on it); empty for adopted nodes.
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,6 +105,17 @@ def _constrain(sets: KeySets, labels: dict[str, str], requirements: Sequence[Req
                 labels[req.key] = value
 
 
+def template_labels(
+    pool: NodePool, group: InstanceGroup, spec_labels: Mapping[str, str], zone: str, zone_id: str, region: str
+) -> dict[str, str]:
+    """The labels the plan assumes a new node of this offering carries (registration puts them there)."""
+    base_labels, base_sets = _base_template(pool, group, zone, zone_id, region)
+    labels = {**spec_labels, **base_labels}
+    if pool.requirements:
+        _constrain({**key_sets((), dict(spec_labels)), **base_sets}, labels, pool.requirements)
+    return labels
+
+
 def _pinned_variants(sets: KeySets, labels: dict[str, str]) -> list[tuple[KeySets, dict[str, str]]]:
     """One template per value of each key the NodePool leaves open among listed values.
 

@@ -35,10 +35,8 @@ import numpy as np
 
 from hpscaler.model import (
     LABEL_HOSTNAME,
-    LABEL_NODEPOOL,
     LABEL_ZONE,
     Node,
-    NodePool,
     Pod,
     Taint,
     TopologySpread,
@@ -47,6 +45,7 @@ from hpscaler.model import (
 from hpscaler.scheduling.domains import spread_domains
 from hpscaler.scheduling.explain import explain_unschedulable
 from hpscaler.scheduling.gangs import GangPlacer, gang_key
+from hpscaler.scheduling.membership import PoolMembership
 from hpscaler.scheduling.options import Option
 from hpscaler.scheduling.packing import EPS, Bin, PodClass, Shape, Vector, demand_groups
 from hpscaler.scheduling.preferences import (
@@ -201,13 +200,7 @@ class _Solver(GangPlacer):
         self.zone_bins.setdefault(b.zone, []).append(b)
 
     def build_bins(self) -> None:
-        # HyperPod nodes carry no karpenter.sh/nodepool label: their instance group says whose limits
-        # they count against (the highest-weight NodePool drawing from it).
-        group_pool: dict[str, NodePool] = {}
-        for o in self.options:
-            known = group_pool.get(o.group.name)
-            if known is None or o.node_pool.weight > known.weight:
-                group_pool[o.group.name] = o.node_pool
+        membership = PoolMembership(self.inp.node_pools, self.inp.node_classes)
         for node in self.inp.nodes:
             self.taken_names.add(node.name)
             key, labels, taints = node_target(node)
@@ -220,17 +213,22 @@ class _Solver(GangPlacer):
                 self.signature_targets[signature] = (labels, taints)
                 self.existing_zones[signature] = labels.get(LABEL_ZONE, "")
             self.add_bin(Bin(node.name, "existing", labels, np.maximum(cap - used, 0.0), cap, signature))
-            owner = group_pool.get(node.instance_group)
-            pool = node.labels.get(LABEL_NODEPOOL) or (owner.name if owner is not None else "")
-            self.add_usage(pool, self.node_capacity(node))
+            self.add_usage(membership.pool_name_of(node), self.node_capacity(node))
             for pod in node.pods:
                 self.topology.seed(pod, labels)
-        by_key = {(o.node_pool.name, o.group.name, o.spec.name, o.zone): o for o in self.options}
+        by_key: dict[tuple[str, str, str, str], list[Option]] = {}
+        for o in self.options:
+            by_key.setdefault((o.node_pool.name, o.group.name, o.spec.name, o.zone), []).append(o)
         for flight in self.inp.inflight:
             self.taken_names.add(flight.name)
-            option = by_key.get((flight.node_pool, flight.instance_group, flight.instance_type, flight.zone))
-            if option is None:
+            variants = by_key.get(
+                (flight.node_pool, flight.instance_group, flight.instance_type, flight.zone)
+            )
+            if not variants:
                 continue
+            # The variant the launch was planned as (the value it chose for each open key).
+            planned = flight.labels.items()
+            option = next((o for o in variants if planned <= o.labels.items()), variants[0])
             self.add_bin(self.inflight_bin(flight, option))
             self.add_usage(option.node_pool.name, option.capacity)
         for option in self.options:

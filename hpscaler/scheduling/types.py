@@ -20,6 +20,7 @@ class InFlightNode:
     zone: str
     capacity_type: CapacityType
     pods: list[Pod] = field(default_factory=list)  # pods already nominated to it
+    labels: dict[str, str] = field(default_factory=dict)  # what the plan that asked for it labelled it
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,16 @@ class DaemonCollector(Collector):
                 created.add_metric([pool.name if pool else "", group, capacity], float(value))
         yield created
 
+        registered = CounterMetricFamily(
+            "karpenter_nodeclaims_registered",
+            "Joining nodes given what their plan assumed (registration)",
+            labels=["nodepool"],
+        )
+        for key, value in sorted(counters.items()):
+            if key.startswith("nodes_registered:"):
+                registered.add_metric([key.split(":", 1)[1]], float(value))
+        yield registered
+
         inflight = GaugeMetricFamily("hpscaler_inflight_nodes", "Nodes requested that have not joined yet")
         inflight.add_metric([], float(len(ctx.inflight)))
         yield inflight

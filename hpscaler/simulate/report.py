@@ -91,7 +91,7 @@ class Recorder:
             task_status.started()
             async for event in self.world.kubernetes.watch():
                 pod = event.pod
-                if pod is None:
+                if pod is None or pod.is_daemonset:  # DaemonSet pods come with their nodes
                     continue
                 now = self.clock.now()
                 if event.kind is WatchKind.DELETED:

@@ -25,6 +25,7 @@ from hpscaler.fake import Offering, World
 from hpscaler.fake.kubernetes import copy_pod
 from hpscaler.logs import set_time_source
 from hpscaler.model import CapacityType, Gang, LabelSelector, Pod
+from hpscaler.quantity import parse_resource
 from hpscaler.simulate.chaos import RETRY_SECONDS, ChaosEvent, plan_chaos
 from hpscaler.simulate.invariants import InvariantChecker, Ledger
 from hpscaler.simulate.kueue import KueueQueue
@@ -270,6 +271,26 @@ class Driver:
     def _follow_curve(self, workload: Workload, t: float) -> None:
         self.scale(workload, workload.replicas_at(t))
 
+    def add_daemonsets(self) -> None:
+        """The scenario's DaemonSets, there from the start: each node gets their pods as it registers."""
+        for spec in self.scenario.daemonsets:
+            requests = {
+                "cpu": parse_resource("cpu", spec.cpu),
+                "memory": parse_resource("memory", spec.memory),
+            }
+            template = Pod(
+                spec.namespace,
+                spec.name,
+                requests,
+                labels={"app": spec.name},
+                node_selector=dict(spec.node_selector),
+                tolerations=tuple(t.to_model() for t in spec.tolerations),
+                owner_kind="DaemonSet",
+                owner_name=spec.name,
+                phase="Running",
+            )
+            self.world.kubernetes.add_daemonset(template)
+
     async def run(self) -> None:
         self.start_time = self.world.clock.now()
         start = anyio.current_time()
@@ -318,6 +339,7 @@ async def run_scenario(scenario: Scenario, config: LoadedConfig, *, trace: bool 
     recorder = Recorder(clock, world, scenario.sample_seconds)
     plan = plan_chaos(scenario, config.instance_groups)
     driver = Driver(scenario, world, recorder, plan=plan)
+    driver.add_daemonsets()
     if any(w.provisioning_class for w in scenario.workloads):
         driver.queue = KueueQueue(world, driver.admit, clock.now())
     checker = InvariantChecker(

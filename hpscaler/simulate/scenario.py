@@ -26,7 +26,7 @@ from pydantic import (
 from hpscaler.config import ConfigError, LoadedConfig, default_config_path, load_config
 from hpscaler.config.durations import parse_duration
 from hpscaler.kube.objects import MAX_PODS
-from hpscaler.model import CapacityType, InstanceGroup
+from hpscaler.model import CapacityType, InstanceGroup, Toleration
 from hpscaler.quantity import QuantityError, parse_resource
 from hpscaler.simulate.workloads import WorkloadError, workload_pods
 from hpscaler.yamlio import YamlInputError, read_documents
@@ -250,6 +250,30 @@ class Workload(_Strict):
         return [self.at + i * self.repeat.every for i in range(max(0, count))]
 
 
+class TolerationSpec(_Strict):
+    """A pod toleration, as in a Pod spec."""
+
+    key: str = ""
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str = ""
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = ""
+
+    def to_model(self) -> Toleration:
+        """The core's Toleration."""
+        return Toleration(self.key, self.operator, self.value, self.effect)
+
+
+class DaemonSetSpec(_Strict):
+    """A DaemonSet: one pod with these requests on every node it selects and tolerates."""
+
+    name: str
+    namespace: str = "kube-system"
+    cpu: str = "100m"
+    memory: str = "128Mi"
+    node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
+    tolerations: tuple[TolerationSpec, ...] = ()
+
+
 Via = Literal["sqs", "agent", "hyperpod-event", "taint"]
 
 
@@ -378,6 +402,7 @@ class Scenario(_Strict):
     max_pending_seconds: float = Field(900.0, alias="maxPendingSeconds", gt=0)
     world: WorldSpec = WorldSpec()
     workloads: tuple[Workload, ...] = ()
+    daemonsets: tuple[DaemonSetSpec, ...] = ()
     events: tuple[Event, ...] = ()
     chaos: Chaos | None = None
     source: str = ""
@@ -391,6 +416,9 @@ class Scenario(_Strict):
         names = [w.name for w in self.workloads]
         if duplicates := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"workload names must be unique: {duplicates}")
+        sets = [(d.namespace, d.name) for d in self.daemonsets]
+        if duplicates := sorted({f"{ns}/{n}" for ns, n in sets if sets.count((ns, n)) > 1}):
+            raise ValueError(f"daemonset names must be unique: {duplicates}")
         if self.chaos is not None and self.chaos.start >= self.duration:
             raise ValueError(f"chaos.start is not before the scenario's end ({self.duration:.0f}s)")
         return self

@@ -142,6 +142,7 @@ EVENTS = ResourceType(
 PDBS = ResourceType(
     "policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, status=True, short_names=("pdb",)
 )
+DAEMONSETS = ResourceType("apps", "v1", "daemonsets", "DaemonSet", True, status=True, short_names=("ds",))
 LEASES = ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True)
 NODEPOOLS = ResourceType("karpenter.sh", "v1", "nodepools", "NodePool", False, status=True, builtin=False)
 NODECLAIMS = ResourceType("karpenter.sh", "v1", "nodeclaims", "NodeClaim", False, status=True, builtin=False)
@@ -175,6 +176,7 @@ DEFAULT_RESOURCES = (
     NAMESPACES,
     EVENTS,
     PDBS,
+    DAEMONSETS,
     LEASES,
     PODTEMPLATES,
     NODEPOOLS,

@@ -43,6 +43,7 @@ MUTATING = frozenset(
         "batch_add_nodes",
         "batch_delete_nodes",
         "taint_node",
+        "register_node",
         "annotate_node",
         "annotate_pod",
         "evict_pod",

@@ -204,6 +204,7 @@ def _write_config(directory: Path, cluster: dict[str, Any], cloud: Cloud, server
             "metadata": {"name": "default"},
             "spec": {
                 "template": {
+                    "metadata": {"labels": {"tier": "web"}},
                     "spec": {
                         "nodeClassRef": {
                             "group": "karpenter.sagemaker.amazonaws.com",
@@ -217,7 +218,7 @@ def _write_config(directory: Path, cluster: dict[str, Any], cloud: Cloud, server
                                 "values": ["spot", "on-demand"],
                             }
                         ],
-                    }
+                    },
                 }
             },
         },
@@ -237,6 +238,8 @@ def web_pod(name: str, *, node: str = "") -> dict[str, Any]:
             {"name": "web", "image": "nginx", "resources": {"requests": {"cpu": "1500m", "memory": "1Gi"}}}
         ],
         "terminationGracePeriodSeconds": 30,
+        # The NodePool's template label: no node has it until hpscaler registers the node.
+        "nodeSelector": {"tier": "web"},
     }
     status: dict[str, Any] = {"phase": "Pending"}
     if node:
@@ -285,12 +288,21 @@ def hyperpod_provider_id(node: moto_ext.NodeFacts) -> str:
     return f"aws:///{node.zone_id}/sagemaker/cluster/hyperpod-{cluster_id}-{node.instance_id}"
 
 
+NOT_READY = {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}
+REGISTERED = "karpenter.sh/registered"
+
+
 def join(
     server: FakeApiServer,
     node: moto_ext.NodeFacts,
     provider_id: Callable[[moto_ext.NodeFacts], str] = eks_provider_id,
 ) -> str:
-    """HyperPod finishes the launch and the kubelet registers a Ready Node; its name."""
+    """HyperPod finishes the launch and the kubelet registers the Node; its name.
+
+    The Node carries only what HyperPod puts on it (instance type, zone, hostname, instance group;
+    these groups have no KubernetesConfig labels or taints), nothing of Karpenter's, and the kubelet
+    registers it NotReady with the `node.kubernetes.io/not-ready` taint. `ready` finishes the join.
+    """
     moto_ext.set_node_status(REGION, CLUSTER, node.logical_id, "Running")
     spec = load_catalogue().get(node.instance_type)
     assert spec is not None
@@ -303,27 +315,40 @@ def join(
             "metadata": {
                 "name": name,
                 "labels": {
-                    **spec.labels(),
+                    "node.kubernetes.io/instance-type": node.instance_type,
                     "kubernetes.io/hostname": name,
                     "topology.kubernetes.io/zone": node.zone,
-                    "topology.kubernetes.io/region": REGION,
-                    "topology.k8s.aws/zone-id": node.zone_id,
-                    "karpenter.sh/capacity-type": "spot" if node.capacity_type == "Spot" else "on-demand",
                     "sagemaker.amazonaws.com/instance-group-name": node.group,
                 },
             },
-            "spec": {"providerID": provider_id(node)},
+            "spec": {"providerID": provider_id(node), "taints": [NOT_READY]},
             "status": {
                 "allocatable": {
                     "cpu": f"{allocatable['cpu']}m",
                     "memory": str(allocatable["memory"]),
                     "pods": str(allocatable["pods"]),
                 },
-                "conditions": [{"type": "Ready", "status": "True"}],
+                "conditions": [{"type": "Ready", "status": "False"}],
             },
         }
     )
     return name
+
+
+async def ready(server: FakeApiServer, name: str) -> dict[str, Any]:
+    """Wait until hpscaler registered the Node, then the kubelet reports Ready and the node
+    lifecycle controller lifts the not-ready taint; the Node as registered."""
+    node = await eventually(
+        lambda: (n := server.get("nodes", name)) is not None and REGISTERED in n["metadata"]["labels"] and n,
+        what=f"the registration of {name}",
+    )
+    taints = [t for t in node["spec"].get("taints", []) if t["key"] != NOT_READY["key"]]
+    server.patch(
+        "nodes",
+        name,
+        {"spec": {"taints": taints or None}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}},
+    )
+    return node
 
 
 def bind(server: FakeApiServer, pod: str, node: str) -> None:
@@ -385,6 +410,8 @@ async def scale_up(
     launched = moto_ext.cluster_nodes(REGION, CLUSTER)
     assert [(n.group, n.status, n.capacity_type) for n in launched] == [(SPOT_GROUP, "Pending", "Spot")] * 2
     names = [join(kube, node, provider_id) for node in launched]
+    for name in names:
+        await ready(kube, name)
     placement = {names[0]: WEB[:2], names[1]: WEB[2:]}
     for node, members in placement.items():
         for pod in members:

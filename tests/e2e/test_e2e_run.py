@@ -22,6 +22,7 @@ from e2e_harness import (
     hyperpod_provider_id,
     join,
     pods,
+    ready,
     running,
     scale_up,
     spot_warning,
@@ -48,6 +49,20 @@ async def test_pending_pods_become_nodes_and_the_cluster_converges(
         listed = moto_ext.cluster_nodes(REGION, CLUSTER)
         assert sorted(n.instance_id for n in listed) == sorted(n.removeprefix("hyperpod-") for n in placement)
         assert {n.status for n in listed} == {"Running"}
+        # Each joining node was registered in one patch, with what the plan assumed of it.
+        patches = kube.requests_for("patch", "nodes")
+        assert sorted(p.name for p in patches if "labels" in p.body.get("metadata", {})) == sorted(placement)
+        for name in placement:
+            labels = kube.get("nodes", name)["metadata"]["labels"]
+            assert {
+                "tier": "web",
+                "karpenter.sh/nodepool": "default",
+                "karpenter.sh/capacity-type": "spot",
+                "karpenter.sh/registered": "true",
+                "karpenter.k8s.aws/instance-family": "c5",
+                "kubernetes.io/arch": "amd64",
+                "topology.kubernetes.io/region": REGION,
+            }.items() <= labels.items()
 
     assert len(batch_adds()) == 1
     assert {p["metadata"]["name"]: p["spec"]["nodeName"] for p in pods(kube).values()} == {
@@ -87,6 +102,7 @@ async def test_spot_interruption_drains_through_the_eviction_api_and_replaces_ca
         assert batch_adds()[1].params["ClientToken"] != batch_adds()[0].params["ClientToken"]
         replacement = next(n for n in moto_ext.cluster_nodes(REGION, CLUSTER) if n.group == ON_DEMAND_GROUP)
         fresh = join(kube, replacement)
+        await ready(kube, fresh)
 
         # One pod may go (201); the budget holds the other (429) until its replacement runs.
         evictions = lambda: kube.requests_for("create", "pods/eviction")  # noqa: E731

@@ -60,7 +60,7 @@ async def test_watch_lists_in_pages_then_syncs_then_follows(
             ("ADDED", "n1"),
             ("SYNCED", ""),
         ]
-        await eventually(lambda: server.active_watches == 2)
+        await eventually(lambda: server.active_watches == 3)
         server.patch("pods", "a", {"spec": {"nodeName": "n1"}, "status": {"phase": "Running"}})
         event = await next_event(events)
         assert event.kind is WatchKind.MODIFIED and event.pod is not None
@@ -85,17 +85,17 @@ async def test_bookmarks_keep_the_watch_resumable_without_a_relist(
     server.create(pod_manifest("a"))
     async with aclosing(backend.watch()) as events:
         await until_synced(events)
-        await eventually(lambda: server.active_watches == 2)
+        await eventually(lambda: server.active_watches == 3)
         for i in range(5):  # changes no watch sees move the resourceVersion on
             server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"ns{i}"}})
         server.send_bookmarks()
-        await eventually(lambda: server.active_watches == 2)
+        await eventually(lambda: server.active_watches == 3)
         await anyio.sleep(0.1)  # let the bookmarks arrive
         latest = str(server.resource_version)
         server.compact()  # only the newest resourceVersion can still be resumed from
         server.drop_watches(abort=False)  # a clean end, as when timeoutSeconds runs out
         await eventually(
-            lambda: len(server.requests_for("watch", "pods")) == 2 and server.active_watches == 2
+            lambda: len(server.requests_for("watch", "pods")) == 2 and server.active_watches == 3
         )
         server.create(pod_manifest("b"))
         event = await next_event(events)
@@ -112,7 +112,7 @@ async def test_gone_resource_version_relists_and_reports_deletions(
     server.create(node_manifest("n1"))
     async with aclosing(backend.watch()) as events:
         await until_synced(events)
-        await eventually(lambda: server.active_watches == 2)
+        await eventually(lambda: server.active_watches == 3)
         # The pod watch comes back late, after its resourceVersion was compacted away.
         server.fail_next("/api/v1/pods", 0, method="GET", delay=0.3)
         server.drop_watches(abort=False)
@@ -132,11 +132,11 @@ async def test_dropped_stream_relists(server: FakeApiServer, backend: Kubernetes
     server.create(pod_manifest("a"))
     async with aclosing(backend.watch()) as events:
         await until_synced(events)
-        await eventually(lambda: server.active_watches == 2)
-        assert server.drop_watches(abort=True) == 2
+        await eventually(lambda: server.active_watches == 3)
+        assert server.drop_watches(abort=True) == 3
         relisted = await until_synced(events)
         assert keys(relisted) == [("ADDED", "default/a"), ("SYNCED", "")]
-        await eventually(lambda: server.active_watches == 2)
+        await eventually(lambda: server.active_watches == 3)
         server.create(pod_manifest("b"))
         assert keys([await next_event(events)]) == [("ADDED", "default/b")]
 
@@ -164,7 +164,7 @@ async def test_unparseable_objects_are_skipped(server: FakeApiServer, backend: K
     server.create(pod_manifest("good"))
     async with aclosing(backend.watch()) as events:
         assert keys(await until_synced(events)) == [("ADDED", "default/good"), ("SYNCED", "")]
-        await eventually(lambda: server.active_watches == 2)
+        await eventually(lambda: server.active_watches == 3)
         server.create(pod_manifest("worse", cpu="-1"))
         server.create(pod_manifest("fine"))
         assert keys([await next_event(events)]) == [("ADDED", "default/fine")]
@@ -175,12 +175,12 @@ async def test_closing_the_iterator_stops_its_streams(
 ) -> None:
     async with aclosing(backend.watch()) as events:
         await until_synced(events)
-        await eventually(lambda: server.active_watches == 2)
+        await eventually(lambda: server.active_watches == 3)
     await eventually(lambda: server.active_watches == 0)
     # An abandoned (not closed) iterator stops once it is collected.
     events = backend.watch()
     await until_synced(events)
-    await eventually(lambda: server.active_watches == 2)
+    await eventually(lambda: server.active_watches == 3)
     del events
     await eventually(lambda: server.active_watches == 0)
 

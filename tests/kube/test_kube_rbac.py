@@ -94,8 +94,9 @@ async def tour(server: FakeApiServer) -> set[str]:
             spy(kube.custom_resources, called)
             async with aclosing(kube.watch()) as events:
                 await until_synced(events)
-                await eventually(lambda: server.active_watches == 2)
+                await eventually(lambda: server.active_watches == 3)
             await kube.taint_node("n1", add=[Taint("x", "NoSchedule")])
+            await kube.register_node("n1", {"karpenter.sh/nodepool": "gpu"}, [Taint("y", "NoSchedule")])
             await kube.annotate_node("n1", {"a": "1"})
             await kube.annotate_pod("default", "p1", {"a": "1"})
             assert await kube.evict_pod("default", "p1") == "evicted"
