@@ -25,9 +25,10 @@ from hpscaler.backends.protocols import (
 from hpscaler.backends.types import HyperPodNode, NodeStatus
 from hpscaler.catalogue import Catalogue
 from hpscaler.clock import Clock, LoopClock
-from hpscaler.fake.hyperpod import FakeHyperPod, InstanceSpecLike, Offering
+from hpscaler.fake.hyperpod import FakeHyperPod, Offering
 from hpscaler.fake.kubernetes import FakeKubernetes, Timers
 from hpscaler.fake.signals import FakeInterruptionQueue, FakePlacementScores
+from hpscaler.fake.specs import InstanceSpecLike
 from hpscaler.model import (
     LABEL_CAPACITY_TYPE,
     LABEL_HOSTNAME,
