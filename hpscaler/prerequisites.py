@@ -44,8 +44,9 @@ _SPEC_FIELDS = (
     "TrainingPlanArn",
     "OverrideVpcConfig",
     "ScheduledUpdateConfig",
-    "ImageId",
+    "AutoPatchConfig",
     "CapacityRequirements",
+    "NetworkInterface",
 )
 
 Severity = Literal["error", "warning"]
@@ -110,8 +111,9 @@ def group_specification(group: Mapping[str, Any]) -> dict[str, Any]:
     types = requirements.get("DesiredInstanceTypes") or requirements.get("CurrentInstanceTypes")
     if types and "InstanceType" not in spec:
         spec["InstanceRequirements"] = {"InstanceTypes": list(types)}
-    for placeholder in ("LifeCycleConfig", "ExecutionRole"):  # required by UpdateCluster
-        spec.setdefault(placeholder, f"<{placeholder} of {group.get('InstanceGroupName')}>")
+    if image := group.get("DesiredImageId") or group.get("CurrentImageId"):
+        spec["ImageId"] = image
+    spec.setdefault("ExecutionRole", f"<ExecutionRole of {group.get('InstanceGroupName')}>")  # required
     return spec
 
 
@@ -128,23 +130,27 @@ def add_startup_taint_command(cluster: str, groups: Sequence[Mapping[str, Any]])
         spec["KubernetesConfig"] = config
         specs.append(spec)
     body = json.dumps(specs, separators=(",", ":"), sort_keys=True)
-    return f"aws sagemaker update-cluster --cluster-name {shlex.quote(cluster)} --instance-groups {shlex.quote(body)}"
+    return f"{_update(cluster)} --instance-groups {shlex.quote(body)}"
+
+
+def _update(cluster: str) -> str:
+    return f"aws sagemaker update-cluster --cluster-name {shlex.quote(cluster)}"
 
 
 def enable_continuous_command(cluster: str) -> str:
     """The command that turns on continuous provisioning."""
-    return f"aws sagemaker update-cluster --cluster-name {shlex.quote(cluster)} --node-provisioning-mode Continuous"
+    return f"{_update(cluster)} --node-provisioning-mode Continuous"
 
 
 def disable_autoscaling_command(cluster: str) -> str:
     """The command that turns HyperPod's managed Karpenter off."""
     body = shlex.quote(json.dumps({"Mode": "Disable"}))
-    return f"aws sagemaker update-cluster --cluster-name {shlex.quote(cluster)} --auto-scaling {body}"
+    return f"{_update(cluster)} --auto-scaling {body}"
 
 
 def node_recovery_command(cluster: str) -> str:
     """The command that makes HyperPod replace faulty nodes by itself."""
-    return f"aws sagemaker update-cluster --cluster-name {shlex.quote(cluster)} --node-recovery Automatic"
+    return f"{_update(cluster)} --node-recovery Automatic"
 
 
 def check_cluster(
@@ -205,8 +211,9 @@ def check_cluster(
             Finding(
                 "warning" if mode == "offline" else "error",
                 f"instance group {group.get('InstanceGroupName')}",
-                f"KubernetesConfig.Taints lacks the start-up taint {STARTUP_TAINT.key}:{STARTUP_TAINT.effect}: "
-                "pods could land on its nodes before hpscaler registered them",
+                f"KubernetesConfig.Taints lacks the start-up taint "
+                f"{STARTUP_TAINT.key}:{STARTUP_TAINT.effect}: pods could land on its nodes before "
+                "hpscaler registered them",
                 add_startup_taint_command(name, [group]),
             )
         )

@@ -16,6 +16,7 @@ from hpscaler.backends.protocols import (
     PlacementScores,
     SpotPriceSource,
 )
+from hpscaler.backends.types import NodeStatus
 from hpscaler.catalogue import Catalogue
 from hpscaler.clock import Clock
 from hpscaler.config import LoadedConfig
@@ -74,6 +75,11 @@ class DaemonContext:
     disrupting: dict[str, str] = field(default_factory=dict)
     # Pods on disrupted nodes that will need a new home (pending twins), until they are evicted.
     displaced: dict[str, Pod] = field(default_factory=dict)
+    # HyperPod nodes seen ShuttingDown or deleted by hpscaler (logical ids): never adopted again,
+    # even when a failed termination shows them as Failure. Pruned once HyperPod no longer lists them.
+    gone: set[str] = field(default_factory=set)
+    # Instance id -> HyperPod status, from the provisioner's last ListClusterNodes.
+    node_states: dict[str, NodeStatus] = field(default_factory=dict)
     changed: anyio.Event = field(default_factory=anyio.Event)
     log: structlog.typing.FilteringBoundLogger = field(
         default_factory=lambda: structlog.get_logger("hpscaler")

@@ -18,7 +18,7 @@ import anyio
 from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import AddResult, HyperPodNode, NodeStatus
 from hpscaler.daemon.context import DaemonContext
-from hpscaler.daemon.state import joined_instance_ids
+from hpscaler.daemon.state import instance_id_of, joined_instance_ids
 from hpscaler.model import Pod
 from hpscaler.planning import group_additions
 from hpscaler.provisioning.batching import AddRequest, batch_additions, client_token
@@ -120,7 +120,14 @@ class Provisioner:
             launch_timeout=settings.provisioning.launch_timeout_seconds,
             registration_timeout=settings.provisioning.registration_timeout_seconds,
             group_zone={g.name: g.zones[0] for g in ctx.config.instance_groups if g.zones},
+            registered_instances={i for i in map(instance_id_of, ctx.cache.nodes.values()) if i},
+            gone=ctx.gone,
         )
+        ctx.node_states = {n.instance_id: n.status for n in nodes if n.instance_id}
+        listed = {n.logical_id for n in nodes}
+        ctx.gone = {i for i in ctx.gone if i in listed} | set(review.going)
+        for logical_id in review.health_checking:
+            ctx.inflight[logical_id].health_checked_at = now
         for node in review.adopted:
             pool = ctx.pool_for_group(node.group)
             if pool is not None:
@@ -160,7 +167,13 @@ class Provisioner:
             *(f.logical_id for f in result.failed if f.code == "NodeIdNotFound"),
         ):
             ctx.inflight.pop(logical_id, None)
+            ctx.gone.add(logical_id)
         ctx.log.info("launches_cancelled", nodes=list(result.deleted))
+        refused = [(f.logical_id, f.code, f.message) for f in result.failed if f.code != "NodeIdNotFound"]
+        if refused:
+            # Still in flight and still given up: the next round cancels them again.
+            ctx.stats.counters["cancel_failures"] += len(refused)
+            ctx.log.warning("cancel_launches_refused", nodes=refused, retry="next provisioning round")
 
     # -- planning -----------------------------------------------------------------------------
 
