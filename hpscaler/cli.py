@@ -10,6 +10,7 @@ from typing import NoReturn
 import click
 
 from hpscaler import __version__
+from hpscaler.cluster_cli import export_cluster, prerequisite_findings, report_findings
 from hpscaler.config import ConfigError, LoadedConfig, default_config_path, load_config
 from hpscaler.kube.objects import ManifestError, load_manifest_file
 from hpscaler.logs import configure as configure_logging
@@ -25,9 +26,9 @@ def _fail(message: str) -> NoReturn:
     sys.exit(EXIT_INVALID)
 
 
-def _load(path: str | None) -> LoadedConfig:
+def _load(path: str | None, *, live_groups: bool = False) -> LoadedConfig:
     try:
-        return load_config(path or default_config_path())
+        return load_config(path or default_config_path(), require_instance_groups=not live_groups)
     except ConfigError as exc:
         _fail(f"invalid configuration:\n{exc}")
 
@@ -45,6 +46,8 @@ def check_config(path: str | None) -> None:
     config = _load(path)
     for warning in config.warnings:
         click.echo(str(warning), err=True)
+    if not report_findings(prerequisite_findings(config, "check")):
+        _fail("the cluster is not ready for `hpscaler run`: run the commands above")
     click.echo(
         f"ok: cluster {config.cluster_name}: {len(config.node_pools)} NodePool(s), "
         f"{len(config.node_classes)} HyperpodNodeClass(es), {len(config.instance_groups)} instance group(s)"
@@ -113,6 +116,7 @@ def plan(
 ) -> None:
     """Dry run: where would the scheduler put these pods, and which nodes would it ask for?"""
     config = _load(config_path)
+    report_findings(prerequisite_findings(config, "offline"))  # a dry run only warns
     pods, _, daemonsets = _manifests(pods_path)
     bound, nodes, node_daemonsets = _manifests(nodes_path)
     groups = {g.name: g for g in config.instance_groups}
@@ -169,6 +173,7 @@ def simulate(scenario_path: str, output: str, log_level: str) -> None:
     """Run the real daemon loops on the in-memory world, in virtual time, and report."""
     configure_logging(log_level, "console")
     from hpscaler.simulate.report import report_table
+    from hpscaler.simulate.runner import load_scenario_config
     from hpscaler.simulate.runner import simulate as run_simulation
     from hpscaler.simulate.scenario import ScenarioError, load_scenario
 
@@ -177,6 +182,7 @@ def simulate(scenario_path: str, output: str, log_level: str) -> None:
     except ScenarioError as exc:
         _fail(f"invalid scenario: {exc}")
     try:
+        report_findings(prerequisite_findings(load_scenario_config(scenario), "offline"))
         report = run_simulation(scenario)
     except ConfigError as exc:
         _fail(f"invalid configuration for scenario {scenario.name}:\n{exc}")
@@ -203,12 +209,17 @@ def run(config_path: str) -> None:
     from hpscaler.backends.registry import BackendNotFound
     from hpscaler.service.run import run_service
 
-    config = _load(config_path)  # invalid configuration: exit 2 with every problem listed
+    # Invalid configuration: exit 2 with every problem listed. The instance groups come from the
+    # live cluster (DescribeCluster), so an instance-groups file is optional here.
+    config = _load(config_path, live_groups=True)
     try:
         code = run_service(config_path, config)
     except (BackendNotFound, ValueError) as exc:
         _fail(str(exc))
     sys.exit(code)
+
+
+main.add_command(export_cluster)
 
 
 @main.command("backends")

@@ -217,7 +217,6 @@ def check_cluster(
                 add_startup_taint_command(name, [group]),
             )
         )
-    found.extend(check_node_pools(node_pools))
     return found
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 import structlog
@@ -80,10 +80,20 @@ class DaemonContext:
     gone: set[str] = field(default_factory=set)
     # Instance id -> HyperPod status, from the provisioner's last ListClusterNodes.
     node_states: dict[str, NodeStatus] = field(default_factory=dict)
+    # The cluster's instance groups as DescribeCluster last answered, when they come from the live
+    # cluster (`hpscaler run`); None when the configuration's groups are used (plan, simulate).
+    live_groups: tuple[InstanceGroup, ...] | None = None
+    cluster_refresh: anyio.Event = field(default_factory=anyio.Event)  # set: describe the cluster now
     changed: anyio.Event = field(default_factory=anyio.Event)
     log: structlog.typing.FilteringBoundLogger = field(
         default_factory=lambda: structlog.get_logger("hpscaler")
     )
+
+    def replace_config(self, config: LoadedConfig) -> None:
+        """Put a reloaded configuration in force, keeping the live cluster's groups if there are any."""
+        if self.live_groups is not None:
+            config = replace(config, instance_groups=self.live_groups)
+        self.config = config
 
     def notify(self) -> None:
         """Wake every `wait_until`: the cache or the in-flight set changed."""

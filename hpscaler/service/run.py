@@ -36,6 +36,7 @@ from hpscaler.clock import Clock, SystemClock
 from hpscaler.config import ConfigError, LoadedConfig, check_capacity_type_unchanged, load_config
 from hpscaler.config.validate import ConfigIssue
 from hpscaler.daemon.app import Daemon
+from hpscaler.daemon.cluster_sync import PrerequisitesNotMet, startup_cluster
 from hpscaler.daemon.context import Backends
 from hpscaler.logs import Format, configure, parse_format, parse_level
 from hpscaler.service import systemd
@@ -49,6 +50,7 @@ STALL_SECONDS = 120.0  # no reconcile for this long while leading means a hung l
 READY_POLL_SECONDS = 0.1
 EXIT_OK = 0
 EXIT_FAILED = 1  # crashed, or the graceful stop overran spec.shutdownSeconds
+EXIT_PREREQUISITES = 2  # the cluster is not one hpscaler may act on (as for an invalid configuration)
 # Settings the running service cannot change on the fly (open connections, the lease, the port,
 # state built at start-up): a reload keeps their old values and says a restart is needed.
 RESTART_SECTIONS = (
@@ -136,6 +138,8 @@ class Service:
     clock: Clock = field(default_factory=SystemClock)
     backends_opener: BackendOpener = open_backends
     handle_signals: bool = True
+    # Read the instance groups from DescribeCluster (and check the prerequisites) before serving.
+    live_cluster: bool = True
     stall_seconds: float = STALL_SECONDS
     # Called when a graceful stop overran spec.shutdownSeconds (tests replace it).
     exit: Callable[[int], None] = _hard_exit
@@ -196,7 +200,7 @@ class Service:
         """Load the configuration again; keep the old one (and log why) if the new one is invalid."""
         path = str(self.config_path)
         try:
-            new = load_config(self.config_path)
+            new = load_config(self.config_path, require_instance_groups=not self.live_cluster)
         except ConfigError as exc:
             return _reject_reload(path, str(exc), exc.issues)
         problems = reload_problems(self.config, new, path)
@@ -217,9 +221,11 @@ class Service:
         if self.log_applied is not None and self.log_applied != (level, fmt):
             configure(level, fmt)
             self.log_applied = (level, fmt)
+        if self.live_cluster:  # the groups stay the cluster's own, not the files'
+            new = replace(new, instance_groups=self.config.instance_groups)
         self.config = new
         if self.daemon is not None:
-            self.daemon.ctx.config = new
+            self.daemon.ctx.replace_config(new)
         self.reloads += 1
         log.info(
             "config_reloaded",
@@ -288,6 +294,7 @@ class Service:
             ),
             self.catalogue,
             self.clock,
+            live_groups=self.live_cluster,
         )
         self.daemon = daemon
         systemd.notify("STATUS=leader: autoscaling")
@@ -336,7 +343,9 @@ class Service:
         settings = self.config.settings
         try:
             async with self.backends_opener(self.config) as backends:
-                assert backends.kubernetes is not None
+                assert backends.kubernetes is not None and backends.hyperpod is not None
+                if self.live_cluster:
+                    self.config = await startup_cluster(backends.hyperpod, self.config)
                 kube = settings.kubernetes
                 elector = LeaderElector(
                     backends.kubernetes,
@@ -400,6 +409,13 @@ def run_service(config_path: str | Path, config: LoadedConfig | None = None) -> 
         anyio.run(Service(path, config, catalogue, log_applied=(level, fmt)).serve)
     except BackendNotFound:
         raise
+    except PrerequisitesNotMet as exc:
+        for finding in exc.findings:
+            log.error(
+                "cluster_prerequisite", subject=finding.subject, problem=finding.message, fix=finding.fix
+            )
+        sys.stderr.write(f"cluster {exc.cluster} is not ready for hpscaler:\n{exc}\n")
+        return EXIT_PREREQUISITES
     except Exception as exc:  # logged as one JSON line, for the journal or the container log
         log.error("service_failed", error=str(exc) or type(exc).__name__, exc_info=exc)
         return EXIT_FAILED
