@@ -16,8 +16,10 @@ from aiobotocore.session import AioSession, get_session
 from moto.server import ThreadedMotoServer
 
 from hpscaler.aws.retry import RetryPolicy
+from hpscaler.prerequisites import STARTUP_TAINT
 
 REGION = "us-west-2"
+STARTUP_TAINT_SPEC = {"Key": STARTUP_TAINT.key, "Effect": STARTUP_TAINT.effect}
 CLUSTER = "hp"
 ROLE = "arn:aws:iam::123456789012:role/hyperpod"
 FAST = RetryPolicy(max_attempts=3, multiplier=0.001, max_wait=0.005)
@@ -130,7 +132,8 @@ async def make_world(
 ) -> World:
     """Subnets in us-west-2{zones} and a cluster whose default VPC config is the first subnet.
 
-    A group dict may name `Zones` (letters) for its OverrideVpcConfig; `Count` is InstanceCount.
+    A group dict may name `Zones` (letters) for its OverrideVpcConfig; `Count` is InstanceCount;
+    `Taints` replaces the KubernetesConfig taints (by default the start-up taint alone).
     """
     vpc = (await admin.ec2.create_vpc(CidrBlock="10.0.0.0/16"))["Vpc"]["VpcId"]
     subnets: dict[str, str] = {}
@@ -161,11 +164,14 @@ async def make_world(
             }
         if "Capacity" in group:
             spec["CapacityRequirements"] = {group["Capacity"]: {}}
+        # hpscaler's start-up taint, as `hpscaler run` requires of the groups it launches into.
+        spec["KubernetesConfig"] = {"Taints": group.get("Taints", [STARTUP_TAINT_SPEC])}
         specs.append(spec)
     await admin.sagemaker.create_cluster(
         ClusterName=CLUSTER,
         InstanceGroups=specs,
         VpcConfig={"SecurityGroupIds": ["sg-12345678"], "Subnets": [subnets[f"{REGION}{zones[0]}"]]},
         NodeRecovery="Automatic",
+        NodeProvisioningMode="Continuous",
     )
     return World(subnets, zone_ids)
