@@ -180,7 +180,7 @@ class FakeHyperPod:
         self.on_running: list[Callable[[HyperPodNode], None]] = []
         self.on_gone: list[Callable[[HyperPodNode, str], None]] = []
         self.settings = ClusterSettings()  # NodeProvisioningMode, NodeRecovery, AutoScaling
-        self.delete_refusals: dict[str, str] = {}  # logical id -> error code of its next delete
+        self.delete_refusals: dict[str, tuple[str, int]] = {}  # logical id -> (code, deletes refused)
         self.termination_failures: set[str] = set()  # logical ids whose shutdown ends in Failure
         self._groups = {g.name: g for g in groups}
         self._targets = {g.name: 0 for g in groups}
@@ -282,7 +282,10 @@ class FakeHyperPod:
             if node is None:
                 failed.append(DeleteFailure(given, "NodeIdNotFound", f"node {given} not found"))
                 continue
-            if code := self.delete_refusals.pop(logical_id, ""):
+            code, times = self.delete_refusals.pop(logical_id, ("", 0))
+            if times > 0:
+                if times > 1:
+                    self.delete_refusals[logical_id] = (code, times - 1)
                 failed.append(DeleteFailure(given, code, f"node {given} cannot be deleted now"))
                 continue
             deleted.append(given)
@@ -310,9 +313,9 @@ class FakeHyperPod:
         node.status, node.message = status, message
         node.attempt += 1  # launch timers of the previous status do nothing
 
-    def refuse_delete(self, logical_id: str, code: str = "InvalidNodeStatus") -> None:
-        """Make the next BatchDeleteClusterNodes of this node fail for it alone, with `code`."""
-        self.delete_refusals[logical_id] = code
+    def refuse_delete(self, logical_id: str, code: str = "InvalidNodeStatus", times: int = 1) -> None:
+        """Make the next `times` BatchDeleteClusterNodes of this node fail for it alone, with `code`."""
+        self.delete_refusals[logical_id] = (code, times)
 
     def groups(self) -> list[InstanceGroup]:
         """Instance groups with their live current and target counts."""
