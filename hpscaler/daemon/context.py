@@ -91,7 +91,7 @@ class DaemonContext:
 
     def replace_config(self, config: LoadedConfig) -> None:
         """Put a reloaded configuration in force, keeping the live cluster's groups if there are any."""
-        if self.live_groups is not None:
+        if self.live_groups is not None and config.instance_groups != self.live_groups:
             config = replace(config, instance_groups=self.live_groups)
         self.config = config
 

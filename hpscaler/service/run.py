@@ -221,8 +221,9 @@ class Service:
         if self.log_applied is not None and self.log_applied != (level, fmt):
             configure(level, fmt)
             self.log_applied = (level, fmt)
-        if self.live_cluster:  # the groups stay the cluster's own, not the files'
-            new = replace(new, instance_groups=self.config.instance_groups)
+        if self.live_cluster:  # the groups stay the cluster's own (the daemon's are the freshest)
+            source = self.daemon.ctx.config if self.daemon is not None else self.config
+            new = replace(new, instance_groups=source.instance_groups)
         self.config = new
         if self.daemon is not None:
             self.daemon.ctx.replace_config(new)

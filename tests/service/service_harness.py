@@ -28,6 +28,7 @@ from hpscaler.clock import Clock, LoopClock
 from hpscaler.config import LoadedConfig, default_config_path, load_config
 from hpscaler.fake import World
 from hpscaler.model import Pod
+from hpscaler.prerequisites import STARTUP_TAINT
 from hpscaler.service.run import Service
 
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -37,8 +38,21 @@ LEASE = "hpscaler-leader"
 
 @functools.cache
 def seed_config() -> LoadedConfig:
-    """The embedded example cluster (ml.c5.2xlarge Spot in us-west-2a first), loaded once."""
-    return load_config(default_config_path())
+    """The embedded example cluster (ml.c5.2xlarge Spot in us-west-2a first), loaded once, its groups
+    carrying the start-up taint `hpscaler run` requires of the groups it launches into."""
+    config = load_config(default_config_path())
+    groups = tuple(replace(g, taints=(*g.taints, STARTUP_TAINT)) for g in config.instance_groups)
+    return replace(config, instance_groups=groups)
+
+
+def add_startup_taint(path: Path) -> None:
+    """Give every group the start-up taint `hpscaler run` checks for, as the README tells users to."""
+    cluster = json.loads(path.read_text())
+    for group in cluster["InstanceGroups"]:
+        group["KubernetesConfig"] = {
+            "CurrentTaints": [{"Key": STARTUP_TAINT.key, "Effect": STARTUP_TAINT.effect}]
+        }
+    path.write_text(json.dumps(cluster))
 
 
 def service_config(**sections: Mapping[str, Any]) -> LoadedConfig:

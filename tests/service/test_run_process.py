@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from service_harness import notify_socket, received
+from service_harness import add_startup_taint, notify_socket, received
 
 from hpscaler.config import default_config_path
 
@@ -68,6 +68,10 @@ class Process:
 def config_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "config"
     shutil.copytree(default_config_path(), directory)
+    add_startup_taint(directory / "instance-groups.json")
+    # With Karpenter's default consolidateAfter (0s) `run` warns at start-up; these tests count events.
+    with (directory / "nodepool.yaml").open("a") as nodepool:
+        nodepool.write("  disruption:\n    consolidateAfter: 2m\n")
     settings = directory / "hpscaler.yaml"
     text = settings.read_text().replace("port: 8080", "port: 0").replace("format: auto", "format: json")
     settings.write_text(text + f"  shutdownSeconds: {SHUTDOWN_SECONDS}\n")

@@ -15,6 +15,7 @@ from service_harness import (
     LEASE,
     SPOT_AZ1,
     CountingHyperPod,
+    add_startup_taint,
     eventually,
     get,
     in_memory,
@@ -228,6 +229,7 @@ async def test_stop_that_overruns_shutdown_seconds_exits_1_at_the_limit() -> Non
 def _copy_seed(tmp_path: Path) -> Path:
     directory = tmp_path / "config"
     shutil.copytree(default_config_path(), directory)
+    add_startup_taint(directory / "instance-groups.json")
     return directory
 
 
