@@ -49,6 +49,11 @@ class Consolidator:
         plan = self.provisioner.last_plan
         return frozenset(u.pod for u in plan.unschedulable) if plan is not None else frozenset()
 
+    def patching(self) -> frozenset[str]:
+        """Instances HyperPod reports SystemUpdating (AMI patching) in its last node listing."""
+        states = self.ctx.node_states
+        return frozenset(i for i, status in states.items() if status is NodeStatus.SYSTEM_UPDATING)
+
     async def decide(self, exclude: str = "") -> ConsolidationDecision:
         """The pure decision over the current cache."""
         ctx = self.ctx
@@ -60,7 +65,7 @@ class Consolidator:
             return ConsolidationDecision()
         disrupting = {k: v for k, v in ctx.disrupting.items() if k != exclude}
         # HyperPod is patching these (AMI update): never a consolidation candidate, nor room for pods.
-        patching = {i for i, status in ctx.node_states.items() if status is NodeStatus.SYSTEM_UPDATING}
+        patching = self.patching()
         for node in nodes:
             if instance_id_of(node) in patching:
                 disrupting.setdefault(node.name, "SystemUpdating")
@@ -81,14 +86,19 @@ class Consolidator:
         """Poll every `pollSeconds`; carry out each removal in its own task."""
         settings = self.ctx.config.settings.consolidation
         await self.ctx.synced.wait()
-        seen: tuple[int, int, frozenset[str]] | None = None
+        seen: tuple[int, int, frozenset[str], frozenset[str]] | None = None
         recheck_at = 0.0
         async with anyio.create_task_group() as tg:
             while True:
                 await anyio.sleep(settings.poll_seconds)
                 if not settings.enabled or self.ctx.inflight:
                     continue  # nodes on their way change the picture; wait until they land
-                state = (self.ctx.cache.generation, len(self.ctx.disrupting), self.hopeless())
+                state = (
+                    self.ctx.cache.generation,
+                    len(self.ctx.disrupting),
+                    self.hopeless(),
+                    self.patching(),
+                )
                 if state == seen and self.ctx.clock.now() < recheck_at:
                     continue  # nothing changed and no timer matured: the last answer still holds
                 decision = await self.decide()
