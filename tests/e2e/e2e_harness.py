@@ -419,7 +419,7 @@ async def running(
     service's own signal receiver), and must then finish within its shutdown timeout; an overrun is
     recorded instead of ending the test process.
     """
-    config = load_config(config_path)
+    config = load_config(config_path, require_instance_groups=False)  # as `hpscaler run` loads it
     catalogue = config.catalogue()
     overruns: list[int] = []
     service = Service(config_path, config, catalogue, backends_opener=backends_opener, exit=overruns.append)
