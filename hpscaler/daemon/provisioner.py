@@ -136,7 +136,8 @@ class Provisioner:
         for logical_id in (*review.joined, *review.vanished):
             record = ctx.inflight.pop(logical_id, None)
             if record is not None and logical_id in review.joined:
-                zone = ctx.groups[record.group].zones[0] if ctx.groups.get(record.group) else ""
+                group = ctx.groups.get(record.group)
+                zone = record.zone or (group.zones[0] if group is not None and group.zones else "")
                 ctx.unavailable.mark_available(record.group, zone, record.requested_at)
         if not review.give_up:
             return
@@ -203,8 +204,8 @@ class Provisioner:
                     record.logical_id,
                     record.node_pool,
                     record.group,
-                    group.instance_types[0],
-                    group.zones[0],
+                    record.instance_type or group.instance_types[0],
+                    record.zone or group.zones[0],
                     group.capacity_type,
                 )
             )
@@ -250,11 +251,16 @@ class Provisioner:
                 if rejected:
                     for entry in request.entries:
                         group = ctx.groups.get(entry["InstanceGroupName"])
-                        zone = group.zones[0] if group and group.zones else ""
+                        zones = entry.get("AvailabilityZones") or (group.zones if group else ())
+                        zone = zones[0] if zones else ""
                         ctx.unavailable.mark(entry["InstanceGroupName"], zone, now, "refused by the API")
                     refused = True
                 continue
-            refused |= self._record(result, pools, for_pods, now)
+            asked = {
+                e["InstanceGroupName"]: (e.get("AvailabilityZones", [""])[0], e.get("InstanceTypes", [""])[0])
+                for e in request.entries  # a group appears once per call
+            }
+            refused |= self._record(result, pools, for_pods, now, asked)
         return refused
 
     async def _send(self, request: AddRequest) -> tuple[AddResult | None, bool]:
@@ -283,7 +289,12 @@ class Provisioner:
         return None, False
 
     def _record(
-        self, result: AddResult, pools: dict[str, str], for_pods: dict[str, tuple[str, ...]], now: float
+        self,
+        result: AddResult,
+        pools: dict[str, str],
+        for_pods: dict[str, tuple[str, ...]],
+        now: float,
+        asked: dict[str, tuple[str, str]] | None = None,
     ) -> bool:
         ctx = self.ctx
         for added in result.successful:
@@ -294,6 +305,8 @@ class Provisioner:
                     pools.get(added.group, ""),
                     now,
                     for_pods.get(added.group, ()),
+                    zone=(asked or {}).get(added.group, ("", ""))[0],
+                    instance_type=(asked or {}).get(added.group, ("", ""))[1],
                 )
                 ctx.stats.counters[f"nodes_created:{added.group}"] += 1
         for group_name, count in _counts(result).items():

@@ -45,6 +45,9 @@ class InFlight:
     requested_at: float
     for_pods: tuple[str, ...] = ()
     health_checked_at: float = 0.0  # last seen in DeepHealthCheckInProgress: the clock restarts
+    # The zone and instance type asked for in AvailabilityZones / InstanceTypes ("" = the group's).
+    zone: str = ""
+    instance_type: str = ""
 
 
 @dataclass(frozen=True, slots=True)

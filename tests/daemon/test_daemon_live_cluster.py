@@ -189,3 +189,34 @@ async def test_deep_health_checks_stay_in_flight_across_a_restart(
         assert h.world.hyperpod.calls["batch_add_nodes"] == 1  # not asked for again
         assert h.world.hyperpod.delete_requests == []
         successor.stop()
+
+
+@pytest.mark.looptime
+async def test_a_multi_zone_group_is_asked_for_the_zone_the_plan_chose(
+    seed_config: LoadedConfig, catalogue: Catalogue
+) -> None:
+    spot = next(g for g in seed_config.instance_groups if g.name == SPOT_AZ1)
+    multi = replace(
+        spot, name="multi", zones=("us-west-2a", "us-west-2b"), zone_ids=("usw2-az2", "usw2-az1"), subnets=()
+    )
+    (node_class,) = seed_config.node_classes
+    config = replace(
+        seed_config, instance_groups=(multi,), node_classes=(replace(node_class, instance_groups=("multi",)),)
+    )
+    (pool,) = config.node_pools
+    config = with_pool(config, requirements=tuple(r for r in pool.requirements if "zone" not in r.key))
+    async with running(config, catalogue) as h:
+        h.world.kubernetes.add_pod(
+            web_pod("w-0", node_selector={"topology.kubernetes.io/zone": "us-west-2b"})
+        )
+        await wait_for(lambda: bool(h.ctx.inflight), 60)
+        (record,) = h.ctx.inflight.values()
+        assert record.zone == "us-west-2b"
+        await wait_for(lambda: len(h.running_pods()) == 1, 300)
+
+        (body,) = h.world.hyperpod.add_bodies
+        assert body["NodesToAdd"] == [  # not every zone of the group: the one the plan chose
+            {"InstanceGroupName": "multi", "IncrementTargetCountBy": 1, "AvailabilityZones": ["us-west-2b"]}
+        ]
+        (node,) = h.world.kubernetes.nodes()
+        assert node.zone == "us-west-2b"
