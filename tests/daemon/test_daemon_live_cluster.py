@@ -52,7 +52,7 @@ async def test_a_group_added_with_update_cluster_is_planned_with_without_a_resta
 
         assert SPOT_AZ1 in h.ctx.groups
         (body,) = h.world.hyperpod.add_bodies
-        assert [e["InstanceGroupName"] for e in body["NodesToAdd"]] == [SPOT_AZ1]  # type: ignore[index]
+        assert body["NodesToAdd"] == [{"InstanceGroupName": SPOT_AZ1, "IncrementTargetCountBy": 1}]
 
 
 @pytest.mark.looptime
