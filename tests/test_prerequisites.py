@@ -182,3 +182,15 @@ def test_additions_carry_the_zone_and_type_the_plan_chose() -> None:
         ("flex", ("us-west-2b",), ("ml.c5.2xlarge",)): 2,
         ("single", (), ()): 1,  # one zone, one type: HyperPod has no choice to make
     }
+
+
+def test_simulate_only_warns_about_managed_autoscaling(tmp_path: Path) -> None:
+    config = _config_dir(tmp_path, lambda d: d.update(AutoScaling={"Mode": "Enable"}))
+    scenario = tmp_path / "quiet.yaml"
+    scenario.write_text(
+        "apiVersion: hpscaler.io/v1alpha1\nkind: Scenario\nmetadata: {name: quiet}\n"
+        f"spec: {{config: {config}, duration: 10m}}\n"
+    )
+    result = CliRunner().invoke(main, ["simulate", str(scenario)])
+    assert result.exit_code == 0, result.output
+    assert "warning: cluster my-cluster: HyperPod's managed Karpenter" in result.output
