@@ -175,3 +175,22 @@ async def make_world(
         NodeProvisioningMode="Continuous",
     )
     return World(subnets, zone_ids)
+
+
+async def add_group(admin: Admin, name: str, subnet: str, capacity: str = "Spot") -> None:
+    """UpdateCluster adding an empty ml.c5.xlarge group in `subnet`, as an operator would."""
+    await admin.sagemaker.update_cluster(
+        ClusterName=CLUSTER,
+        InstanceGroups=[
+            {
+                "InstanceGroupName": name,
+                "InstanceType": "ml.c5.xlarge",
+                "InstanceCount": 0,
+                "ThreadsPerCore": 1,
+                "LifeCycleConfig": {"SourceS3Uri": "s3://sagemaker-lifecycle/", "OnCreate": "on_create.sh"},
+                "ExecutionRole": ROLE,
+                "CapacityRequirements": {capacity: {}},
+                "OverrideVpcConfig": {"SecurityGroupIds": ["sg-12345678"], "Subnets": [subnet]},
+            }
+        ],
+    )

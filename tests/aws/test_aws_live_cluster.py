@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import moto_ext
 from aiobotocore.session import get_session
-from aws_harness import CLUSTER, FAST, REGION, Admin, Recorder, make_world, reset_moto
+from aws_harness import CLUSTER, FAST, REGION, Admin, Recorder, add_group, make_world, reset_moto
 from click.testing import CliRunner
 
 from hpscaler.aws.sagemaker import SageMakerHyperPod
@@ -83,21 +83,7 @@ async def test_a_group_added_with_update_cluster_is_described_with_its_zone(
     hp = hyperpod(clients)
     assert [g.name for g in (await hp.describe_cluster()).groups] == ["spot-a", "od-b"]
 
-    await admin.sagemaker.update_cluster(
-        ClusterName=CLUSTER,
-        InstanceGroups=[
-            {
-                "InstanceGroupName": "added-c",
-                "InstanceType": "ml.c5.xlarge",
-                "InstanceCount": 0,
-                "ThreadsPerCore": 1,
-                "LifeCycleConfig": {"SourceS3Uri": "s3://sagemaker-lifecycle/", "OnCreate": "on_create.sh"},
-                "ExecutionRole": "arn:aws:iam::123456789012:role/hyperpod",
-                "CapacityRequirements": {"Spot": {}},
-                "OverrideVpcConfig": {"SecurityGroupIds": ["sg-1"], "Subnets": [world.subnets["us-west-2c"]]},
-            }
-        ],
-    )
+    await add_group(admin, "added-c", world.subnets["us-west-2c"])
 
     added = next(g for g in (await hp.describe_cluster()).groups if g.name == "added-c")
     assert added.zones == ("us-west-2c",) and added.capacity_type.value == "spot"

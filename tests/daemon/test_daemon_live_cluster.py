@@ -80,6 +80,11 @@ async def test_a_reload_keeps_the_live_groups(seed_config: LoadedConfig, catalog
         assert {g.name for g in h.ctx.config.instance_groups} == {g.name for g in seed_config.instance_groups}
 
 
+def consolidating(config: LoadedConfig) -> LoadedConfig:
+    """Empty nodes go 30 s after emptying, all at once if need be."""
+    return with_pool(config, consolidate_after_seconds=30.0, budgets=("100%",))
+
+
 async def _empty_node(h: Harness) -> str:
     await wait_for(lambda: sum(n.ready for n in h.world.kubernetes.nodes()) == 1, 300)
     await wait_for(lambda: not h.ctx.inflight, 60)
@@ -99,8 +104,7 @@ def _logical_id(h: Harness, node_name: str) -> str:
 async def test_a_node_in_system_updating_is_never_consolidated(
     seed_config: LoadedConfig, catalogue: Catalogue
 ) -> None:
-    config = with_pool(seed_config, consolidate_after_seconds=30.0, budgets=("100%",))
-    async with running(config, catalogue, initial={SPOT_AZ1: 1}) as h:
+    async with running(consolidating(seed_config), catalogue, initial={SPOT_AZ1: 1}) as h:
         name = await _empty_node(h)
         h.world.hyperpod.set_node_status(_logical_id(h, name), NodeStatus.SYSTEM_UPDATING)
         await anyio.sleep(600)
@@ -116,8 +120,7 @@ async def test_a_node_in_system_updating_is_never_consolidated(
 async def test_a_refused_delete_is_retried_and_the_node_goes(
     seed_config: LoadedConfig, catalogue: Catalogue
 ) -> None:
-    config = with_pool(seed_config, consolidate_after_seconds=30.0, budgets=("100%",))
-    async with running(config, catalogue, initial={SPOT_AZ1: 1}) as h:
+    async with running(consolidating(seed_config), catalogue, initial={SPOT_AZ1: 1}) as h:
         name = await _empty_node(h)
         logical_id = _logical_id(h, name)
         h.world.hyperpod.refuse_delete(logical_id, "InvalidNodeStatus", times=2)
@@ -132,14 +135,7 @@ async def test_a_refused_delete_is_retried_and_the_node_goes(
 async def test_a_delete_hyperpod_keeps_refusing_is_reported_and_leaves_no_taint(
     seed_config: LoadedConfig, catalogue: Catalogue
 ) -> None:
-    config = with_pool(seed_config, consolidate_after_seconds=30.0, budgets=("100%",))
-    config = replace(
-        config,
-        settings=config.settings.model_copy(
-            update={"consolidation": config.settings.consolidation.model_copy(update={"enabled": True})}
-        ),
-    )
-    async with running(config, catalogue, initial={SPOT_AZ1: 1}) as h:
+    async with running(consolidating(seed_config), catalogue, initial={SPOT_AZ1: 1}) as h:
         name = await _empty_node(h)
         h.world.hyperpod.refuse_delete(_logical_id(h, name), "NodeIdInUse", times=4)
         await wait_for(lambda: h.ctx.stats.counters["node_delete_failures"] == 1, 900)

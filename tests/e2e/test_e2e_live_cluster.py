@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from aws_harness import CLUSTER, ROLE, Admin
+from aws_harness import CLUSTER, Admin, add_group
 from e2e_harness import (
     SPOT_GROUP,
     WEB,
@@ -50,24 +50,7 @@ async def test_a_group_added_with_update_cluster_is_read_without_a_restart(
         await eventually(service.ready.is_set, what="the service to be ready")
         daemon = service.daemon
         assert daemon is not None and "late-spot" not in daemon.ctx.groups
-        await admin.sagemaker.update_cluster(
-            ClusterName=CLUSTER,
-            InstanceGroups=[
-                {
-                    "InstanceGroupName": "late-spot",
-                    "InstanceType": "ml.c5.xlarge",
-                    "InstanceCount": 0,
-                    "ThreadsPerCore": 1,
-                    "LifeCycleConfig": {
-                        "SourceS3Uri": "s3://sagemaker-lifecycle/",
-                        "OnCreate": "on_create.sh",
-                    },
-                    "ExecutionRole": ROLE,
-                    "CapacityRequirements": {"Spot": {}},
-                    "OverrideVpcConfig": {"SecurityGroupIds": ["sg-12345678"], "Subnets": [subnet]},
-                }
-            ],
-        )
+        await add_group(admin, "late-spot", subnet)
         request_cluster_refresh(daemon.ctx, "test: cluster state change")  # the hook for EventBridge
         await eventually(lambda: "late-spot" in daemon.ctx.groups, what="the new group to be read")
         assert daemon.ctx.groups["late-spot"].zones == ("us-west-2a",)
