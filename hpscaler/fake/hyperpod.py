@@ -262,17 +262,29 @@ class FakeHyperPod:
     async def batch_delete_nodes(
         self, logical_ids: Sequence[str], instance_ids: Sequence[str] = ()
     ) -> DeleteResult:
-        """ShuttingDown at once (billing stops, target drops), removed after `shutdown_seconds`."""
+        """ShuttingDown at once (billing stops, target drops), removed after `shutdown_seconds`.
+
+        Like the AWS backend, it sends one request per 50 identifiers (each counted and recorded).
+        """
+        ids = [(i, True) for i in logical_ids] + [(i, False) for i in instance_ids]
+        if not ids:
+            raise BackendError(
+                "NodeLogicalIds or NodeIds must hold an id", retryable=False, code="ValidationException"
+            )
+        deleted: list[str] = []
+        failed: list[DeleteFailure] = []
+        for start in range(0, len(ids), MAX_LOGICAL_IDS_PER_DELETE):
+            chunk = ids[start : start + MAX_LOGICAL_IDS_PER_DELETE]
+            result = self._delete_request([i for i, lid in chunk if lid], [i for i, lid in chunk if not lid])
+            deleted.extend(result.deleted)
+            failed.extend(result.failed)
+        return DeleteResult(tuple(deleted), tuple(failed))
+
+    def _delete_request(self, logical_ids: Sequence[str], instance_ids: Sequence[str]) -> DeleteResult:
+        """One BatchDeleteClusterNodes request ("a combined maximum of 50 identifiers")."""
         self.calls["batch_delete_nodes"] += 1
         self.delete_requests.append((*logical_ids, *instance_ids))
         self.faults.check("batch_delete_nodes")
-        if not 1 <= len(logical_ids) + len(instance_ids) <= MAX_LOGICAL_IDS_PER_DELETE:
-            raise BackendError(
-                f"NodeLogicalIds and NodeIds must hold 1-{MAX_LOGICAL_IDS_PER_DELETE} ids together, "
-                f"got {len(logical_ids) + len(instance_ids)}",
-                retryable=False,
-                code="ValidationException",
-            )
         deleted: list[str] = []
         failed: list[DeleteFailure] = []
         by_instance = {n.instance_id: n.logical_id for n in self._nodes.values() if n.instance_id}
