@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import anyio
 import structlog
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from hpscaler.backends.protocols import BackendError, HyperPodCluster
 from hpscaler.backends.types import ClusterDescription
@@ -26,6 +27,8 @@ from hpscaler.model import InstanceGroup
 from hpscaler.prerequisites import Finding, check_cluster, check_node_pools, errors
 
 CLUSTER_REFRESH_SECONDS = 300.0
+STARTUP_ATTEMPTS = 6  # a cluster that cannot be read at start-up is retried for about half a minute
+STARTUP_MAX_WAIT_SECONDS = 10.0
 
 log = structlog.get_logger("hpscaler.cluster")
 
@@ -68,10 +71,25 @@ def group_changes(old: Sequence[InstanceGroup], new: Sequence[InstanceGroup]) ->
 async def startup_cluster(hyperpod: HyperPodCluster, config: LoadedConfig) -> LoadedConfig:
     """Read the live cluster before acting: check the prerequisites, then take its groups.
 
-    Raises `PrerequisitesNotMet` when one is not met (the service exits 2) and `BackendError`
+    A retryable failure to read the cluster is retried with jittered backoff. Raises
+    `PrerequisitesNotMet` when a prerequisite is not met (the service exits 2) and `BackendError`
     when the cluster cannot be read.
     """
-    described = await hyperpod.describe_cluster()
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(STARTUP_ATTEMPTS),
+        wait=wait_random_exponential(multiplier=0.5, max=STARTUP_MAX_WAIT_SECONDS),
+        retry=retry_if_exception(lambda exc: isinstance(exc, BackendError) and exc.retryable),
+        before_sleep=lambda state: log.warning(
+            "describe_cluster_retrying",
+            attempt=state.attempt_number,
+            error=str(state.outcome and state.outcome.exception()),
+        ),
+        sleep=anyio.sleep,
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            described = await hyperpod.describe_cluster()
     findings = check_cluster(described.document, config.node_pools, config.node_classes, mode="run")
     findings += check_node_pools(config.node_pools)
     for finding in findings:
