@@ -12,11 +12,14 @@ import click
 from hpscaler import __version__
 from hpscaler.cluster_cli import export_cluster, prerequisite_findings, report_findings
 from hpscaler.config import ConfigError, LoadedConfig, default_config_path, load_config
-from hpscaler.kube.objects import ManifestError, load_manifest_file
+from hpscaler.config.settings import MAX_PLACEMENT_SCORE, MIN_PLACEMENT_SCORE
+from hpscaler.config.validate import suggest
+from hpscaler.kube.objects import MAX_PODS, ManifestError, load_manifest_file
 from hpscaler.logs import configure as configure_logging
 from hpscaler.model import Node, Pod
 from hpscaler.planning import plan_pods, plan_to_json, plan_to_table
 from hpscaler.scheduling.types import SchedulingInput
+from hpscaler.signals import missing_source_warning
 
 EXIT_INVALID = 2
 
@@ -31,6 +34,8 @@ def _load(path: str | None, *, live_groups: bool = False) -> LoadedConfig:
         return load_config(path or default_config_path(), require_instance_groups=not live_groups)
     except ConfigError as exc:
         _fail(f"invalid configuration:\n{exc}")
+    except Exception as exc:  # a loader bug must still end as a clear message and exit 2, not a traceback
+        _fail(f"cannot load the configuration {path or default_config_path()}: {exc!r}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,10 +47,21 @@ def main() -> None:
 @main.command("check-config")
 @click.argument("path", type=click.Path(exists=True), required=False)
 def check_config(path: str | None) -> None:
-    """Validate configuration and manifests in PATH (a file or directory); exit 2 if invalid."""
+    """Validate configuration and manifests in PATH (a file or directory); exit 2 if invalid.
+
+    Without PATH, the embedded example configuration is validated (and the command says so).
+    """
+    if path is None:
+        click.echo(
+            f"no PATH given: checking the embedded example configuration ({default_config_path()}); "
+            "pass your configuration directory or file to check it",
+            err=True,
+        )
     config = _load(path)
     for warning in config.warnings:
         click.echo(str(warning), err=True)
+    if no_source := missing_source_warning(config.settings):
+        click.echo(no_source, err=True)
     if not report_findings(prerequisite_findings(config, "check")):
         _fail("the cluster is not ready for `hpscaler run`: run the commands above")
     click.echo(
@@ -54,23 +70,40 @@ def check_config(path: str | None) -> None:
     )
 
 
-def _manifests(path: str | None) -> tuple[list[Pod], list[Node], list[Pod]]:
+def _manifests(
+    path: str | None, option: str, max_pods: int = MAX_PODS
+) -> tuple[list[Pod], list[Node], list[Pod]]:
     if path is None:
         return [], [], []
     try:
-        return load_manifest_file(Path(path))
+        found = load_manifest_file(Path(path), max_pods=max_pods)
     except ManifestError as exc:
         _fail(f"invalid manifest: {exc}")
+    if not any(found):
+        click.echo(f"warning: {option} {path} holds no objects (empty, or only comments)", err=True)
+    return found
 
 
-def _scores(values: tuple[str, ...]) -> dict[str, float]:
+def _scores(values: tuple[str, ...], config: LoadedConfig) -> dict[str, float]:
+    """--placement-score items, held to the same rules as the configuration's spec.placementScores."""
+    zones = {z for g in config.instance_groups for z in (*g.zones, *g.zone_ids)}
     scores: dict[str, float] = {}
     for item in values:
-        zone, _, score = item.partition("=")
+        zone, _, text = item.partition("=")
         try:
-            scores[zone] = float(score)
+            score = int(text)
         except ValueError:
-            _fail(f"--placement-score {item!r}: expected ZONE=SCORE, e.g. us-west-2a=9")
+            _fail(f"--placement-score {item!r}: expected ZONE=SCORE with a whole SCORE, e.g. us-west-2a=9")
+        if not MIN_PLACEMENT_SCORE <= score <= MAX_PLACEMENT_SCORE:
+            _fail(
+                f"--placement-score {item!r}: a Spot placement score is from {MIN_PLACEMENT_SCORE} "
+                f"to {MAX_PLACEMENT_SCORE}"
+            )
+        if zones and zone not in zones:
+            close = suggest(zone, zones)
+            hint = f"did you mean {close}?" if close else f"known: {', '.join(sorted(zones))}"
+            _fail(f"--placement-score {item!r}: {zone} is not a zone or zone id of the cluster; {hint}")
+        scores[zone] = float(score)
     return scores
 
 
@@ -104,7 +137,14 @@ def _scores(values: tuple[str, ...]) -> dict[str, float]:
     "score_items",
     multiple=True,
     metavar="ZONE=SCORE",
-    help="Spot placement score of a zone or zone id (repeatable; overrides the config).",
+    help="Spot placement score (1-10) of a zone or zone id (repeatable; overrides the config).",
+)
+@click.option(
+    "--max-pods",
+    type=click.IntRange(min=1),
+    default=MAX_PODS,
+    show_default=True,
+    help="Refuse inputs that expand to more pods than this (e.g. a Deployment with replicas: 1e9).",
 )
 def plan(
     config_path: str | None,
@@ -113,12 +153,14 @@ def plan(
     output: str,
     ooc: tuple[str, ...],
     score_items: tuple[str, ...],
+    max_pods: int,
 ) -> None:
     """Dry run: where would the scheduler put these pods, and which nodes would it ask for?"""
     config = _load(config_path)
     report_findings(prerequisite_findings(config, "offline"))  # a dry run only warns
-    pods, _, daemonsets = _manifests(pods_path)
-    bound, nodes, node_daemonsets = _manifests(nodes_path)
+    placement_scores = _scores(score_items, config)
+    pods, _, daemonsets = _manifests(pods_path, "--pods", max_pods)
+    bound, nodes, node_daemonsets = _manifests(nodes_path, "--nodes", max_pods)
     groups = {g.name: g for g in config.instance_groups}
     unknown = [g for g in ooc if g not in groups]
     if unknown:
@@ -142,13 +184,13 @@ def plan(
         node_classes=config.node_classes,
         groups=config.instance_groups,
         catalogue=catalogue,
-        placement_scores={**settings.placement_scores, **_scores(score_items)},
+        placement_scores={**settings.placement_scores, **placement_scores},
         unavailable=unavailable,
         region=settings.region,
     )
     result, requests = plan_pods(
         cluster=config.cluster_name,
-        pods=[p for p in pods if not p.node_name],
+        pods=pods,
         nodes=nodes,
         daemonsets=[*daemonsets, *node_daemonsets],
         inp_base=base,
@@ -244,3 +286,10 @@ def completion(shell: str) -> None:
     cls = get_completion_class(shell)
     assert cls is not None  # every choice is a shell click supports
     click.echo(cls(main, {}, "hpscaler", "_HPSCALER_COMPLETE").source())
+
+
+from hpscaler.agent.cli import agent as _agent  # noqa: E402
+from hpscaler.cli_interruption import interruption as _interruption  # noqa: E402
+
+main.add_command(_interruption)
+main.add_command(_agent)

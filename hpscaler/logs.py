@@ -9,14 +9,30 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Collection
-from typing import Literal, cast, get_args
+import time
+from collections.abc import Callable, Collection, MutableMapping
+from datetime import UTC, datetime
+from typing import Any, Literal, cast, get_args
 
 import structlog
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 Format = Literal["auto", "json", "console"]
 FORMATS: tuple[str, ...] = get_args(Format)
+
+
+_time_source: Callable[[], float] = time.time
+
+
+def set_time_source(source: Callable[[], float] | None) -> None:
+    """Stamp log events with `source()` (epoch seconds), e.g. the simulated clock; None: wall time."""
+    global _time_source
+    _time_source = source or time.time
+
+
+def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    event["timestamp"] = datetime.fromtimestamp(_time_source(), UTC).isoformat().replace("+00:00", "Z")
+    return event
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -51,7 +67,7 @@ def configure(level: str = "info", fmt: Format = "auto") -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _timestamp,
             structlog.processors.format_exc_info,
             renderer,
         ],
@@ -66,7 +82,7 @@ def configure(level: str = "info", fmt: Format = "auto") -> None:
             foreign_pre_chain=[
                 structlog.stdlib.add_log_level,
                 structlog.stdlib.add_logger_name,
-                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                _timestamp,
                 structlog.processors.format_exc_info,
             ],
         )

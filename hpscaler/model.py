@@ -121,11 +121,15 @@ class Toleration:
         return bool(self.key) and self.value == taint.value
 
 
-def tolerates_all(tolerations: Iterable[Toleration], taints: Iterable[Taint]) -> Taint | None:
-    """The first scheduling-relevant taint that no toleration tolerates, or None."""
+def tolerates_all(
+    tolerations: Iterable[Toleration], taints: Iterable[Taint], *, prefer: bool = False
+) -> Taint | None:
+    """The first scheduling-relevant taint that no toleration tolerates, or None.
+
+    `prefer`: PreferNoSchedule taints count too (a pod's first try, before its preferences relax)."""
     tolerations = tuple(tolerations)
     for taint in taints:
-        if taint.effect == "PreferNoSchedule":
+        if taint.effect == "PreferNoSchedule" and not prefer:
             continue
         if not any(t.tolerates(taint) for t in tolerations):
             return taint
@@ -141,6 +145,10 @@ class TopologySpread:
     when_unsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"]
     selector: LabelSelector
     min_domains: int = 1
+    # Which nodes' domains count (Kubernetes' defaults): nodes the pod's node affinity and
+    # nodeSelector admit, and nodes whatever their taints.
+    node_affinity_policy: Literal["Honor", "Ignore"] = "Honor"
+    node_taints_policy: Literal["Honor", "Ignore"] = "Ignore"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +185,12 @@ class Pod:
     topology_spread: tuple[TopologySpread, ...] = ()
     pod_affinity: tuple[PodAffinityTerm, ...] = ()
     pod_anti_affinity: tuple[PodAffinityTerm, ...] = ()
+    # Preferences, each with its weight (1-100): tried as requirements first, then relaxed.
+    preferred_node_affinity: tuple[tuple[int, tuple[Requirement, ...]], ...] = ()
+    preferred_pod_affinity: tuple[tuple[int, PodAffinityTerm], ...] = ()
+    preferred_pod_anti_affinity: tuple[tuple[int, PodAffinityTerm], ...] = ()
+    # Whether PreferNoSchedule taints keep the pod off a node (set while its preferences are tried).
+    avoids_prefer_no_schedule: bool = False
     owner_kind: str = ""
     owner_name: str = ""
     priority: int = 0

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from hpscaler.model import InstanceGroup, Node, Pod
 from hpscaler.provisioning.batching import GroupAddition, batch_additions
 from hpscaler.quantity import format_resource
 from hpscaler.scheduling.scheduler import solve
-from hpscaler.scheduling.types import Plan, SchedulingInput
+from hpscaler.scheduling.types import Plan, SchedulingInput, Unschedulable
 
 
 def group_additions(
@@ -51,10 +52,36 @@ def plan_pods(
     daemonsets: Sequence[Pod],
     inp_base: SchedulingInput,
 ) -> tuple[Plan, list[dict[str, Any]]]:
-    """Solve for `pods` on `nodes` and derive the exact BatchAddClusterNodes bodies."""
+    """Solve for `pods` on `nodes` and derive the exact BatchAddClusterNodes bodies.
+
+    A pod already bound to a node (`spec.nodeName`) is not the scheduler's to place: it counts as
+    running on that node (it takes room there and shows under the node), or, when no such node is
+    given, is reported unschedulable with the reason. Every input pod appears exactly once.
+    """
+    by_name = {n.name: n for n in nodes}
+    pending: list[Pod] = []
+    bound: dict[str, list[str]] = {}
+    lost: list[Unschedulable] = []
+    for pod in pods:
+        if not pod.node_name:
+            pending.append(pod)
+            continue
+        node = by_name.get(pod.node_name)
+        if node is None:
+            lost.append(
+                Unschedulable(
+                    pod.key,
+                    f"bound to node {pod.node_name} (spec.nodeName), which is not among the given nodes; "
+                    "add its Node manifest with --nodes, or clear spec.nodeName to plan it",
+                )
+            )
+            continue
+        if all(p.key != pod.key for p in node.pods):
+            by_name[node.name] = node = replace(node, pods=[*node.pods, pod])
+        bound.setdefault(node.name, []).append(pod.key)
     inp = SchedulingInput(
-        pods=pods,
-        nodes=nodes,
+        pods=pending,
+        nodes=list(by_name.values()),
         daemonsets=daemonsets,
         node_pools=inp_base.node_pools,
         node_classes=inp_base.node_classes,
@@ -65,6 +92,9 @@ def plan_pods(
         region=inp_base.region,
     )
     plan = solve(inp)
+    for name, keys in bound.items():
+        plan.existing[name] = [*keys, *plan.existing.get(name, [])]
+    plan.unschedulable.extend(lost)
     pod_ids = {p.key: p.uid or p.key for p in pods}
     requests = batch_additions(cluster, group_additions(plan, inp.groups, pod_ids))
     return plan, [r.body() for r in requests]
@@ -84,6 +114,7 @@ def plan_to_json(plan: Plan, requests: Sequence[dict[str, Any]]) -> dict[str, An
                 "pricePerHour": round(n.price_per_hour, 6),
                 "allocatable": {k: format_resource(k, v) for k, v in sorted(n.allocatable.items())},
                 "pods": list(n.pods),
+                "labels": dict(sorted(n.labels.items())),
             }
             for n in plan.new_nodes
         ],

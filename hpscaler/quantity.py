@@ -42,12 +42,23 @@ class QuantityError(ValueError):
     """A quantity string that Kubernetes would not accept."""
 
 
-def parse_decimal(value: str | int | float) -> Decimal:
-    """Parse a Kubernetes quantity ("500m", "1Gi", "2") into a Decimal of base units."""
-    if isinstance(value, bool):
-        raise QuantityError(f"{value!r} is not a quantity")
+# Kubernetes stores quantities as int64 (milli-units included); anything larger is not a real request.
+MAX_AMOUNT = 2**63 - 1
+
+
+def parse_decimal(value: object) -> Decimal:
+    """Parse a Kubernetes quantity ("500m", "1Gi", "2") into a finite Decimal of base units.
+
+    Anything else (booleans, lists, mappings, NaN, infinities, text that is no quantity) raises
+    `QuantityError`; YAML's `.nan` and `.inf` arrive here as floats.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise QuantityError(f"{_show(value)} is not a quantity")
     if isinstance(value, int | float):
-        return Decimal(str(value))
+        amount = Decimal(str(value))
+        if not amount.is_finite():
+            raise QuantityError(f"{value!r} is not a quantity (it must be a finite number)")
+        return amount
     text = value.strip()
     match = _QUANTITY.match(text)
     if match is None:
@@ -59,7 +70,12 @@ def parse_decimal(value: str | int | float) -> Decimal:
         raise QuantityError(f"{value!r} is not a Kubernetes quantity") from exc
 
 
-def parse_resource(name: str, value: str | int | float) -> int:
+def _show(value: object) -> str:
+    text = repr(value) if isinstance(value, bool | int | float | str) else type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def parse_resource(name: str, value: object) -> int:
     """Parse a quantity of resource `name` into canonical integer units (CPU in millicores).
 
     Rounds up, as the kubelet does when it admits a pod, so a plan never under-counts a request.
@@ -69,6 +85,8 @@ def parse_resource(name: str, value: str | int | float) -> int:
         raise QuantityError(f"{name}: {value!r} is negative")
     if name == CPU:
         amount *= 1000
+    if amount > MAX_AMOUNT:
+        raise QuantityError(f"{name}: {_show(value)} is larger than Kubernetes allows (2^63-1 units)")
     return int(amount.to_integral_value(rounding="ROUND_CEILING"))
 
 

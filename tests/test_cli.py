@@ -47,6 +47,12 @@ def test_inflate_plans_spot_nodes_in_the_best_scored_zone_the_nodepool_allows() 
     }
     assert sorted(all_pods(plan)) == sorted(f"default/inflate-{i}" for i in range(30))
     assert len(plan["newNodes"]) == 5  # 7 one-CPU pods fit a c5.2xlarge (7910m allocatable)
+    labels = plan["newNodes"][0]["labels"]  # what the node will carry, one value per key
+    assert (
+        labels["topology.kubernetes.io/zone"] == "us-west-2a"
+        and labels["karpenter.sh/capacity-type"] == "spot"
+    )
+    assert labels["node.kubernetes.io/instance-type"] == "ml.c5.2xlarge"
     assert plan["costPerHour"] == pytest.approx(sum(n["pricePerHour"] for n in plan["newNodes"]), abs=1e-4)
 
 
@@ -221,3 +227,34 @@ def test_the_readme_plan_examples_are_what_plan_prints() -> None:
             position = output.index(line, position) + 1
         checked += 1
     assert checked == 2
+
+
+def test_plan_keeps_a_bound_pod_on_its_node_or_reports_it(tmp_path: Path) -> None:
+    """Issue 12.9: a pod with spec.nodeName is the kubelet's, not the scheduler's (Karpenter's
+    `pod.IsProvisionable` in pkg/utils/pod/scheduling.go excludes bound pods, and its cluster state
+    counts them on their node; kube-scheduler skips them). It takes room on its node
+    and shows there; bound to a node `plan` does not know, it is reported. No input pod is dropped."""
+    nodes = tmp_path / "nodes.yaml"
+    nodes.write_text(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: worker-1\n"
+        "  labels: {topology.kubernetes.io/zone: us-west-2a}\n"
+        "status:\n  allocatable: {cpu: '2', memory: 4Gi, pods: '110'}\n"
+    )
+    pods = tmp_path / "pods.yaml"
+    docs = []
+    for name, node in (("bound", "worker-1"), ("elsewhere", "gone-node"), ("free", "")):
+        spec = f"  nodeName: {node}\n" if node else ""
+        docs.append(
+            f"apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n{spec}"
+            "  containers:\n  - name: c\n    image: x\n    resources: {requests: {cpu: 1500m, memory: 1Gi}}\n"
+        )
+    pods.write_text("---\n".join(docs))
+    plan = plan_json("--nodes", str(nodes), pods=pods)
+    assert sorted(all_pods(plan)) == ["default/bound", "default/elsewhere", "default/free"]
+    assert plan["existingNodes"] == [{"name": "worker-1", "pods": ["default/bound"]}]
+    # The bound pod's 1.5 CPU leaves no room for the free pod on worker-1: it gets a new node.
+    assert [n["pods"] for n in plan["newNodes"]] == [["default/free"]]
+    (lost,) = plan["unschedulable"]
+    assert (
+        lost["pod"] == "default/elsewhere" and "gone-node" in lost["reason"] and "--nodes" in lost["reason"]
+    )

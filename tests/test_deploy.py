@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -156,3 +157,72 @@ def test_dockerfile_is_multi_stage_and_runs_hpscaler_as_the_deployment_user() ->
     )
     assert re.search(r'^ENTRYPOINT \["hpscaler"\]', text, flags=re.M)
     assert re.search(r"^EXPOSE 8080$", text, flags=re.M)
+
+
+def test_agent_daemonset_reaches_imds_and_may_patch_only_its_own_node() -> None:
+    docs = {
+        d["kind"]: d for d in yaml.safe_load_all((REPO / "deploy" / "kubernetes" / "agent.yaml").read_text())
+    }
+    pod = docs["DaemonSet"]["spec"]["template"]["spec"]
+    # HyperPod instances' metadata options belong to the service: one hop, through the host network.
+    assert pod["hostNetwork"] is True and pod["serviceAccountName"] == "hpscaler-agent"
+    (container,) = pod["containers"]
+    assert container["args"][0] == "agent"
+    assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in container[
+        "env"
+    ]
+    (rule,) = docs["ClusterRole"]["rules"]
+    assert (rule["resources"], sorted(rule["verbs"])) == (["nodes"], ["get", "patch"])
+    policy = docs["ValidatingAdmissionPolicy"]["spec"]
+    expressions = " ".join(v["expression"] for v in policy["validations"])
+    assert (
+        "authentication.kubernetes.io/node-name" in expressions
+        and "object.spec == oldObject.spec" in expressions
+    )
+    assert (
+        docs["ValidatingAdmissionPolicyBinding"]["spec"]["policyName"]
+        == docs["ValidatingAdmissionPolicy"]["metadata"]["name"]
+    )
+
+
+QUEUE_TEMPLATE = REPO / "deploy" / "interruption-queue.yaml"
+
+
+def test_interruption_queue_template_passes_cfn_lint() -> None:
+    from cfnlint.api import lint
+
+    matches = lint(QUEUE_TEMPLATE.read_text())  # the rules `cfn-lint FILE` applies
+    assert not matches, "\n".join(str(m) for m in matches)
+    # The linter does catch mistakes in this kind of template (the check is not vacuous).
+    broken = QUEUE_TEMPLATE.read_text().replace("SqsManagedSseEnabled: true", "SqsManagedSseEnabled: maybe")
+    assert lint(broken)
+
+
+def test_interruption_queue_routes_only_events_hpscaler_understands() -> None:
+    from cfnlint.decode import decode
+
+    from hpscaler.aws.eventbridge import parse_message
+
+    template, errors = decode(str(QUEUE_TEMPLATE))
+    assert not errors and template is not None
+    resources = template["Resources"]
+    queue = resources["InterruptionQueue"]["Properties"]
+    assert queue["SqsManagedSseEnabled"] is True
+    (allow, _deny) = resources["InterruptionQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert "events.amazonaws.com" in allow["Principal"]["Service"]
+    rules = [r["Properties"]["EventPattern"] for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
+    routed = {(p["source"][0], p["detail-type"][0]) for p in rules}
+    assert routed == {
+        ("aws.ec2", "EC2 Spot Instance Interruption Warning"),
+        ("aws.ec2", "EC2 Instance Rebalance Recommendation"),
+        ("aws.ec2", "EC2 Instance State-change Notification"),
+        ("aws.ec2", "EC2 Capacity Reservation Instance Interruption Warning"),
+        ("aws.health", "AWS Health Event"),
+        ("aws.sagemaker", "SageMaker HyperPod Cluster Event"),
+        ("aws.sagemaker", "SageMaker HyperPod Cluster State Change"),
+    }
+    for source, detail_type in routed:
+        body = {"source": source, "detail-type": detail_type, "time": "2026-01-01T00:00:00Z", "detail": {}}
+        (parsed,) = parse_message(json.dumps(body), "m", "r")[:1]
+        # Known shapes: an empty detail is reported as missing fields, never as an unknown detail-type.
+        assert "unknown detail-type" not in getattr(parsed, "error", "")

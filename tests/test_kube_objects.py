@@ -293,13 +293,66 @@ def test_required_node_affinity_terms_and_match_fields() -> None:
     )
 
 
-def test_preferred_only_node_affinity_is_ignored() -> None:
-    pref = {
-        "weight": 1,
-        "preference": {"matchExpressions": [{"key": "x", "operator": "In", "values": ["y"]}]},
+def test_preferred_node_affinity_is_kept_with_its_weight() -> None:
+    # Issue 12.2: Karpenter tries preferred terms as requirements, so the parser keeps them.
+    prefs = [
+        {"weight": 1, "preference": {"matchExpressions": [{"key": "x", "operator": "In", "values": ["y"]}]}},
+        {
+            "weight": 50,
+            "preference": {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n"]}]},
+        },
+        {"weight": 9, "preference": {}},  # matches every node: nothing to prefer
+    ]
+    affinity = {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": prefs}}
+    p = pod_from_manifest(pod(spec={"affinity": affinity}))
+    assert p.node_affinity == ()
+    assert p.preferred_node_affinity == (
+        (1, (Requirement("x", "In", ("y",)),)),
+        (50, (Requirement("kubernetes.io/hostname", "In", ("n",)),)),
+    )
+
+
+def test_preferred_pod_affinity_and_anti_affinity_are_kept_with_their_weights() -> None:
+    term = {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "db"}}}
+    affinity = {
+        "podAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 80, "podAffinityTerm": term}]
+        },
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 5, "podAffinityTerm": {**term, "namespaces": ["other"]}}
+            ]
+        },
     }
-    affinity = {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [pref]}}
-    assert pod_from_manifest(pod(spec={"affinity": affinity})).node_affinity == ()
+    p = pod_from_manifest(pod(namespace="ml", spec={"affinity": affinity}))
+    assert p.pod_affinity == () and p.pod_anti_affinity == ()
+    ((weight, aff),) = p.preferred_pod_affinity
+    assert (weight, aff.topology_key, aff.namespaces) == (80, "kubernetes.io/hostname", ("ml",))
+    assert aff.selector == LabelSelector((("app", "db"),))
+    ((weight, anti),) = p.preferred_pod_anti_affinity
+    assert (weight, anti.namespaces) == (5, ("other",))
+
+
+@pytest.mark.parametrize("weight", [0, 101, "x"])
+def test_preferred_term_weight_must_be_1_to_100(weight: Any) -> None:
+    pref = {"weight": weight, "preference": {"matchExpressions": [{"key": "x", "operator": "Exists"}]}}
+    error = error_of(
+        pod(spec={"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [pref]}}})
+    )
+    assert (
+        error.field == "spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight"
+    )
+
+
+def test_spread_node_inclusion_policies() -> None:
+    base = {"maxSkew": 1, "topologyKey": "k", "whenUnsatisfiable": "DoNotSchedule"}
+    spreads = [base, {**base, "nodeAffinityPolicy": "Ignore", "nodeTaintsPolicy": "Honor"}]
+    default, explicit = pod_from_manifest(pod(spec={"topologySpreadConstraints": spreads})).topology_spread
+    assert (default.node_affinity_policy, default.node_taints_policy) == ("Honor", "Ignore")
+    assert (explicit.node_affinity_policy, explicit.node_taints_policy) == ("Ignore", "Honor")
+    bad = {**base, "nodeTaintsPolicy": "honor"}
+    error = error_of(pod(spec={"topologySpreadConstraints": [bad]}))
+    assert error.field == "spec.topologySpreadConstraints[0].nodeTaintsPolicy"
 
 
 def test_topology_spread() -> None:

@@ -36,7 +36,9 @@ def report(name: str) -> dict[str, Any]:
     return _reports[name]
 
 
-@pytest.mark.parametrize("name", ["burst", "spot-capacity-loss", "interruption-storm", "diurnal"])
+@pytest.mark.parametrize(
+    "name", ["burst", "spot-capacity-loss", "interruption-storm", "diurnal", "interruption-sources"]
+)
 def test_scenario_has_no_violations_and_a_complete_report(name: str) -> None:
     result = report(name)
     assert result.keys() >= REQUIRED
@@ -73,6 +75,18 @@ def test_interruption_storm_replaces_and_drains_without_killing_noticed_pods() -
     assert result["interruptionsHandled"] >= 12
     assert result["evictions"] > 0
     assert result["podsKilledWithoutNotice"] > 0  # the three terminations without notice
+
+
+def test_interruption_sources_each_lead_to_one_drain_and_one_replacement() -> None:
+    result = report("interruption-sources")
+    # Six interruptions, every one counted, the two without notice (HyperPod events only) too.
+    assert result["interruptionsHandled"] == 6
+    signals = result["interruptionSignals"]
+    assert signals["sqs"] >= 2 and signals["agent"] == 2 and signals["taint"] == 2
+    assert signals["hyperpod-events"] >= 6  # HyperPod reports every termination
+    assert result["interruptionDuplicates"] >= 2  # the three-source notice was handled once
+    assert result["podsKilledBeforeGracePeriod"] == 0
+    assert result["spotShare"] > 0.9
 
 
 def test_diurnal_load_ends_at_zero_nodes() -> None:

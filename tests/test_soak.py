@@ -8,7 +8,6 @@ nothing.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -37,10 +36,7 @@ HOUR = 3600
 
 @pytest.fixture(scope="module")
 def soak() -> dict[str, Any]:
-    started = time.perf_counter()
-    report = simulate(load_scenario(SOAK))
-    report["testWallSeconds"] = time.perf_counter() - started
-    return report
+    return simulate(load_scenario(SOAK))
 
 
 def nodes_at(report: dict[str, Any], hours: tuple[float, float]) -> list[int]:
@@ -52,9 +48,9 @@ def nodes_at(report: dict[str, Any], hours: tuple[float, float]) -> list[int]:
     ]
 
 
-def test_soak_runs_a_virtual_day_in_well_under_a_minute(soak: dict[str, Any]) -> None:
+def test_soak_runs_a_virtual_day(soak: dict[str, Any]) -> None:
+    # How fast is a benchmark's question (bench/), never a test's: tests pass on a loaded machine.
     assert soak["virtualSeconds"] == 24 * HOUR
-    assert soak["testWallSeconds"] < 45
     # One check per virtual minute, and one at the end.
     assert soak["invariants"]["checks"] == 24 * 60 + 1
     assert "Violations: none" in report_table(soak)

@@ -5,6 +5,7 @@ ListClusterEvents (continuous provisioning mode).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast, get_args
 
@@ -31,6 +32,7 @@ from hpscaler.provisioning.batching import MAX_LOGICAL_IDS_PER_DELETE
 log = structlog.get_logger("hpscaler.aws")
 
 _TAINT_EFFECTS = frozenset(get_args(TaintEffect))
+MAX_DESCRIBED_EVENTS = 20  # DescribeClusterEvent calls per ListClusterEvents poll, at most
 
 
 def _timestamp(value: object) -> float:
@@ -260,7 +262,12 @@ class SageMakerHyperPod:
         return DeleteResult(tuple(deleted), tuple(failed))
 
     async def list_events(self, since: float) -> Sequence[ClusterEvent]:
-        """ListClusterEvents strictly newer than `since`, oldest first, all pages."""
+        """ListClusterEvents strictly newer than `since`, oldest first, all pages.
+
+        An Error-level instance event says why only in its metadata (the reference's example: a
+        creation that failed for lack of capacity), which DescribeClusterEvent returns: read it for
+        up to `MAX_DESCRIBED_EVENTS` such events per call.
+        """
         params: dict[str, Any] = {
             "ClusterName": self.cluster_name,
             "SortBy": "EventTime",
@@ -277,11 +284,25 @@ class SageMakerHyperPod:
                 instance_id=str(e.get("InstanceId", "")),
                 level=str(e.get("EventLevel") or "Info"),
                 description=str(e.get("Description", "")),
+                resource_type=str(e.get("ResourceType", "")),
             )
             for e in await self._pages("ListClusterEvents", params, "Events")
         ]
         # The API's lower bound may be inclusive; the interface promises strictly newer.
-        return [e for e in events if e.time > since]
+        events = [e for e in events if e.time > since]
+        errors = [i for i, e in enumerate(events) if e.level == "Error" and e.resource_type == "Instance"]
+        for index in errors[:MAX_DESCRIBED_EVENTS]:
+            events[index] = replace(
+                events[index], failure_message=await self._failure(events[index].event_id)
+            )
+        return events
+
+    async def _failure(self, event_id: str) -> str:
+        answer = await self._call(
+            "DescribeClusterEvent", {"ClusterName": self.cluster_name, "EventId": event_id}
+        )
+        metadata = (((answer.get("EventDetails") or {}).get("EventDetails") or {}).get("EventMetadata")) or {}
+        return str((metadata.get("Instance") or {}).get("FailureMessage", ""))
 
     # --- internals ------------------------------------------------------------------------------
 

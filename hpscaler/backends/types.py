@@ -103,17 +103,30 @@ class ClusterEvent:
     time: float
     group: str = ""
     instance_id: str = ""
-    level: str = "Info"
+    level: str = "Info"  # Info, Warn or Error (the API's EventLevel)
     description: str = ""
+    resource_type: str = ""  # Cluster, InstanceGroup or Instance
+    failure_message: str = ""  # EventMetadata.Instance.FailureMessage, when known
 
 
 class InterruptionKind(StrEnum):
-    """EventBridge EC2 events the interruption handler acts on."""
+    """The interruption signals the handler acts on, whatever source delivered them."""
 
     SPOT_INTERRUPTION = "spot-interruption"
     REBALANCE = "rebalance-recommendation"
     SCHEDULED_CHANGE = "scheduled-change"
     STATE_CHANGE = "state-change"
+    CAPACITY_RESERVATION = "capacity-reservation-interruption"
+    HYPERPOD_EVENT = "hyperpod-event"
+
+
+class HyperPodEventKind(StrEnum):
+    """What a HyperPod cluster event means to hpscaler (`InterruptionMessage.state` of a hyperpod-event)."""
+
+    INSTANCE_LOST = "instance-lost"  # an instance went away without notice
+    CAPACITY_FAILURE = "capacity-failure"  # a launch failed for lack of capacity
+    CLUSTER_CHANGED = "cluster-changed"  # instance groups changed (UpdateCluster, scaling)
+    OTHER = "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +138,12 @@ class InterruptionMessage:
     instance_id: str
     time: float
     deadline: float | None = None  # when the instance goes away, if known
-    state: str = ""  # for state-change: stopping, stopped, shutting-down, terminated
+    state: str = ""  # state-change: the EC2 state; hyperpod-event: a `HyperPodEventKind`
     receipt: str = ""
+    group: str = ""  # the instance group, when the source knows it (HyperPod events)
+    zone: str = ""
+    source: str = ""  # which source delivered it: sqs, hyperpod-events, agent, taint
+    detail: str = ""  # what the source said, for logs and `interruption parse`
 
 
 EvictionOutcome = Literal["evicted", "blocked", "not-found"]

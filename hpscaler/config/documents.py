@@ -27,7 +27,7 @@ from hpscaler.model import (
     Taint,
     TaintEffect,
 )
-from hpscaler.quantity import QuantityError, parse_decimal, parse_resource
+from hpscaler.quantity import MAX_AMOUNT, QuantityError, parse_decimal, parse_resource
 
 NODEPOOL_API_VERSION = "karpenter.sh/v1"
 NODECLASS_API_VERSION = "karpenter.sagemaker.amazonaws.com/v1"
@@ -72,6 +72,8 @@ def _quantity(value: str) -> str:
         raise ValueError(str(exc)) from exc
     if amount < 0:
         raise ValueError(f"{value!r} is negative")
+    if amount * 1000 > MAX_AMOUNT:  # CPU counts in millicores
+        raise ValueError(f"{value!r} is larger than Kubernetes allows")
     return value
 
 

@@ -9,13 +9,11 @@ is raised, so one run reports all of it.
 from __future__ import annotations
 
 import importlib.resources
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from hpscaler.catalogue import Catalogue, load_catalogue
@@ -27,6 +25,7 @@ from hpscaler.config.documents import (
     NodePoolDocument,
     SubnetDoc,
 )
+from hpscaler.config.reading import Raw, load_documents, read_path
 from hpscaler.config.settings import HpscalerConfigDocument, Settings
 from hpscaler.config.validate import (
     ClassEntry,
@@ -42,12 +41,12 @@ from hpscaler.config.validate import (
     check_node_classes,
     check_node_pools,
     check_settings,
-    format_loc,
     near_misses,
     region_of,
     suggest,
     translate,
 )
+from hpscaler.config.wellknown import check_requirement_values
 from hpscaler.model import CapacityType, InstanceGroup, NodeClass, NodePool
 
 __all__ = [
@@ -60,7 +59,6 @@ __all__ = [
     "load_documents",
 ]
 
-_SUFFIXES = (".yaml", ".yml", ".json")
 # kind -> (apiVersion, model); the API group is what tells a wrong version from a foreign kind.
 _KINDS: dict[str, tuple[str, type[BaseModel]]] = {
     "NodePool": ("karpenter.sh/v1", NodePoolDocument),
@@ -101,166 +99,6 @@ def default_config_path() -> Path:
     return Path(str(importlib.resources.files("hpscaler") / "examples"))
 
 
-# --- reading --------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Raw:
-    file: str
-    index: int
-    data: Any
-    lines: dict[Loc, int] = field(default_factory=dict)
-
-
-def _line_map(node: yaml.Node | None, file: str, index: int, issues: list[ConfigIssue]) -> dict[Loc, int]:
-    """Path -> line of every key and item; duplicated keys are reported (Kubernetes rejects them)."""
-    lines: dict[Loc, int] = {}
-    if node is None:
-        return lines
-
-    def walk(current: yaml.Node, path: Loc, depth: int) -> None:
-        lines.setdefault(path, current.start_mark.line + 1)
-        if depth > 64:  # aliases can make a node graph cyclic
-            return
-        if isinstance(current, yaml.MappingNode):
-            seen: set[str] = set()
-            for key_node, value_node in current.value:
-                key = str(key_node.value)
-                if key in seen and key != "<<":
-                    issues.append(
-                        ConfigIssue(
-                            file,
-                            f"document {index + 1}",
-                            format_loc((*path, key)),
-                            f"key `{key}` appears twice in the same mapping",
-                            "keep only one of them (Kubernetes rejects duplicated fields)",
-                            "error",
-                            key_node.start_mark.line + 1,
-                        )
-                    )
-                seen.add(key)
-                lines[(*path, key)] = key_node.start_mark.line + 1
-                walk(value_node, (*path, key), depth + 1)
-        elif isinstance(current, yaml.SequenceNode):
-            for i, item in enumerate(current.value):
-                walk(item, (*path, i), depth + 1)
-
-    walk(node, (), 0)
-    return lines
-
-
-def _read_yaml(text: str, file: str, issues: list[ConfigIssue]) -> list[_Raw]:
-    raws: list[_Raw] = []
-    loader = yaml.SafeLoader(text)
-    try:
-        while loader.check_node():
-            node = loader.get_node()
-            index = len(raws)
-            lines = _line_map(node, file, index, issues)
-            raws.append(_Raw(file, index, loader.construct_document(node), lines))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        issues.append(
-            ConfigIssue(
-                file,
-                "YAML",
-                "",
-                f"invalid YAML{where}: {problem}",
-                "fix the syntax there (check indentation, colons and quotes)",
-                "error",
-                mark.line + 1 if mark is not None else None,
-            )
-        )
-    finally:
-        loader.dispose()
-    return raws
-
-
-def _read_json(text: str, file: str, issues: list[ConfigIssue]) -> list[_Raw]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        issues.append(
-            ConfigIssue(
-                file,
-                "JSON",
-                "",
-                f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
-                "fix the syntax there (check commas, brackets and quotes)",
-                "error",
-                exc.lineno,
-            )
-        )
-        return []
-    try:
-        # JSON is YAML's flow style, so YAML's composer gives line numbers (and duplicated keys).
-        lines = _line_map(yaml.compose(text, Loader=yaml.SafeLoader), file, 0, issues)
-    except yaml.YAMLError:
-        lines = {}
-    return [_Raw(file, 0, data, lines)]
-
-
-def _read(path: Path) -> tuple[list[_Raw], list[ConfigIssue], list[str]]:
-    issues: list[ConfigIssue] = []
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _SUFFIXES)
-        if not files:
-            issues.append(
-                ConfigIssue(
-                    str(path),
-                    "directory",
-                    "",
-                    "holds no .yaml, .yml or .json files",
-                    "put the NodePool, HyperpodNodeClass, HpscalerConfig and DescribeCluster files there",
-                )
-            )
-    elif path.is_file():
-        files = [path]
-    else:
-        issues.append(
-            ConfigIssue(str(path), "path", "", "does not exist", "give an existing file or directory")
-        )
-        files = []
-    raws: list[_Raw] = []
-    for file in files:
-        try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            issues.append(ConfigIssue(str(file), "file", "", f"cannot be read: {exc}", "check the file"))
-            continue
-        found = (
-            _read_json(text, str(file), issues)
-            if file.suffix == ".json"
-            else _read_yaml(text, str(file), issues)
-        )
-        for raw in found:
-            if raw.data is None:
-                continue  # an empty document, e.g. a trailing `---`
-            if not isinstance(raw.data, dict):
-                issues.append(
-                    ConfigIssue(
-                        raw.file,
-                        f"document {raw.index + 1}",
-                        "",
-                        "is not a mapping",
-                        "each document must be one Kubernetes object or one DescribeCluster output",
-                    )
-                )
-                continue
-            raws.append(raw)
-    return raws, issues, [str(f) for f in files]
-
-
-def load_documents(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
-    """Every document under `path` as (file, mapping); raises ConfigError on syntax errors."""
-    raws, issues, _ = _read(Path(path))
-    if any(i.severity == "error" for i in issues):
-        raise ConfigError(issues)
-    return [(raw.file, raw.data) for raw in raws]
-
-
 # --- recognising and validating documents ---------------------------------------------------------
 
 
@@ -298,7 +136,7 @@ def _validate(model: type[BaseModel], data: dict[str, Any], origin: Origin, out:
     return doc
 
 
-def _parse(raw: _Raw, data: dict[str, Any], prefix: Loc, out: _Parsed) -> None:
+def _parse(raw: Raw, data: dict[str, Any], prefix: Loc, out: _Parsed) -> None:
     api, kind = data.get("apiVersion"), data.get("kind")
     if api is None and kind is None:
         origin = Origin(raw.file, "DescribeCluster", raw.lines, prefix)
@@ -558,7 +396,7 @@ def load_config(
     DescribeCluster document; the checks that need groups or zones are then skipped.
     """
     path = Path(path)
-    raws, issues, sources = _read(path)
+    raws, issues, sources = read_path(path)
     if not raws and issues:
         raise ConfigError(issues)  # nothing readable: the follow-on "missing" errors would only be noise
     out = _Parsed(issues=issues)
@@ -606,6 +444,7 @@ def load_config(
         out.issues += check_node_classes(class_entries, groups)
     broken = {label.partition(" ")[2] for label in out.rejected if label.startswith("HyperpodNodeClass ")}
     out.issues += check_node_pools(pool_entries, class_entries, groups, region, broken)
+    out.issues += check_requirement_values(pool_entries, catalogue, zones)
     out.issues += check_catalogue(groups, referenced, catalogue)
     out.issues += check_settings(settings_origin, settings, groups, zones, catalogue)
     if any(i.severity == "error" for i in out.issues):

@@ -15,6 +15,9 @@ from hpscaler.catalogue import PriceOverride
 
 HPSCALER_API_VERSION = "hpscaler.io/v1alpha1"
 HPSCALER_KIND = "HpscalerConfig"
+# EC2 Spot placement scores run from 1 (unlikely to succeed) to 10 (highly likely).
+MIN_PLACEMENT_SCORE = 1
+MAX_PLACEMENT_SCORE = 10
 
 _Seconds = Annotated[float, Field(gt=0)]
 
@@ -116,12 +119,23 @@ class OutOfCapacityBackoff(_Section):
 
 
 class Interruption(_Section):
-    """Spot interruption handling."""
+    """Spot interruption handling and the signal sources besides the queue."""
 
     rebalance_as_warning: bool = False
     checkpoint_acknowledgement: bool = True
     # Kept below the 2-minute Spot notice so a checkpoint acknowledgement still leaves time to evict.
     safety_margin_seconds: float = Field(default=10.0, ge=0, lt=120)
+    # A managed node carrying one of these taint keys has a Spot notice. HyperPod's Spot page says it
+    # taints the node but names no key: add the key you see on an interrupted node. The defaults are
+    # aws-node-termination-handler's (pkg/node/node.go), for clusters that also run it.
+    taint_keys: tuple[str, ...] = (
+        "aws-node-termination-handler/spot-itn",
+        "aws-node-termination-handler/scheduled-maintenance",
+    )
+    # The `hpscaler agent` DaemonSet runs on the nodes (deploy/kubernetes/agent.yaml).
+    node_agent: bool = False
+    # ListClusterEvents polling: needs no set-up; 0 turns it off.
+    cluster_events_seconds: float = Field(default=60.0, ge=0)
 
 
 class Consolidation(_Section):
@@ -157,7 +171,7 @@ class Settings(_Section):
     batching: Batching = Batching()
     prices: dict[str, PriceSpec] = {}
     # Static Spot placement scores by zone name or zone id, used offline and when the SPS API fails.
-    placement_scores: dict[str, Annotated[int, Field(ge=1, le=10)]] = {}
+    placement_scores: dict[str, Annotated[int, Field(ge=MIN_PLACEMENT_SCORE, le=MAX_PLACEMENT_SCORE)]] = {}
     # Offline only: instance groups `plan` treats as out of capacity.
     out_of_capacity: tuple[str, ...] = ()
     provisioning: Provisioning = Provisioning()

@@ -20,12 +20,7 @@ from hpscaler.daemon.interruption import InterruptionHandler
 from hpscaler.daemon.persistence import load_backoffs, persist_backoffs
 from hpscaler.daemon.provisioner import Provisioner
 from hpscaler.daemon.recovery import clear_orphaned_taints
-from hpscaler.daemon.refresh import (
-    refresh_scores,
-    refresh_spot_prices,
-    relay_hyperpod_events,
-    sync_node_config,
-)
+from hpscaler.daemon.refresh import refresh_scores, refresh_spot_prices, sync_node_config
 from hpscaler.daemon.watcher import run_watcher
 from hpscaler.scheduling.unavailable import UnavailableOfferings
 
@@ -88,7 +83,6 @@ class Daemon:
                 tg.start_soon(refresh_spot_prices, self.ctx)
                 tg.start_soon(sync_node_config, self.ctx)
                 tg.start_soon(refresh_cluster, self.ctx)
-                tg.start_soon(relay_hyperpod_events, self.ctx)
                 if self.state_path is not None:
                     tg.start_soon(persist_backoffs, self.ctx, self.state_path)
                 if handle_signals:

@@ -1,75 +1,129 @@
-"""The interruption handler: Spot notices, rebalance recommendations, scheduled changes, state changes.
+"""The interruption handler: one deduplicated stream of signals from every source.
+
+Sources: the SQS queue (EC2, AWS Health and HyperPod EventBridge events), HyperPod's
+ListClusterEvents, and the Node watch (the node agent's notices, HyperPod's interruption taint).
+Their signals are merged per instance: the earliest deadline wins, a node is drained once, and
+replacement capacity is requested once per lost node, whichever source spoke first.
 
 With a notice: taint the node at once, ask for replacement capacity before the old node dies, let
 pods that asked for it checkpoint, then evict within their grace periods. Without a notice (the
-instance is already gone): delete the Node and plan the orphaned pods right away. A message is
-acknowledged only once it has been handled, or when it is junk or about a node that is not ours.
+instance is already gone): delete the Node and plan the orphaned pods right away. In an instance
+group hpscaler does not manage, HyperPod replaces the capacity itself: hpscaler leaves it alone.
+A message is acknowledged only once it has been handled, or when it is junk or not ours.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
 import anyio
 
-from hpscaler.backends.protocols import BackendError
-from hpscaler.backends.types import InterruptionKind, InterruptionMessage, JunkMessage
+from hpscaler.aws.eventbridge import SPOT_NOTICE_SECONDS
+from hpscaler.backends.protocols import BackendError, InterruptionSource
+from hpscaler.backends.types import HyperPodEventKind, InterruptionKind, InterruptionMessage, JunkMessage
 from hpscaler.daemon.context import DaemonContext
 from hpscaler.daemon.drain import INTERRUPTED_TAINT, REASON_ANNOTATION, Drainer
 from hpscaler.daemon.provisioner import Provisioner
+from hpscaler.daemon.signal_sources import ClusterEventSource, NodeSignalSource
 from hpscaler.model import CapacityType, Node, Taint, as_pending
+from hpscaler.signals import decide
 
 REBALANCE_TAINT = Taint("hpscaler.io/rebalance-recommended", "PreferNoSchedule")
 FORGET_SECONDS = 24 * 3600.0
-GONE_STATES = ("shutting-down", "terminated", "stopping", "stopped")
+# Notices for one offering within this window are one reclaim: one capacity signal for its backoff.
+CAPACITY_SIGNAL_WINDOW = SPOT_NOTICE_SECONDS
+QueueMessage = InterruptionMessage | JunkMessage
+ClusterChanged = Callable[[], Awaitable[None] | None]
+
+
+@dataclass(slots=True)
+class _Handled:
+    """What was done for one instance, so later signals about it only ever advance its deadline."""
+
+    kind: InterruptionKind
+    at: float
+    deadline: float | None = None
+    node: str = ""
+    drain: anyio.CancelScope | None = field(default=None, repr=False)
 
 
 class InterruptionHandler:
-    """Consumes interruption signals; each message is handled in its own task."""
+    """Consumes interruption signals from every source; each message is handled in its own task."""
 
-    def __init__(self, ctx: DaemonContext, provisioner: Provisioner) -> None:
+    def __init__(
+        self,
+        ctx: DaemonContext,
+        provisioner: Provisioner,
+        sources: Sequence[InterruptionSource] | None = None,
+    ) -> None:
         self.ctx = ctx
         self.provisioner = provisioner
         self.drainer = Drainer(ctx)
-        # Messages being handled, by id -> their latest delivery (its receipt is the one that deletes).
-        self._active: dict[str, InterruptionMessage | JunkMessage] = {}
-        self._handled_instances: dict[str, tuple[InterruptionKind, float]] = {}
+        self._sources = list(sources) if sources is not None else None
+        # Messages being handled, by (source, id) -> their latest delivery (its receipt deletes).
+        self._active: dict[tuple[int, str], QueueMessage] = {}
+        self._handled: dict[str, _Handled] = {}
+        # Called on a HyperPod cluster change (UpdateCluster, scaling): read the instance groups again.
+        self.on_cluster_changed: ClusterChanged | None = None
+
+    def sources(self) -> list[InterruptionSource]:
+        """The configured sources: the queue if any, ListClusterEvents, and the Node watch."""
+        if self._sources is None:
+            settings = self.ctx.config.settings.interruption
+            found: list[InterruptionSource] = []
+            if self.ctx.backends.interruptions is not None:
+                found.append(self.ctx.backends.interruptions)
+            if settings.cluster_events_seconds > 0:
+                found.append(ClusterEventSource(self.ctx, settings.cluster_events_seconds))
+            found.append(NodeSignalSource(self.ctx))
+            self._sources = found
+        return self._sources
 
     async def run(self) -> None:
-        """Receive and dispatch until cancelled."""
-        source = self.ctx.backends.interruptions
-        if source is None:
-            return
+        """Receive from every source and dispatch until cancelled."""
+        sources = self.sources()
         await self.ctx.synced.wait()
         async with anyio.create_task_group() as tg:
-            while True:
-                try:
-                    batch = await source.receive()
-                except BackendError as exc:
-                    self.ctx.stats.counters["interruption_receive_errors"] += 1
-                    self.ctx.log.warning("interruption_receive_failed", error=str(exc))
-                    await anyio.sleep(5)
-                    continue
-                for message in batch:
-                    if message.message_id in self._active:
-                        # Redelivered after the visibility timeout while still being handled: only
-                        # this delivery's receipt can delete it now.
-                        self._active[message.message_id] = message
-                        continue
-                    self._active[message.message_id] = message
-                    tg.start_soon(self._handle_and_ack, message)
+            for index, source in enumerate(sources):
+                name = getattr(source, "name", type(source).__name__)
+                tg.start_soon(self._pump, index, source, tg, name=f"interruptions:{name}")
 
-    async def _handle_and_ack(self, message: InterruptionMessage | JunkMessage) -> None:
-        source = self.ctx.backends.interruptions
-        assert source is not None
+    async def _pump(self, index: int, source: InterruptionSource, tg: anyio.abc.TaskGroup) -> None:
+        while True:
+            try:
+                batch = await source.receive()
+            except BackendError as exc:
+                self.ctx.stats.counters["interruption_receive_errors"] += 1
+                self.ctx.log.warning(
+                    "interruption_receive_failed", source=type(source).__name__, error=str(exc)
+                )
+                await anyio.sleep(5)
+                continue
+            for message in batch:
+                key = (index, message.message_id)
+                if key in self._active:
+                    # Redelivered after the visibility timeout while still being handled: only
+                    # this delivery's receipt can delete it now.
+                    self._active[key] = message
+                    continue
+                self._active[key] = message
+                tg.start_soon(self._handle_and_ack, key, source, message)
+
+    async def _handle_and_ack(
+        self, key: tuple[int, str], source: InterruptionSource, message: QueueMessage
+    ) -> None:
         try:
             await self.handle(message)
-            await source.acknowledge(self._active.get(message.message_id, message))
+            await source.acknowledge(self._active.get(key, message))
         except BackendError as exc:
             # Left unacknowledged, the queue redelivers it after its visibility timeout.
             self.ctx.log.warning("interruption_handling_failed", message=message.message_id, error=str(exc))
         finally:
-            self._active.pop(message.message_id, None)
+            self._active.pop(key, None)
 
-    async def handle(self, message: InterruptionMessage | JunkMessage) -> None:
+    async def handle(self, message: QueueMessage) -> None:
         """Act on one message (acknowledging is the caller's job)."""
         ctx = self.ctx
         counters = ctx.stats.counters
@@ -80,8 +134,32 @@ class InterruptionHandler:
             )
             return
         counters[f"interruption_received:{message.kind.value}"] += 1
-        node = ctx.cache.node_for_instance(message.instance_id)
-        if node is None:
+        counters[f"interruption_source:{message.source or 'other'}"] += 1
+        if message.kind is InterruptionKind.HYPERPOD_EVENT and message.state in (
+            HyperPodEventKind.CLUSTER_CHANGED,
+            HyperPodEventKind.CAPACITY_FAILURE,
+        ):
+            await self._cluster_signal(message)
+            return
+        decision = decide(message, rebalance_as_warning=ctx.config.settings.interruption.rebalance_as_warning)
+        if decision.action == "none" and message.kind is not InterruptionKind.REBALANCE:
+            # A state-change to pending or running is no interruption: nothing is marked handled.
+            counters["interruption_no_action"] += 1
+            ctx.log.debug("interruption_no_action", instance=message.instance_id, reason=decision.reason)
+            return
+        node = ctx.cache.node_for_instance(message.instance_id) if message.instance_id else None
+        group = node.instance_group if node is not None else message.group
+        if group and group not in ctx.managed_groups():
+            counters["interruption_unmanaged_group"] += 1
+            ctx.log.info(
+                "interruption_left_to_hyperpod",
+                instance=message.instance_id,
+                group=group,
+                kind=message.kind.value,
+                why="hpscaler does not manage the group; HyperPod replaces its capacity itself",
+            )
+            return
+        if node is None and not (decision.action == "replace" and group):
             counters["interruption_not_ours"] += 1
             ctx.log.info(
                 "interruption_ignored",
@@ -90,36 +168,81 @@ class InterruptionHandler:
                 why="no node of this cluster runs on the instance",
             )
             return
+        await self._merge(message, node, decision.action)
+
+    async def _merge(self, message: InterruptionMessage, node: Node | None, action: str) -> None:
+        ctx = self.ctx
         now = ctx.clock.now()
         # Instances handled more than a day ago are long gone: forget them so the map stays small.
-        for instance, (_, seen) in list(self._handled_instances.items()):
-            if now - seen > FORGET_SECONDS:
-                del self._handled_instances[instance]
-        previous, previous_at = self._handled_instances.get(message.instance_id, (None, 0.0))
-        if previous is not None and previous is not InterruptionKind.REBALANCE:
-            counters["interruption_duplicates"] += 1
-            return  # already draining or replaced; a second notice changes nothing
-        self._handled_instances[message.instance_id] = (message.kind, now)
+        for instance, old in list(self._handled.items()):
+            if now - old.at > FORGET_SECONDS:
+                del self._handled[instance]
+        previous = self._handled.get(message.instance_id)
+        if previous is not None and (
+            previous.kind is not InterruptionKind.REBALANCE or message.kind is InterruptionKind.REBALANCE
+        ):
+            self._advance_deadline(previous, message)
+            ctx.stats.counters["interruption_duplicates"] += 1
+            return  # already draining or replaced; a second signal changes nothing else
+        record = _Handled(message.kind, now, message.deadline, node.name if node else "")
+        self._handled[message.instance_id] = record
         try:
             if message.kind is InterruptionKind.REBALANCE:
+                assert node is not None
                 await self._rebalance(node)
-            elif message.kind is InterruptionKind.STATE_CHANGE and message.state in GONE_STATES:
+            elif action == "drain":
+                assert node is not None
+                await self._drain_interrupted(node, message, record)
+            elif node is None:
+                await self._replace_gone(message)
+            else:
                 await self._replace_lost(node, message)
-            elif message.kind in (InterruptionKind.SPOT_INTERRUPTION, InterruptionKind.SCHEDULED_CHANGE):
-                await self._drain_interrupted(node, message)
         except BackendError:
             # Not handled after all: the redelivered message must get the full treatment, not be
             # taken for a duplicate. Each step is idempotent, so repeating the done ones is harmless.
             if previous is None:
-                self._handled_instances.pop(message.instance_id, None)
+                self._handled.pop(message.instance_id, None)
             else:
-                self._handled_instances[message.instance_id] = (previous, previous_at)
+                self._handled[message.instance_id] = previous
             raise
 
-    async def _drain_interrupted(self, node: Node, message: InterruptionMessage) -> None:
+    def _advance_deadline(self, record: _Handled, message: InterruptionMessage) -> None:
+        """Earliest deadline wins: a later source that knows an earlier end restarts the drain."""
+        if message.deadline is None or record.deadline is None or message.deadline >= record.deadline:
+            return  # no deadline to compare (a lost instance), or not earlier
+        record.deadline = message.deadline
+        self.ctx.stats.counters["interruption_deadline_advanced"] += 1
+        self.ctx.log.info(
+            "interruption_deadline_advanced", node=record.node, source=message.source, kind=message.kind.value
+        )
+        if record.drain is not None:
+            record.drain.cancel()  # the drain loop starts again with the new deadline
+
+    async def _cluster_signal(self, message: InterruptionMessage) -> None:
+        ctx = self.ctx
+        if message.state == HyperPodEventKind.CLUSTER_CHANGED:
+            ctx.log.info("hyperpod_cluster_changed", detail=message.detail)
+            if self.on_cluster_changed is not None:
+                result = self.on_cluster_changed()
+                if inspect.isawaitable(result):
+                    await result
+            return
+        group = ctx.groups.get(message.group)
+        if group is None or message.group not in ctx.managed_groups():
+            ctx.log.info("hyperpod_capacity_failure_ignored", group=message.group, why="not a managed group")
+            return
+        now = ctx.clock.now()
+        for zone in group.zones:
+            if ctx.unavailable.mark_once(
+                group.name, zone, now, "HyperPod capacity failure", CAPACITY_SIGNAL_WINDOW
+            ):
+                ctx.stats.counters["hyperpod_capacity_failures"] += 1
+                ctx.log.warning("offering_backed_off", group=group.name, zone=zone, reason=message.detail)
+
+    async def _drain_interrupted(self, node: Node, message: InterruptionMessage, record: _Handled) -> None:
         ctx = self.ctx
         now = ctx.clock.now()
-        deadline = message.deadline if message.deadline is not None else now + 120.0
+        record.deadline = message.deadline if message.deadline is not None else now + SPOT_NOTICE_SECONDS
         await ctx.backends.kubernetes.taint_node(node.name, add=[INTERRUPTED_TAINT])
         ctx.stats.taint_latency.append(ctx.clock.now() - message.time)
         ctx.disrupting[node.name] = message.kind.value
@@ -128,18 +251,29 @@ class InterruptionHandler:
             node=node.name,
             instance=message.instance_id,
             kind=message.kind.value,
-            deadline_in=round(deadline - now, 1),
+            source=message.source,
+            deadline_in=round(record.deadline - now, 1),
         )
         await ctx.backends.kubernetes.annotate_node(node.name, {REASON_ANNOTATION: message.kind.value})
         if node.labels.get("karpenter.sh/capacity-type") == CapacityType.SPOT.value:
             # Karpenter does the same: an interrupted Spot offering is unlikely to have room right now.
-            ctx.unavailable.mark(node.instance_group, node.zone, now, "spot interruption")
+            # Several notices at once are one reclaim: one capacity signal, not one per node.
+            ctx.unavailable.mark_once(
+                node.instance_group, node.zone, now, "spot interruption", CAPACITY_SIGNAL_WINDOW
+            )
         for twin in map(as_pending, self.drainer.pods_to_move(node.name)):
             ctx.displaced[twin.key] = twin
         await self.provisioner.reconcile("interruption")
         ctx.stats.counters["interruption_replacements_requested"] += 1
-        await self.drainer.announce(node, deadline, message.kind.value)
-        await self.drainer.drain(node, deadline=deadline)
+        while True:
+            deadline = record.deadline
+            await self.drainer.announce(node, deadline, message.kind.value)
+            with anyio.CancelScope() as scope:
+                record.drain = scope
+                await self.drainer.drain(node, deadline=deadline)
+            if not scope.cancelled_caught:
+                break
+        record.drain = None
         ctx.stats.counters["interruptions_handled"] += 1
 
     async def _rebalance(self, node: Node) -> None:
@@ -158,10 +292,14 @@ class InterruptionHandler:
 
     async def _replace_lost(self, node: Node, message: InterruptionMessage) -> None:
         ctx = self.ctx
-        ctx.disrupting[node.name] = "instance-" + message.state
+        ctx.disrupting[node.name] = "instance-" + (message.state or "lost")
         pods = self.drainer.pods_on(node.name)
         ctx.log.warning(
-            "node_lost_without_notice", node=node.name, instance=message.instance_id, pods=len(pods)
+            "node_lost_without_notice",
+            node=node.name,
+            instance=message.instance_id,
+            source=message.source,
+            pods=len(pods),
         )
         try:
             await ctx.backends.kubernetes.delete_node(node.name)
@@ -171,4 +309,19 @@ class InterruptionHandler:
         # from their controllers, which the plan sees anyway; a twin as well would double their nodes.
         orphans = [as_pending(p) for p in self.drainer.pods_to_move(node.name)]
         await self.provisioner.reconcile("instance-lost", extra_pending=orphans)
+        ctx.stats.counters["interruptions_handled"] += 1
+
+    async def _replace_gone(self, message: InterruptionMessage) -> None:
+        """A managed instance lost whose Node is already gone: its pods' controllers recreated them,
+        and the plan provisions for those; the loss still counts as an interruption handled."""
+        ctx = self.ctx
+        ctx.log.warning(
+            "node_lost_without_notice",
+            node=None,
+            instance=message.instance_id,
+            group=message.group,
+            source=message.source,
+            pods=0,
+        )
+        await self.provisioner.reconcile("instance-lost")
         ctx.stats.counters["interruptions_handled"] += 1

@@ -1,11 +1,13 @@
 """Out-of-capacity backoffs survive restarts: a restarted daemon must not retry an offering it gave up on.
 
 The state is a small JSON file (`spec.statePath`; systemd's StateDirectory gives /var/lib/hpscaler).
-It is written atomically whenever it changed, checked every few seconds and once more at shutdown.
+It is written atomically and durably (fsync of the file and its directory) whenever it changed,
+checked every few seconds and once more at shutdown.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -34,13 +36,34 @@ def load_backoffs(ctx: DaemonContext, path: Path) -> None:
 
 
 def write_backoffs(ctx: DaemonContext, path: Path) -> None:
-    """Write the current backoffs atomically (rename over the old file)."""
-    payload = json.dumps({"outOfCapacity": ctx.unavailable.to_json()}, indent=1)
+    """Write the current backoffs atomically and durably (see `write_atomically`)."""
+    write_atomically(path, json.dumps({"outOfCapacity": ctx.unavailable.to_json()}, indent=1))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` so that a crash or power loss leaves the old file or the new one.
+
+    The text goes to a temporary file in the same directory, which is fsynced and renamed over
+    `path`; then the directory is fsynced so the rename itself survives. On any failure (a full
+    disk) the temporary file is removed, so failed writes never pile up.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(payload)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 async def persist_backoffs(ctx: DaemonContext, path: Path) -> None:

@@ -22,6 +22,7 @@ from hpscaler.daemon.state import instance_id_of, joined_instance_ids
 from hpscaler.model import Pod
 from hpscaler.planning import group_additions
 from hpscaler.provisioning.batching import AddRequest, batch_additions, client_token
+from hpscaler.provisioning.gangs import GangLaunches, gang_launches, launch_zones, stranded_launches
 from hpscaler.provisioning.launches import InFlight, review_launches
 from hpscaler.scheduling.scheduler import solve
 from hpscaler.scheduling.types import InFlightNode, Plan, SchedulingInput
@@ -40,6 +41,7 @@ class Provisioner:
         self._requested = 0  # reconcile calls so far
         self._covered = 0  # calls whose changes a finished round has seen
         self._last_result: Plan | None = None
+        self._gang_launches: GangLaunches = {}  # of the last plan's round
 
     async def run_batches(self) -> None:
         """Plan each time a batching window closes."""
@@ -89,8 +91,13 @@ class Provisioner:
                 return None
             await self._settle_launches(nodes)
             plan: Plan | None = None
+            gangs_checked = False
             for _ in range(MAX_FALLBACK_ROUNDS):
                 plan = self._plan(extra_pending)
+                if not gangs_checked:
+                    gangs_checked = True
+                    if await self._cancel_stranded_gang_launches(plan):
+                        continue  # plan again without the launches given up
                 if not plan.new_nodes:
                     break
                 # Shielded: a shutdown must not cut a call between sending it and recording its nodes.
@@ -155,7 +162,11 @@ class Provisioner:
                     retry_in=round(until - now),
                 )
             ctx.stats.counters["launch_failures"] += 1
-        ids = [g.logical_id for g in review.give_up]
+        await self._cancel([g.logical_id for g in review.give_up])
+
+    async def _cancel(self, ids: list[str]) -> None:
+        """Delete nodes in flight, and forget the ones HyperPod no longer has."""
+        ctx = self.ctx
         try:
             result = await ctx.backends.hyperpod.batch_delete_nodes(ids)
         except BackendError as exc:
@@ -176,6 +187,25 @@ class Provisioner:
             ctx.stats.counters["cancel_failures"] += len(refused)
             ctx.log.warning("cancel_launches_refused", nodes=refused, retry="next provisioning round")
 
+    async def _cancel_stranded_gang_launches(self, plan: Plan) -> bool:
+        """Cancel a gang's launches in flight that the plan leaves in another zone (see
+        `provisioning.gangs`); whether any were."""
+        ctx = self.ctx
+        if not self._gang_launches:
+            return False
+        node_zones = {name: node.zone for name, node in ctx.cache.nodes.items()}
+        node_zones.update({lid: self._group_zone(r.group) for lid, r in ctx.inflight.items()})
+        stranded = stranded_launches(plan, self._gang_launches, ctx.cache.pods, node_zones)
+        for gang, ids in stranded.items():
+            ctx.log.warning("gang_launches_cancelled", gang=gang, nodes=ids, reason="gang planned elsewhere")
+        if stranded:
+            await self._cancel([lid for ids in stranded.values() for lid in ids])
+        return bool(stranded)
+
+    def _group_zone(self, name: str) -> str:
+        group = self.ctx.groups.get(name)
+        return group.zones[0] if group and group.zones else ""
+
     # -- planning -----------------------------------------------------------------------------
 
     def _plan(self, extra_pending: Sequence[Pod]) -> Plan:
@@ -194,6 +224,13 @@ class Provisioner:
         now = ctx.clock.now()
         for pod in pending:
             ctx.stats.first_pending.setdefault(pod.key, now)
+        self._gang_launches = (
+            gang_launches(
+                ctx.inflight.values(), ctx.cache.pods, {name: self._group_zone(name) for name in ctx.groups}
+            )
+            if any(p.gang for p in pending)  # only pending gangs are placed, finished or moved
+            else {}
+        )
         inflight = []
         for record in ctx.inflight.values():
             group = ctx.groups.get(record.group)
@@ -221,6 +258,7 @@ class Provisioner:
             placement_scores={**ctx.config.settings.placement_scores, **ctx.scores},
             unavailable=ctx.unavailable.snapshot(now),
             region=ctx.config.settings.region,
+            gang_zones=launch_zones(self._gang_launches),
         )
         plan = solve(inp)
         ctx.stats.decision_seconds.append(time.perf_counter() - started)

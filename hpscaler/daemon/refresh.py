@@ -1,5 +1,6 @@
 """Outside information the decisions use, kept fresh: Spot placement scores, Spot prices, the
-NodePools and HyperpodNodeClasses applied to the cluster, and HyperPod's own cluster events.
+NodePools and HyperpodNodeClasses applied to the cluster. (HyperPod's cluster events are an
+interruption source: `hpscaler.daemon.signal_sources`.)
 
 Each loop keeps the last good answer when a call fails: stale information beats none.
 """
@@ -22,7 +23,6 @@ from hpscaler.model import CapacityType, InstanceGroup
 SCORE_REFRESH_SECONDS = 600.0
 PRICE_REFRESH_SECONDS = 3600.0  # EC2 moves Spot prices at most a few times a day
 NODE_CONFIG_SECONDS = 60.0
-EVENTS_SECONDS = 60.0
 
 
 async def refresh_scores(ctx: DaemonContext) -> None:
@@ -168,27 +168,3 @@ async def _publish(ctx: DaemonContext, source: NodeConfigSource) -> None:
         await source.publish_status(groups)
     except BackendError as exc:
         ctx.log.warning("node_config_status_failed", error=str(exc))
-
-
-async def relay_hyperpod_events(ctx: DaemonContext) -> None:
-    """Log HyperPod's own cluster events (launch failures, replacements, health checks) as they come,
-    so one log stream tells the whole story of a node; counted by level for the metrics."""
-    since = ctx.clock.now()  # history before start-up was relayed by the predecessor
-    while True:
-        await anyio.sleep(EVENTS_SECONDS)
-        try:
-            events = await ctx.backends.hyperpod.list_events(since)
-        except BackendError as exc:
-            ctx.log.warning("cluster_events_failed", error=str(exc))
-            continue
-        for event in events:
-            since = max(since, event.time)
-            ctx.stats.counters[f"hyperpod_events:{event.level}"] += 1
-            emit = ctx.log.warning if event.level.lower() in ("warning", "error") else ctx.log.info
-            emit(
-                "hyperpod_event",
-                group=event.group,
-                instance=event.instance_id,
-                level=event.level,
-                description=event.description,
-            )

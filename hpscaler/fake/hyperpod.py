@@ -12,6 +12,17 @@ or will be successfully removed", SystemUpdating during AMI patching, DeepHealth
 `termination_failures`. BatchDeleteClusterNodes takes NodeLogicalIds and NodeIds "with a combined
 maximum of 50 identifiers" and reports per-node failures (BatchDeleteClusterNodesError codes
 NodeIdNotFound, InvalidNodeStatus, NodeIdInUse); `refuse_delete` injects one.
+
+Cluster events follow the "SageMaker HyperPod cluster events reference": ResourceType Instance,
+EventLevel Info|Warn|Error (never "Warning"), a Description and, for a failed creation, the
+metadata's FailureMessage. A failed launch uses the reference's own example ("Instance creation in
+Cluster C and InstanceGroup G failed", FailureMessage "We currently do not have sufficient
+capacity ..."). The reference shows no record for a Spot termination; the fake reports one at Warn
+in the same style, and a deletion hpscaler asked for reports none that looks like a loss.
+
+A Spot notice reaches hpscaler only through the sources a scenario names (`notice_via`): the SQS
+queue (EC2's EventBridge warning, if it reaches the account at all), the node agent (IMDS) or
+HyperPod's taint, each after `notice_delay` seconds. HyperPod's own events carry no notice.
 """
 
 from __future__ import annotations
@@ -110,6 +121,7 @@ class _Node:
     attempt: int = 0  # stale timers compare it and do nothing
     meter: MeterRecord | None = None
     interrupted: bool = False
+    reserved: tuple[str, str] | None = None  # (type, zone) the capacity check found room in
 
     def view(self) -> HyperPodNode:
         return HyperPodNode(
@@ -153,6 +165,8 @@ class FakeHyperPod:
         shutdown_seconds: float = 30.0,
         notice_seconds: float = 120.0,
         state_change_messages: bool = True,
+        notice_via: Sequence[str] = ("sqs",),
+        notice_delay: float = 0.0,
         seed: int = 0,
         timers: Timers | None = None,
     ) -> None:
@@ -168,6 +182,11 @@ class FakeHyperPod:
         self.shutdown_seconds = shutdown_seconds
         self.notice_seconds = notice_seconds
         self.state_change_messages = state_change_messages
+        self.notice_via = tuple(notice_via)
+        self.silent_instances: set[str] = set()  # their termination sends no EC2 state change
+        self.notice_delay = notice_delay
+        # (via, instance id, deadline) for notices delivered on the node: "agent" and "taint".
+        self.on_notice: list[Callable[[str, str, float], None]] = []
         self.specs = resolve_specs([t for g in groups for t in g.instance_types], specs, catalogue)
         self.calls: Counter[str] = Counter()
         self.add_bodies: list[dict[str, object]] = []
@@ -389,19 +408,32 @@ class FakeHyperPod:
         if not notice:
             self._terminate(node.logical_id, "spot-interruption")
             return
-        now = self.clock.now()
-        self.interruptions.put(
-            InterruptionMessage(
-                self.interruptions.new_id(),
-                InterruptionKind.SPOT_INTERRUPTION,
-                instance_id,
-                now,
-                deadline=now + self.notice_seconds,
-            )
-        )
+        deadline = self.clock.now() + self.notice_seconds
+        for via in self.notice_via:
+            if self.notice_delay > 0:
+                self.timers.call_later(
+                    self.notice_delay, partial(self._deliver_notice, via, instance_id, deadline)
+                )
+            else:
+                self._deliver_notice(via, instance_id, deadline)
         self.timers.call_later(
             self.notice_seconds, partial(self._terminate, node.logical_id, "spot-interruption")
         )
+
+    def _deliver_notice(self, via: str, instance_id: str, deadline: float) -> None:
+        if via == "sqs":
+            self.interruptions.put(
+                InterruptionMessage(
+                    self.interruptions.new_id(),
+                    InterruptionKind.SPOT_INTERRUPTION,
+                    instance_id,
+                    deadline - self.notice_seconds,
+                    deadline=deadline,
+                    source="sqs",
+                )
+            )
+        for callback in self.on_notice:
+            callback(via, instance_id, deadline)
 
     def rebalance(self, instance_id: str) -> None:
         """A rebalance recommendation: a message only, the instance stays."""
@@ -452,7 +484,14 @@ class FakeHyperPod:
         node = self._nodes.get(logical_id)
         if node is None or node.attempt != attempt or node.status != NodeStatus.PENDING:
             return
-        if any(self._has_room(t, z, node) for t in node.instance_types for z in node.zones):
+        room = next(
+            ((t, z) for t in node.instance_types for z in node.zones if self._has_room(t, z, node)), None
+        )
+        if room is not None:
+            # EC2 answers a launch at once (RunInstances fails with InsufficientInstanceCapacity, or
+            # the instance is pending): a launch that got capacity holds it while it boots, so the
+            # launches of one request beyond the room fail early, not when the others come up.
+            node.reserved = room
             self.timers.call_later(rest, partial(self._launch, logical_id, attempt))
         else:
             self._fail_launch(node)
@@ -464,8 +503,9 @@ class FakeHyperPod:
             node.group,
             "",
             "Error",
-            f"Node {node.logical_id} failed to launch {kinds} ({node.capacity_type}) in "
-            f"{'/'.join(node.zones)}: {INSUFFICIENT_CAPACITY}. Retrying.",
+            f"Instance creation in Cluster {self.cluster_name} and InstanceGroup {node.group} failed",
+            failure_message=f"We currently do not have sufficient capacity to launch new {kinds} "
+            f"instances ({INSUFFICIENT_CAPACITY} in {'/'.join(node.zones)}). Please try again.",
         )
         node.attempt += 1
         self.timers.call_later(self.retry_seconds, partial(self._retry, node.logical_id, node.attempt))
@@ -515,8 +555,14 @@ class FakeHyperPod:
         if node.status != NodeStatus.SHUTTING_DOWN:
             self._targets[node.group] -= 1
         self._stop_billing(node, reason)
-        self._event(node.group, node.instance_id, "Warning", f"Node {logical_id} terminated: {reason}")
-        if self.state_change_messages and node.instance_id:
+        self._event(
+            node.group,
+            node.instance_id,
+            "Warn",
+            f"Instance {node.instance_id} in Cluster {self.cluster_name} and InstanceGroup {node.group} "
+            f"was terminated ({reason})",
+        )
+        if self.state_change_messages and node.instance_id and node.instance_id not in self.silent_instances:
             self.interruptions.put(
                 InterruptionMessage(
                     self.interruptions.new_id(),
@@ -554,12 +600,21 @@ class FakeHyperPod:
         limit = next((self._capacity[k] for k in keys if k in self._capacity), None)
         if limit is None:
             return True
-        # An instance holds its capacity until it is gone, including while it shuts down.
+        # An instance holds its capacity until it is gone, including while it shuts down; a launch
+        # holds the capacity its check found while it is pending.
         holding = sum(
             1
             for n in self._nodes.values()
-            if n.instance_id
-            and (n.instance_type, n.zone, n.capacity_type) == (instance_type, zone, node.capacity_type)
+            if n is not node
+            and n.capacity_type == node.capacity_type
+            and (
+                (n.instance_id and (n.instance_type, n.zone) == (instance_type, zone))
+                or (
+                    not n.instance_id
+                    and n.status == NodeStatus.PENDING
+                    and n.reserved == (instance_type, zone)
+                )
+            )
         )
         return holding < limit
 
@@ -573,6 +628,29 @@ class FakeHyperPod:
         node = self._nodes.get(logical_id)
         return node.status if node else NodeStatus.NOT_FOUND
 
-    def _event(self, group: str, instance_id: str, level: str, description: str) -> None:
+    def _event(
+        self, group: str, instance_id: str, level: str, description: str, *, failure_message: str = ""
+    ) -> None:
         event_id = f"evt-{next(self._event_ids):06d}"
-        self._events.append(ClusterEvent(event_id, self.clock.now(), group, instance_id, level, description))
+        self._events.append(
+            ClusterEvent(
+                event_id,
+                self.clock.now(),
+                group,
+                instance_id,
+                level,
+                description,
+                resource_type="Instance",
+                failure_message=failure_message,
+            )
+        )
+
+
+def _string_list(
+    value: object, default: Sequence[str], invalid: Callable[[str], BackendError]
+) -> tuple[str, ...]:
+    if value is None:
+        return tuple(default)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise invalid(f"expected a non-empty list of strings, got {value!r}")
+    return tuple(value)

@@ -462,6 +462,18 @@ class FakeKubernetes:
         self._emit(WatchKind.MODIFIED, node=node)
         self._schedule()
 
+    def mark_node(
+        self, name: str, *, taints: Sequence[Taint] = (), annotations: Mapping[str, str] | None = None
+    ) -> None:
+        """What another controller does to a node (HyperPod's taint, the node agent's annotation)."""
+        node = self._nodes.get(name)
+        if node is None:
+            return
+        node.taints = (*[t for t in node.taints if t not in taints], *taints)
+        node.annotations.update(annotations or {})
+        self._emit(WatchKind.MODIFIED, node=node)
+        self._schedule()
+
     def relist(self) -> None:
         """Simulate a lost watch: every watcher receives ADDED... SYNCED again."""
         for send in list(self._subscribers):

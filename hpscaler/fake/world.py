@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskStatus
 
+from hpscaler.agent.notice import NOTICE_ANNOTATION, Notice
 from hpscaler.backends.protocols import (
     HyperPodCluster,
     InterruptionSource,
     KubernetesCluster,
     PlacementScores,
 )
-from hpscaler.backends.types import HyperPodNode, NodeStatus
+from hpscaler.backends.types import HyperPodNode, InterruptionKind, NodeStatus
 from hpscaler.catalogue import Catalogue
 from hpscaler.clock import Clock, LoopClock
 from hpscaler.fake.hyperpod import FakeHyperPod, Offering
@@ -42,6 +43,10 @@ from hpscaler.model import (
     Node,
     Taint,
 )
+
+# The Spot page says HyperPod taints an interrupted node but names no key; the fake uses the first
+# of `spec.interruption.taintKeys` so the daemon's default setting recognises it.
+DEFAULT_INTERRUPTION_TAINT = Taint("aws-node-termination-handler/spot-itn", "NoSchedule")
 
 
 def instance_group(
@@ -96,6 +101,9 @@ class World:
         queue_wait_seconds: float = 20.0,
         visibility_seconds: float = 30.0,
         seed: int = 0,
+        notice_via: Sequence[str] = ("sqs",),
+        notice_delay: float = 0.0,
+        interruption_taint: Taint = DEFAULT_INTERRUPTION_TAINT,
     ) -> None:
         """`spot_interruptions_per_hour` is per running Spot instance, overall or by group name."""
         self.clock = clock
@@ -118,7 +126,10 @@ class World:
             shutdown_seconds=shutdown_seconds,
             seed=seed,
             timers=self.timers,
+            notice_via=notice_via,
+            notice_delay=notice_delay,
         )
+        self.interruption_taint = interruption_taint
         self._zone_ids = {z: i for g in groups for z, i in zip(g.zones, g.zone_ids, strict=False)}
         self.placement = FakePlacementScores(scores, zone_ids=self._zone_ids)
         self.spot_interruptions_per_hour = spot_interruptions_per_hour
@@ -127,6 +138,7 @@ class World:
         self._rng = random.Random(seed)
         self.hyperpod.on_running.append(self._instance_running)
         self.hyperpod.on_gone.append(self._instance_gone)
+        self.hyperpod.on_notice.append(self._notice_on_node)
 
     @classmethod
     def from_groups(
@@ -203,6 +215,17 @@ class World:
         self.timers.call_later(
             self.hyperpod.join_seconds, partial(self.kubernetes.set_node_ready, name, True)
         )
+
+    def _notice_on_node(self, via: str, instance_id: str, deadline: float) -> None:
+        """A notice the node itself shows: HyperPod's taint, or the agent's annotation from IMDS."""
+        name = node_name(instance_id)
+        if via == "taint":
+            self.kubernetes.mark_node(name, taints=[self.interruption_taint])
+        elif via == "agent":
+            notice = Notice(
+                InterruptionKind.SPOT_INTERRUPTION, deadline - self.hyperpod.notice_seconds, deadline
+            )
+            self.kubernetes.mark_node(name, annotations={NOTICE_ANNOTATION: notice.encode()})
 
     def _instance_gone(self, instance: HyperPodNode, reason: str) -> None:
         if instance.instance_id:

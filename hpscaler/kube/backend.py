@@ -123,6 +123,7 @@ class KubernetesBackend:
             retry_base=retry_base,
         )
         self._events: OrderedDict[tuple[str, ...], tuple[str, int]] = OrderedDict()
+        self._unusable: dict[str, str] = {}  # pod key -> why it was skipped (reported once)
         self._tg: TaskGroup | None = None
         self._resources: ClusterResources | None = None
 
@@ -207,6 +208,36 @@ class KubernetesBackend:
                 with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                     await send.send(error)
 
+    def _parse(self, kind: str, obj: Any, *, deleted: bool = False) -> tuple[str, _Model] | None:
+        """`_parse`, and a FailedScaling Event (once per pod and reason) on a pod that cannot be used."""
+        try:
+            return _parse_model(kind, obj)
+        except Exception as exc:  # one bad object must never end the stream
+            name = _key(kind, obj) if isinstance(obj, Mapping) else "?"
+            log.warning("kube_object_skipped", kind=kind, name=name, error=str(exc))
+            if kind == "pods" and not deleted and isinstance(obj, Mapping):
+                self._report_unusable_pod(obj, str(exc))
+            return None
+
+    def _report_unusable_pod(self, obj: Mapping[str, Any], error: str) -> None:
+        meta = metadata(obj)
+        key = _key("pods", obj)
+        if self._tg is None or not meta.get("name") or self._unusable.get(key) == error:
+            return
+        if len(self._unusable) > 10_000:  # bounded: forget the oldest reports
+            self._unusable.pop(next(iter(self._unusable)))
+        self._unusable[key] = error
+        pod = Pod(
+            str(meta.get("namespace") or "default"), str(meta["name"]), {}, uid=str(meta.get("uid") or "")
+        )
+        message = f"hpscaler skips this pod and provisions nothing for it: {error}"
+
+        async def report() -> None:
+            with contextlib.suppress(BackendError):
+                await self.record_event(pod, "FailedScaling", message, warning=True)
+
+        self._tg.start_soon(report, name=f"event {key}")
+
     async def _list_and_watch(self, send: MemoryObjectSendStream[_Item]) -> None:
         known: dict[str, dict[str, _Model]] = {"pods": {}, "nodes": {}}
         drops = 0
@@ -215,7 +246,7 @@ class KubernetesBackend:
             fresh: dict[str, dict[str, _Model]] = {}
             for kind in ("pods", "nodes"):
                 items, versions[kind] = await self._list_all(kind)
-                fresh[kind] = dict(parsed for obj in items if (parsed := _parse(kind, obj)) is not None)
+                fresh[kind] = dict(parsed for obj in items if (parsed := self._parse(kind, obj)) is not None)
             for kind in ("pods", "nodes"):
                 for key in known[kind].keys() - fresh[kind].keys():
                     await send.send(_event(WatchKind.DELETED, known[kind][key]))
@@ -331,7 +362,7 @@ class KubernetesBackend:
         version = str(metadata(obj).get("resourceVersion") or version)
         if kind_of_event == "BOOKMARK":
             return version
-        parsed = _parse(kind, obj)
+        parsed = self._parse(kind, obj, deleted=kind_of_event == "DELETED")
         if kind_of_event == "DELETED":
             key = parsed[0] if parsed else _key(kind, obj)
             model = known.pop(key, None)
@@ -599,22 +630,13 @@ def _key(kind: str, obj: Mapping[str, Any]) -> str:
     return f"{meta.get('namespace') or 'default'}/{name}" if kind == "pods" else name
 
 
-def _parse(kind: str, obj: Any) -> tuple[str, _Model] | None:
-    """(key, model) of a pod or node object; None (logged) when it cannot be used."""
-    try:
-        if kind == "pods":
-            pod = pod_from_manifest(obj)
-            return pod.key, pod
-        node = node_from_manifest(obj)
-        return node.name, node
-    except Exception as exc:  # one bad object must never end the stream
-        log.warning(
-            "kube_object_skipped",
-            kind=kind,
-            name=_key(kind, obj) if isinstance(obj, Mapping) else "?",
-            error=str(exc),
-        )
-        return None
+def _parse_model(kind: str, obj: Any) -> tuple[str, _Model]:
+    """(key, model) of a pod or node object; raises when it cannot be used."""
+    if kind == "pods":
+        pod = pod_from_manifest(obj)
+        return pod.key, pod
+    node = node_from_manifest(obj)
+    return node.name, node
 
 
 def _event(kind: WatchKind, model: _Model) -> WatchEvent:
@@ -634,6 +656,17 @@ def _unwrap(group: BaseExceptionGroup[Any]) -> BaseException:
     return relist
 
 
+def _require_kubeconfig(configured: str) -> None:
+    """Say plainly that no kubeconfig exists (kubernetes-asyncio only warns, then fails on a key)."""
+    listed = configured or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    paths = [os.path.expanduser(p) for p in listed.split(os.pathsep) if p]
+    if not any(os.path.exists(p) for p in paths):
+        raise config.ConfigException(
+            f"{', '.join(paths)} does not exist, and this is not a pod (KUBERNETES_SERVICE_HOST is unset); "
+            "set spec.kubernetes.kubeconfig or KUBECONFIG to a kubeconfig file"
+        )
+
+
 @contextlib.asynccontextmanager
 async def kubernetes_backend(
     settings: Settings, *, clock: Clock | None = None
@@ -648,6 +681,7 @@ async def kubernetes_backend(
             load_incluster(client_configuration=configuration)
             source = "in-cluster"
         else:
+            _require_kubeconfig(kube.kubeconfig)
             loader = await config.load_kube_config(
                 config_file=kube.kubeconfig or None,
                 context=kube.context or None,

@@ -16,8 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-import yaml
-
 from hpscaler.model import (
     LABEL_HOSTNAME,
     PODS_RESOURCE,
@@ -35,6 +33,7 @@ from hpscaler.model import (
     add_resources,
 )
 from hpscaler.quantity import QuantityError, parse_resource
+from hpscaler.yamlio import YamlInputError, read_documents
 
 GANG_LABEL = "hpscaler.io/gang"
 GANG_MIN_MEMBER_ANNOTATION = "hpscaler.io/gang-min-member"
@@ -59,6 +58,15 @@ _WORKLOAD_OWNERS = {
     "Job": "Job",
 }
 _KINDS = "Pod, Node, List, PodList, NodeList, DaemonSet, " + ", ".join(_WORKLOAD_OWNERS)
+# The apiVersion each built-in kind is served under; a typo (`bacth/v1`, `v2`) is an error, not a guess.
+_API_VERSIONS = {
+    **dict.fromkeys(("Pod", "Node", "List", "PodList", "NodeList"), "v1"),
+    **dict.fromkeys(("DaemonSet", "Deployment", "ReplicaSet", "StatefulSet"), "apps/v1"),
+    "Job": "batch/v1",
+}
+# `plan` and `simulate` build every pod in memory: above this many, the input is a mistake
+# (`replicas: 1000000000`), not a cluster. `hpscaler plan --max-pods` raises it.
+MAX_PODS = 100_000
 
 
 class ManifestError(ValueError):
@@ -291,9 +299,49 @@ def _selector(at: _At, owner: Mapping[str, Any], path: str, labels: Mapping[str,
     return LabelSelector(tuple(sorted(match_labels.items())), tuple(expressions))
 
 
+def _node_term(at: _At, term: Mapping[str, Any], tpath: str) -> tuple[Requirement, ...]:
+    """One nodeSelectorTerm: its matchExpressions and matchFields, ANDed."""
+    reqs = [
+        _requirement(at, e, f"{tpath}.matchExpressions[{j}]", _NODE_OPERATORS)
+        for j, e in enumerate(_seq(at, term.get("matchExpressions"), f"{tpath}.matchExpressions"))
+    ]
+    for j, raw_field in enumerate(_seq(at, term.get("matchFields"), f"{tpath}.matchFields")):
+        fpath = f"{tpath}.matchFields[{j}]"
+        req = _requirement(at, raw_field, fpath, ("In", "NotIn"))
+        if req.key != "metadata.name":
+            raise at.error(f"{fpath}.key", f"{req.key!r} is not a supported field", "use metadata.name")
+        # Node names equal their hostname label on EKS / HyperPod nodes.
+        reqs.append(Requirement(LABEL_HOSTNAME, req.operator, req.values))
+    return tuple(reqs)
+
+
+def _weight(at: _At, item: Mapping[str, Any], path: str) -> int:
+    weight = _integer(at, item.get("weight"), f"{path}.weight", 0)
+    if not 1 <= weight <= 100:
+        raise at.error(f"{path}.weight", f"must be from 1 to 100, got {weight}", "set weight: 1 to 100")
+    return weight
+
+
+def _preferred_node_affinity(
+    at: _At, affinity: Mapping[str, Any]
+) -> tuple[tuple[int, tuple[Requirement, ...]], ...]:
+    """Weighted preferred node terms (Karpenter tries them as requirements, heaviest first)."""
+    path = "spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution"
+    node_affinity = _map(at, affinity.get("nodeAffinity"), "spec.affinity.nodeAffinity")
+    terms = []
+    for i, raw in enumerate(
+        _seq(at, node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution"), path)
+    ):
+        item = _map(at, raw, f"{path}[{i}]")
+        term = _node_term(
+            at, _map(at, item.get("preference"), f"{path}[{i}].preference"), f"{path}[{i}].preference"
+        )
+        if term:  # an empty preference matches every node: nothing to prefer
+            terms.append((_weight(at, item, f"{path}[{i}]"), term))
+    return tuple(terms)
+
+
 def _node_affinity(at: _At, affinity: Mapping[str, Any]) -> tuple[tuple[Requirement, ...], ...]:
-    # Preferred terms are only scoring hints to kube-scheduler; a plan that ignores them still
-    # places every pod, so only the required terms constrain where capacity is created.
     path = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
     node_affinity = _map(at, affinity.get("nodeAffinity"), "spec.affinity.nodeAffinity")
     required = _map(at, node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution"), path)
@@ -303,21 +351,10 @@ def _node_affinity(at: _At, affinity: Mapping[str, Any]) -> tuple[tuple[Requirem
     terms = []
     for i, raw in enumerate(raw_terms):
         tpath = f"{path}.nodeSelectorTerms[{i}]"
-        term = _map(at, raw, tpath)
-        reqs = [
-            _requirement(at, e, f"{tpath}.matchExpressions[{j}]", _NODE_OPERATORS)
-            for j, e in enumerate(_seq(at, term.get("matchExpressions"), f"{tpath}.matchExpressions"))
-        ]
-        for j, raw_field in enumerate(_seq(at, term.get("matchFields"), f"{tpath}.matchFields")):
-            fpath = f"{tpath}.matchFields[{j}]"
-            req = _requirement(at, raw_field, fpath, ("In", "NotIn"))
-            if req.key != "metadata.name":
-                raise at.error(f"{fpath}.key", f"{req.key!r} is not a supported field", "use metadata.name")
-            # Node names equal their hostname label on EKS / HyperPod nodes.
-            reqs.append(Requirement(LABEL_HOSTNAME, req.operator, req.values))
+        reqs = _node_term(at, _map(at, raw, tpath), tpath)
         # An empty term matches no node, so it adds nothing to the ORed terms.
         if reqs:
-            terms.append(tuple(reqs))
+            terms.append(reqs)
     if not terms:
         raise at.error(
             f"{path}.nodeSelectorTerms",
@@ -328,7 +365,6 @@ def _node_affinity(at: _At, affinity: Mapping[str, Any]) -> tuple[tuple[Requirem
 
 
 def _spreads(at: _At, spec: Mapping[str, Any], labels: Mapping[str, str]) -> tuple[TopologySpread, ...]:
-    # nodeAffinityPolicy / nodeTaintsPolicy are not modelled: their defaults (Honor / Ignore) apply.
     spreads = []
     for i, raw in enumerate(
         _seq(at, spec.get("topologySpreadConstraints"), "spec.topologySpreadConstraints")
@@ -352,34 +388,59 @@ def _spreads(at: _At, spec: Mapping[str, Any], labels: Mapping[str, str]) -> tup
                 f"{path}.minDomains", f"must be at least 1, got {min_domains}", "remove it or set 1 or more"
             )
         selector = _selector(at, item, path, labels)
-        spreads.append(TopologySpread(key, max_skew, when, selector, min_domains))
+        policies = []
+        for name, default in (("nodeAffinityPolicy", "Honor"), ("nodeTaintsPolicy", "Ignore")):
+            policy = item.get(name, default)
+            if policy not in ("Honor", "Ignore"):
+                raise at.error(f"{path}.{name}", f"{policy!r} is not valid", "use Honor or Ignore")
+            policies.append(policy)
+        spreads.append(TopologySpread(key, max_skew, when, selector, min_domains, policies[0], policies[1]))
     return tuple(spreads)
+
+
+def _affinity_term(
+    at: _At, term: Mapping[str, Any], tpath: str, namespace: str, labels: Mapping[str, str]
+) -> PodAffinityTerm:
+    # namespaceSelector cannot be resolved without the cluster's Namespace objects, so only the
+    # listed namespaces count.
+    key = _text(at, term.get("topologyKey"), f"{tpath}.topologyKey")
+    if not key:
+        raise at.error(
+            f"{tpath}.topologyKey",
+            "is required",
+            "e.g. kubernetes.io/hostname or topology.kubernetes.io/zone",
+        )
+    selector = _selector(at, term, tpath, labels)
+    namespaces = tuple(
+        _text(at, n, f"{tpath}.namespaces[{j}]")
+        for j, n in enumerate(_seq(at, term.get("namespaces"), f"{tpath}.namespaces"))
+    )
+    return PodAffinityTerm(key, selector, namespaces or (namespace,))
 
 
 def _affinity_terms(
     at: _At, affinity: Mapping[str, Any], kind: str, namespace: str, labels: Mapping[str, str]
 ) -> tuple[PodAffinityTerm, ...]:
-    # Preferred terms are scoring hints only (see _node_affinity). namespaceSelector cannot be
-    # resolved without the cluster's Namespace objects, so only the listed namespaces count.
     path = f"spec.affinity.{kind}.requiredDuringSchedulingIgnoredDuringExecution"
     section = _map(at, affinity.get(kind), f"spec.affinity.{kind}")
+    return tuple(
+        _affinity_term(at, _map(at, raw, f"{path}[{i}]"), f"{path}[{i}]", namespace, labels)
+        for i, raw in enumerate(_seq(at, section.get("requiredDuringSchedulingIgnoredDuringExecution"), path))
+    )
+
+
+def _preferred_affinity_terms(
+    at: _At, affinity: Mapping[str, Any], kind: str, namespace: str, labels: Mapping[str, str]
+) -> tuple[tuple[int, PodAffinityTerm], ...]:
+    """Weighted preferred pod (anti-)affinity terms (tried as requirements first, then relaxed)."""
+    path = f"spec.affinity.{kind}.preferredDuringSchedulingIgnoredDuringExecution"
+    section = _map(at, affinity.get(kind), f"spec.affinity.{kind}")
     terms = []
-    for i, raw in enumerate(_seq(at, section.get("requiredDuringSchedulingIgnoredDuringExecution"), path)):
-        tpath = f"{path}[{i}]"
-        term = _map(at, raw, tpath)
-        key = _text(at, term.get("topologyKey"), f"{tpath}.topologyKey")
-        if not key:
-            raise at.error(
-                f"{tpath}.topologyKey",
-                "is required",
-                "e.g. kubernetes.io/hostname or topology.kubernetes.io/zone",
-            )
-        selector = _selector(at, term, tpath, labels)
-        namespaces = tuple(
-            _text(at, n, f"{tpath}.namespaces[{j}]")
-            for j, n in enumerate(_seq(at, term.get("namespaces"), f"{tpath}.namespaces"))
-        )
-        terms.append(PodAffinityTerm(key, selector, namespaces or (namespace,)))
+    for i, raw in enumerate(_seq(at, section.get("preferredDuringSchedulingIgnoredDuringExecution"), path)):
+        item = _map(at, raw, f"{path}[{i}]")
+        tpath = f"{path}[{i}].podAffinityTerm"
+        term = _affinity_term(at, _map(at, item.get("podAffinityTerm"), tpath), tpath, namespace, labels)
+        terms.append((_weight(at, item, f"{path}[{i}]"), term))
     return tuple(terms)
 
 
@@ -462,6 +523,11 @@ def _pod(at: _At, obj: Mapping[str, Any], name: str, namespace: str) -> Pod:
         topology_spread=_spreads(at, spec, labels),
         pod_affinity=_affinity_terms(at, affinity, "podAffinity", namespace, labels),
         pod_anti_affinity=_affinity_terms(at, affinity, "podAntiAffinity", namespace, labels),
+        preferred_node_affinity=_preferred_node_affinity(at, affinity),
+        preferred_pod_affinity=_preferred_affinity_terms(at, affinity, "podAffinity", namespace, labels),
+        preferred_pod_anti_affinity=_preferred_affinity_terms(
+            at, affinity, "podAntiAffinity", namespace, labels
+        ),
         owner_kind=_text(at, owner.get("kind"), "metadata.ownerReferences.kind"),
         owner_name=_text(at, owner.get("name"), "metadata.ownerReferences.name"),
         priority=_integer(at, spec.get("priority"), "spec.priority", 0),
@@ -585,13 +651,21 @@ def _replica_count(at: _At, kind: str, spec: Mapping[str, Any]) -> int:
     return count
 
 
-def _template_pods(obj: Mapping[str, Any], kind: str, where: str, source: str) -> list[Pod]:
-    """The pods a workload controller would create from `spec.template`, all pending."""
+def _template_pods(
+    obj: Mapping[str, Any], kind: str, where: str, source: str, room: int = MAX_PODS
+) -> list[Pod]:
+    """The pods a workload controller would create from `spec.template`, all pending (at most `room`)."""
     raw_meta = obj.get("metadata")
     at = _At(_label(kind, raw_meta if isinstance(raw_meta, Mapping) else {}, where), source)
     name, namespace = _identity(at, _map(at, raw_meta, "metadata"))
     spec = _map(at, obj.get("spec"), "spec")
     count = _replica_count(at, kind, spec)
+    if count > room:
+        raise at.error(
+            "spec.parallelism" if kind == "Job" else "spec.replicas",
+            f"{count} pods would exceed the limit of pods in one plan ({room} left)",
+            "lower it, or raise the limit (`hpscaler plan --max-pods`)",
+        )
     template = _map(at, spec.get("template"), "spec.template")
     if not template:
         raise at.error("spec.template", "is required", "add the pod template")
@@ -625,6 +699,7 @@ class _Loader:
     pods: list[Pod]
     nodes: list[tuple[Mapping[str, Any], str]]
     daemonsets: list[Pod]
+    max_pods: int = MAX_PODS
 
     def add(self, doc: Any, where: str, default_kind: str = "") -> None:
         if doc is None:  # an empty YAML document, e.g. after a trailing `---`
@@ -639,6 +714,15 @@ class _Loader:
         kind = doc.get("kind") or default_kind
         if not isinstance(kind, str):
             kind = repr(kind)  # never a supported kind, and hashable for the lookups below
+        self._check_api_version(doc, kind, where)
+        if len(self.pods) >= self.max_pods and kind in ("Pod", *_WORKLOAD_OWNERS):
+            raise ManifestError(
+                where,
+                "",
+                f"more than {self.max_pods} pods in one plan",
+                "split the input, or raise the limit (`hpscaler plan --max-pods`)",
+                source=self.source,
+            )
         if kind == "Pod":
             self.pods.append(_pod_from(doc, self.source, where))
         elif kind == "Node":
@@ -651,7 +735,8 @@ class _Loader:
         elif kind == "DaemonSet":
             self.daemonsets.extend(_template_pods(doc, kind, where, self.source))
         elif kind in _WORKLOAD_OWNERS:
-            self.pods.extend(_template_pods(doc, kind, where, self.source))
+            room = self.max_pods - len(self.pods)
+            self.pods.extend(_template_pods(doc, kind, where, self.source, room))
         else:
             meta = doc.get("metadata")
             label = _label(str(kind or "object"), meta if isinstance(meta, Mapping) else {}, where)
@@ -661,6 +746,21 @@ class _Loader:
                 "kind",
                 problem,
                 f"remove it from the input; supported kinds: {_KINDS}",
+                source=self.source,
+            )
+
+    def _check_api_version(self, doc: Mapping[str, Any], kind: str, where: str) -> None:
+        expected, found = _API_VERSIONS.get(kind), doc.get("apiVersion")
+        if expected is None or found is None:
+            return  # an API list's items carry no apiVersion of their own, and hand-written input may not
+
+        if found != expected:
+            meta = doc.get("metadata")
+            raise ManifestError(
+                _label(kind, meta if isinstance(meta, Mapping) else {}, where),
+                "apiVersion",
+                f"{found!r} is not the apiVersion of a {kind}",
+                f"use apiVersion: {expected}",
                 source=self.source,
             )
 
@@ -680,21 +780,21 @@ class _Loader:
 
 
 def load_manifests(
-    docs: Iterable[Mapping[str, Any]], *, source: str
+    docs: Iterable[Mapping[str, Any]], *, source: str, max_pods: int = MAX_PODS
 ) -> tuple[list[Pod], list[Node], list[Pod]]:
     """Turn parsed manifests into (pods, nodes, daemonset_pods); nodes get the pods bound to them.
 
     Accepts Pod, Node, List / PodList / NodeList, DaemonSet (one template pod for DaemonSet
     overhead on new nodes) and Deployment / ReplicaSet / StatefulSet / Job (`replicas` or
-    `parallelism` pending pods named `<name>-<i>`). Raises `ManifestError`.
+    `parallelism` pending pods named `<name>-<i>`), at most `max_pods` pods. Raises `ManifestError`.
     """
-    loader = _Loader(source, [], [], [])
+    loader = _Loader(source, [], [], [], max_pods)
     for index, doc in enumerate(docs, 1):
         loader.add(doc, f"document {index}")
     return loader.finish()
 
 
-def load_manifest_file(path: Path) -> tuple[list[Pod], list[Node], list[Pod]]:
+def load_manifest_file(path: Path, *, max_pods: int = MAX_PODS) -> tuple[list[Pod], list[Node], list[Pod]]:
     """Load a multi-document YAML or a JSON file with `load_manifests`; errors name the file."""
     source = str(path)
     try:
@@ -703,9 +803,9 @@ def load_manifest_file(path: Path) -> tuple[list[Pod], list[Node], list[Pod]]:
         raise ManifestError("", "", f"cannot read the file: {exc}", "check the path", source=source) from None
     try:
         if path.suffix.lower() == ".json":
-            docs: list[Any] = [json.loads(text)]
+            docs: list[tuple[Any, int]] = [(json.loads(text), 1)]
         else:
-            docs = list(yaml.safe_load_all(text))
+            docs = [(doc.data, doc.line) for doc in read_documents(text, keep_nodes=False)]
     except json.JSONDecodeError as exc:
         raise ManifestError(
             "",
@@ -714,15 +814,18 @@ def load_manifest_file(path: Path) -> tuple[list[Pod], list[Node], list[Pod]]:
             "fix the JSON syntax",
             source=source,
         ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+    except RecursionError:
+        raise ManifestError("", "", "invalid JSON: nested too deeply", "flatten it", source=source) from None
+    except YamlInputError as exc:
+        where = f"line {exc.line}" + (f", column {exc.column}" if exc.column else "") if exc.line else ""
         raise ManifestError(
             "",
             where,
-            f"invalid YAML: {problem}",
+            f"invalid YAML: {exc.problem}",
             "fix the YAML syntax (indentation, quoting, `key: value`)",
             source=source,
         ) from None
-    return load_manifests(docs, source=source)
+    loader = _Loader(source, [], [], [], max_pods)
+    for index, (doc, line) in enumerate(docs, 1):
+        loader.add(doc, f"document {index}, line {line}")  # the line helps find it in a long file
+    return loader.finish()

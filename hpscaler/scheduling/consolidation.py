@@ -422,7 +422,7 @@ class _Room:
             groups=(),
             catalogue=self.base.catalogue,
         )
-        plan = solve(inp)
+        plan = solve(inp, preferences=False)  # a fit check, run per candidate: preferences are not tried
         if plan.unschedulable or plan.new_nodes:
             return None
         by_key = {p.key: p for p in pods}

@@ -12,7 +12,7 @@ from hpscaler.scheduling.types import SchedulingInput
 
 
 def _incompatibility(pod: Pod, option: Option) -> str | None:
-    taint = tolerates_all(pod.tolerations, option.taints)
+    taint = tolerates_all(pod.tolerations, option.taints, prefer=pod.avoids_prefer_no_schedule)
     if taint is not None:
         return f"does not tolerate taint {taint.key}={taint.value}:{taint.effect}"
     conflicts = []

@@ -1,6 +1,7 @@
 """Gangs: placed first, all-or-nothing and in a single zone.
 
-A gang goes to the zone of its members already running, if any, else to the best-ranked zone every
+A gang goes to the zone of its members already running, if any, else to the zone its nodes in flight
+were launched in (`SchedulingInput.gang_zones`) if it fits there, else to the best-ranked zone every
 member could use; every tentative placement is journaled and undone when a gang does not fit a zone.
 """
 
@@ -8,10 +9,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from hpscaler.model import Pod
+from hpscaler.quantity import format_resource
 from hpscaler.scheduling.explain import static_reason
-from hpscaler.scheduling.packing import EPS, Shape
+from hpscaler.scheduling.packing import EPS, Bin, Shape
 from hpscaler.scheduling.placement import Placer
 from hpscaler.scheduling.types import Unschedulable
+
+
+def gang_key(pod: Pod) -> str:
+    """`namespace/name` of the pod's gang ("" if none). Parsers qualify the name already (a Kubernetes
+    name holds no "/"); a bare name is qualified with the pod's namespace."""
+    if pod.gang is None:
+        return ""
+    name = pod.gang.name
+    return name if "/" in name else f"{pod.namespace}/{name}"
 
 
 class GangPlacer(Placer):
@@ -29,7 +41,7 @@ class GangPlacer(Placer):
         for node in self.inp.nodes:
             for pod in node.pods:
                 if pod.gang:
-                    key = f"{pod.namespace}/{pod.gang.name}"
+                    key = gang_key(pod)
                     running[key] = running.get(key, 0) + 1
                     if node.zone:
                         running_zones.setdefault(key, set()).add(node.zone)
@@ -50,6 +62,9 @@ class GangPlacer(Placer):
             fixed = running_zones.get(name)
             if fixed:
                 zones = [z for z in zones if z in fixed]
+            started = self.inp.gang_zones.get(name)
+            if started in zones:  # capacity is on its way there: finish the gang in that zone first
+                zones = [started, *(z for z in zones if z != started)]
             if not self.place_gang(shapes, zones):
                 self.fail_gang(shapes, self.gang_failure(name, shapes, zones, fixed))
         self.journal = None
@@ -108,6 +123,9 @@ class GangPlacer(Placer):
             if reason is not None and not self.bin_zones(shape.cls):
                 return f"gang {name}: member {pod.key} cannot be placed: {reason}"
         members = sum(s.remaining for s in shapes)
+        blocker = self.limit_blocker(shapes, zones)
+        if blocker:
+            return f"gang {name}: its {members} pods fit in {blocker[0]} only beyond a limit: {blocker[1]}"
         if fixed:
             where = ", ".join(sorted(fixed))
             return f"gang {name}: its {members} pending pods do not fit in {where}, where its members run"
@@ -121,3 +139,41 @@ class GangPlacer(Placer):
                 self.unschedulable.append(Unschedulable(shape.pods[shape.next].key, reason))
                 shape.next += 1
                 shape.cls.left -= 1
+
+    def limit_blocker(self, shapes: list[Shape], zones: list[str]) -> tuple[str, str] | None:
+        """The first zone the gang fits with NodePool limits lifted, and the limit it would exceed there."""
+        assert self.journal is not None
+        self.ignore_limits = True
+        try:
+            for zone in zones:
+                mark = len(self.journal)
+                placed = all(self.place_gang_shape(shape, zone) for shape in shapes)
+                opened = [b for op, _, b, _ in self.journal[mark:] if op == "open"]
+                self.rollback(mark)
+                if placed:
+                    exceeded = self.exceeded_limit(opened)
+                    if exceeded:
+                        return zone, exceeded
+        finally:
+            self.ignore_limits = False
+        return None
+
+    def exceeded_limit(self, opened: list[Bin]) -> str | None:
+        """Which NodePool limit adding the `opened` nodes would exceed, in words."""
+        extra: dict[str, dict[str, int]] = {}
+        for b in opened:
+            assert b.option is not None
+            adds = extra.setdefault(b.option.node_pool.name, {})
+            for resource, amount in (*b.option.capacity.items(), ("nodes", 1)):
+                adds[resource] = adds.get(resource, 0) + amount
+        for pool in self.inp.node_pools:
+            adds = extra.get(pool.name, {})
+            used = self.usage.get(pool.name, {})
+            for resource, limit in pool.limits:
+                if used.get(resource, 0) + adds.get(resource, 0) > limit:
+                    return (
+                        f"NodePool {pool.name} limits {resource} to {format_resource(resource, limit)}, "
+                        f"{format_resource(resource, used.get(resource, 0))} is in use and the gang needs "
+                        f"{format_resource(resource, adds.get(resource, 0))} more"
+                    )
+        return None

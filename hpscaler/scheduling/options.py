@@ -32,7 +32,14 @@ from hpscaler.model import (
     tolerates_all,
 )
 from hpscaler.prerequisites import STARTUP_TAINT
-from hpscaler.scheduling.requirements import KeySets, and_requirements, first_conflict, key_sets, pod_terms
+from hpscaler.scheduling.requirements import (
+    KeySets,
+    and_requirements,
+    exactly,
+    first_conflict,
+    key_sets,
+    pod_terms,
+)
 
 SPOT_TIER = 0
 ON_DEMAND_TIER = 1
@@ -99,6 +106,28 @@ def _constrain(sets: KeySets, labels: dict[str, str], requirements: Sequence[Req
                 labels[req.key] = value
 
 
+def _pinned_variants(sets: KeySets, labels: dict[str, str]) -> list[tuple[KeySets, dict[str, str]]]:
+    """One template per value of each key the NodePool leaves open among listed values.
+
+    A node carries one value per label (Karpenter narrows a NodeClaim's requirements with every pod
+    it adds, and labels the node with the result): pods that need `test-key=a` and `test-key=b` can
+    never share a node. Launching a template per value makes every node agree on one value, and lets
+    a topology spread on such a key see its domains.
+    """
+    variants = [(sets, labels)]
+    for key in sorted(sets):
+        allowed = sets[key]
+        if key in labels or allowed.values is None or not allowed.present_ok:
+            continue
+        values = sorted(v for v in allowed.values if allowed._value_ok(v))
+        if len(values) < 2:
+            continue
+        variants = [
+            ({**vs, key: exactly(value)}, {**vl, key: value}) for vs, vl in variants for value in values
+        ]
+    return variants
+
+
 def daemon_overhead(daemonsets: Sequence[Pod], sets: KeySets, taints: Sequence[Taint]) -> Resources:
     """Requests of the DaemonSet pods that would land on a node of this template."""
     selected = [
@@ -162,38 +191,39 @@ def build_options(
                 for zone, zone_id, base_labels, base_sets in bases:
                     labels = {**spec_labels, **base_labels}
                     sets = {**spec_sets, **base_sets}
+                    variants = [(sets, labels)]
                     if pool.requirements:
                         _constrain(sets, labels, pool.requirements)
                         if any(sets[key].is_empty() for key in constrained):
                             continue  # the NodePool's requirements exclude this offering
-                    overhead = daemon_overhead(daemonsets, sets, taints) if daemonsets else {}
-                    if not overhead:
-                        allocatable = spec_allocatable  # shared: nothing changes an option's allocatable
-                    elif fits(overhead, spec_allocatable):
-                        allocatable = {
-                            name: amount - overhead.get(name, 0) for name, amount in spec_allocatable.items()
-                        }
-                    else:
-                        continue
-                    score = placement_scores.get(zone, placement_scores.get(zone_id, 0.0))
-                    options.append(
-                        Option(
-                            index=0,
-                            node_pool=pool,
-                            group=group,
-                            spec=spec,
-                            zone=zone,
-                            zone_id=zone_id,
-                            node_sets=sets,
-                            labels=labels,
-                            taints=taints,
-                            allocatable=allocatable,
-                            capacity=spec_capacity,
-                            price=spec.price(price_type),
-                            score=score if price_type is CapacityType.SPOT else 0.0,
-                            class_position=position,
+                        variants = _pinned_variants(sets, labels)
+                    for sets, labels in variants:
+                        overhead = daemon_overhead(daemonsets, sets, taints) if daemonsets else {}
+                        if not overhead:
+                            allocatable = spec_allocatable  # shared: nothing changes an option's allocatable
+                        elif fits(overhead, spec_allocatable):
+                            allocatable = {n: a - overhead.get(n, 0) for n, a in spec_allocatable.items()}
+                        else:
+                            continue
+                        score = placement_scores.get(zone, placement_scores.get(zone_id, 0.0))
+                        options.append(
+                            Option(
+                                index=0,
+                                node_pool=pool,
+                                group=group,
+                                spec=spec,
+                                zone=zone,
+                                zone_id=zone_id,
+                                node_sets=sets,
+                                labels=labels,
+                                taints=taints,
+                                allocatable=allocatable,
+                                capacity=spec_capacity,
+                                price=spec.price(price_type),
+                                score=score if price_type is CapacityType.SPOT else 0.0,
+                                class_position=position,
+                            )
                         )
-                    )
     options.sort(key=Option.rank_key)
     for index, option in enumerate(options):
         option.index = index

@@ -105,6 +105,7 @@ class Placer:
         # option) triples tried already (see `_Solver.open_and_fill`).
         self.excluded: dict[tuple[int, int], set[int]] = {}
         self.vetted: set[tuple[int, int, int]] = set()
+        self.ignore_limits = False  # set only to find out whether limits are what keeps a gang out
 
     def vector(self, resources: dict[str, int], pods: int = 0) -> Vector:
         vec = np.zeros(len(self.dims))
@@ -148,7 +149,8 @@ class Placer:
                 found = target.index in cls.option_ids
             else:
                 labels, taints = target
-                found = tolerates_all(cls.pod.tolerations, taints) is None and any(
+                prefer = cls.pod.avoids_prefer_no_schedule
+                found = tolerates_all(cls.pod.tolerations, taints, prefer=prefer) is None and any(
                     term_fits_labels(term, labels) for term in cls.terms
                 )
             self.compat_cache[key] = found
@@ -452,7 +454,11 @@ class Placer:
             if not bins:
                 del cls.parked[signature]
                 continue
-            if not topo.allowed(cls.topology, self.signature_probe(next(iter(bins.values())))):
+            # A hostname affinity opens single hosts (the ones its targets went to), never a fresh one.
+            host_affine = cls.topology.host_affine
+            if not host_affine and not topo.allowed(
+                cls.topology, self.signature_probe(next(iter(bins.values())))
+            ):
                 continue  # the domain is still closed
             for name, b in list(bins.items()):
                 if cls.min_demand is not None and not fits(cls.min_demand, b.residual):
@@ -461,7 +467,8 @@ class Placer:
                 if not fits(shape.demand, b.residual):
                     continue
                 if not topo.allowed(cls.topology, b.labels):
-                    del bins[name]  # its host is closed to the class: for good
+                    if not host_affine:
+                        del bins[name]  # its host is closed to the class: for good
                     continue
                 self.place(shape, b)
                 self.fill(b)
@@ -476,7 +483,7 @@ class Placer:
         for option in self.option_table(shape.cls.options_key).ranked(shape.demand):
             if (zone and option.zone != zone) or option.index in excluded:
                 continue
-            if option.node_pool.limits and not self.within_limits(option):
+            if option.node_pool.limits and not self.ignore_limits and not self.within_limits(option):
                 continue
             if constrained:
                 domains = self.option_domains.get(option.index)

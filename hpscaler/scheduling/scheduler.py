@@ -29,13 +29,32 @@ if any), with every tentative placement undone when a gang does not fit.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from hpscaler.model import LABEL_HOSTNAME, LABEL_NODEPOOL, LABEL_ZONE, Node, Pod, Taint, tolerates_all
+from hpscaler.model import (
+    LABEL_HOSTNAME,
+    LABEL_NODEPOOL,
+    LABEL_ZONE,
+    Node,
+    Pod,
+    Taint,
+    TopologySpread,
+    tolerates_all,
+)
+from hpscaler.scheduling.domains import spread_domains
 from hpscaler.scheduling.explain import explain_unschedulable
-from hpscaler.scheduling.gangs import GangPlacer
+from hpscaler.scheduling.gangs import GangPlacer, gang_key
 from hpscaler.scheduling.options import Option
 from hpscaler.scheduling.packing import EPS, Bin, PodClass, Shape, Vector, demand_groups
+from hpscaler.scheduling.preferences import (
+    Relaxation,
+    avoids_prefer_no_schedule,
+    harden,
+    has_preferences,
+    relax,
+)
 from hpscaler.scheduling.requirements import first_conflict, pod_terms
 from hpscaler.scheduling.resize import Sizer, right_size
 from hpscaler.scheduling.types import InFlightNode, Plan, PlannedNode, SchedulingInput, Unschedulable
@@ -49,10 +68,12 @@ def class_signature(pod: Pod, label_keys: frozenset[str]) -> tuple[object, ...]:
         tuple(sorted(pod.node_selector.items())),
         pod.node_affinity,
         pod.tolerations,
+        pod.avoids_prefer_no_schedule,
         pod.topology_spread,
         pod.pod_affinity,
         pod.pod_anti_affinity,
-        pod.gang.name if pod.gang else "",
+        pod.preferred_pod_anti_affinity,
+        gang_key(pod),
     )
 
 
@@ -72,7 +93,12 @@ def node_target(node: Node) -> tuple[tuple[object, ...], dict[str, str], tuple[T
 
 def _options_signature(pod: Pod) -> tuple[object, ...]:
     """What decides which launch options and nodes a pod is compatible with."""
-    return (tuple(sorted(pod.node_selector.items())), pod.node_affinity, pod.tolerations)
+    return (
+        tuple(sorted(pod.node_selector.items())),
+        pod.node_affinity,
+        pod.tolerations,
+        pod.avoids_prefer_no_schedule,
+    )
 
 
 class _Solver(GangPlacer):
@@ -121,8 +147,7 @@ class _Solver(GangPlacer):
             skey = (cls.index, demand_key[1])
             shape = by_shape.get(skey)
             if shape is None:
-                gang = f"{pod.namespace}/{pod.gang.name}" if pod.gang else ""
-                shape = Shape(len(self.shapes), cls, demand, [], gang=gang)
+                shape = Shape(len(self.shapes), cls, demand, [], gang=gang_key(pod))
                 by_shape[skey] = shape
                 self.shapes.append(shape)
                 low = cls.min_demand
@@ -145,15 +170,18 @@ class _Solver(GangPlacer):
     def add_option_set(self, pod: Pod) -> int:
         """Memoise the launch options pods constrained like `pod` are compatible with."""
         terms = pod_terms(pod)
+        prefer = pod.avoids_prefer_no_schedule
         if not any(terms):  # no node selector or affinity: only taints can rule an option out
             options = [
-                o for o in self.options if not o.taints or tolerates_all(pod.tolerations, o.taints) is None
+                o
+                for o in self.options
+                if not o.taints or tolerates_all(pod.tolerations, o.taints, prefer=prefer) is None
             ]
         else:
             options = [
                 o
                 for o in self.options
-                if tolerates_all(pod.tolerations, o.taints) is None
+                if tolerates_all(pod.tolerations, o.taints, prefer=prefer) is None
                 and any(first_conflict(term, o.node_sets) is None for term in terms)
             ]
         self.option_sets.append(options)
@@ -214,14 +242,22 @@ class _Solver(GangPlacer):
         return dict(node.allocatable)
 
     def compile_topology(self) -> None:
-        zones_by_key: dict[int, set[str]] = {}
+        cache: dict[tuple[int, str, str, str], frozenset[str]] = {}
         for cls in self.classes:
-            zones = zones_by_key.get(cls.options_key)
-            if zones is None:
-                zones = zones_by_key[cls.options_key] = {
-                    o.zone for o in cls.options if (o.group.name, o.zone) not in self.inp.unavailable
-                }
-            cls.topology = self.topology.compile(cls.pod, zones | self.bin_zones(cls))
+
+            def domains(spread: TopologySpread, cls: PodClass = cls) -> frozenset[str]:
+                key = (
+                    cls.options_key,
+                    spread.topology_key,
+                    spread.node_affinity_policy,
+                    spread.node_taints_policy,
+                )
+                found = cache.get(key)
+                if found is None:
+                    found = cache[key] = spread_domains(self, cls, spread)
+                return found
+
+            cls.topology = self.topology.compile(cls.pod, domains)
 
     # -- rounds -------------------------------------------------------------------------------
 
@@ -315,6 +351,7 @@ class _Solver(GangPlacer):
                     allocatable=dict(option.allocatable),
                     price_per_hour=option.price,
                     pods=[p.key for p in b.placed],
+                    labels={k: v for k, v in b.labels.items() if k != LABEL_HOSTNAME},
                 )
             )
         for shape in self.shapes:
@@ -327,6 +364,33 @@ class _Solver(GangPlacer):
         return plan
 
 
-def solve(inp: SchedulingInput) -> Plan:
-    """Plan where every pending pod of `inp` goes: existing, in-flight or new nodes, or nowhere and why."""
-    return _Solver(inp).solve()
+def solve(inp: SchedulingInput, *, preferences: bool = True) -> Plan:
+    """Plan where every pending pod of `inp` goes: existing, in-flight or new nodes, or nowhere and why.
+
+    Pods with preferences are placed with them as requirements first; each pod that then finds no
+    node has one preference relaxed, and the round is planned again (see `preferences`), until every
+    pod is placed or has nothing left to relax. `preferences=False` ignores them (a quick fit check).
+    """
+    if not preferences:
+        return _Solver(inp).solve()
+    taints = [t for p in inp.node_pools for t in p.taints]
+    taints += [t for g in inp.groups for t in g.taints]
+    taints += [t for n in inp.nodes for t in n.taints]
+    avoid = avoids_prefer_no_schedule(taints)
+    originals = {p.key: p for p in inp.pods if not p.node_name and has_preferences(p, avoid)}
+    if not originals:
+        return _Solver(inp).solve()
+    states = dict.fromkeys(originals, Relaxation())
+    while True:
+        pods = [harden(p, states[p.key], avoid) if p.key in states else p for p in inp.pods]
+        plan = _Solver(replace(inp, pods=pods)).solve()
+        relaxed = False
+        for failed in plan.unschedulable:
+            state = states.get(failed.pod)
+            if state is not None:
+                following = relax(originals[failed.pod], state, avoid)
+                if following is not None:
+                    states[failed.pod] = following
+                    relaxed = True
+        if not relaxed:
+            return plan

@@ -1,4 +1,4 @@
-"""Topology bookkeeping: spread constraints and required pod (anti-)affinity, by zone or hostname.
+"""Topology bookkeeping: spread constraints and required pod (anti-)affinity, by any node label.
 
 Pods are counted per topology group (topology key, label selector, namespaces) and per domain
 (the node's value of the key). Every pod class (pods with the same labels and constraints) is
@@ -8,10 +8,10 @@ handful of dictionary lookups.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from hpscaler.model import LabelSelector, Pod, PodAffinityTerm
+from hpscaler.model import LabelSelector, Pod, PodAffinityTerm, TopologySpread
 
 GroupKey = tuple[str, LabelSelector, tuple[str, ...]]
 
@@ -41,7 +41,7 @@ class SpreadCheck:
     group: TopologyGroup
     max_skew: int
     self_match: bool
-    domains: tuple[str, ...] = ()  # eligible zones; empty for hostname spread
+    domains: tuple[str, ...] = ()  # eligible domains; empty for hostname spread
     min_domains: int = 1
 
 
@@ -66,6 +66,11 @@ class ClassTopology:
     def constrained(self) -> bool:
         """Whether any check applies (unconstrained classes skip the per-placement work)."""
         return bool(self.spreads or self.anti or self.affinity or self.repelled_by)
+
+    @property
+    def host_affine(self) -> bool:
+        """Whether a required pod affinity is keyed by hostname (only hosts its targets use open)."""
+        return any(g.key == HOSTNAME for g, _ in self.affinity)
 
     @property
     def zonal(self) -> bool:
@@ -104,6 +109,8 @@ class Topology:
         for term in pod.pod_affinity:
             self._term_group(pod, term)
         for term in pod.pod_anti_affinity:
+            self._term_group(pod, term)
+        for term in _required_anti(pod):
             group = self._term_group(pod, term)
             self._anti_groups.setdefault((group.key, group.selector, group.namespaces), group)
 
@@ -119,8 +126,9 @@ class Topology:
             keys.update(r.key for r in group.selector.match_expressions)
         return frozenset(keys)
 
-    def compile(self, pod: Pod, zones: Iterable[str]) -> ClassTopology:
-        """The checks and counters for pods like `pod`, which may go to `zones`."""
+    def compile(self, pod: Pod, domains: Callable[[TopologySpread], Iterable[str]]) -> ClassTopology:
+        """The checks and counters for pods like `pod`; `domains` gives a spread constraint's eligible
+        domains (the values of its key on the nodes its policies count)."""
         compiled = ClassTopology()
         for group in self._groups.values():
             if group.selects(pod.namespace, pod.labels):
@@ -128,25 +136,24 @@ class Topology:
         for anti_group in self._anti_groups.values():
             if anti_group.selects(pod.namespace, pod.labels):
                 compiled.repelled_by.append(anti_group)
-        zone_domains = tuple(sorted(set(zones)))
         for spread in pod.topology_spread:
             if spread.when_unsatisfiable != "DoNotSchedule":
                 continue  # ScheduleAnyway is a preference
             group = self.group(spread.topology_key, spread.selector, (pod.namespace,))
-            domains = () if spread.topology_key == HOSTNAME else zone_domains
+            eligible = () if spread.topology_key == HOSTNAME else tuple(sorted(set(domains(spread))))
             compiled.spreads.append(
                 SpreadCheck(
                     group,
                     spread.max_skew,
                     group.selects(pod.namespace, pod.labels),
-                    domains,
+                    eligible,
                     spread.min_domains,
                 )
             )
         for term in pod.pod_anti_affinity:
-            group = self._term_group(pod, term)
-            compiled.anti.append(group)
-            compiled.owns.append(group)
+            compiled.anti.append(self._term_group(pod, term))
+        for term in _required_anti(pod):
+            compiled.owns.append(self._term_group(pod, term))
         for term in pod.pod_affinity:
             group = self._term_group(pod, term)
             compiled.affinity.append((group, group.selects(pod.namespace, pod.labels)))
@@ -170,12 +177,21 @@ class Topology:
                 _bump(group.counts, labels.get(group.key), 1)
                 group.total += 1
                 group.version += 1
-        for term in pod.pod_anti_affinity:
+        for term in _required_anti(pod):
             gkey = (term.topology_key, term.selector, term.namespaces or (pod.namespace,))
             found = self._groups.get(gkey)
             if found is not None:
                 _bump(found.owners, labels.get(found.key), 1)
                 found.version += 1
+
+
+def _required_anti(pod: Pod) -> list[PodAffinityTerm]:
+    """The pod's anti-affinity terms that repel other pods: the required ones, not preferences tried as
+    requirements (see `preferences.harden`)."""
+    if not pod.preferred_pod_anti_affinity:
+        return list(pod.pod_anti_affinity)
+    preferred = {term for _, term in pod.preferred_pod_anti_affinity}
+    return [term for term in pod.pod_anti_affinity if term not in preferred]
 
 
 def _bump(counts: dict[str, int], domain: str | None, delta: int) -> None:

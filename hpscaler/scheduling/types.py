@@ -39,6 +39,8 @@ class SchedulingInput:
     # (instance group, zone) offerings currently out of capacity -> why (shown in reasons).
     unavailable: Mapping[tuple[str, str], str] = field(default_factory=dict)
     region: str = ""
+    # Gang (`namespace/name`) -> the zone its nodes in flight were launched in: finish it there if it fits.
+    gang_zones: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -54,6 +56,9 @@ class PlannedNode:
     allocatable: Resources
     price_per_hour: float
     pods: list[str] = field(default_factory=list)
+    # What the node will be labelled with: its zone, capacity type, NodePool, instance group and type,
+    # and the one value of each key the NodePool leaves open that its pods agreed on.
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -45,6 +45,18 @@ class UnavailableOfferings:
         self.entries[(group, zone)] = Backoff(failures, until, now, reason)
         return until
 
+    def mark_once(
+        self, group: str, zone: str, now: float, reason: str, window_seconds: float
+    ) -> float | None:
+        """`mark`, unless the offering failed within `window_seconds`: several signals of one event
+        (four Spot notices of one reclaim) are one capacity signal, not four failures in a row.
+        Returns the new backoff end, or None when the signal was folded into the recent one.
+        """
+        previous = self.entries.get((group, zone))
+        if previous is not None and now - previous.last_failure < window_seconds:
+            return None
+        return self.mark(group, zone, now, reason)
+
     def mark_available(self, group: str, zone: str, requested_at: float) -> None:
         """A launch requested at `requested_at` succeeded: forget the failures recorded before it.
 

@@ -15,6 +15,7 @@ object, field), and the old one stays in force.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -24,12 +25,14 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import anyio
 import structlog
 from anyio.abc import TaskStatus
 
+from hpscaler.backends.protocols import BackendError, HyperPodCluster
 from hpscaler.backends.registry import BackendNotFound, BackendSet, check_backends, open_backends
 from hpscaler.catalogue import Catalogue
 from hpscaler.clock import Clock, SystemClock
@@ -43,6 +46,7 @@ from hpscaler.service import systemd
 from hpscaler.service.health import health_server
 from hpscaler.service.leader import LeaderElector
 from hpscaler.service.metrics import registry_for
+from hpscaler.signals import missing_source_warning
 
 log = structlog.get_logger("hpscaler.service")
 
@@ -50,7 +54,7 @@ STALL_SECONDS = 120.0  # no reconcile for this long while leading means a hung l
 READY_POLL_SECONDS = 0.1
 EXIT_OK = 0
 EXIT_FAILED = 1  # crashed, or the graceful stop overran spec.shutdownSeconds
-EXIT_PREREQUISITES = 2  # the cluster is not one hpscaler may act on (as for an invalid configuration)
+EXIT_INVALID = 2  # could not start: invalid configuration, no kubeconfig, health port taken
 # Settings the running service cannot change on the fly (open connections, the lease, the port,
 # state built at start-up): a reload keeps their old values and says a restart is needed.
 RESTART_SECTIONS = (
@@ -92,6 +96,21 @@ def _reject_reload(path: str, detail: str, issues: list[ConfigIssue]) -> bool:
         kept="previous configuration",
     )
     return False
+
+
+def read_config(path: Path, *, require_instance_groups: bool = True) -> LoadedConfig | ConfigError:
+    """`load_config`, with every failure as a ConfigError (a reload must never crash the service)."""
+    try:
+        return load_config(path, require_instance_groups=require_instance_groups)
+    except ConfigError as exc:
+        return exc
+    except Exception as exc:  # whatever the files hold, the running service stays up
+        issue = ConfigIssue(str(path), "configuration", "", f"cannot be loaded: {exc!r}", "fix the files")
+        return ConfigError([issue])
+
+
+class StartupError(Exception):
+    """The service could not start (backends, health port); the message says what to do."""
 
 
 def reload_problems(old: LoadedConfig, new: LoadedConfig, path: str) -> list[ConfigIssue]:
@@ -152,6 +171,7 @@ class Service:
     # (level, format) that `run_service` configured logging with; a reload that changes it reapplies.
     log_applied: tuple[str, Format] | None = None
     _stop_requested: anyio.Event = field(default_factory=anyio.Event)
+    _reload_requested: anyio.Event = field(default_factory=anyio.Event)
     _stop_reason: str = ""
     _stopping: bool = False
     _progress: tuple[int, int, float] = (0, -1, 0.0)  # (id of the daemon, reconciles, when seen)
@@ -198,11 +218,22 @@ class Service:
 
     def reload(self) -> bool:
         """Load the configuration again; keep the old one (and log why) if the new one is invalid."""
+        return self.apply_reload(read_config(self.config_path, require_instance_groups=not self.live_cluster))
+
+    async def reload_off_loop(self) -> bool:
+        """`reload`, with the files read and parsed on a worker thread so health and signals go on."""
+        loaded = await anyio.to_thread.run_sync(
+            partial(read_config, self.config_path, require_instance_groups=not self.live_cluster),
+            abandon_on_cancel=True,
+        )
+        return self.apply_reload(loaded)
+
+    def apply_reload(self, loaded: LoadedConfig | ConfigError) -> bool:
+        """Switch to a configuration `read_config` returned, unless it is an error or unsafe to apply."""
         path = str(self.config_path)
-        try:
-            new = load_config(self.config_path, require_instance_groups=not self.live_cluster)
-        except ConfigError as exc:
-            return _reject_reload(path, str(exc), exc.issues)
+        if isinstance(loaded, ConfigError):
+            return _reject_reload(path, str(loaded), loaded.issues)
+        new = loaded
         problems = reload_problems(self.config, new, path)
         if problems:
             return _reject_reload(path, "; ".join(map(str, problems)), problems)
@@ -279,6 +310,15 @@ class Service:
 
     # --- running --------------------------------------------------------------------------------
 
+    async def _read_cluster(self, hyperpod: HyperPodCluster) -> LoadedConfig:
+        """The configuration with the live cluster's groups, once its prerequisites are checked."""
+        try:
+            return await startup_cluster(hyperpod, self.config)
+        except PrerequisitesNotMet as exc:
+            raise StartupError(f"cluster {exc.cluster} is not ready for hpscaler:\n{exc}") from exc
+        except BackendError as exc:
+            raise StartupError(f"cannot describe cluster {self.config.cluster_name}: {exc}") from exc
+
     async def lead(self, backends: BackendSet) -> None:
         """The work done while holding the lease: run the daemon."""
         assert backends.kubernetes is not None and backends.hyperpod is not None
@@ -329,13 +369,20 @@ class Service:
                 withheld = True
             await anyio.sleep(interval)
 
+    async def _reloader(self) -> None:
+        """Reloads one at a time, off the signal loop: SIGTERM is heard while a reload parses."""
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested = anyio.Event()
+            await self.reload_off_loop()
+
     async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     log.info("config_reload_requested", path=str(self.config_path))
-                    self.reload()
+                    self._reload_requested.set()
                 else:
                     self.stop(signal.Signals(signum).name)
 
@@ -343,10 +390,15 @@ class Service:
         """Run until `stop()` is called or a stop signal arrives."""
         settings = self.config.settings
         try:
-            async with self.backends_opener(self.config) as backends:
-                assert backends.kubernetes is not None and backends.hyperpod is not None
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    backends = await stack.enter_async_context(self.backends_opener(self.config))
+                except Exception as exc:
+                    raise StartupError(f"cannot open the backends: {exc}") from exc
+                assert backends.kubernetes is not None
+                assert backends.hyperpod is not None
                 if self.live_cluster:
-                    self.config = await startup_cluster(backends.hyperpod, self.config)
+                    self.config = await self._read_cluster(backends.hyperpod)
                 kube = settings.kubernetes
                 elector = LeaderElector(
                     backends.kubernetes,
@@ -360,19 +412,26 @@ class Service:
                 registry = registry_for(
                     lambda: self.daemon.ctx if self.daemon else None, lambda: elector.is_leader
                 )
-                async with (
-                    health_server(
-                        settings.health.bind,
-                        settings.health.port,
-                        alive=self.liveness,
-                        ready=self.readiness,
-                        registry=registry,
-                    ) as port,
-                    anyio.create_task_group() as tg,
-                ):
+                health = health_server(
+                    settings.health.bind,
+                    settings.health.port,
+                    alive=self.liveness,
+                    ready=self.readiness,
+                    registry=registry,
+                )
+                try:
+                    port = await stack.enter_async_context(health)
+                except OSError as exc:
+                    where = f"{settings.health.bind}:{settings.health.port}"
+                    raise StartupError(
+                        f"cannot serve /healthz on {where}: {os.strerror(exc.errno) if exc.errno else exc}; "
+                        "stop what uses the port, or set spec.health.port"
+                    ) from exc
+                async with anyio.create_task_group() as tg:
                     self.port = port
                     if self.handle_signals:
                         await tg.start(self._signals)
+                        tg.start_soon(self._reloader)
                     tg.start_soon(self._shutdown_when_asked, tg.cancel_scope)
                     tg.start_soon(self._watchdog)
                     tg.start_soon(self._announce_ready)
@@ -392,12 +451,22 @@ class Service:
         log.info("service_stopped", reason=self._stop_reason or None, lease_released=released)
 
 
+def _startup_error(exc: BaseException) -> StartupError | None:
+    """The StartupError behind `exc`, also when a backend's task group wrapped it in a group."""
+    if isinstance(exc, StartupError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _startup_error(exc.exceptions[0])
+    return None
+
+
 def run_service(config_path: str | Path, config: LoadedConfig | None = None) -> int:
     """Load configuration (unless the caller already did) and serve (the `hpscaler run` command).
 
     The process exit code. Raises ConfigError (invalid configuration), ValueError (bad
-    HPSCALER_LOG_* value) and BackendNotFound before serving; a crash while serving is logged and
-    gives exit code 1.
+    HPSCALER_LOG_* value) and BackendNotFound before serving. A failure to start (no kubeconfig,
+    the health port taken) is one `service_start_failed` line and exit code 2; a crash while
+    serving is logged with its traceback and gives exit code 1.
     """
     path = Path(config_path)
     if config is None:
@@ -406,18 +475,17 @@ def run_service(config_path: str | Path, config: LoadedConfig | None = None) -> 
     configure(level, fmt)
     catalogue = config.catalogue()
     check_backends(config)  # before anything is opened
+    if no_source := missing_source_warning(config.settings):
+        log.warning("no_interruption_source", message=no_source)
     try:
         anyio.run(Service(path, config, catalogue, log_applied=(level, fmt)).serve)
     except BackendNotFound:
         raise
-    except PrerequisitesNotMet as exc:
-        for finding in exc.findings:
-            log.error(
-                "cluster_prerequisite", subject=finding.subject, problem=finding.message, fix=finding.fix
-            )
-        sys.stderr.write(f"cluster {exc.cluster} is not ready for hpscaler:\n{exc}\n")
-        return EXIT_PREREQUISITES
-    except Exception as exc:  # logged as one JSON line, for the journal or the container log
+    except Exception as exc:
+        startup = _startup_error(exc)
+        if startup is not None:
+            log.error("service_start_failed", error=str(startup))
+            return EXIT_INVALID  # logged as one JSON line, for the journal or the container log
         log.error("service_failed", error=str(exc) or type(exc).__name__, exc_info=exc)
         return EXIT_FAILED
     return EXIT_OK

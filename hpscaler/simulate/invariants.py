@@ -21,6 +21,8 @@ Definitions (each violation is reported once, with the virtual time it was first
   counts at the largest instance type its group allows.
 - **Cost.** At every check, what was billed so far is not above what the same instance-seconds
   would have cost On-Demand.
+- **Gang in one zone.** At every check, the bound members of each gang run in one availability zone
+  (the report lists each gang with its members and the most zones it ran in at once).
 - **Pending while capacity exists.** No pod stays pending longer than `maxPendingSeconds` while
   capacity exists. Capacity exists at a check when some NodePool is below its limits by at least
   one node and one of its instance groups has an offering with room (the simulated capacity). A
@@ -42,6 +44,7 @@ from hpscaler.config import LoadedConfig
 from hpscaler.daemon.context import DaemonContext
 from hpscaler.fake import World, node_name
 from hpscaler.model import ANNOTATION_DO_NOT_DISRUPT, Pod
+from hpscaler.scheduling.gangs import gang_key
 
 SPOT_RECLAIM = "spot-interruption"
 NATURAL_DEATHS = (SPOT_RECLAIM, "instance-terminated")
@@ -114,6 +117,8 @@ class InvariantChecker:
     _pools: dict[str, str] = field(default_factory=dict)  # instance group -> its NodePool
     _smallest: dict[str, dict[str, int]] = field(default_factory=dict)  # group -> least of each resource
     _largest: dict[str, dict[str, int]] = field(default_factory=dict)  # group -> most of each resource
+    _gang_members: dict[str, int] = field(default_factory=dict)  # gang -> most member pods alive at once
+    _gang_zones: dict[str, int] = field(default_factory=dict)  # gang -> most zones its members ran in at once
 
     def __post_init__(self) -> None:
         for group in self.config.instance_groups:
@@ -148,6 +153,7 @@ class InvariantChecker:
         self._check_limits(now)
         self._check_cost(now)
         self._check_pending(now)
+        self._check_gangs(now)
 
     def violate(self, t: float, kind: str, subject: str, message: str) -> None:
         """Record a violation at epoch time `t`, once per (kind, subject)."""
@@ -297,6 +303,39 @@ class InvariantChecker:
                     key,
                     f"pod {key} pending for more than {self.max_pending_seconds:.0f}s while capacity existed",
                 )
+
+    def _check_gangs(self, now: float) -> None:
+        kube = self.world.kubernetes
+        node_zones = {node.name: node.zone for node in kube.nodes()}
+        running: dict[str, set[str]] = {}
+        alive: dict[str, int] = {}
+        for pod in kube.pods():
+            if pod.gang is None or pod.phase not in ("Pending", "Running"):
+                continue
+            gang = gang_key(pod)
+            alive[gang] = alive.get(gang, 0) + 1
+            self._gang_zones.setdefault(gang, 0)
+            if pod.node_name:
+                running.setdefault(gang, set()).add(node_zones.get(pod.node_name, ""))
+        for gang, count in alive.items():
+            self._gang_members[gang] = max(self._gang_members.get(gang, 0), count)
+        for gang, zones in running.items():
+            self._gang_zones[gang] = max(self._gang_zones[gang], len(zones))
+            if len(zones) > 1:
+                self.violate(
+                    now,
+                    "gang-zones",
+                    gang,
+                    f"gang {gang} ran in {len(zones)} zones at once: {', '.join(sorted(zones))}",
+                )
+
+    def gangs(self) -> list[dict[str, Any]]:
+        """Every gang seen: its name, the most member pods it had at once, and the most zones its bound
+        members ran in at once."""
+        return [
+            {"name": gang, "members": members, "maxZonesAtOnce": self._gang_zones.get(gang, 0)}
+            for gang, members in sorted(self._gang_members.items())
+        ]
 
     def summary(self) -> dict[str, Any]:
         """The report's view of the checks and the lineages."""

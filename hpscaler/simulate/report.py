@@ -64,9 +64,12 @@ class Recorder:
         nodes = self.world.hyperpod.nodes()
         running = [n for n in nodes if n.status is NodeStatus.RUNNING]
         pods = self.world.kubernetes.pods()
+        t = round(self.clock.now() - self.start)
+        if self.samples and self.samples[-1]["t"] == t:
+            self.samples.pop()  # the end-of-run sample fell on a periodic one: keep the later, once
         self.samples.append(
             {
-                "t": round(self.clock.now() - self.start),
+                "t": t,
                 "spotNodes": sum(1 for n in running if n.capacity_type is CapacityType.SPOT),
                 "onDemandNodes": sum(1 for n in running if n.capacity_type is CapacityType.ON_DEMAND),
                 "launching": sum(1 for n in nodes if n.status in (NodeStatus.PENDING, NodeStatus.FAILURE)),
@@ -174,6 +177,11 @@ def build_report(
         "batchDeleteClusterNodesCalls": world.hyperpod.calls.get("batch_delete_nodes", 0),
         "interruptionsHandled": counters.get("interruptions_handled", 0),
         "interruptionMessages": world.interruptions.received,
+        # Signals received per source (sqs, agent, taint, hyperpod-events), duplicates included.
+        "interruptionSignals": {
+            k.split(":", 1)[1]: v for k, v in sorted(counters.items()) if k.startswith("interruption_source:")
+        },
+        "interruptionDuplicates": counters.get("interruption_duplicates", 0),
         "podsKilledBeforeGracePeriod": len(noticed_kills),
         "podsKilledWithoutNotice": sum(1 for k in kube.kills if k.key not in recorder.noticed_pods),
         "evictions": kube.counters.evictions,
@@ -188,6 +196,7 @@ def build_report(
             "p50": round(percentile(ctx.stats.decision_seconds, 50), 5),
             "p99": round(percentile(ctx.stats.decision_seconds, 99), 5),
         },
+        "gangs": checker.gangs(),
         "invariants": checker.summary(),
         "violations": [str(v) for v in checker.violations],
         "violationDetails": [

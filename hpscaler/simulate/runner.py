@@ -7,7 +7,7 @@ import itertools
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -22,6 +22,7 @@ from hpscaler.daemon.app import Daemon
 from hpscaler.daemon.context import Backends
 from hpscaler.daemon.drain import CHECKPOINT_ANNOTATION
 from hpscaler.fake import Offering, World
+from hpscaler.logs import set_time_source
 from hpscaler.model import ANNOTATION_DO_NOT_DISRUPT, CapacityType, Gang, LabelSelector, Pod
 from hpscaler.quantity import parse_resource
 from hpscaler.simulate.chaos import RETRY_SECONDS, ChaosEvent, plan_chaos
@@ -127,10 +128,21 @@ class Driver:
         if replicas != len(live):
             self.recorder.note(f"{workload.name}: {len(live)} -> {replicas} pods")
 
-    def interrupt(self, instance_id: str, notice: bool) -> None:
-        if notice:
+    def interrupt(
+        self, instance_id: str, notice: bool, via: Sequence[str] = ("sqs",), delay: float = 0.0
+    ) -> None:
+        hyperpod = self.world.hyperpod
+        carriers = tuple(v for v in via if v != "hyperpod-event")  # HyperPod's events carry no notice
+        if notice and carriers:
             self.recorder.noticed(self.world, instance_id)
-        self.world.hyperpod.interrupt(instance_id, notice=notice)
+        if "sqs" not in via:
+            hyperpod.silent_instances.add(instance_id)  # no EC2 events reach the queue for it
+        saved = (hyperpod.notice_via, hyperpod.notice_delay)
+        hyperpod.notice_via, hyperpod.notice_delay = carriers, delay
+        try:
+            hyperpod.interrupt(instance_id, notice=notice)
+        finally:
+            hyperpod.notice_via, hyperpod.notice_delay = saved
 
     def fire(self, index: int) -> None:
         event = self.scenario.events[index]
@@ -154,7 +166,7 @@ class Driver:
                 if event.rebalance is not None:
                     hyperpod.rebalance(node.instance_id)
                 else:
-                    self.interrupt(node.instance_id, action.notice)
+                    self.interrupt(node.instance_id, action.notice, action.via, action.delay)
             kind = (
                 "rebalance recommendations"
                 if event.rebalance
@@ -303,16 +315,20 @@ async def run_scenario(scenario: Scenario, config: LoadedConfig) -> dict[str, An
         noticed_pods=recorder.noticed_pods,
     )
     started = time.perf_counter()
-    async with anyio.create_task_group() as tg:
-        await tg.start(world.run)
-        await tg.start(recorder.run)
-        await tg.start(checker.run)
-        await tg.start(daemon.run)
-        tg.start_soon(driver.run)
-        await anyio.sleep(scenario.duration)
-        recorder.sample()
-        checker.check()
-        tg.cancel_scope.cancel()
+    set_time_source(clock.now)  # log lines carry the simulated time, like everything else
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(world.run)
+            await tg.start(recorder.run)
+            await tg.start(checker.run)
+            await tg.start(daemon.run)
+            tg.start_soon(driver.run)
+            await anyio.sleep(scenario.duration)
+            recorder.sample()
+            checker.check()
+            tg.cancel_scope.cancel()
+    finally:
+        set_time_source(None)
     wall = time.perf_counter() - started
     return build_report(
         scenario,

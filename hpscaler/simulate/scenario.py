@@ -13,14 +13,30 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from hpscaler.config import ConfigError, LoadedConfig, default_config_path, load_config
 from hpscaler.config.durations import parse_duration
+from hpscaler.kube.objects import MAX_PODS
 from hpscaler.model import CapacityType, InstanceGroup
+from hpscaler.quantity import QuantityError, parse_resource
+from hpscaler.yamlio import YamlInputError, read_documents
 
 DAY_SECONDS = 86400.0
+# Limits that keep a typo from running forever or filling memory (`checkSeconds: 0.000001`,
+# `replicas: 1000000000`); each is stated in the error that enforces it.
+MAX_DURATION_SECONDS = 31 * DAY_SECONDS
+MIN_STEP_SECONDS = 1.0  # checkSeconds, sampleSeconds, diurnal.step, repeat.every
+MAX_SUBMISSIONS = 100_000  # of one repeated Job
+MAX_FAULTS_PER_HOUR = 3600.0
 
 
 class ScenarioError(ValueError):
@@ -28,11 +44,13 @@ class ScenarioError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, allow_inf_nan=False)
 
 
 def _seconds(value: Any) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a duration (it must be a finite number of seconds)")
         return float(value)
     if isinstance(value, str):
         return parse_duration(value)
@@ -70,11 +88,11 @@ class Diurnal(_Strict):
     scaled to the curve every `step`; a repeated Job takes the curve's value at each submission.
     """
 
-    min_replicas: int = Field(alias="minReplicas", ge=0)
-    max_replicas: int = Field(alias="maxReplicas", ge=0)
+    min_replicas: int = Field(alias="minReplicas", ge=0, le=MAX_PODS)
+    max_replicas: int = Field(alias="maxReplicas", ge=0, le=MAX_PODS)
     period: float = Field(DAY_SECONDS, gt=0)
     peak_at: float = Field(14 * 3600.0, alias="peakAt", ge=0)
-    step: float = Field(1800.0, gt=0)
+    step: float = Field(1800.0, ge=MIN_STEP_SECONDS)
 
     _parse = _duration("period", "peak_at", "step")
 
@@ -95,7 +113,7 @@ class Diurnal(_Strict):
 class Repeat(_Strict):
     """Submit a Job again every `every`, from its `at` until `until` (inclusive; default: the end)."""
 
-    every: float = Field(gt=0)
+    every: float = Field(ge=MIN_STEP_SECONDS)
     until: float | None = Field(None, ge=0)
 
     _parse = _duration("every", "until")
@@ -111,11 +129,21 @@ class Workload(_Strict):
     name: str
     at: float = 0.0
     kind: Literal["Deployment", "Job", "PyTorchJob"] = "Deployment"
-    replicas: int | None = Field(None, ge=0)
+    replicas: int | None = Field(None, ge=0, le=MAX_PODS)
     diurnal: Diurnal | None = None
     repeat: Repeat | None = None
     cpu: str = "1"
     memory: str = "1Gi"
+
+    @field_validator("cpu", "memory", mode="before")
+    @classmethod
+    def _quantity(cls, value: Any, info: ValidationInfo) -> str:
+        try:
+            parse_resource(str(info.field_name), value)
+        except QuantityError as exc:
+            raise ValueError(str(exc)) from None
+        return str(value)
+
     gpu: int = Field(0, ge=0)
     run_for: float | None = Field(None, alias="runFor")
     grace_period_seconds: int = Field(30, alias="gracePeriodSeconds", ge=0)
@@ -139,6 +167,11 @@ class Workload(_Strict):
                 raise ValueError("repeat needs runFor: Jobs that never finish would pile up")
             if self.repeat.until is not None and self.repeat.until < self.at:
                 raise ValueError("repeat.until is before the workload's first submission (at)")
+            end = self.repeat.until if self.repeat.until is not None else MAX_DURATION_SECONDS
+            if (end - self.at) / self.repeat.every > MAX_SUBMISSIONS:
+                raise ValueError(
+                    f"repeat submits the Job more than {MAX_SUBMISSIONS} times: raise repeat.every"
+                )
         elif self.diurnal is not None and self.kind != "Deployment":
             raise ValueError("a Job with diurnal needs repeat: each submission takes the curve's value")
         return self
@@ -159,19 +192,32 @@ class Workload(_Strict):
         return [self.at + i * self.repeat.every for i in range(max(0, count))]
 
 
+Via = Literal["sqs", "agent", "hyperpod-event", "taint"]
+
+
 class Interrupt(_Strict):
-    """Spot interruptions of running instances of a group."""
+    """Spot interruptions of running instances of a group.
+
+    `via` names the sources the notice reaches hpscaler through, `delay` how late it arrives:
+    `sqs` (EC2's EventBridge warning on the queue), `agent` (the node agent's IMDS report on the
+    Node), `taint` (HyperPod's taint on the node). `hyperpod-event` carries no notice: HyperPod's
+    cluster events report the instance once it is gone, as they always do.
+    """
 
     group: str
     count: int = Field(1, ge=1)
     notice: bool = True
+    via: tuple[Via, ...] = ("sqs",)
+    delay: float = Field(0.0, ge=0)
+
+    _parse_delay = field_validator("delay", mode="before")(_seconds)
 
 
 class Scale(_Strict):
     """Change a Deployment's replica count."""
 
     workload: str
-    replicas: int = Field(ge=0)
+    replicas: int = Field(ge=0, le=MAX_PODS)
 
 
 class Event(_Strict):
@@ -200,7 +246,7 @@ class RandomInterruptions(_Strict):
     `groups` (default: every Spot group) that have not been reclaimed yet.
     """
 
-    per_hour: float = Field(alias="perHour", gt=0)
+    per_hour: float = Field(alias="perHour", gt=0, le=MAX_FAULTS_PER_HOUR)
     without_notice: float = Field(0.0, alias="withoutNotice", ge=0, le=1)
     groups: tuple[str, ...] = ()
 
@@ -208,7 +254,7 @@ class RandomInterruptions(_Strict):
 class RandomRebalances(_Strict):
     """EC2 rebalance recommendations at random: `perHour`, each for a running Spot instance of `groups`."""
 
-    per_hour: float = Field(alias="perHour", gt=0)
+    per_hour: float = Field(alias="perHour", gt=0, le=MAX_FAULTS_PER_HOUR)
     groups: tuple[str, ...] = ()
 
 
@@ -220,7 +266,7 @@ class RandomCapacityLoss(_Strict):
     Instances already running keep running; only launches find no room.
     """
 
-    per_hour: float = Field(alias="perHour", gt=0)
+    per_hour: float = Field(alias="perHour", gt=0, le=MAX_FAULTS_PER_HOUR)
     min_duration: float = Field(900.0, alias="minDuration", gt=0)
     max_duration: float = Field(7200.0, alias="maxDuration", gt=0)
     groups: tuple[str, ...] = ()
@@ -267,10 +313,10 @@ class Scenario(_Strict):
     name: str
     description: str = ""
     config: str = "embedded"
-    duration: float = Field(7200.0, gt=0)
+    duration: float = Field(7200.0, gt=0, le=MAX_DURATION_SECONDS)
     seed: int = 1
-    sample_seconds: float = Field(300.0, alias="sampleSeconds", gt=0)
-    check_seconds: float = Field(60.0, alias="checkSeconds", gt=0)
+    sample_seconds: float = Field(300.0, alias="sampleSeconds", ge=MIN_STEP_SECONDS)
+    check_seconds: float = Field(60.0, alias="checkSeconds", ge=MIN_STEP_SECONDS)
     max_pending_seconds: float = Field(900.0, alias="maxPendingSeconds", gt=0)
     world: WorldSpec = WorldSpec()
     workloads: tuple[Workload, ...] = ()
@@ -302,13 +348,17 @@ def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        documents = read_documents(path.read_text(encoding="utf-8"), keep_nodes=False)
+    except (OSError, UnicodeDecodeError, YamlInputError) as exc:
         raise ScenarioError(f"{path}: cannot read scenario: {exc}") from exc
+    doc = documents[0].data if len(documents) == 1 else None
     if not isinstance(doc, dict) or doc.get("kind") != "Scenario":
-        raise ScenarioError(f"{path}: expected a document with kind: Scenario")
-    spec = dict(doc.get("spec") or {})
-    spec.setdefault("name", (doc.get("metadata") or {}).get("name", path.stem))
+        raise ScenarioError(f"{path}: expected one document with kind: Scenario")
+    raw_spec, metadata = doc.get("spec") or {}, doc.get("metadata") or {}
+    if not isinstance(raw_spec, dict) or not isinstance(metadata, dict):
+        raise ScenarioError(f"{path}: spec and metadata must be mappings")
+    spec = dict(raw_spec)
+    spec.setdefault("name", metadata.get("name", path.stem))
     try:
         scenario = Scenario.model_validate({**spec, "source": str(path)})
     except ValidationError as exc:

@@ -178,8 +178,9 @@ def add_event(
     instance_id: str = "",
     level: str = "Info",
     time: datetime | None = None,
+    failure_message: str = "",
 ) -> dict[str, Any]:
-    """Append one ListClusterEvents entry."""
+    """Append one ListClusterEvents entry (`failure_message`: its metadata, for DescribeClusterEvent)."""
     event = {
         "EventId": uuid.uuid4().hex,
         "ClusterArn": cluster.arn,
@@ -193,6 +194,8 @@ def add_event(
         event["InstanceGroupName"] = group
     if instance_id:
         event["InstanceId"] = instance_id
+    if failure_message:
+        event["hps_failure"] = failure_message
     cluster_events(cluster).append(event)
     return event
 
@@ -566,11 +569,24 @@ def list_cluster_events(self: SageMakerResponse) -> ActionResult:
     events.sort(key=lambda e: e["EventTime"], reverse=self._get_param("SortOrder") == "Descending")
     start = int(self._get_param("NextToken") or 0)
     size = int(self._get_param("MaxResults") or 10)
-    page = events[start : start + size]
+    page = [{k: v for k, v in e.items() if not k.startswith("hps_")} for e in events[start : start + size]]
     result: dict[str, Any] = {"Events": page}
     if start + size < len(events):
         result["NextToken"] = str(start + size)
     return ActionResult(result)
+
+
+def describe_cluster_event(self: SageMakerResponse) -> ActionResult:
+    """DescribeClusterEvent: the summary plus EventDetails.EventMetadata (API_ClusterEventDetail)."""
+    cluster = sagemaker_cluster(self.region, self._get_param("ClusterName"))
+    wanted = self._get_param("EventId")
+    found = next((e for e in cluster_events(cluster) if e["EventId"] == wanted), None)
+    if found is None:
+        raise ResourceNotFound(f"Event {wanted} not found")
+    detail = {k: v for k, v in found.items() if not k.startswith("hps_")}
+    if found.get("hps_failure"):
+        detail["EventDetails"] = {"EventMetadata": {"Instance": {"FailureMessage": found["hps_failure"]}}}
+    return ActionResult({"EventDetails": detail})
 
 
 def describe_cluster_node(self: SageMakerResponse) -> ActionResult:
@@ -655,6 +671,7 @@ def install() -> None:
     SageMakerResponse.batch_add_cluster_nodes = batch_add_cluster_nodes
     SageMakerResponse.batch_delete_cluster_nodes = batch_delete_cluster_nodes
     SageMakerResponse.list_cluster_events = list_cluster_events
+    SageMakerResponse.describe_cluster_event = describe_cluster_event
     SageMakerResponse.describe_cluster_node = describe_cluster_node
     SageMakerResponse.create_cluster = create_cluster
     SageMakerResponse.update_cluster = update_cluster

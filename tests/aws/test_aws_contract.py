@@ -88,7 +88,15 @@ async def test_every_request_validates_against_the_service_model(
     )
     await hp.list_nodes()
     await hp.batch_delete_nodes([a.logical_id for a in added.successful])
-    await hp.list_events(1.0)
+    moto_ext.add_event(
+        moto_ext.sagemaker_cluster(REGION, CLUSTER),
+        f"Instance creation in Cluster {CLUSTER} and InstanceGroup multi failed",
+        group="multi",
+        instance_id="i-0123456789abcdef0",
+        level="Error",
+        failure_message="We currently do not have sufficient capacity to launch new ml.c5.xlarge instances.",
+    )
+    await hp.list_events(1.0)  # the Error event's reason comes from DescribeClusterEvent
     sps = SpotPlacementScores(clients.ec2, REGION, retry=FAST)
     spy(sps, called)
     await sps.scores(["ml.c5.xlarge"], 2)

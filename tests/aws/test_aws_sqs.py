@@ -71,18 +71,25 @@ def test_spot_interruption_warning() -> None:
         deadline=EPOCH + 120,
         state="terminate",
         receipt="r-1",
+        source="sqs",
     )
 
 
 def test_rebalance_recommendation() -> None:
     assert one(REBALANCE) == InterruptionMessage(
-        "m-1", InterruptionKind.REBALANCE, "i-0rebal", EPOCH, receipt="r-1"
+        "m-1", InterruptionKind.REBALANCE, "i-0rebal", EPOCH, receipt="r-1", source="sqs"
     )
 
 
 def test_state_change() -> None:
     assert one(STATE) == InterruptionMessage(
-        "m-1", InterruptionKind.STATE_CHANGE, "i-0state", EPOCH, state="terminated", receipt="r-1"
+        "m-1",
+        InterruptionKind.STATE_CHANGE,
+        "i-0state",
+        EPOCH,
+        state="terminated",
+        receipt="r-1",
+        source="sqs",
     )
 
 
@@ -90,7 +97,14 @@ def test_health_scheduled_change_one_message_per_instance() -> None:
     start = datetime(2025, 3, 8, 10, 0, tzinfo=UTC).timestamp()
     assert parse_message(health("i-0a"), "m-1", "r-1") == [
         InterruptionMessage(
-            "m-1", InterruptionKind.SCHEDULED_CHANGE, "i-0a", EPOCH, deadline=start, receipt="r-1"
+            "m-1",
+            InterruptionKind.SCHEDULED_CHANGE,
+            "i-0a",
+            EPOCH,
+            deadline=start,
+            receipt="r-1",
+            source="sqs",
+            detail="AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED",
         )
     ]
     parsed = parse_message(health("i-0a", "i-0b", "i-0a"), "m-2", "r-2")

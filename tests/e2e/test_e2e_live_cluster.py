@@ -22,7 +22,7 @@ from e2e_harness import (
 
 from hpscaler.config import load_config
 from hpscaler.daemon.cluster_sync import PrerequisitesNotMet, request_cluster_refresh
-from hpscaler.service.run import Service
+from hpscaler.service.run import Service, StartupError
 from hpscaler.testing import FakeApiServer
 
 
@@ -66,9 +66,12 @@ async def test_run_refuses_a_cluster_with_managed_karpenter(
     config = load_config(config_path, require_instance_groups=False)
     service = Service(config_path, config, config.catalogue(), handle_signals=False)
 
-    with pytest.raises(PrerequisitesNotMet) as refused:
+    with pytest.raises(StartupError) as refused:  # `hpscaler run` exits 2 with its message
         await service.serve()
 
-    (finding,) = refused.value.findings
+    assert "is not ready for hpscaler" in str(refused.value)
+    cause = refused.value.__cause__
+    assert isinstance(cause, PrerequisitesNotMet)
+    (finding,) = cause.findings
     assert "update-cluster --cluster-name hp --auto-scaling" in finding.fix
     assert batch_adds() == [] and service.daemon is None

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -65,17 +64,16 @@ async def test_hpscaler_run_process_provisions_then_exits_0_on_sigterm(
             )
 
             process.send_signal(signal.SIGTERM)
-            sent = time.monotonic()
-            with anyio.fail_after(SHUTDOWN_SECONDS):
+            # Exit code 0 below means the stop ended within shutdownSeconds (past it, exit code 1);
+            # this bound only keeps a hung process from hanging the suite.
+            with anyio.fail_after(SHUTDOWN_SECONDS + 60):
                 await process.wait()
-            took = time.monotonic() - sent
         finally:
             if process.returncode is None:
                 process.kill()
                 await process.wait()
     output = log.read_text()
     assert process.returncode == 0, output
-    assert took < SHUTDOWN_SECONDS, output
     events = {e.get("event"): e for e in log_events(log)}
     assert events["shutdown_requested"]["reason"] == "SIGTERM"
     assert events["service_stopped"]["lease_released"] is True

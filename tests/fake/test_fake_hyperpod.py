@@ -154,22 +154,29 @@ async def test_insufficient_capacity_fails_then_retries_until_capacity_returns()
     result = await fake.batch_add_nodes(body(("od", 2)))
     first, second = (n.logical_id for n in result.successful)
     async with running(fake):
-        await anyio.sleep(91)
-        assert await statuses(fake) == {first: NodeStatus.RUNNING, second: NodeStatus.FAILURE}
+        # EC2 answers a launch at once: the first launch holds the one unit of capacity while it boots,
+        # so the second fails at its capacity check (t=10), not when the first comes up (t=90).
+        await anyio.sleep(11)
+        assert await statuses(fake) == {first: NodeStatus.PENDING, second: NodeStatus.FAILURE}
         (failed,) = [n for n in fake.nodes() if n.status == NodeStatus.FAILURE]
         assert failed.message == INSUFFICIENT_CAPACITY
         errors = [e for e in await fake.list_events(0.0) if e.level == "Error"]
-        assert len(errors) == 1 and errors[0].group == "od" and INSUFFICIENT_CAPACITY in errors[0].description
-        assert errors[0].time == 90.0
-        await anyio.sleep(60)  # t=151: back to Pending for another launch attempt
+        assert (
+            len(errors) == 1
+            and errors[0].group == "od"
+            and INSUFFICIENT_CAPACITY in errors[0].failure_message
+        )
+        assert errors[0].description == "Instance creation in Cluster my-cluster and InstanceGroup od failed"
+        assert errors[0].time == 10.0
+        await anyio.sleep(60)  # t=71: back to Pending for another launch attempt
         assert (await statuses(fake))[second] == NodeStatus.PENDING
-        await anyio.sleep(90)  # t=241: the retry's capacity check (t=160, again t=230) finds no room
-        assert (await statuses(fake))[second] == NodeStatus.FAILURE
-        assert len([e for e in await fake.list_events(200.0) if e.level == "Error"]) == 1
+        await anyio.sleep(20)  # t=91: the retry's capacity check (t=80) finds no room; the first runs
+        assert await statuses(fake) == {first: NodeStatus.RUNNING, second: NodeStatus.FAILURE}
+        assert len([e for e in await fake.list_events(20.0) if e.level == "Error"]) == 1
         fake.set_capacity("ml.c5.2xlarge", "us-west-2a", CapacityType.ON_DEMAND, None)
-        await anyio.sleep(150)  # retry at 290 -> Pending, room found at 300, launched at 380
+        await anyio.sleep(140)  # retry at 140 -> Pending, room found at 150, launched at 230
         assert await statuses(fake) == {first: NodeStatus.RUNNING, second: NodeStatus.RUNNING}
-        assert fake.node_by_instance(fake.nodes()[1].instance_id).launch_time == 380.0  # type: ignore[union-attr]
+        assert fake.node_by_instance(fake.nodes()[1].instance_id).launch_time == 230.0  # type: ignore[union-attr]
 
 
 @pytest.mark.looptime

