@@ -18,18 +18,18 @@ from hpscaler.prerequisites import Finding, Mode, check_cluster, check_node_pool
 EXIT_INVALID = 2
 # Keys AWS always puts in DescribeCluster's answer and people do not write by hand: a document with
 # one of them is the cluster's own description, whose prerequisites can be checked.
-_DESCRIBED_KEYS = ("ClusterArn", "ClusterStatus", "NodeProvisioningMode")
+_DESCRIBED_KEYS = ("ClusterArn", "ClusterStatus")
 
 
 def prerequisite_findings(config: LoadedConfig, mode: Mode) -> list[Finding]:
     """What the configuration's DescribeCluster documents (and NodePools) say against hpscaler acting."""
     found: dict[Finding, None] = {}
-    for document in config.cluster_documents:
-        if any(key in document for key in _DESCRIBED_KEYS):
-            found.update(
-                dict.fromkeys(check_cluster(document, config.node_pools, config.node_classes, mode=mode))
-            )
-    if mode != "offline":  # NodePool advice is for what runs, not for a dry run
+    described = [d for d in config.cluster_documents if any(key in d for key in _DESCRIBED_KEYS)]
+    for document in described:
+        found.update(
+            dict.fromkeys(check_cluster(document, config.node_pools, config.node_classes, mode=mode))
+        )
+    if described and mode != "offline":  # NodePool advice is for a cluster that runs, not a dry run
         found.update(dict.fromkeys(check_node_pools(config.node_pools)))
     return list(found)
 

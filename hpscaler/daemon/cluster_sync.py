@@ -99,7 +99,7 @@ async def startup_cluster(hyperpod: HyperPodCluster, config: LoadedConfig) -> Lo
             )
     if errors(findings):
         raise PrerequisitesNotMet(described.name, errors(findings))
-    log.info(
+    log.debug(  # a start that fails later (the health port taken) stays one line at info
         "instance_groups_from_cluster",
         cluster=described.name,
         groups=[g.name for g in described.groups],

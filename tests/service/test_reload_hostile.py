@@ -9,7 +9,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from service_harness import make_service, seed_config
+from service_harness import add_startup_taint, make_service, seed_config
 from structlog.testing import capture_logs
 
 from hpscaler.config import ConfigError, default_config_path
@@ -31,6 +31,7 @@ HOSTILE = {
 def directory(tmp_path: Path) -> Path:
     target = tmp_path / "config"
     shutil.copytree(default_config_path(), target)
+    add_startup_taint(target / "instance-groups.json")  # as `hpscaler run` requires
     return target
 
 
@@ -62,7 +63,7 @@ async def test_any_exception_while_reading_rejects_the_reload(
 ) -> None:
     service = service_for(directory)
 
-    def broken(_: Path) -> None:
+    def broken(_: Path, **__: object) -> None:
         raise RecursionError("maximum recursion depth exceeded")
 
     monkeypatch.setattr(run_module, "load_config", broken)
@@ -79,7 +80,7 @@ async def test_the_reload_parses_on_a_worker_thread_while_the_loop_goes_on(
     loop_thread = threading.get_ident()
     threads: list[int] = []
 
-    def slow_read(path: Path) -> ConfigError:
+    def slow_read(path: Path, **_: object) -> ConfigError:
         threads.append(threading.get_ident())
         parsing.set()
         release.wait(60)
