@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from hpscaler import __version__
+from hpscaler.cluster_cli import export_cluster, prerequisite_findings, report_findings
 from hpscaler.config import ConfigError, LoadedConfig, default_config_path, load_config
 from hpscaler.config.settings import MAX_PLACEMENT_SCORE, MIN_PLACEMENT_SCORE
 from hpscaler.config.validate import suggest
@@ -36,9 +37,9 @@ def _fail(message: str) -> NoReturn:
     sys.exit(EXIT_INVALID)
 
 
-def _load(path: str | None) -> LoadedConfig:
+def _load(path: str | None, *, live_groups: bool = False) -> LoadedConfig:
     try:
-        return load_config(path or default_config_path())
+        return load_config(path or default_config_path(), require_instance_groups=not live_groups)
     except ConfigError as exc:
         _fail(f"invalid configuration:\n{exc}")
     except Exception as exc:  # a loader bug must still end as a clear message and exit 2, not a traceback
@@ -93,6 +94,8 @@ def check_config(path: str | None) -> None:
         click.echo(str(warning), err=True)
     if no_source := missing_source_warning(config.settings):
         click.echo(no_source, err=True)
+    if not report_findings(prerequisite_findings(config, "check")):
+        _fail("the cluster is not ready for `hpscaler run`: run the commands above")
     click.echo(
         f"ok: cluster {config.cluster_name}: {len(config.node_pools)} NodePool(s), "
         f"{len(config.node_classes)} HyperpodNodeClass(es), {len(config.instance_groups)} instance group(s)"
@@ -247,6 +250,7 @@ def plan(
     if pods_path == "-" and nodes_path == "-":
         _fail("--pods and --nodes cannot both read standard input")
     config = _load(config_path)
+    report_findings(prerequisite_findings(config, "offline"))  # a dry run only warns
     placement_scores = _scores(score_items, config)
     pods, daemonsets, found = _pending_manifests(pods_path, max_pods)
     bound, nodes, node_daemonsets = _manifests(nodes_path, "--nodes", max_pods)
@@ -331,6 +335,7 @@ def simulate(scenario_path: str, output: str, log_level: str, plot_path: str | N
     configure_logging(log_level, "console")
     from hpscaler.simulate.plot import PlotError, check_plot_target, write_plot
     from hpscaler.simulate.report import report_table
+    from hpscaler.simulate.runner import load_scenario_config
     from hpscaler.simulate.runner import simulate as run_simulation
     from hpscaler.simulate.scenario import ScenarioError, load_scenario
 
@@ -345,6 +350,7 @@ def simulate(scenario_path: str, output: str, log_level: str, plot_path: str | N
     except ScenarioError as exc:
         _fail(f"invalid scenario: {exc}")
     try:
+        report_findings(prerequisite_findings(load_scenario_config(scenario), "offline"))
         report = run_simulation(scenario, trace=plot_path is not None)
     except ConfigError as exc:
         _fail(f"invalid configuration for scenario {scenario.name}:\n{exc}")
@@ -392,12 +398,17 @@ def run(config_path: str, log_level: str | None, log_format: str | None) -> None
         os.environ["HPSCALER_LOG_LEVEL"] = log_level
     if log_format is not None:
         os.environ["HPSCALER_LOG_FORMAT"] = log_format
-    config = _load(config_path)  # invalid configuration: exit 2 with every problem listed
+    # Invalid configuration: exit 2 with every problem listed. The instance groups come from the
+    # live cluster (DescribeCluster), so an instance-groups file is optional here.
+    config = _load(config_path, live_groups=True)
     try:
         code = run_service(config_path, config)
     except (BackendNotFound, ValueError) as exc:
         _fail(str(exc))
     sys.exit(code)
+
+
+main.add_command(export_cluster)
 
 
 @main.command("backends")

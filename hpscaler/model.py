@@ -269,6 +269,8 @@ class InstanceGroup:
     labels: tuple[tuple[str, str], ...] = ()
     taints: tuple[Taint, ...] = ()
     status: str = "InService"
+    # (subnet id, zone, zone id) of each subnet, as DescribeSubnets reports them (NodeClass status).
+    subnet_zones: tuple[tuple[str, str, str], ...] = ()
 
 
 PODS_RESOURCE = "pods"

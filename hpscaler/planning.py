@@ -17,26 +17,32 @@ from hpscaler.scheduling.types import Plan, SchedulingInput, Unschedulable
 def group_additions(
     plan: Plan, groups: Sequence[InstanceGroup], pod_ids: Mapping[str, str]
 ) -> list[GroupAddition]:
-    """Turn the plan's new nodes into per-group additions, remembering which pods they are for."""
+    """Turn the plan's new nodes into additions, remembering which pods they are for.
+
+    A group offering several zones (or instance types) gets one addition per zone (and type) the
+    plan chose, carrying that zone in AvailabilityZones: HyperPod would otherwise place the nodes
+    in any of the group's zones, and a zone spread or a gang planned into one zone would not hold.
+    """
     by_name = {g.name: g for g in groups}
-    counts: dict[str, int] = {}
-    reasons: dict[str, list[str]] = {}
+    counts: dict[tuple[str, str, str], int] = {}
+    reasons: dict[tuple[str, str, str], list[str]] = {}
     for node in plan.new_nodes:
-        counts[node.instance_group] = counts.get(node.instance_group, 0) + 1
-        reasons.setdefault(node.instance_group, []).extend(pod_ids.get(p, p) for p in node.pods)
-    additions = []
-    for name, count in sorted(counts.items()):
-        group = by_name.get(name)
-        additions.append(
-            GroupAddition(
-                group=name,
-                count=count,
-                zones=group.zones if group else (),
-                instance_types=group.instance_types if group else (),
-                reasons=tuple(reasons[name]),
-            )
+        group = by_name.get(node.instance_group)
+        zone = node.zone if group is not None and len(group.zones) > 1 else ""
+        kind = node.instance_type if group is not None and len(group.instance_types) > 1 else ""
+        key = (node.instance_group, zone, kind)
+        counts[key] = counts.get(key, 0) + 1
+        reasons.setdefault(key, []).extend(pod_ids.get(p, p) for p in node.pods)
+    return [
+        GroupAddition(
+            group=name,
+            count=count,
+            zones=(zone,) if zone else (),
+            instance_types=(kind,) if kind else (),
+            reasons=tuple(reasons[(name, zone, kind)]),
         )
-    return additions
+        for (name, zone, kind), count in sorted(counts.items())
+    ]
 
 
 def plan_pods(

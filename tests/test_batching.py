@@ -76,22 +76,17 @@ def test_at_most_five_groups_per_call() -> None:
     assert totals(requests) == {f"group-{i}": 1 for i in range(12)}
 
 
-def test_zones_and_instance_types_only_for_flexible_groups() -> None:
+def test_zones_and_instance_types_sent_only_when_chosen() -> None:
     additions = [
-        GroupAddition("fixed", 2, zones=("us-west-2a",), instance_types=("ml.c5.2xlarge",)),
-        GroupAddition(
-            "flexible",
-            3,
-            zones=("us-west-2a", "us-west-2b"),
-            instance_types=("ml.c5.2xlarge", "ml.m5.2xlarge"),
-        ),
+        GroupAddition("fixed", 2),
+        GroupAddition("flexible", 3, zones=("us-west-2b",), instance_types=("ml.m5.2xlarge",)),
     ]
     (request,) = batch_additions(CLUSTER, additions)
     assert_valid(request)
     entries = {e["InstanceGroupName"]: e for e in request.entries}
     assert set(entries["fixed"]) == {"InstanceGroupName", "IncrementTargetCountBy"}
-    assert entries["flexible"]["AvailabilityZones"] == ["us-west-2a", "us-west-2b"]
-    assert entries["flexible"]["InstanceTypes"] == ["ml.c5.2xlarge", "ml.m5.2xlarge"]
+    assert entries["flexible"]["AvailabilityZones"] == ["us-west-2b"]
+    assert entries["flexible"]["InstanceTypes"] == ["ml.m5.2xlarge"]
 
 
 def test_client_token_is_deterministic_and_tracks_pods() -> None:

@@ -27,10 +27,10 @@ from hpscaler.backends.types import (
     NodeStatus,
 )
 from hpscaler.model import CapacityType, InstanceGroup, Taint, TaintEffect
+from hpscaler.provisioning.batching import MAX_LOGICAL_IDS_PER_DELETE
 
 log = structlog.get_logger("hpscaler.aws")
 
-MAX_LOGICAL_IDS_PER_DELETE = 99  # "to delete more than 99 instances, contact Support"
 _TAINT_EFFECTS = frozenset(get_args(TaintEffect))
 MAX_DESCRIBED_EVENTS = 20  # DescribeClusterEvent calls per ListClusterEvents poll, at most
 
@@ -98,6 +98,7 @@ def instance_group(
         labels=labels,
         taints=taints,
         status=str(group.get("Status") or "InService"),
+        subnet_zones=tuple((s, *zones[s]) for s in subnets if s in zones),
     )
 
 
@@ -158,10 +159,16 @@ class SageMakerHyperPod:
         zones = await self._subnets.resolve(sorted(subnet_ids))
         groups = tuple(instance_group(raw, cluster_subnets, zones) for raw in raw_groups)
         self._groups = {g.name: g for g in groups}
+        document = {k: v for k, v in response.items() if k != "ResponseMetadata"}
+        document["Subnets"] = [
+            {"SubnetId": s, "AvailabilityZone": zone, "AvailabilityZoneId": zone_id}
+            for s, (zone, zone_id) in sorted(zones.items())
+        ]
         return ClusterDescription(
             name=str(response.get("ClusterName") or self.cluster_name),
             groups=groups,
             provisioning_mode=str(response.get("NodeProvisioningMode") or "Standard"),
+            document=document,
         )
 
     async def list_nodes(self) -> Sequence[HyperPodNode]:
@@ -210,17 +217,23 @@ class SageMakerHyperPod:
         )
         return AddResult(added, failed)
 
-    async def batch_delete_nodes(self, logical_ids: Sequence[str]) -> DeleteResult:
-        """BatchDeleteClusterNodes by NodeLogicalIds, 99 per request (deleting twice is harmless)."""
-        ids = list(dict.fromkeys(logical_ids))
+    async def batch_delete_nodes(
+        self, logical_ids: Sequence[str], instance_ids: Sequence[str] = ()
+    ) -> DeleteResult:
+        """BatchDeleteClusterNodes by NodeLogicalIds (and by instance ids, as NodeIds, for nodes
+        HyperPod lists without a logical id), 50 identifiers per request. Deleting twice is harmless.
+        """
+        ids = [("NodeLogicalIds", str(i)) for i in dict.fromkeys(logical_ids)]
+        ids += [("NodeIds", str(i)) for i in dict.fromkeys(instance_ids)]
         deleted: list[str] = []
         failed: list[DeleteFailure] = []
         for start in range(0, len(ids), MAX_LOGICAL_IDS_PER_DELETE):
             chunk = ids[start : start + MAX_LOGICAL_IDS_PER_DELETE]
+            params: dict[str, Any] = {"ClusterName": self.cluster_name}
+            for key, value in chunk:
+                params.setdefault(key, []).append(value)
             try:
-                response = await self._call(
-                    "BatchDeleteClusterNodes", {"ClusterName": self.cluster_name, "NodeLogicalIds": chunk}
-                )
+                response = await self._call("BatchDeleteClusterNodes", params)
             except BackendError:
                 log.warning(
                     "nodes_delete_interrupted",
@@ -230,9 +243,14 @@ class SageMakerHyperPod:
                 )
                 raise
             deleted.extend(str(i) for i in response.get("SuccessfulNodeLogicalIds") or [])
+            deleted.extend(str(i) for i in response.get("Successful") or [])
             failed.extend(
                 DeleteFailure(str(f["NodeLogicalId"]), str(f["Code"]), str(f.get("Message", "")))
                 for f in response.get("FailedNodeLogicalIds") or []
+            )
+            failed.extend(
+                DeleteFailure(str(f["NodeId"]), str(f["Code"]), str(f.get("Message", "")))
+                for f in response.get("Failed") or []
             )
         if ids:
             log.info(
@@ -299,7 +317,8 @@ class SageMakerHyperPod:
         if capacity is None:
             capacity = group.capacity_type if group is not None else CapacityType.ON_DEMAND
         return HyperPodNode(
-            logical_id=str(summary.get("NodeLogicalId") or instance_id),
+            # Never the instance id: BatchDeleteClusterNodes would look it up as a logical id.
+            logical_id=str(summary.get("NodeLogicalId") or ""),
             group=group_name,
             status=_node_status(status.get("Status")),
             instance_id=instance_id,

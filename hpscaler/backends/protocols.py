@@ -109,8 +109,12 @@ class HyperPodCluster(Protocol):
         """BatchAddClusterNodes with exactly this request body (ClientToken included)."""
         ...
 
-    async def batch_delete_nodes(self, logical_ids: Sequence[str]) -> DeleteResult:
-        """BatchDeleteClusterNodes by NodeLogicalIds (at most 99)."""
+    async def batch_delete_nodes(
+        self, logical_ids: Sequence[str], instance_ids: Sequence[str] = ()
+    ) -> DeleteResult:
+        """BatchDeleteClusterNodes by NodeLogicalIds, and by instance ids (`NodeIds`) for nodes
+        listed without a logical id; the backend splits them into calls of at most 50 ids.
+        Never pass an instance id as a logical id: HyperPod would not find it."""
         ...
 
     async def list_events(self, since: float) -> Sequence[ClusterEvent]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from hpscaler.model import CapacityType, InstanceGroup, LabelSelector, Node, NodeClass, NodePool, Pod
 
@@ -23,11 +24,16 @@ class NodeStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ClusterDescription:
-    """DescribeCluster, reduced: the instance groups with their counts and zones."""
+    """DescribeCluster, reduced: the instance groups with their counts and zones.
+
+    `document` is the DescribeCluster answer itself, with the groups' subnets in DescribeSubnets'
+    shape under "Subnets" (what `hpscaler export-cluster` writes and the prerequisites read).
+    """
 
     name: str
     groups: tuple[InstanceGroup, ...]
     provisioning_mode: str = "Continuous"
+    document: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

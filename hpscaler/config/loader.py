@@ -9,6 +9,7 @@ is raised, so one run reports all of it.
 from __future__ import annotations
 
 import importlib.resources
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,8 @@ class LoadedConfig:
     instance_groups: tuple[InstanceGroup, ...]
     warnings: tuple[ConfigIssue, ...]
     sources: tuple[str, ...]
+    # DescribeCluster documents as given (NodeProvisioningMode, AutoScaling, ...: the prerequisites).
+    cluster_documents: tuple[Mapping[str, Any], ...] = ()
 
     def catalogue(self) -> Catalogue:
         """The packaged instance catalogue with the prices `spec.prices` overrides."""
@@ -105,6 +108,7 @@ class _Parsed:
     classes: list[tuple[Origin, HyperpodNodeClassDocument]] = field(default_factory=list)
     configs: list[tuple[Origin, HpscalerConfigDocument]] = field(default_factory=list)
     clusters: list[tuple[Origin, ClusterDocument]] = field(default_factory=list)
+    cluster_data: list[dict[str, Any]] = field(default_factory=list)  # the same documents, as read
     issues: list[ConfigIssue] = field(default_factory=list)
     rejected: set[str] = field(default_factory=set)  # labels ("Kind name") of documents pydantic rejected
 
@@ -151,6 +155,7 @@ def _parse(raw: Raw, data: dict[str, Any], prefix: Loc, out: _Parsed) -> None:
             origin = origin.named(f"DescribeCluster {name}" if name else "DescribeCluster")
             out.issues += near_misses(ClusterDocument, data, origin)
             out.clusters.append((origin, doc))
+            out.cluster_data.append(data)
         return
     label = _object_label(data, kind if isinstance(kind, str) else "object", raw.index)
     origin = Origin(raw.file, label, raw.lines, prefix)
@@ -317,6 +322,7 @@ def _resolve_groups(
                 labels=tuple(sorted(config.effective_labels().items())) if config else (),
                 taints=config.effective_taints() if config else (),
                 status=spec.status or "InService",
+                subnet_zones=tuple((s.subnet_id, s.availability_zone, s.availability_zone_id) for s in found),
             )
             previous = groups.get(name)
             if previous is None:
@@ -451,4 +457,5 @@ def load_config(
         instance_groups=tuple(e.group for e in groups.values()),
         warnings=tuple(out.issues),
         sources=tuple(sources),
+        cluster_documents=tuple(out.cluster_data),
     )

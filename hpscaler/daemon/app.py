@@ -14,6 +14,7 @@ from hpscaler.catalogue import Catalogue
 from hpscaler.clock import Clock
 from hpscaler.config import LoadedConfig
 from hpscaler.daemon.batcher import Batcher
+from hpscaler.daemon.cluster_sync import refresh_cluster
 from hpscaler.daemon.consolidator import Consolidator
 from hpscaler.daemon.context import Backends, DaemonContext
 from hpscaler.daemon.interruption import InterruptionHandler
@@ -31,7 +32,16 @@ MONITOR_SECONDS = 10.0
 class Daemon:
     """hpscaler's loops wired to one set of backends."""
 
-    def __init__(self, config: LoadedConfig, backends: Backends, catalogue: Catalogue, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: LoadedConfig,
+        backends: Backends,
+        catalogue: Catalogue,
+        clock: Clock,
+        *,
+        live_groups: bool = False,
+    ) -> None:
+        """`live_groups`: the configuration's groups were read from the cluster and are kept current."""
         settings = config.settings
         backoff = settings.out_of_capacity_backoff
         self.ctx = DaemonContext(
@@ -44,6 +54,8 @@ class Daemon:
                 backoff.initial_seconds, backoff.max_seconds, backoff.multiplier
             ),
         )
+        if live_groups:
+            self.ctx.live_groups = config.instance_groups
         self.state_path = Path(settings.state_path) if settings.state_path else None
         if self.state_path is not None:
             load_backoffs(self.ctx, self.state_path)
@@ -81,6 +93,7 @@ class Daemon:
                 tg.start_soon(refresh_scores, self.ctx)
                 tg.start_soon(refresh_spot_prices, self.ctx)
                 tg.start_soon(sync_node_config, self.ctx)
+                tg.start_soon(refresh_cluster, self.ctx)
                 if self.state_path is not None:
                     tg.start_soon(persist_backoffs, self.ctx, self.state_path)
                 if handle_signals:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import anyio
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from hpscaler.backends.protocols import BackendError
+from hpscaler.backends.types import DeleteResult, NodeStatus
 from hpscaler.daemon.context import DaemonContext
 from hpscaler.daemon.drain import DISRUPTED_TAINT, REASON_ANNOTATION, Drainer
 from hpscaler.daemon.provisioner import Provisioner
@@ -15,6 +17,12 @@ from hpscaler.scheduling.consolidation import ConsolidationDecision, Removal, de
 from hpscaler.scheduling.types import SchedulingInput
 
 DRAIN_GIVE_UP_SECONDS = 300.0
+DELETE_ATTEMPTS = 4
+DELETE_MAX_WAIT_SECONDS = 30.0
+
+
+class DeleteRefused(Exception):
+    """HyperPod answered BatchDeleteClusterNodes with a per-node failure for the node."""
 
 
 class Consolidator:
@@ -42,6 +50,11 @@ class Consolidator:
         plan = self.provisioner.last_plan
         return frozenset(u.pod for u in plan.unschedulable) if plan is not None else frozenset()
 
+    def patching(self) -> frozenset[str]:
+        """Instances HyperPod reports SystemUpdating (AMI patching) in its last node listing."""
+        states = self.ctx.node_states
+        return frozenset(i for i, status in states.items() if status is NodeStatus.SYSTEM_UPDATING)
+
     async def decide(self, exclude: str = "") -> ConsolidationDecision:
         """The pure decision over the current cache."""
         ctx = self.ctx
@@ -54,6 +67,11 @@ class Consolidator:
             # Nothing decided: look again at the next poll, not only once the cache changes.
             return ConsolidationDecision(recheck_at=ctx.clock.now())
         disrupting = {k: v for k, v in ctx.disrupting.items() if k != exclude}
+        # HyperPod is patching these (AMI update): never a consolidation candidate, nor room for pods.
+        patching = self.patching()
+        for node in nodes:
+            if instance_id_of(node) in patching:
+                disrupting.setdefault(node.name, "SystemUpdating")
         base = SchedulingInput(pods=(), node_pools=(), node_classes=(), groups=(), catalogue=ctx.catalogue)
         hopeless = self.hopeless()
         return decide_consolidation(
@@ -71,14 +89,19 @@ class Consolidator:
         """Poll every `pollSeconds`; carry out each removal in its own task."""
         settings = self.ctx.config.settings.consolidation
         await self.ctx.synced.wait()
-        seen: tuple[int, int, frozenset[str]] | None = None
+        seen: tuple[int, int, frozenset[str], frozenset[str]] | None = None
         recheck_at = 0.0
         async with anyio.create_task_group() as tg:
             while True:
                 await anyio.sleep(settings.poll_seconds)
                 if not settings.enabled or self.ctx.inflight:
                     continue  # nodes on their way change the picture; wait until they land
-                state = (self.ctx.cache.generation, len(self.ctx.disrupting), self.hopeless())
+                state = (
+                    self.ctx.cache.generation,
+                    len(self.ctx.disrupting),
+                    self.hopeless(),
+                    self.patching(),
+                )
                 if state == seen and self.ctx.clock.now() < recheck_at:
                     continue  # nothing changed and no timer matured: the last answer still holds
                 decision = await self.decide()
@@ -104,7 +127,9 @@ class Consolidator:
                 await self._abort(node, "pods could not be evicted (PodDisruptionBudgets)")
                 return
             await self._wait_empty(node)
-            await self._delete(node)
+            if not await self._delete(node):
+                await self._abort(node, "HyperPod did not delete the node")
+                return
             ctx.stats.counters[f"nodes_disrupted:{removal.reason}"] += 1
             ctx.log.info("node_consolidated", node=node.name, reason=removal.reason, pool=removal.node_pool)
         except BackendError as exc:
@@ -142,17 +167,57 @@ class Consolidator:
             longest + 60,
         )
 
-    async def _delete(self, node: Node) -> None:
+    async def _delete(self, node: Node) -> bool:
+        """Delete the drained node's instance; False when HyperPod keeps refusing (it is reported).
+
+        A per-node failure is retried with jittered backoff. A node HyperPod is patching
+        (SystemUpdating) is left alone: its instance is never deleted under an AMI update.
+        """
+        ctx = self.ctx
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(DELETE_ATTEMPTS),
+            wait=wait_random_exponential(multiplier=1.0, max=DELETE_MAX_WAIT_SECONDS),
+            retry=retry_if_exception_type(DeleteRefused),
+            sleep=anyio.sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._delete_once(node)
+        except DeleteRefused as exc:
+            ctx.stats.counters["node_delete_failures"] += 1
+            ctx.log.error("node_delete_failed", node=node.name, attempts=DELETE_ATTEMPTS, error=str(exc))
+        return False
+
+    async def _delete_once(self, node: Node) -> bool:
         ctx = self.ctx
         instance = instance_id_of(node)
         hp_nodes = await ctx.backends.hyperpod.list_nodes()
-        logical = [n.logical_id for n in hp_nodes if instance and n.instance_id == instance]
-        if logical:
-            await ctx.backends.hyperpod.batch_delete_nodes(logical)
-            ctx.stats.counters["batch_delete_calls"] += 1
-        else:
+        match = next((n for n in hp_nodes if instance and n.instance_id == instance), None)
+        if match is None:
             ctx.log.warning("node_not_in_hyperpod", node=node.name, instance=instance)
             await ctx.backends.kubernetes.delete_node(node.name)
+            return True
+        if match.status is NodeStatus.SYSTEM_UPDATING:
+            ctx.log.info("node_delete_skipped", node=node.name, status=match.status.value)
+            return False
+        result: DeleteResult
+        if match.logical_id:
+            result = await ctx.backends.hyperpod.batch_delete_nodes([match.logical_id])
+        else:  # listed without a logical id: delete by instance id (NodeIds), never as a logical id
+            result = await ctx.backends.hyperpod.batch_delete_nodes([], [instance])
+        ctx.stats.counters["batch_delete_calls"] += 1
+        refused = [f for f in result.failed if f.code != "NodeIdNotFound"]
+        if refused:
+            ctx.stats.counters["node_delete_refusals"] += 1
+            ctx.log.warning(
+                "node_delete_refused", node=node.name, code=refused[0].code, message=refused[0].message
+            )
+            raise DeleteRefused(f"{refused[0].code}: {refused[0].message}")
+        if match.logical_id:
+            ctx.gone.add(match.logical_id)
+        return True
 
     async def _abort(self, node: Node, why: str) -> None:
         ctx = self.ctx

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 import structlog
@@ -16,6 +16,7 @@ from hpscaler.backends.protocols import (
     PlacementScores,
     SpotPriceSource,
 )
+from hpscaler.backends.types import NodeStatus
 from hpscaler.catalogue import Catalogue
 from hpscaler.clock import Clock
 from hpscaler.config import LoadedConfig
@@ -74,12 +75,27 @@ class DaemonContext:
     disrupting: dict[str, str] = field(default_factory=dict)
     # Pods on disrupted nodes that will need a new home (pending twins), until they are evicted.
     displaced: dict[str, Pod] = field(default_factory=dict)
+    # HyperPod nodes seen ShuttingDown or deleted by hpscaler (logical ids): never adopted again,
+    # even when a failed termination shows them as Failure. Pruned once HyperPod no longer lists them.
+    gone: set[str] = field(default_factory=set)
+    # Instance id -> HyperPod status, from the provisioner's last ListClusterNodes.
+    node_states: dict[str, NodeStatus] = field(default_factory=dict)
+    # The cluster's instance groups as DescribeCluster last answered, when they come from the live
+    # cluster (`hpscaler run`); None when the configuration's groups are used (plan, simulate).
+    live_groups: tuple[InstanceGroup, ...] | None = None
+    cluster_refresh: anyio.Event = field(default_factory=anyio.Event)  # set: describe the cluster now
     changed: anyio.Event = field(default_factory=anyio.Event)
     # Node or in-flight node -> pods holding capacity booked for ProvisioningRequests there.
     held: dict[str, list[Pod]] = field(default_factory=dict)
     log: structlog.typing.FilteringBoundLogger = field(
         default_factory=lambda: structlog.get_logger("hpscaler")
     )
+
+    def replace_config(self, config: LoadedConfig) -> None:
+        """Put a reloaded configuration in force, keeping the live cluster's groups if there are any."""
+        if self.live_groups is not None and config.instance_groups != self.live_groups:
+            config = replace(config, instance_groups=self.live_groups)
+        self.config = config
 
     def notify(self) -> None:
         """Wake every `wait_until`: the cache or the in-flight set changed."""

@@ -139,7 +139,14 @@ class Provisioner:
             launch_timeout=settings.provisioning.launch_timeout_seconds,
             registration_timeout=settings.provisioning.registration_timeout_seconds,
             group_zone={g.name: g.zones[0] for g in ctx.config.instance_groups if g.zones},
+            registered_instances={i for i in map(instance_id_of, ctx.cache.nodes.values()) if i},
+            gone=ctx.gone,
         )
+        ctx.node_states = {n.instance_id: n.status for n in nodes if n.instance_id}
+        listed = {n.logical_id for n in nodes}
+        ctx.gone = {i for i in ctx.gone if i in listed} | set(review.going)
+        for logical_id in review.health_checking:
+            ctx.inflight[logical_id].health_checked_at = now
         for node in review.adopted:
             pool = ctx.pool_for_group(node.group)
             if pool is not None:
@@ -148,7 +155,8 @@ class Provisioner:
         for logical_id in (*review.joined, *review.vanished):
             record = ctx.inflight.pop(logical_id, None)
             if record is not None and logical_id in review.joined:
-                zone = ctx.groups[record.group].zones[0] if ctx.groups.get(record.group) else ""
+                group = ctx.groups.get(record.group)
+                zone = record.zone or (group.zones[0] if group is not None and group.zones else "")
                 ctx.unavailable.mark_available(record.group, zone, record.requested_at)
         if not review.give_up:
             return len(review.adopted)
@@ -184,7 +192,13 @@ class Provisioner:
             *(f.logical_id for f in result.failed if f.code == "NodeIdNotFound"),
         ):
             ctx.inflight.pop(logical_id, None)
+            ctx.gone.add(logical_id)
         ctx.log.info("launches_cancelled", nodes=list(result.deleted))
+        refused = [(f.logical_id, f.code, f.message) for f in result.failed if f.code != "NodeIdNotFound"]
+        if refused:
+            # Still in flight and still given up: the next round cancels them again.
+            ctx.stats.counters["cancel_failures"] += len(refused)
+            ctx.log.warning("cancel_launches_refused", nodes=refused, retry="next provisioning round")
 
     async def _cancel_stranded_gang_launches(self, plan: Plan) -> bool:
         """Cancel a gang's launches in flight that the plan leaves in another zone (see
@@ -258,8 +272,8 @@ class Provisioner:
                     record.logical_id,
                     record.node_pool,
                     record.group,
-                    group.instance_types[0],
-                    group.zones[0],
+                    record.instance_type or group.instance_types[0],
+                    record.zone or group.zones[0],
                     group.capacity_type,
                     list(ctx.held.get(record.logical_id, ())),
                     labels=dict(record.labels),
@@ -319,11 +333,16 @@ class Provisioner:
                 if rejected:
                     for entry in request.entries:
                         group = ctx.groups.get(entry["InstanceGroupName"])
-                        zone = group.zones[0] if group and group.zones else ""
+                        zones = entry.get("AvailabilityZones") or (group.zones if group else ())
+                        zone = zones[0] if zones else ""
                         ctx.unavailable.mark(entry["InstanceGroupName"], zone, now, "refused by the API")
                     refused = True
                 continue
-            refused |= self._record(result, pools, for_pods, group_labels, now)
+            asked = {
+                e["InstanceGroupName"]: (e.get("AvailabilityZones", [""])[0], e.get("InstanceTypes", [""])[0])
+                for e in request.entries  # a group appears once per call
+            }
+            refused |= self._record(result, pools, for_pods, group_labels, now, asked)
         return refused
 
     async def _send(self, request: AddRequest) -> tuple[AddResult | None, bool]:
@@ -358,6 +377,7 @@ class Provisioner:
         for_pods: dict[str, tuple[str, ...]],
         group_labels: dict[str, list[tuple[tuple[str, str], ...]]],
         now: float,
+        asked: dict[str, tuple[str, str]] | None = None,
     ) -> bool:
         ctx = self.ctx
         for added in result.successful:
@@ -370,6 +390,8 @@ class Provisioner:
                     now,
                     for_pods.get(added.group, ()),
                     labels=planned.pop(0) if planned else (),
+                    zone=(asked or {}).get(added.group, ("", ""))[0],
+                    instance_type=(asked or {}).get(added.group, ("", ""))[1],
                 )
                 ctx.stats.counters[f"nodes_created:{added.group}"] += 1
         for group_name, count in _counts(result).items():

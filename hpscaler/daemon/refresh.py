@@ -138,7 +138,9 @@ async def sync_node_config(ctx: DaemonContext) -> None:
             if ctx.config.settings is not files.settings:
                 files = ctx.config  # a SIGHUP reload brought new files
             if found.present:
-                updated, skipped = apply_node_config(files, found)
+                # The groups in force: the cluster's own when they are read live (cluster_sync).
+                current = replace(files, instance_groups=ctx.config.instance_groups)
+                updated, skipped = apply_node_config(current, found)
                 for reason in skipped:
                     ctx.log.warning("node_config_object_skipped", reason=reason)
                 if (updated.node_pools, updated.node_classes) != (

@@ -4,12 +4,9 @@ from hpscaler.fake.hyperpod import (
     INSUFFICIENT_CAPACITY,
     CapacityChange,
     FakeHyperPod,
-    InstanceSpecLike,
     MeterRecord,
     Offering,
     Reclaim,
-    StaticSpec,
-    resolve_specs,
 )
 from hpscaler.fake.kubernetes import (
     FakeKubernetes,
@@ -24,6 +21,7 @@ from hpscaler.fake.kubernetes import (
     copy_pod,
 )
 from hpscaler.fake.signals import FakeInterruptionQueue, FakePlacementScores
+from hpscaler.fake.specs import InstanceSpecLike, StaticSpec, resolve_specs
 from hpscaler.fake.world import World, instance_group, node_name
 
 __all__ = [

@@ -4,6 +4,15 @@ Continuous provisioning: BatchAddClusterNodes raises the target count and return
 launch in the background, and a launch that finds no capacity fails and is retried until it
 succeeds or the node is deleted. Billing runs per instance from launch to shutdown.
 
+Node states follow ClusterInstanceStatus as the continuous-provisioning page defines them
+(/work/shared/seed-examples/hyperpod-continuous-provisioning.txt): Pending "is being provisioned or
+rebooted", ShuttingDown "will either transition to Failure status if termination encounters issues,
+or will be successfully removed", SystemUpdating during AMI patching, DeepHealthCheckInProgress for
+"a few mins to several hours". Tests move nodes through them with `set_node_status` and
+`termination_failures`. BatchDeleteClusterNodes takes NodeLogicalIds and NodeIds "with a combined
+maximum of 50 identifiers" and reports per-node failures (BatchDeleteClusterNodesError codes
+NodeIdNotFound, InvalidNodeStatus, NodeIdInUse); `refuse_delete` injects one.
+
 Cluster events follow the "SageMaker HyperPod cluster events reference": ResourceType Instance,
 EventLevel Info|Warn|Error (never "Warning"), a Description and, for a failed creation, the
 metadata's FailureMessage. A failed launch uses the reference's own example ("Instance creation in
@@ -24,9 +33,8 @@ import json
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Protocol
 
 from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import (
@@ -42,74 +50,19 @@ from hpscaler.backends.types import (
     InterruptionMessage,
     NodeStatus,
 )
-from hpscaler.catalogue import Catalogue, UnknownInstanceType, load_catalogue
+from hpscaler.catalogue import Catalogue
 from hpscaler.clock import Clock
+from hpscaler.fake.cluster_document import ClusterSettings, describe_cluster_document
 from hpscaler.fake.kubernetes import FaultInjector, Timers
+from hpscaler.fake.requests import validate_add
 from hpscaler.fake.signals import FakeInterruptionQueue
+from hpscaler.fake.specs import InstanceSpecLike, resolve_specs
 from hpscaler.model import CapacityType, InstanceGroup
-from hpscaler.provisioning.batching import MAX_GROUPS_PER_CALL, MAX_LOGICAL_IDS_PER_DELETE, MAX_NODES_PER_CALL
+from hpscaler.provisioning.batching import MAX_LOGICAL_IDS_PER_DELETE
 
 TOKEN_TTL_SECONDS = 8 * 3600.0
 INSUFFICIENT_CAPACITY = "InsufficientInstanceCapacity"
 Offering = tuple[str, str, CapacityType]  # instance type, zone (name or id), capacity type
-_BODY_KEYS = {"ClusterName", "ClientToken", "NodesToAdd"}
-_ENTRY_KEYS = {"InstanceGroupName", "IncrementTargetCountBy", "AvailabilityZones", "InstanceTypes"}
-
-
-class InstanceSpecLike(Protocol):
-    """What the fakes need of a catalogue `InstanceSpec` (which satisfies it)."""
-
-    def allocatable(self) -> dict[str, int]:
-        """Allocatable resources of a node of this type, canonical units."""
-        ...
-
-    def labels(self) -> dict[str, str]:
-        """Well-known labels a node of this type carries."""
-        ...
-
-    def price(self, capacity_type: CapacityType) -> float:
-        """USD per hour."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class StaticSpec:
-    """Instance type facts given directly, for tests that must not depend on the catalogue."""
-
-    resources: Mapping[str, int]
-    on_demand_price: float
-    spot_price: float
-    extra_labels: Mapping[str, str] = field(default_factory=dict)
-
-    def allocatable(self) -> dict[str, int]:
-        """The resources given."""
-        return dict(self.resources)
-
-    def labels(self) -> dict[str, str]:
-        """The labels given."""
-        return dict(self.extra_labels)
-
-    def price(self, capacity_type: CapacityType) -> float:
-        """The price given for the capacity type."""
-        return self.spot_price if capacity_type == CapacityType.SPOT else self.on_demand_price
-
-
-def resolve_specs(
-    instance_types: Sequence[str],
-    specs: Mapping[str, InstanceSpecLike] | None = None,
-    catalogue: Catalogue | None = None,
-) -> dict[str, InstanceSpecLike]:
-    """Specs for every type: the injected ones first, the rest from the catalogue (packaged by default)."""
-    resolved: dict[str, InstanceSpecLike] = dict(specs or {})
-    missing = sorted({t for t in instance_types if t not in resolved})
-    if missing:
-        catalogue = catalogue if catalogue is not None else load_catalogue()
-        for name in missing:
-            try:
-                resolved[name] = catalogue.get(name)
-            except UnknownInstanceType as error:
-                raise ValueError(f"{error}; pass its facts with specs=") from error
-    return resolved
 
 
 @dataclass(slots=True)
@@ -245,6 +198,9 @@ class FakeHyperPod:
         self.capacity_changes: list[CapacityChange] = []
         self.on_running: list[Callable[[HyperPodNode], None]] = []
         self.on_gone: list[Callable[[HyperPodNode, str], None]] = []
+        self.settings = ClusterSettings()  # NodeProvisioningMode, NodeRecovery, AutoScaling
+        self.delete_refusals: dict[str, tuple[str, int]] = {}  # logical id -> (code, deletes refused)
+        self.termination_failures: set[str] = set()  # logical ids whose shutdown ends in Failure
         self._groups = {g.name: g for g in groups}
         self._targets = {g.name: 0 for g in groups}
         self._capacity: dict[Offering, int | None] = dict(capacity or {})
@@ -271,7 +227,9 @@ class FakeHyperPod:
         """Groups with CurrentCount (Running nodes) and TargetCount."""
         self.calls["describe_cluster"] += 1
         self.faults.check("describe_cluster")
-        return ClusterDescription(self.cluster_name, tuple(self.groups()))
+        groups = tuple(self.groups())
+        document = describe_cluster_document(self.cluster_name, groups, self.settings)
+        return ClusterDescription(self.cluster_name, groups, self.settings.provisioning_mode, document)
 
     async def list_nodes(self) -> Sequence[HyperPodNode]:
         """Every node not yet removed, in creation order."""
@@ -290,7 +248,7 @@ class FakeHyperPod:
         self.calls["batch_add_nodes"] += 1
         self.add_bodies.append(copy.deepcopy(dict(body)))
         self.faults.check("batch_add_nodes")
-        entries = self._validate_add(body)
+        entries = validate_add(body, self.cluster_name, self._groups)
         now = self.clock.now()
         token = body.get("ClientToken")
         fingerprint = json.dumps(body, sort_keys=True, default=str)
@@ -320,25 +278,48 @@ class FakeHyperPod:
             self._tokens[token] = _TokenUse(now, fingerprint, tuple(added), tuple(failed))
         return AddResult(tuple(AddedNode(i, g, NodeStatus.PENDING) for i, g in added), tuple(failed))
 
-    async def batch_delete_nodes(self, logical_ids: Sequence[str]) -> DeleteResult:
-        """ShuttingDown at once (billing stops, target drops), removed after `shutdown_seconds`."""
-        self.calls["batch_delete_nodes"] += 1
-        self.delete_requests.append(tuple(logical_ids))
-        self.faults.check("batch_delete_nodes")
-        if not 1 <= len(logical_ids) <= MAX_LOGICAL_IDS_PER_DELETE:
+    async def batch_delete_nodes(
+        self, logical_ids: Sequence[str], instance_ids: Sequence[str] = ()
+    ) -> DeleteResult:
+        """ShuttingDown at once (billing stops, target drops), removed after `shutdown_seconds`.
+
+        Like the AWS backend, it sends one request per 50 identifiers (each counted and recorded).
+        """
+        ids = [(i, True) for i in logical_ids] + [(i, False) for i in instance_ids]
+        if not ids:
             raise BackendError(
-                f"NodeLogicalIds must hold 1-{MAX_LOGICAL_IDS_PER_DELETE} ids, got {len(logical_ids)}",
-                retryable=False,
-                code="ValidationException",
+                "NodeLogicalIds or NodeIds must hold an id", retryable=False, code="ValidationException"
             )
         deleted: list[str] = []
         failed: list[DeleteFailure] = []
-        for logical_id in logical_ids:
+        for start in range(0, len(ids), MAX_LOGICAL_IDS_PER_DELETE):
+            chunk = ids[start : start + MAX_LOGICAL_IDS_PER_DELETE]
+            result = self._delete_request([i for i, lid in chunk if lid], [i for i, lid in chunk if not lid])
+            deleted.extend(result.deleted)
+            failed.extend(result.failed)
+        return DeleteResult(tuple(deleted), tuple(failed))
+
+    def _delete_request(self, logical_ids: Sequence[str], instance_ids: Sequence[str]) -> DeleteResult:
+        """One BatchDeleteClusterNodes request ("a combined maximum of 50 identifiers")."""
+        self.calls["batch_delete_nodes"] += 1
+        self.delete_requests.append((*logical_ids, *instance_ids))
+        self.faults.check("batch_delete_nodes")
+        deleted: list[str] = []
+        failed: list[DeleteFailure] = []
+        by_instance = {n.instance_id: n.logical_id for n in self._nodes.values() if n.instance_id}
+        wanted = [(i, i) for i in logical_ids] + [(i, by_instance.get(i, "")) for i in instance_ids]
+        for given, logical_id in wanted:
             node = self._nodes.get(logical_id)
             if node is None:
-                failed.append(DeleteFailure(logical_id, "NodeIdNotFound", f"node {logical_id} not found"))
+                failed.append(DeleteFailure(given, "NodeIdNotFound", f"node {given} not found"))
                 continue
-            deleted.append(logical_id)
+            code, times = self.delete_refusals.pop(logical_id, ("", 0))
+            if times > 0:
+                if times > 1:
+                    self.delete_refusals[logical_id] = (code, times - 1)
+                failed.append(DeleteFailure(given, code, f"node {given} cannot be deleted now"))
+                continue
+            deleted.append(given)
             if node.status == NodeStatus.SHUTTING_DOWN:
                 continue
             node.status, node.message = NodeStatus.SHUTTING_DOWN, ""
@@ -349,6 +330,23 @@ class FakeHyperPod:
         return DeleteResult(tuple(deleted), tuple(failed))
 
     # --- test-, world- and simulator-facing methods --------------------------------------------
+
+    def update_cluster(self, groups: Sequence[InstanceGroup]) -> None:
+        """UpdateCluster: add instance groups, or change existing ones (status, zones, taints)."""
+        self.specs.update(resolve_specs([t for g in groups for t in g.instance_types], self.specs))
+        for group in groups:
+            self._groups[group.name] = group
+            self._targets.setdefault(group.name, 0)
+
+    def set_node_status(self, logical_id: str, status: NodeStatus, message: str = "") -> None:
+        """Move a node to a status HyperPod sets on its own (reboot, patching, deep health checks)."""
+        node = self._nodes[logical_id]
+        node.status, node.message = status, message
+        node.attempt += 1  # launch timers of the previous status do nothing
+
+    def refuse_delete(self, logical_id: str, code: str = "InvalidNodeStatus", times: int = 1) -> None:
+        """Make the next `times` BatchDeleteClusterNodes of this node fail for it alone, with `code`."""
+        self.delete_refusals[logical_id] = (code, times)
 
     def groups(self) -> list[InstanceGroup]:
         """Instance groups with their live current and target counts."""
@@ -461,51 +459,6 @@ class FakeHyperPod:
         return sum(m.seconds(now) * m.on_demand_price_per_hour for m in self._meters) / 3600.0
 
     # --- internals -----------------------------------------------------------------------------
-
-    def _validate_add(
-        self, body: Mapping[str, object]
-    ) -> list[tuple[str, int, tuple[str, ...], tuple[str, ...]]]:
-        def invalid(message: str) -> BackendError:
-            return BackendError(message, retryable=False, code="ValidationException")
-
-        if unknown := set(body) - _BODY_KEYS:
-            raise invalid(f"unknown parameters {sorted(unknown)}")
-        cluster = body.get("ClusterName")
-        if not isinstance(cluster, str) or cluster.rsplit("/", 1)[-1] != self.cluster_name:
-            raise invalid(f"ClusterName {cluster!r} does not name cluster {self.cluster_name}")
-        token = body.get("ClientToken")
-        if token is not None and (
-            not isinstance(token, str)
-            or not 1 <= len(token) <= 64
-            or not (token.isascii() and token.isprintable())
-        ):
-            raise invalid("ClientToken must be 1-64 printable ASCII characters")
-        entries = body.get("NodesToAdd")
-        if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_GROUPS_PER_CALL:
-            raise invalid(f"NodesToAdd must hold 1-{MAX_GROUPS_PER_CALL} entries")
-        parsed: list[tuple[str, int, tuple[str, ...], tuple[str, ...]]] = []
-        for entry in entries:
-            if not isinstance(entry, dict) or set(entry) - _ENTRY_KEYS:
-                raise invalid(f"bad NodesToAdd entry {entry!r}")
-            name, count = entry.get("InstanceGroupName"), entry.get("IncrementTargetCountBy")
-            if not isinstance(name, str) or not name:
-                raise invalid("InstanceGroupName is required")
-            if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_NODES_PER_CALL:
-                raise invalid(f"IncrementTargetCountBy must be 1-{MAX_NODES_PER_CALL}, got {count!r}")
-            group = self._groups.get(name)
-            types = _string_list(entry.get("InstanceTypes"), group.instance_types if group else (), invalid)
-            zones = _string_list(entry.get("AvailabilityZones"), group.zones if group else (), invalid)
-            if group is not None:
-                if set(types) - set(group.instance_types):
-                    raise invalid(f"InstanceTypes {types} not all in group {name}")
-                known = set(group.zones) | set(group.zone_ids)
-                if set(zones) - known:
-                    raise invalid(f"AvailabilityZones {zones} not all in group {name}")
-                zones = tuple(self._zone_name(group, z) for z in zones)
-            parsed.append((name, count, types, zones))
-        if sum(count for _, count, _, _ in parsed) > MAX_NODES_PER_CALL:
-            raise invalid(f"at most {MAX_NODES_PER_CALL} nodes per call")
-        return parsed
 
     def _add(self, group: InstanceGroup, count: int, types: Sequence[str], zones: Sequence[str]) -> list[str]:
         ids: list[str] = []
@@ -622,6 +575,12 @@ class FakeHyperPod:
         self._finish(logical_id, reason)
 
     def _finish(self, logical_id: str, reason: str) -> None:
+        failing = self._nodes.get(logical_id)
+        if failing is not None and logical_id in self.termination_failures:
+            self.termination_failures.discard(logical_id)
+            failing.status, failing.message = NodeStatus.FAILURE, "termination failed"
+            self._targets[failing.group] += 1  # still a node of the group; deleting it again counts
+            return
         node = self._nodes.pop(logical_id, None)
         if node is None:
             return
@@ -658,11 +617,6 @@ class FakeHyperPod:
             )
         )
         return holding < limit
-
-    def _zone_name(self, group: InstanceGroup, zone: str) -> str:
-        if zone in group.zone_ids and len(group.zone_ids) == len(group.zones):
-            return group.zones[group.zone_ids.index(zone)]
-        return zone
 
     def _new_instance_id(self) -> str:
         return f"i-{self._rng.getrandbits(68):017x}"

@@ -26,9 +26,10 @@ from hpscaler.backends.protocols import (
 from hpscaler.backends.types import HyperPodNode, InterruptionKind, NodeStatus
 from hpscaler.catalogue import Catalogue
 from hpscaler.clock import Clock, LoopClock
-from hpscaler.fake.hyperpod import FakeHyperPod, InstanceSpecLike, Offering
+from hpscaler.fake.hyperpod import FakeHyperPod, Offering
 from hpscaler.fake.kubernetes import FakeKubernetes, Timers
 from hpscaler.fake.signals import FakeInterruptionQueue, FakePlacementScores
+from hpscaler.fake.specs import InstanceSpecLike
 from hpscaler.model import (
     LABEL_HOSTNAME,
     LABEL_INSTANCE_GROUP,

@@ -22,7 +22,7 @@ from hpscaler.clock import Clock, SystemClock
 from hpscaler.config.documents import HyperpodNodeClassDocument, NodePoolDocument
 from hpscaler.config.validate import ConfigIssue, Origin, translate
 from hpscaler.kube.convert import JSON, MERGE_PATCH, KubeApiError, call_json, format_time, metadata, retrying
-from hpscaler.model import InstanceGroup, NodeClass, NodePool
+from hpscaler.model import CapacityType, InstanceGroup, NodeClass, NodePool
 
 log = structlog.get_logger("hpscaler.kube")
 
@@ -175,21 +175,26 @@ class CustomResources:
                 )
         return ClusterResources(tuple(pools), tuple(classes), crds)
 
-    async def write_conditions(self, kind: Kind, name: str, conditions: Sequence[Condition]) -> bool:
-        """Merge `conditions` into the object's status; False when nothing changed (no write)."""
+    async def write_conditions(
+        self, kind: Kind, name: str, conditions: Sequence[Condition], extra: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Merge `conditions` (and the `extra` status fields) into the object's status; False when
+        nothing changed (no write)."""
         group, version, plural = RESOURCES[kind]
         for _ in range(_CONFLICT_ATTEMPTS):
             obj = await self.call(
                 f"read {plural} {name}", self.api.get_cluster_custom_object, group, version, plural, name
             )
             meta = metadata(obj)
-            current = list((obj.get("status") or {}).get("conditions") or [])
+            status = obj.get("status") or {}
+            current = list(status.get("conditions") or [])
             merged = merge_conditions(current, conditions, int(meta.get("generation") or 0), self.clock.now())
-            if merged == current:
+            fields = dict(extra or {})
+            if merged == current and all(status.get(k) == v for k, v in fields.items()):
                 return False
             body = {
                 "metadata": {"resourceVersion": meta.get("resourceVersion")},
-                "status": {"conditions": merged},
+                "status": {"conditions": merged, **fields},
             }
             try:
                 await self.call(
@@ -220,10 +225,39 @@ class CustomResources:
         for node_class in resources.node_classes:
             conditions = node_class_conditions(node_class, groups)
             ready[node_class.name] = conditions[-1].status == "True"
-            changed += await self.write_conditions("HyperpodNodeClass", node_class.name, conditions)
+            extra = None
+            if node_class.model is not None and groups is not None:
+                extra = {"instanceGroups": node_class_groups(node_class.model, groups)}
+            changed += await self.write_conditions("HyperpodNodeClass", node_class.name, conditions, extra)
         for pool in resources.node_pools:
             changed += await self.write_conditions("NodePool", pool.name, node_pool_conditions(pool, ready))
         return changed
+
+
+def node_class_groups(node_class: NodeClass, groups: Mapping[str, InstanceGroup]) -> list[JSON]:
+    """NodeClass `status.instanceGroups` as HyperPod's own controller writes it (the autoscaling page
+    of the HyperPod Spot documentation): per group its instance types, its subnets with zone and zone
+    id, and its capacity, `{"Spot": {}}` or `{"OnDemand": {}}`. Groups the cluster lacks are left out
+    (InstanceGroupReady says which)."""
+    listed: list[JSON] = []
+    for name in node_class.instance_groups:
+        group = groups.get(name)
+        if group is None:
+            continue
+        subnets = group.subnet_zones or tuple(
+            (subnet, group.zones[0], group.zone_ids[0] if group.zone_ids else "")
+            for subnet in group.subnets
+            if len(group.zones) == 1
+        )
+        listed.append(
+            {
+                "name": name,
+                "instanceTypes": list(group.instance_types),
+                "subnets": [{"id": s, "zone": z, "zoneId": zone_id} for s, z, zone_id in subnets],
+                "capacities": {"Spot" if group.capacity_type is CapacityType.SPOT else "OnDemand": {}},
+            }
+        )
+    return listed
 
 
 def merge_conditions(

@@ -16,7 +16,9 @@ from typing import Any
 
 MAX_GROUPS_PER_CALL = 5
 MAX_NODES_PER_CALL = 50
-MAX_LOGICAL_IDS_PER_DELETE = 99
+# "You must specify either NodeLogicalIds, InstanceIds, or both, with a combined maximum of 50
+# identifiers" (BatchDeleteClusterNodes API reference).
+MAX_LOGICAL_IDS_PER_DELETE = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +27,10 @@ class GroupAddition:
 
     group: str
     count: int
-    zones: tuple[str, ...] = ()  # only sent for groups spanning several zones
-    instance_types: tuple[str, ...] = ()  # only sent for flexible groups
+    # Sent as AvailabilityZones / InstanceTypes when not empty: the zone and type the plan chose
+    # for a group that offers several (`planning.group_additions` leaves them empty otherwise).
+    zones: tuple[str, ...] = ()
+    instance_types: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()  # pod keys or uids; they make the ClientToken
 
 
@@ -87,17 +91,19 @@ def batch_additions(
             requests.append(AddRequest(cluster, token, current))
         current, current_reasons, nodes_in_call = [], [], 0
 
-    for addition in sorted(additions, key=lambda a: (-a.count, a.group)):
+    for addition in sorted(additions, key=lambda a: (-a.count, a.group, a.zones, a.instance_types)):
         left = addition.count
         reasons = list(addition.reasons)
         while left > 0:
-            if nodes_in_call >= max_nodes or len(current) >= max_groups:
+            in_call = any(e["InstanceGroupName"] == addition.group for e in current)
+            # A group appears once per call: two zones of one group go in two calls.
+            if nodes_in_call >= max_nodes or len(current) >= max_groups or in_call:
                 close()
             take = min(left, max_nodes - nodes_in_call)
             entry: dict[str, Any] = {"InstanceGroupName": addition.group, "IncrementTargetCountBy": take}
-            if len(addition.zones) > 1:
+            if addition.zones:
                 entry["AvailabilityZones"] = list(addition.zones)
-            if len(addition.instance_types) > 1:
+            if addition.instance_types:
                 entry["InstanceTypes"] = list(addition.instance_types)
             current.append(entry)
             # Each chunk's token covers the share of pods it was sized for.
@@ -111,6 +117,6 @@ def batch_additions(
 
 
 def batch_deletions(logical_ids: Sequence[str], limit: int = MAX_LOGICAL_IDS_PER_DELETE) -> list[list[str]]:
-    """Split node logical ids into `BatchDeleteClusterNodes` calls of at most 99 ids."""
+    """Split node logical ids into `BatchDeleteClusterNodes` calls of at most 50 ids."""
     ids = sorted(set(logical_ids))
     return [ids[i : i + limit] for i in range(0, len(ids), limit)]

@@ -31,6 +31,7 @@ from hpscaler.model import (
     sum_resources,
     tolerates_all,
 )
+from hpscaler.prerequisites import STARTUP_TAINT
 from hpscaler.scheduling.requirements import (
     KeySets,
     and_requirements,
@@ -175,7 +176,8 @@ def build_options(
             group = by_name.get(group_name)
             if group is None or group.status not in ("InService", "Updating", ""):
                 continue
-            taints = (*pool.taints, *group.taints)
+            # Like Karpenter's startupTaints, the start-up taint is gone by the time pods bind.
+            taints = (*pool.taints, *(t for t in group.taints if t.key != STARTUP_TAINT.key))
             price_type = group.capacity_type
             zone_ids = group.zone_ids or ("",) * len(group.zones)
             bases = [

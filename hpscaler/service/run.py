@@ -25,18 +25,21 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import anyio
 import structlog
 from anyio.abc import TaskStatus
 
+from hpscaler.backends.protocols import BackendError, HyperPodCluster
 from hpscaler.backends.registry import BackendNotFound, BackendSet, check_backends, open_backends
 from hpscaler.catalogue import Catalogue
 from hpscaler.clock import Clock, SystemClock
 from hpscaler.config import ConfigError, LoadedConfig, check_capacity_type_unchanged, load_config
 from hpscaler.config.validate import ConfigIssue
 from hpscaler.daemon.app import Daemon
+from hpscaler.daemon.cluster_sync import PrerequisitesNotMet, startup_cluster
 from hpscaler.daemon.context import Backends
 from hpscaler.logs import Format, configure, parse_format, parse_level
 from hpscaler.service import systemd
@@ -95,10 +98,10 @@ def _reject_reload(path: str, detail: str, issues: list[ConfigIssue]) -> bool:
     return False
 
 
-def read_config(path: Path) -> LoadedConfig | ConfigError:
+def read_config(path: Path, *, require_instance_groups: bool = True) -> LoadedConfig | ConfigError:
     """`load_config`, with every failure as a ConfigError (a reload must never crash the service)."""
     try:
-        return load_config(path)
+        return load_config(path, require_instance_groups=require_instance_groups)
     except ConfigError as exc:
         return exc
     except Exception as exc:  # whatever the files hold, the running service stays up
@@ -154,6 +157,8 @@ class Service:
     clock: Clock = field(default_factory=SystemClock)
     backends_opener: BackendOpener = open_backends
     handle_signals: bool = True
+    # Read the instance groups from DescribeCluster (and check the prerequisites) before serving.
+    live_cluster: bool = True
     stall_seconds: float = STALL_SECONDS
     # Called when a graceful stop overran spec.shutdownSeconds (tests replace it).
     exit: Callable[[int], None] = _hard_exit
@@ -213,11 +218,14 @@ class Service:
 
     def reload(self) -> bool:
         """Load the configuration again; keep the old one (and log why) if the new one is invalid."""
-        return self.apply_reload(read_config(self.config_path))
+        return self.apply_reload(read_config(self.config_path, require_instance_groups=not self.live_cluster))
 
     async def reload_off_loop(self) -> bool:
         """`reload`, with the files read and parsed on a worker thread so health and signals go on."""
-        loaded = await anyio.to_thread.run_sync(read_config, self.config_path, abandon_on_cancel=True)
+        loaded = await anyio.to_thread.run_sync(
+            partial(read_config, self.config_path, require_instance_groups=not self.live_cluster),
+            abandon_on_cancel=True,
+        )
         return self.apply_reload(loaded)
 
     def apply_reload(self, loaded: LoadedConfig | ConfigError) -> bool:
@@ -244,9 +252,12 @@ class Service:
         if self.log_applied is not None and self.log_applied != (level, fmt):
             configure(level, fmt)
             self.log_applied = (level, fmt)
+        if self.live_cluster:  # the groups stay the cluster's own (the daemon's are the freshest)
+            source = self.daemon.ctx.config if self.daemon is not None else self.config
+            new = replace(new, instance_groups=source.instance_groups)
         self.config = new
         if self.daemon is not None:
-            self.daemon.ctx.config = new
+            self.daemon.ctx.replace_config(new)
         self.reloads += 1
         log.info(
             "config_reloaded",
@@ -299,6 +310,15 @@ class Service:
 
     # --- running --------------------------------------------------------------------------------
 
+    async def _read_cluster(self, hyperpod: HyperPodCluster) -> LoadedConfig:
+        """The configuration with the live cluster's groups, once its prerequisites are checked."""
+        try:
+            return await startup_cluster(hyperpod, self.config)
+        except PrerequisitesNotMet as exc:
+            raise StartupError(f"cluster {exc.cluster} is not ready for hpscaler:\n{exc}") from exc
+        except BackendError as exc:
+            raise StartupError(f"cannot describe cluster {self.config.cluster_name}: {exc}") from exc
+
     async def lead(self, backends: BackendSet) -> None:
         """The work done while holding the lease: run the daemon."""
         assert backends.kubernetes is not None and backends.hyperpod is not None
@@ -315,6 +335,7 @@ class Service:
             ),
             self.catalogue,
             self.clock,
+            live_groups=self.live_cluster,
         )
         self.daemon = daemon
         systemd.notify("STATUS=leader: autoscaling")
@@ -375,6 +396,9 @@ class Service:
                 except Exception as exc:
                     raise StartupError(f"cannot open the backends: {exc}") from exc
                 assert backends.kubernetes is not None
+                assert backends.hyperpod is not None
+                if self.live_cluster:
+                    self.config = await self._read_cluster(backends.hyperpod)
                 kube = settings.kubernetes
                 elector = LeaderElector(
                     backends.kubernetes,

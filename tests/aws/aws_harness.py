@@ -130,7 +130,8 @@ async def make_world(
 ) -> World:
     """Subnets in us-west-2{zones} and a cluster whose default VPC config is the first subnet.
 
-    A group dict may name `Zones` (letters) for its OverrideVpcConfig; `Count` is InstanceCount.
+    A group dict may name `Zones` (letters) for its OverrideVpcConfig; `Count` is InstanceCount;
+    `Taints` replaces the KubernetesConfig taints (by default the start-up taint alone).
     """
     vpc = (await admin.ec2.create_vpc(CidrBlock="10.0.0.0/16"))["Vpc"]["VpcId"]
     subnets: dict[str, str] = {}
@@ -161,11 +162,33 @@ async def make_world(
             }
         if "Capacity" in group:
             spec["CapacityRequirements"] = {group["Capacity"]: {}}
+        if "Taints" in group:
+            spec["KubernetesConfig"] = {"Taints": group["Taints"]}
         specs.append(spec)
     await admin.sagemaker.create_cluster(
         ClusterName=CLUSTER,
         InstanceGroups=specs,
         VpcConfig={"SecurityGroupIds": ["sg-12345678"], "Subnets": [subnets[f"{REGION}{zones[0]}"]]},
         NodeRecovery="Automatic",
+        NodeProvisioningMode="Continuous",
     )
     return World(subnets, zone_ids)
+
+
+async def add_group(admin: Admin, name: str, subnet: str, capacity: str = "Spot") -> None:
+    """UpdateCluster adding an empty ml.c5.xlarge group in `subnet`, as an operator would."""
+    await admin.sagemaker.update_cluster(
+        ClusterName=CLUSTER,
+        InstanceGroups=[
+            {
+                "InstanceGroupName": name,
+                "InstanceType": "ml.c5.xlarge",
+                "InstanceCount": 0,
+                "ThreadsPerCore": 1,
+                "LifeCycleConfig": {"SourceS3Uri": "s3://sagemaker-lifecycle/", "OnCreate": "on_create.sh"},
+                "ExecutionRole": ROLE,
+                "CapacityRequirements": {capacity: {}},
+                "OverrideVpcConfig": {"SecurityGroupIds": ["sg-12345678"], "Subnets": [subnet]},
+            }
+        ],
+    )

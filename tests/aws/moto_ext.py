@@ -6,8 +6,14 @@ adding methods is enough; the state lives on moto's own objects (clusters, nodes
 `/moto-api/reset` wipes it and moto's list_cluster_nodes sees the nodes added here.
 
 Added: SageMaker BatchAddClusterNodes (ClientToken idempotency, 5-group/50-node limits, Failed
-entries), BatchDeleteClusterNodes, ListClusterEvents; EC2 GetSpotPlacementScores (settable scores,
-injectable failures, fewer than 3 types score 1 as on AWS) and settable Spot prices.
+entries), BatchDeleteClusterNodes (NodeLogicalIds and NodeIds, "a combined maximum of 50
+identifiers"), ListClusterEvents, UpdateCluster (instance groups added or replaced, with
+NodeProvisioningMode, NodeRecovery and AutoScaling), and in CreateCluster/DescribeCluster the
+cluster settings moto drops (NodeProvisioningMode, NodeRecovery, AutoScaling as
+ClusterAutoScalingConfigOutput) and instance-group KubernetesConfig in DescribeCluster's shape
+(CurrentLabels/CurrentTaints, API_ClusterKubernetesConfigDetails); EC2 GetSpotPlacementScores
+(settable scores, injectable failures, fewer than 3 types score 1 as on AWS) and settable Spot
+prices.
 Fixed: list_cluster_nodes pagination (moto pages by a missing `arn` attribute and loops) and node
 logical ids / placement in ListClusterNodes and DescribeClusterNode.
 Recorded: every SageMaker, EC2 and SQS request that reaches the server (`requests()`), with its
@@ -43,7 +49,7 @@ from moto.sagemaker.responses import SageMakerResponse
 ACCOUNT = "123456789012"  # moto's default account
 MAX_GROUPS_PER_ADD = 5
 MAX_NODES_PER_ADD = 50
-MAX_LOGICAL_IDS_PER_DELETE = 99
+MAX_IDS_PER_DELETE = 50  # NodeLogicalIds and NodeIds together
 TOKEN_TTL_SECONDS = 8 * 3600.0
 
 RECORDED_SERVICES = frozenset({"sagemaker", "ec2", "sqs"})
@@ -410,8 +416,8 @@ def batch_delete_cluster_nodes(self: SageMakerResponse) -> ActionResult:
     cluster = sagemaker_cluster(self.region, self._get_param("ClusterName"))
     logical_ids = self._get_param("NodeLogicalIds") or []
     node_ids = self._get_param("NodeIds") or []
-    if len(logical_ids) > MAX_LOGICAL_IDS_PER_DELETE:
-        raise ValidationError(f"NodeLogicalIds holds at most {MAX_LOGICAL_IDS_PER_DELETE} ids")
+    if not 1 <= len(logical_ids) + len(node_ids) <= MAX_IDS_PER_DELETE:
+        raise ValidationError(f"NodeLogicalIds and NodeIds hold 1-{MAX_IDS_PER_DELETE} identifiers together")
     by_logical = {_logical_id(n): n for n in cluster.nodes.values()}
     result: dict[str, list[Any]] = {
         "Successful": [],
@@ -430,6 +436,11 @@ def batch_delete_cluster_nodes(self: SageMakerResponse) -> ActionResult:
                     {key: node_id, "Code": "NodeIdNotFound", "Message": f"{node_id} not found"}
                 )
                 continue
+            if code := _delete_refusals(cluster).pop(_logical_id(node), ""):
+                result[bad].append(
+                    {key: node_id, "Code": code, "Message": f"{node_id} cannot be deleted now"}
+                )
+                continue
             del cluster.nodes[node.instance_id]
             for group in cluster.instance_groups:
                 if group["InstanceGroupName"] == node.instance_group_name:
@@ -444,6 +455,92 @@ def batch_delete_cluster_nodes(self: SageMakerResponse) -> ActionResult:
     _recount(cluster)
     # The output lists have a minimum length of 1: leave empty ones out, as AWS does.
     return ActionResult({k: v for k, v in result.items() if v})
+
+
+def _delete_refusals(cluster: Cluster) -> dict[str, str]:
+    if not hasattr(cluster, "hps_delete_refusals"):
+        cluster.hps_delete_refusals = {}
+    refusals: dict[str, str] = cluster.hps_delete_refusals
+    return refusals
+
+
+def refuse_delete(region: str, cluster_name: str, logical_id: str, code: str = "InvalidNodeStatus") -> None:
+    """Make the next BatchDeleteClusterNodes of this node fail for it alone (a per-node failure)."""
+    _delete_refusals(sagemaker_cluster(region, cluster_name))[logical_id] = code
+
+
+# DescribeCluster fields moto's Cluster does not keep, with what AWS answers when they were not set.
+_CLUSTER_SETTINGS = {"NodeProvisioningMode": None, "NodeRecovery": "Automatic", "AutoScaling": None}
+
+
+def _described_kubernetes_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A request's KubernetesConfig (Labels/Taints) as DescribeCluster reports it once applied."""
+    if any(k.startswith(("Current", "Desired")) for k in config):
+        return config
+    labels, taints = config.get("Labels") or {}, config.get("Taints") or []
+    return {
+        "CurrentLabels": labels,
+        "DesiredLabels": labels,
+        "CurrentTaints": taints,
+        "DesiredTaints": taints,
+    }
+
+
+def _apply_cluster_settings(cluster: Cluster, params: dict[str, Any]) -> None:
+    for key in _CLUSTER_SETTINGS:
+        if params.get(key) is not None:
+            value = params[key]
+            if key == "AutoScaling":  # ClusterAutoScalingConfig -> ClusterAutoScalingConfigOutput
+                value = {**value, "Status": "InService"}
+            setattr(cluster, f"hps_{key}", value)
+    for group in cluster.instance_groups:
+        if "KubernetesConfig" in group:
+            group["KubernetesConfig"] = _described_kubernetes_config(group["KubernetesConfig"])
+
+
+_moto_create_cluster = SageMakerResponse.create_cluster
+
+
+def create_cluster(self: SageMakerResponse) -> ActionResult:
+    """moto's, keeping NodeProvisioningMode, NodeRecovery, AutoScaling and KubernetesConfig."""
+    result = _moto_create_cluster(self)
+    cluster = sagemaker_cluster(self.region, self._get_param("ClusterName"))
+    _apply_cluster_settings(cluster, {k: self._get_param(k) for k in _CLUSTER_SETTINGS})
+    return result
+
+
+def update_cluster(self: SageMakerResponse) -> ActionResult:
+    """UpdateCluster: groups named are replaced (counts kept) or added; cluster settings change."""
+    cluster = sagemaker_cluster(self.region, self._get_param("ClusterName"))
+    groups = {g["InstanceGroupName"]: g for g in cluster.instance_groups}
+    for spec in self._get_param("InstanceGroups") or []:
+        spec = copy.deepcopy(spec)
+        count = spec.pop("InstanceCount", 0)
+        old = groups.get(spec["InstanceGroupName"])
+        spec["CurrentCount"] = old["CurrentCount"] if old else 0
+        spec["TargetCount"] = old["TargetCount"] if old else count
+        spec.setdefault("Status", "InService")
+        if old is None:
+            cluster.instance_groups.append(spec)
+        else:
+            cluster.instance_groups[cluster.instance_groups.index(old)] = spec
+    for name in self._get_param("InstanceGroupsToDelete") or []:
+        cluster.instance_groups[:] = [g for g in cluster.instance_groups if g["InstanceGroupName"] != name]
+    _apply_cluster_settings(cluster, {k: self._get_param(k) for k in _CLUSTER_SETTINGS})
+    add_event(cluster, "Cluster updated")
+    return ActionResult({"ClusterArn": cluster.arn})
+
+
+_moto_cluster_describe = Cluster.describe
+
+
+def _cluster_describe(self: Cluster) -> dict[str, Any]:
+    described = _moto_cluster_describe(self)
+    for key, default in _CLUSTER_SETTINGS.items():
+        value = getattr(self, f"hps_{key}", default)
+        if value is not None:
+            described[key] = value
+    return described
 
 
 def _epoch(value: Any) -> float | None:
@@ -576,6 +673,9 @@ def install() -> None:
     SageMakerResponse.list_cluster_events = list_cluster_events
     SageMakerResponse.describe_cluster_event = describe_cluster_event
     SageMakerResponse.describe_cluster_node = describe_cluster_node
+    SageMakerResponse.create_cluster = create_cluster
+    SageMakerResponse.update_cluster = update_cluster
+    Cluster.describe = _cluster_describe
     ClusterNode.summary = _summary
     ClusterNode.describe = _describe
     # moto paginates ListClusterNodes by an `arn` nodes do not have, and then repeats page one.

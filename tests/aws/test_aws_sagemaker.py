@@ -237,7 +237,7 @@ async def test_batch_add_limits_are_enforced(admin: Admin, clients: AwsClients, 
     ]
 
 
-async def test_batch_delete_chunks_by_99(admin: Admin, clients: AwsClients, recorder: Recorder) -> None:
+async def test_batch_delete_chunks_by_50(admin: Admin, clients: AwsClients, recorder: Recorder) -> None:
     await make_world(admin, GROUPS)
     hp = hyperpod(clients)
     added = [
@@ -254,7 +254,8 @@ async def test_batch_delete_chunks_by_99(admin: Admin, clients: AwsClients, reco
     result = await hp.batch_delete_nodes(added)
 
     calls = recorder.operations("BatchDeleteClusterNodes")
-    assert [len(c.params["NodeLogicalIds"]) for c in calls] == [99, 51]
+    # "a combined maximum of 50 identifiers" (BatchDeleteClusterNodes API reference)
+    assert [len(c.params["NodeLogicalIds"]) for c in calls] == [50, 50, 50]
     assert set(result.deleted) == set(added)
     assert result.failed == ()
     assert [n.group for n in await hp.list_nodes()] == ["spot-a", "spot-a"]

@@ -200,9 +200,9 @@ async def test_delete_shuts_down_stops_billing_and_removes() -> None:
         assert list(await statuses(fake)) == [ids[1]]
         record = fake.meter_records()[0]
         assert (record.start, record.end, record.end_reason) == (90.0, 3690.0, "deleted")
-    with pytest.raises(BackendError) as too_many:
-        await fake.batch_delete_nodes([f"n-{i}" for i in range(100)])
-    assert too_many.value.code == "ValidationException"
+    with pytest.raises(BackendError) as nothing:
+        await fake.batch_delete_nodes([])
+    assert nothing.value.code == "ValidationException"
 
 
 @pytest.mark.looptime
@@ -309,3 +309,60 @@ async def test_reclaims_rebalances_and_capacity_changes_are_logged() -> None:
             ("us-west-2a", 0),
             ("us-west-2b", 0),
         ]
+
+
+@pytest.mark.looptime
+async def test_deletes_go_50_identifiers_a_request_by_logical_or_instance_id() -> None:
+    fake = make(launch_seconds=5.0)
+    async with running(fake):
+        added = [a.logical_id for a in (await fake.batch_add_nodes(body(("od", 50), token="a"))).successful]
+        added += [a.logical_id for a in (await fake.batch_add_nodes(body(("od", 50), token="b"))).successful]
+        added += [a.logical_id for a in (await fake.batch_add_nodes(body(("od", 20), token="c"))).successful]
+        await anyio.sleep(10)
+        nodes = {n.logical_id: n for n in fake.nodes()}
+        by_instance = [nodes[i].instance_id for i in added[:10]]
+        fake.refuse_delete(added[10], "NodeIdInUse")
+
+        result = await fake.batch_delete_nodes(added[10:], by_instance)
+
+        assert [len(r) for r in fake.delete_requests] == [50, 50, 20]
+        assert set(result.deleted) == set(added[11:]) | set(by_instance)
+        assert [(f.logical_id, f.code) for f in result.failed] == [(added[10], "NodeIdInUse")]
+        # An instance id is not a logical id: HyperPod does not find it under NodeLogicalIds.
+        wrong = await fake.batch_delete_nodes([nodes[added[10]].instance_id])
+        assert [f.code for f in wrong.failed] == ["NodeIdNotFound"]
+
+
+@pytest.mark.looptime
+async def test_a_failed_termination_ends_in_failure_and_describe_reports_the_cluster() -> None:
+    fake = make(launch_seconds=5.0, shutdown_seconds=30.0)
+    async with running(fake):
+        (added,) = (await fake.batch_add_nodes(body(("od", 1)))).successful
+        await anyio.sleep(10)
+        fake.termination_failures.add(added.logical_id)
+        await fake.batch_delete_nodes([added.logical_id])
+        assert (await statuses(fake))[added.logical_id] is NodeStatus.SHUTTING_DOWN
+        await anyio.sleep(31)
+        (node,) = await fake.list_nodes()
+        assert (node.status, node.message) == (NodeStatus.FAILURE, "termination failed")
+
+        fake.settings.auto_scaling_mode = "Enable"
+        document = (await fake.describe_cluster()).document
+        assert document["NodeProvisioningMode"] == "Continuous"
+        assert document["AutoScaling"] == {
+            "Mode": "Enable",
+            "Status": "InService",
+            "AutoScalerType": "Karpenter",
+        }
+        spot = next(g for g in document["InstanceGroups"] if g["InstanceGroupName"] == "spot")
+        assert spot["CapacityRequirements"] == {"Spot": {}} and spot["TargetCount"] == 0
+        assert {s["AvailabilityZone"] for s in document["Subnets"]} == {"us-west-2a", "us-west-2b"}
+
+
+async def test_availability_zones_are_zone_names() -> None:
+    fake = make()
+    request = body(("spot", 1))
+    request["NodesToAdd"][0]["AvailabilityZones"] = ["usw2-az2"]  # a zone id: the API's pattern refuses it
+    with pytest.raises(BackendError) as refused:
+        await fake.batch_add_nodes(request)
+    assert refused.value.code == "ValidationException"

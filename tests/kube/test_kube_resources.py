@@ -194,3 +194,38 @@ def test_merge_conditions_keeps_order_and_times() -> None:
     assert merged[1] == {"type": "Other", "status": "True"}
     flipped = merge_conditions(current, [Condition("Ready", "False", "Broken")], 3, 1_800_000_000.0)
     assert flipped[0]["lastTransitionTime"] == "2027-01-15T08:00:00Z"
+
+
+async def test_node_class_status_lists_each_groups_types_subnets_and_capacity(
+    server: FakeApiServer, backend: KubernetesBackend
+) -> None:
+    server.create(node_pool("good"))
+    server.create(node_class("gpu", "spot1", "od", "not-yet"))
+    spot = InstanceGroup(
+        "spot1",
+        ("ml.g5.xlarge",),
+        CapacityType.SPOT,
+        ("us-west-2a",),
+        ("usw2-az2",),
+        ("subnet-03ecc649db2ff20d2",),
+        subnet_zones=(("subnet-03ecc649db2ff20d2", "us-west-2a", "usw2-az2"),),
+    )
+    await backend.node_config()
+
+    await backend.publish_status({"spot1": spot, "od": group("od", "us-west-2b")})
+
+    obj = server.get("hyperpodnodeclasses", "gpu")
+    assert obj is not None
+    # As the HyperPod Spot documentation shows HyperPod's own controller writing it.
+    assert obj["status"]["instanceGroups"] == [
+        {
+            "name": "spot1",
+            "instanceTypes": ["ml.g5.xlarge"],
+            "subnets": [{"id": "subnet-03ecc649db2ff20d2", "zone": "us-west-2a", "zoneId": "usw2-az2"}],
+            "capacities": {"Spot": {}},
+        },
+        {"name": "od", "instanceTypes": ["ml.g5.xlarge"], "subnets": [], "capacities": {"OnDemand": {}}},
+    ]
+    assert conditions(server, "hyperpodnodeclasses", "gpu")["InstanceGroupReady"]["status"] == "False"
+    # Nothing changed: nothing is written again; a group's capacity listing follows the cluster.
+    assert await backend.publish_status({"spot1": spot, "od": group("od", "us-west-2b")}) == 0

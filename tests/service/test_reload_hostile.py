@@ -62,7 +62,7 @@ async def test_any_exception_while_reading_rejects_the_reload(
 ) -> None:
     service = service_for(directory)
 
-    def broken(_: Path) -> None:
+    def broken(_: Path, **__: object) -> None:
         raise RecursionError("maximum recursion depth exceeded")
 
     monkeypatch.setattr(run_module, "load_config", broken)
@@ -79,7 +79,7 @@ async def test_the_reload_parses_on_a_worker_thread_while_the_loop_goes_on(
     loop_thread = threading.get_ident()
     threads: list[int] = []
 
-    def slow_read(path: Path) -> ConfigError:
+    def slow_read(path: Path, **_: object) -> ConfigError:
         threads.append(threading.get_ident())
         parsing.set()
         release.wait(60)

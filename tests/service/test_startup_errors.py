@@ -22,6 +22,8 @@ from hostile import billion_laughs, deeply_nested, with_control_character  # noq
 def config_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "config"
     shutil.copytree(default_config_path(), directory)
+    with (directory / "nodepool.yaml").open("a") as nodepool:  # no consolidateAfter: 0 warning
+        nodepool.write("  disruption:\n    consolidateAfter: 2m\n")
     settings = directory / "hpscaler.yaml"
     settings.write_text(
         settings.read_text().replace("port: 8080", "port: 0").replace("format: auto", "format: json")
