@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -14,7 +15,7 @@ from hpscaler.catalogue import Catalogue
 from hpscaler.clock import Clock
 from hpscaler.config import LoadedConfig
 from hpscaler.daemon.batcher import Batcher
-from hpscaler.daemon.cluster_sync import refresh_cluster
+from hpscaler.daemon.cluster_sync import refresh_cluster, request_cluster_refresh
 from hpscaler.daemon.consolidator import Consolidator
 from hpscaler.daemon.context import Backends, DaemonContext
 from hpscaler.daemon.interruption import InterruptionHandler
@@ -61,6 +62,10 @@ class Daemon:
             load_backoffs(self.ctx, self.state_path)
         self.provisioner = Provisioner(self.ctx)
         self.interruptions = InterruptionHandler(self.ctx, self.provisioner)
+        if live_groups:  # HyperPod's cluster state-change event: groups may have been added or changed
+            self.interruptions.on_cluster_changed = partial(
+                request_cluster_refresh, self.ctx, "hyperpod cluster state change"
+            )
         self.consolidator = Consolidator(self.ctx, self.provisioner)
         source = backends.kubernetes
         self.provisioning_requests = (

@@ -10,7 +10,7 @@ import anyio
 import pytest
 from daemon_harness import SPOT_AZ1, Harness, make_world, running, wait_for, web_pod, with_pool
 
-from hpscaler.backends.types import NodeStatus
+from hpscaler.backends.types import HyperPodEventKind, InterruptionKind, InterruptionMessage, NodeStatus
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
 from hpscaler.daemon.app import Daemon
@@ -35,8 +35,9 @@ async def live(config: LoadedConfig, catalogue: Catalogue) -> AsyncIterator[Harn
 
 
 @pytest.mark.looptime
+@pytest.mark.parametrize("through_event", [False, True], ids=["requested", "hyperpod-state-change-event"])
 async def test_a_group_added_with_update_cluster_is_planned_with_without_a_restart(
-    seed_config: LoadedConfig, catalogue: Catalogue
+    seed_config: LoadedConfig, catalogue: Catalogue, through_event: bool
 ) -> None:
     everything = {g.name: g for g in seed_config.instance_groups}
     # The NodePool allows only ml.c5.2xlarge in us-west-2a: neither group that offers it exists yet.
@@ -47,7 +48,19 @@ async def test_a_group_added_with_update_cluster_is_planned_with_without_a_resta
         assert h.world.hyperpod.calls["batch_add_nodes"] == 0
 
         h.world.hyperpod.update_cluster([everything[SPOT_AZ1]])  # UpdateCluster, outside hpscaler
-        request_cluster_refresh(h.ctx, "test: cluster state change")
+        if through_event:  # HyperPod's "Cluster State Change" EventBridge event reaches the handler
+            await h.daemon.interruptions.handle(
+                InterruptionMessage(
+                    "c",
+                    InterruptionKind.HYPERPOD_EVENT,
+                    "",
+                    h.world.clock.now(),
+                    state=HyperPodEventKind.CLUSTER_CHANGED,
+                )
+            )
+        else:
+            request_cluster_refresh(h.ctx, "test: cluster state change")
+        await wait_for(lambda: SPOT_AZ1 in h.ctx.groups, 10)  # at once, not at the 5-minute refresh
         await wait_for(lambda: len(h.running_pods()) == 1, 300)
 
         assert SPOT_AZ1 in h.ctx.groups
