@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 
 from hpscaler.agent.notice import Notice
 from hpscaler.backends.types import InterruptionKind
+from hpscaler.timestamps import parse_timestamp
 
 DEFAULT_URL = "http://169.254.169.254"
 SPOT_PATH = "/latest/meta-data/spot/instance-action"
@@ -38,19 +37,6 @@ TOKEN_TTL_SECONDS = 21600
 
 class ImdsUnavailable(Exception):
     """IMDS could not be reached (timeout, connection refused, hop limit too low, 5xx)."""
-
-
-def _when(value: object) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        try:
-            parsed = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 class ImdsClient:
@@ -101,7 +87,7 @@ class ImdsClient:
         found: list[Notice] = []
         spot = await self.read(SPOT_PATH)
         if isinstance(spot, dict):
-            deadline = _when(spot.get("time"))
+            deadline = parse_timestamp(spot.get("time"))
             found.append(
                 Notice(
                     InterruptionKind.SPOT_INTERRUPTION, now, deadline, f"instance-action {spot.get('action')}"
@@ -109,7 +95,7 @@ class ImdsClient:
             )
         rebalance = await self.read(REBALANCE_PATH)
         if isinstance(rebalance, dict):
-            noticed = _when(rebalance.get("noticeTime")) or now
+            noticed = parse_timestamp(rebalance.get("noticeTime")) or now
             found.append(Notice(InterruptionKind.REBALANCE, noticed, None, "rebalance recommendation"))
         scheduled = await self.read(SCHEDULED_PATH)
         for event in scheduled if isinstance(scheduled, list) else []:
@@ -119,7 +105,7 @@ class ImdsClient:
                 Notice(
                     InterruptionKind.SCHEDULED_CHANGE,
                     now,
-                    _when(event.get("NotBefore")),
+                    parse_timestamp(event.get("NotBefore")),
                     f"{event.get('Code', '')} {event.get('EventId', '')}".strip(),
                 )
             )

@@ -24,8 +24,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from hpscaler.backends.types import (
@@ -34,6 +32,7 @@ from hpscaler.backends.types import (
     InterruptionMessage,
     JunkMessage,
 )
+from hpscaler.timestamps import parse_timestamp
 
 QueueMessage = InterruptionMessage | JunkMessage
 
@@ -58,22 +57,6 @@ _EC2_KINDS = {
 # ml.p5.48xlarge instances. Please try again."; EC2's error code is InsufficientInstanceCapacity.
 _CAPACITY = re.compile(r"sufficient capacity|insufficient\w*capacity|capacity is not available", re.I)
 _LOST = re.compile(r"terminat|reclaim|interrupt|\blost\b|shut ?down", re.I)
-
-
-def parse_time(value: object) -> float | None:
-    """EventBridge's ISO 8601 ("2025-01-02T03:04:05Z") or AWS Health's RFC 1123 dates; None if neither."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        try:
-            parsed = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
 
 
 def classify_hyperpod_event(
@@ -144,7 +127,7 @@ def _health_messages(
     if not instances:
         return [JunkMessage(message_id, "EC2 scheduled change without affected instances", receipt)]
     unique = list(dict.fromkeys(instances))
-    deadline = parse_time(detail.get("startTime"))
+    deadline = parse_timestamp(detail.get("startTime"))
     # One message per instance; ids stay unique (and stable on redelivery) by naming the instance.
     return [
         InterruptionMessage(
@@ -220,7 +203,7 @@ def parse_message(
     if not isinstance(detail, dict):
         return [JunkMessage(message_id, f"event {detail_type!r} has no detail object", receipt)]
     raw_time = event.get("time")
-    time = parse_time(raw_time)
+    time = parse_timestamp(raw_time)
     if time is None and raw_time in (None, "") and received_at is not None:
         time = received_at
     if time is None:
