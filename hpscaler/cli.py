@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -15,14 +15,13 @@ from hpscaler.cluster_cli import export_cluster, prerequisite_findings, report_f
 from hpscaler.config import ConfigError, LoadedConfig, default_config_path, load_config
 from hpscaler.config.settings import MAX_PLACEMENT_SCORE, MIN_PLACEMENT_SCORE
 from hpscaler.config.validate import suggest
-from hpscaler.kube.inputs import load_manifest_input, manifest_documents
-from hpscaler.kube.objects import MAX_PODS, ManifestError, load_manifest_sources
-from hpscaler.kube.provreqs import split_requests
+from hpscaler.kube.inputs import load_manifest_input, read_manifest_input
+from hpscaler.kube.objects import MAX_PODS, ManifestError
 from hpscaler.logs import configure as configure_logging
 from hpscaler.model import Node, Pod
 from hpscaler.planning import plan_pods, plan_to_json, plan_to_table
 from hpscaler.provisioning.dryrun import plan_requests, requests_table, with_final_nodes
-from hpscaler.provisioning.provreq import ProvisioningRequest, RequestSet
+from hpscaler.provisioning.provreq import RequestSet
 from hpscaler.scheduling.types import SchedulingInput
 from hpscaler.signals import missing_source_warning
 
@@ -120,21 +119,14 @@ def _pending_manifests(path: str | None, max_pods: int) -> tuple[list[Pod], list
     """Pending pods, DaemonSet pods, and ProvisioningRequests with their PodTemplates."""
     if path is None:
         return [], [], RequestSet()
-    requests: list[ProvisioningRequest] = []
-    templates: dict[str, Pod] = {}
-    rest: list[tuple[str, list[tuple[Any, int]]]] = []
     try:
-        for source, docs in manifest_documents(path, sys.stdin):
-            found, others = split_requests(docs, source=source)
-            requests.extend(found.requests)
-            templates.update(found.templates)
-            rest.append((source, others))
-        pods, _, daemonsets = load_manifest_sources(rest, max_pods=max_pods)
+        found = read_manifest_input(path, sys.stdin, max_pods=max_pods)
     except ManifestError as exc:
         _fail(f"invalid manifest: {exc}")
-    if not pods and not daemonsets and not requests and not templates:
+    requests = found.requests
+    if not found.pods and not found.daemonsets and not requests.requests and not requests.templates:
         click.echo(f"warning: --pods {path} holds no objects (empty, or only comments)", err=True)
-    return pods, daemonsets, RequestSet(tuple(requests), templates)
+    return found.pods, found.daemonsets, requests
 
 
 def _live(config: LoadedConfig, kubeconfig: str | None, context: str | None) -> ClusterSnapshot:
