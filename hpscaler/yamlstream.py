@@ -264,8 +264,25 @@ class _Builder:
                     if event.anchor is not None:
                         self.anchors[event.anchor] = (value, 1)
             elif cls is MappingStartEvent or cls is SequenceStartEvent:
-                self._enter(len(stack) + 1, event)
-                frame = self._open(event, cls is MappingStartEvent)
+                if (
+                    event.anchor is None
+                    and event.tag is None
+                    and len(stack) < max_depth
+                    and self.total < max_nodes
+                ):
+                    self.total += 1  # the hot path, inlined: an untagged collection without an anchor
+                    is_map = cls is MappingStartEvent
+                    frame = _Frame(
+                        {} if is_map else [],
+                        is_map,
+                        event.start_mark.line + 1,
+                        None,
+                        0,
+                        _MAP if is_map else _SEQ,
+                    )
+                else:
+                    self._enter(len(stack) + 1, event)
+                    frame = self._open(event, cls is MappingStartEvent)
                 if not stack:
                     line, position = frame.line, event.start_mark.index
                 elif stack[-1].split:
@@ -276,7 +293,9 @@ class _Builder:
                 continue
             elif cls is MappingEndEvent or cls is SequenceEndEvent:
                 ended = stack.pop()
-                value = _finish_mapping(ended) if ended.is_map else _finish_sequence(ended)
+                value = ended.container
+                if ended.merges is not None or (ended.tag is not _MAP and ended.tag is not _SEQ):
+                    value = _finish_mapping(ended) if ended.is_map else _finish_sequence(ended)
                 if ended.anchor is not None:
                     self.open_anchors.discard(ended.anchor)
                     self.anchors[ended.anchor] = (value, self.total - ended.start)

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hpscaler.kube.objects import MAX_PODS, ManifestError, _Loader
-from hpscaler.kube.provreqs import split_requests
 from hpscaler.model import Node, Pod
 from hpscaler.provisioning.provreq import RequestSet
 from hpscaler.yamlio import YamlInputError
@@ -176,6 +175,9 @@ class _Reader:
             else:
                 self.add(obj.data, where, obj.line)
         if self.requests:
+            # Imported here: it pulls in kubernetes_asyncio (a second of start-up) for its client.
+            from hpscaler.kube.provreqs import split_requests
+
             found, _ = split_requests(self.requests, source=source.name)
             self.found = RequestSet(
                 (*self.found.requests, *found.requests), {**self.found.templates, **found.templates}
