@@ -72,7 +72,7 @@ class Streamed:
     shell: dict[Any, Any] | None = None
     document_line: int = 0  # for an item: the line its document starts on
     streamed: bool = False
-    position: int = 0  # index in the text of the object's start (for progress)
+    position: int = 0  # how far into the text the object is (for progress)
 
 
 class _Frame:
@@ -236,7 +236,7 @@ class _Builder:
     def run(self, get_event: Any) -> Iterator[Streamed]:
         """The documents and items of the event stream `get_event` returns (see `stream_documents`)."""
         stack: list[_Frame] = []
-        document = line = position = 0
+        document = line = 0
         root: Any = None
         streamed = False
         memo, quoted = self.memo, self.quoted
@@ -284,7 +284,7 @@ class _Builder:
                     self._enter(len(stack) + 1, event)
                     frame = self._open(event, cls is MappingStartEvent)
                 if not stack:
-                    line, position = frame.line, event.start_mark.index
+                    line = frame.line
                 elif stack[-1].split:
                     stack[-1].item_line = frame.line
                 elif self.split_items and len(stack) == 1 and stack[0].key == "items" and not frame.is_map:
@@ -308,7 +308,7 @@ class _Builder:
                 streamed = False
                 continue
             elif cls is DocumentEndEvent:
-                yield Streamed(root, line, document, streamed=streamed, position=position)
+                yield Streamed(root, line, document, streamed=streamed, position=event.start_mark.index)
                 self.anchors.clear()
                 self.alias_nodes = 0
                 continue
@@ -318,7 +318,7 @@ class _Builder:
                 continue
             if not stack:  # the document's root
                 if ended is None:
-                    line, position = _line(event), event.start_mark.index
+                    line = _line(event)
                 root = self._plain(value, None, event)
                 continue
             top = stack[-1]

@@ -258,6 +258,7 @@ def read_manifest_input(
 
     for source in sources:
         reader.read(source, _json_objects(source) or _yaml_objects(source), advanced)
+        advanced(len(source.data))
         done += len(source.data)
     pods, nodes, daemonsets = reader.loader.finish()
     return ManifestInput(pods, nodes, daemonsets, reader.found)
