@@ -236,7 +236,8 @@ class _Builder:
     def run(self, get_event: Any) -> Iterator[Streamed]:
         """The documents and items of the event stream `get_event` returns (see `stream_documents`)."""
         stack: list[_Frame] = []
-        document = line = 0
+        top: _Frame | None = None  # stack[-1]
+        document = line = total = 0
         root: Any = None
         streamed = False
         memo, quoted = self.memo, self.quoted
@@ -246,13 +247,14 @@ class _Builder:
             cls = event.__class__
             ended: _Frame | None = None
             if cls is ScalarEvent:
-                # The hot path, inlined: an untagged scalar seen before, without an anchor.
-                if event.anchor is not None or len(stack) >= max_depth or self.total >= max_nodes:
-                    self._enter(len(stack) + 1, event)
-                else:
-                    self.total += 1
-                value = event.value
-                if event.tag is None and event.anchor is None:
+                if (
+                    event.anchor is None
+                    and event.tag is None
+                    and len(stack) < max_depth
+                    and total < max_nodes
+                ):
+                    total += 1  # the hot path, inlined: a plain or quoted scalar without tag or anchor
+                    value = event.value
                     if event.implicit[0]:
                         value = memo.get(value, _NONE)
                         if value is _NONE:
@@ -260,18 +262,21 @@ class _Builder:
                     elif len(value) <= 64:
                         value = quoted.setdefault(value, value)
                 else:
+                    self.total = total
+                    self._enter(len(stack) + 1, event)
                     value = self._scalar(event)
+                    total = self.total
                     if event.anchor is not None:
                         self.anchors[event.anchor] = (value, 1)
             elif cls is MappingStartEvent or cls is SequenceStartEvent:
+                is_map = cls is MappingStartEvent
                 if (
                     event.anchor is None
                     and event.tag is None
                     and len(stack) < max_depth
-                    and self.total < max_nodes
+                    and total < max_nodes
                 ):
-                    self.total += 1  # the hot path, inlined: an untagged collection without an anchor
-                    is_map = cls is MappingStartEvent
+                    total += 1  # the hot path, inlined: an untagged collection without an anchor
                     frame = _Frame(
                         {} if is_map else [],
                         is_map,
@@ -281,28 +286,34 @@ class _Builder:
                         _MAP if is_map else _SEQ,
                     )
                 else:
+                    self.total = total
                     self._enter(len(stack) + 1, event)
-                    frame = self._open(event, cls is MappingStartEvent)
-                if not stack:
+                    frame = self._open(event, is_map)
+                    total = self.total
+                if top is None:
                     line = frame.line
-                elif stack[-1].split:
-                    stack[-1].item_line = frame.line
-                elif self.split_items and len(stack) == 1 and stack[0].key == "items" and not frame.is_map:
+                elif top.split:
+                    top.item_line = frame.line
+                elif self.split_items and not is_map and len(stack) == 1 and top.key == "items":
                     frame.split = event.anchor is None and frame.tag == _SEQ
                 stack.append(frame)
+                top = frame
                 continue
             elif cls is MappingEndEvent or cls is SequenceEndEvent:
                 ended = stack.pop()
+                top = stack[-1] if stack else None
                 value = ended.container
                 if ended.merges is not None or (ended.tag is not _MAP and ended.tag is not _SEQ):
                     value = _finish_mapping(ended) if ended.is_map else _finish_sequence(ended)
                 if ended.anchor is not None:
                     self.open_anchors.discard(ended.anchor)
-                    self.anchors[ended.anchor] = (value, self.total - ended.start)
+                    self.anchors[ended.anchor] = (value, total - ended.start)
                 if ended.split:
                     value, streamed = [], True
             elif cls is AliasEvent:
+                self.total = total
                 value = self._alias(event)
+                total = self.total
             elif cls is DocumentStartEvent:
                 document += 1
                 streamed = False
@@ -316,17 +327,35 @@ class _Builder:
                 return
             else:  # the stream's start
                 continue
-            if not stack:  # the document's root
+            if value.__class__ is object:  # the `<<` or `=` key
+                value = self._plain(
+                    value, top if top is not None and top.is_map and top.key is _NONE else None, event
+                )
+            if top is None:  # the document's root
                 if ended is None:
                     line = _line(event)
-                root = self._plain(value, None, event)
-                continue
-            top = stack[-1]
-            if top.split:
+                root = value
+            elif top.is_map:
+                if top.key is _NONE:
+                    if value.__class__ is not str and value is not _MERGE_KEY:
+                        try:
+                            hash(value)
+                        except TypeError:
+                            raise YamlInputError("found unhashable key", _line(event)) from None
+                    top.key = value
+                elif top.key is _MERGE_KEY:
+                    if top.merges is None:
+                        top.merges = []
+                    top.merges.extend(_merge_sources(value, _line(event)))
+                    top.key = _NONE
+                else:
+                    top.container[top.key] = value
+                    top.key = _NONE
+            elif top.split:
                 if ended is None:
                     top.item_line = _line(event)
                 yield Streamed(
-                    self._plain(value, None, event),
+                    value,
                     top.item_line,
                     document,
                     top.items,
@@ -335,29 +364,8 @@ class _Builder:
                     position=event.start_mark.index,
                 )
                 top.items += 1
-            elif not top.is_map:
-                top.container.append(
-                    value if value.__class__ is not object else self._plain(value, None, event)
-                )
-            elif top.key is _NONE:
-                if value.__class__ is object:
-                    value = self._plain(value, top, event)
-                elif value.__class__ is not str:
-                    try:
-                        hash(value)
-                    except TypeError:
-                        raise YamlInputError("found unhashable key", _line(event)) from None
-                top.key = value
-            elif top.key is _MERGE_KEY:
-                if top.merges is None:
-                    top.merges = []
-                top.merges.extend(_merge_sources(value, _line(event)))
-                top.key = _NONE
             else:
-                top.container[top.key] = (
-                    value if value.__class__ is not object else self._plain(value, None, event)
-                )
-                top.key = _NONE
+                top.container.append(value)
 
     @staticmethod
     def _plain(value: Any, key_of: _Frame | None, event: Any) -> Any:
