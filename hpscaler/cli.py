@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -319,6 +320,9 @@ def plan(
         unavailable=unavailable,
         region=settings.region,
     )
+    # The pods read stay alive to the end: keep the cyclic collector from rescanning them while
+    # the scheduler allocates (a tenth of the scheduling time at 100,000 pods).
+    gc.freeze()
     with _progress.ticking("scheduling", f"{len(pods):,} pods"):
         outcomes, request_pods = plan_requests(
             found.requests,
