@@ -13,6 +13,7 @@ the elapsed time, so the line does not look stuck.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -109,9 +110,10 @@ class ProgressLine:
         """Erase the line (call before writing the result)."""
         if self.enabled and self.drawn:
             with self._lock:
-                self.stream.write(_CLEAR)
-                self.stream.flush()
                 self.drawn = False
+                with contextlib.suppress(OSError, ValueError):  # the terminal is gone: nothing to erase
+                    self.stream.write(_CLEAR)
+                    self.stream.flush()
 
 
 ENV = "HPSCALER_PROGRESS"  # "always" or "never" overrides the terminal check
