@@ -4,15 +4,13 @@
 raises `ConfigError` listing every issue found.
 """
 
-from hpscaler.config.documents import (
-    ClusterDocument,
-    HyperpodNodeClassDocument,
-    NodePoolDocument,
-)
+from hpscaler.config.aws_documents import ClusterDocument
+from hpscaler.config.checks import check_capacity_type_unchanged
+from hpscaler.config.documents import HyperpodNodeClassDocument, NodePoolDocument
 from hpscaler.config.durations import DurationError, format_duration, parse_duration, parse_optional_duration
 from hpscaler.config.loader import LoadedConfig, default_config_path, load_config, load_documents
 from hpscaler.config.settings import HpscalerConfigDocument, Settings
-from hpscaler.config.validate import ConfigError, ConfigIssue, check_capacity_type_unchanged
+from hpscaler.config.validate import ConfigError, ConfigIssue
 
 __all__ = [
     "ClusterDocument",
