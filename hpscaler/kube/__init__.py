@@ -6,8 +6,8 @@ Rules of this package:
 - `KubernetesBackend` is a facade over one module per verb, as kopf's `clients/` is: `watching`,
   `patching`, `deleting`, `fetching`, `events`, `leases`, custom resources in `resources` and
   `provreqs`, over `api` (timeouts, retries) and `auth` (kubeconfig or in-cluster configuration).
-- A bad object is skipped with its reason (and a pod Event), never the end of a watch; a bad
-  manifest is a `ManifestError` naming the file, the object, the field and a fix.
+- A bad object in a watch is skipped with its reason (a pod also gets a FailedScaling Event), never
+  the end of the watch; a bad manifest is a `ManifestError` naming the file, object, field and fix.
 """
 
 from typing import TYPE_CHECKING
