@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from hpscaler.jsonstream import stream_json
 from hpscaler.kube.objects import MAX_PODS, ManifestError, _Loader
 from hpscaler.model import Node, Pod
 from hpscaler.provisioning.provreq import RequestSet
@@ -86,38 +87,38 @@ def _json_objects(source: _Source) -> Iterator[Streamed] | None:
 
     A `.json` file must be JSON; any other text is tried as JSON only when it starts like JSON,
     and is read as YAML when it is not (JSON is YAML's flow style, and YAML says where it broke).
+    Only an error before the first object sends it to YAML: after that it is an error of the JSON.
     """
     if not source.json_suffix and source.data.lstrip()[:1] not in (b"{", b"["):
         return None
+    objects = stream_json(source.data.decode("utf-8"))
     try:
-        data = json.loads(source.data)
-    except json.JSONDecodeError as exc:
+        first = next(objects)
+    except (json.JSONDecodeError, RecursionError) as exc:
         if not source.json_suffix:
             return None
-        raise ManifestError(
-            "",
-            f"line {exc.lineno}, column {exc.colno}",
-            f"invalid JSON: {exc.msg}",
-            "fix the JSON syntax",
-            source=source.name,
-        ) from None
-    except RecursionError:
-        raise ManifestError(
-            "", "", "invalid JSON: nested too deeply", "flatten it", source=source.name
-        ) from None
-    return _json_items(data, len(source.data))
+        raise _json_error(exc, source) from None
+    return _json_rest(first, objects, source)
 
 
-def _json_items(data: Any, size: int) -> Iterator[Streamed]:
-    items = data.get("items") if isinstance(data, dict) else None
-    if isinstance(items, list):
-        for i in range(len(items)):
-            yield Streamed(items[i], 0, 1, i, data, 1, position=size * i // max(len(items), 1))
-            items[i] = None  # converted: let it go
-        data["items"] = []
-        yield Streamed(data, 1, 1, streamed=True, position=size)
-    else:
-        yield Streamed(data, 1, 1, position=size)
+def _json_rest(first: Streamed, objects: Iterator[Streamed], source: _Source) -> Iterator[Streamed]:
+    yield first
+    try:
+        yield from objects
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise _json_error(exc, source) from None
+
+
+def _json_error(exc: json.JSONDecodeError | RecursionError, source: _Source) -> ManifestError:
+    if isinstance(exc, RecursionError):
+        return ManifestError("", "", "invalid JSON: nested too deeply", "flatten it", source=source.name)
+    return ManifestError(
+        "",
+        f"line {exc.lineno}, column {exc.colno}",
+        f"invalid JSON: {exc.msg}",
+        "fix the JSON syntax",
+        source=source.name,
+    )
 
 
 def _yaml_objects(source: _Source) -> Iterator[Streamed]:

@@ -96,11 +96,23 @@ def test_a_bad_item_names_the_file_the_object_and_its_line(tmp_path: Path) -> No
     assert f"(the object starts at line {starts[3]})" in message
 
 
-def test_a_bad_item_in_a_json_list_names_the_file_and_the_object(tmp_path: Path) -> None:
-    items = [pod("a"), pod("bad", cpu=-1)]
-    path = write(tmp_path, json.dumps({"apiVersion": "v1", "items": items, "kind": "List"}), "pods.json")
-    with pytest.raises(ManifestError, match=r"pods\.json: Pod ml/bad: spec\.containers\[0\]\.resources"):
+def test_a_bad_item_in_a_json_list_names_the_file_the_object_and_its_line(tmp_path: Path) -> None:
+    text = json.dumps({"apiVersion": "v1", "items": [pod("a"), pod("bad", cpu=-1)], "kind": "List"}, indent=4)
+    line = [i + 1 for i, t in enumerate(text.splitlines()) if t == "        {"][1]  # the second item
+    path = write(tmp_path, text, "pods.json")
+    with pytest.raises(ManifestError) as caught:
         load_manifest_input(path, NO_STDIN)
+    assert str(caught.value).startswith(f"{path}: Pod ml/bad: spec.containers[0].resources.requests.cpu")
+    assert f"(the object starts at line {line})" in str(caught.value)
+
+
+def test_broken_json_after_the_first_items_is_a_json_error(tmp_path: Path) -> None:
+    text = json.dumps({"apiVersion": "v1", "items": [pod("a"), pod("b")], "kind": "List"}, indent=2)
+    broken = text.replace('"name": "b"', '"name": b', 1)
+    with pytest.raises(
+        ManifestError, match=r"pods\.yaml: line \d+, column \d+: invalid JSON: Expecting value"
+    ):
+        load_manifest_input(write(tmp_path, broken), NO_STDIN)
 
 
 def test_json_on_stdin_and_in_a_yaml_file_reads_as_json(tmp_path: Path) -> None:
