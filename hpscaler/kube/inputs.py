@@ -45,10 +45,10 @@ class ManifestInput:
     requests: RequestSet = field(default_factory=RequestSet)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Source:
     name: str
-    data: bytes
+    data: bytes  # emptied once a JSON text is decoded: the text holds it then
     json_suffix: bool = False
 
 
@@ -98,6 +98,7 @@ def _json_objects(source: _Source) -> Iterator[Streamed] | None:
         if not source.json_suffix:
             return None
         raise _json_error(exc, source) from None
+    source.data = b""  # JSON it is: let the bytes go (a 128 MB List holds 128 MB less)
     return _json_rest(first, objects, source)
 
 
@@ -249,7 +250,8 @@ def read_manifest_input(
     otherwise they are refused as unsupported kinds (`--nodes`).
     """
     sources = _sources(location, stdin)
-    total = sum(len(s.data) for s in sources)
+    sizes = [len(s.data) for s in sources]
+    total = sum(sizes)
     reader = _Reader(max_pods, take_requests)
     done = 0
 
@@ -257,10 +259,10 @@ def read_manifest_input(
         if progress is not None:
             progress(done + position, total)
 
-    for source in sources:
+    for source, size in zip(sources, sizes, strict=True):
         reader.read(source, _json_objects(source) or _yaml_objects(source), advanced)
-        advanced(len(source.data))
-        done += len(source.data)
+        advanced(size)
+        done += size
     pods, nodes, daemonsets = reader.loader.finish()
     return ManifestInput(pods, nodes, daemonsets, reader.found)
 
