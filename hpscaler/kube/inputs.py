@@ -158,6 +158,14 @@ class _Reader:
         except ManifestError as exc:
             raise _with_line(exc, self.loader.source, line) from None
 
+    def document(self, doc: Any, where: str, line: int) -> None:
+        """A whole document: a ProvisioningRequest or PodTemplate is kept for `split_requests`."""
+        kind = doc.get("kind") if isinstance(doc, Mapping) else None
+        if self.take_requests and kind in _REQUEST_KINDS:
+            self.requests.append((doc, line))
+        else:
+            self.add(doc, where, line)
+
     def read(self, source: _Source, objects: Iterator[Streamed], progress: Callable[[int], None]) -> None:
         self.loader.source = source.name
         split: _SplitList | None = None
@@ -169,13 +177,10 @@ class _Reader:
                     split = _SplitList(self, obj.document)
                 split.item(obj)
                 continue
-            kind = obj.data.get("kind") if isinstance(obj.data, Mapping) else None
-            if self.take_requests and kind in _REQUEST_KINDS:
-                self.requests.append((obj.data, obj.line))
-            elif obj.streamed and split is not None and split.document == obj.document:
+            if obj.streamed and split is not None and split.document == obj.document:
                 split.finish(obj.data, where, obj.line)
             else:
-                self.add(obj.data, where, obj.line)
+                self.document(obj.data, where, obj.line)
         if self.requests:
             # Imported here: it pulls in kubernetes_asyncio (a second of start-up) for its client.
             from hpscaler.kube.provreqs import split_requests
@@ -226,7 +231,7 @@ class _SplitList:
         if kind not in _LIST_KINDS:
             loader = reader.loader
             del loader.pods[self.mark[0] :], loader.nodes[self.mark[1] :], loader.daemonsets[self.mark[2] :]
-            reader.add(shell, where, line)
+            reader.document(shell, where, line)
             return
         reader.add(shell, where, line)  # the list's own apiVersion
         if self.error is not None:

@@ -162,6 +162,10 @@ def test_provisioning_requests_are_taken_out_and_refused_by_nodes(tmp_path: Path
     assert keys(found.pods) == ["ml/a"] and list(found.requests.templates) == ["ml/tpl"]
     with pytest.raises(ManifestError, match="unsupported kind 'PodTemplate'"):
         load_manifest_input(path, NO_STDIN)
+    # A stray top-level `items` (before `kind`, as kubectl orders keys) counts no pods either.
+    stray = yaml.safe_dump({**template, "items": [pod("stray")]})
+    found = read_manifest_input(write(tmp_path, stray, "stray.yaml"), NO_STDIN)
+    assert found.pods == [] and list(found.requests.templates) == ["ml/tpl"]
 
 
 def test_progress_reaches_the_end_of_every_source(tmp_path: Path) -> None:
