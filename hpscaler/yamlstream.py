@@ -53,7 +53,9 @@ _SCALARS = SafeConstructor.yaml_constructors
 _NONE = object()  # "no key yet" in a mapping frame, and "not memoised"
 _MERGE_KEY = object()  # the plain `<<` key
 _VALUE_KEY = object()  # the plain `=` key, which PyYAML reads as the string "="
-_MEMO_SIZE = 200_000  # distinct plain scalars remembered (repeated keys and values share one object)
+# Distinct scalars remembered (repeated keys and values share one object), checked between objects:
+# beyond this the memos start again, so unique values (names, uids) cannot grow them without bound.
+_MEMO_SIZE = 200_000
 
 
 @dataclass(slots=True)
@@ -204,12 +206,16 @@ class _Builder:
         tag, value = event.tag, event.value
         if tag is None or tag == "!":
             if event.implicit[0]:
-                if len(self.memo) >= _MEMO_SIZE:
-                    self.memo.clear()
                 found = self.memo[value] = _construct(_resolve(value, event.implicit), value, event)
                 return found
             return self.quoted.setdefault(value, value) if len(value) <= 64 else value
         return _construct(tag, value, event)
+
+    def _trim(self) -> None:
+        if len(self.memo) > _MEMO_SIZE:
+            self.memo.clear()
+        if len(self.quoted) > _MEMO_SIZE:
+            self.quoted.clear()
 
     def _count(self, nodes: int, event: Any) -> None:
         self.total += nodes
@@ -322,6 +328,7 @@ class _Builder:
                 yield Streamed(root, line, document, streamed=streamed, position=event.start_mark.index)
                 self.anchors.clear()
                 self.alias_nodes = 0
+                self._trim()
                 continue
             elif cls is StreamEndEvent:
                 return
@@ -364,6 +371,7 @@ class _Builder:
                     position=event.start_mark.index,
                 )
                 top.items += 1
+                self._trim()
             else:
                 top.container.append(value)
 
