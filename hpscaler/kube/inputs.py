@@ -5,10 +5,10 @@ its subfolders. Standard input takes YAML (multi-document) or JSON, so that
 `kubectl get pods -o yaml | hpscaler plan --pods -` and `kubectl get pods -o json | ...` both work.
 
 Inputs can be big (`kubectl get pods -A -o yaml` on a large cluster: 100,000 pods, 53 MB in one
-`List`). So a text that is JSON is read by the JSON parser, and YAML is read as a stream of objects
-(`hpscaler.yamlstream`): each item of a `List` is converted to a pod as soon as it is parsed and
-its raw mapping is dropped, so only the pods stay in memory. An error names the file, the line the
-object starts on and the object.
+`List`). So YAML is read as a stream of objects (`hpscaler.yamlstream`), and a text that is JSON
+item by item with the JSON decoder (`hpscaler.jsonstream`): each item of a `List` is converted to a
+pod as soon as it is parsed and its raw mapping is dropped, so only the pods stay in memory. An
+error names the file, the object and the line the object starts on.
 """
 
 from __future__ import annotations
