@@ -67,6 +67,22 @@ class Bin:
         """The node's availability zone ("" if unknown)."""
         return self.labels.get(LABEL_ZONE, "")
 
+    def fits(self, demand: Vector) -> bool:
+        """Whether one pod of `demand` fits into what is left."""
+        return fits(demand, self.residual)
+
+    def add(self, shape: Shape, count: int = 1) -> None:
+        """Put `count` pods of `shape` (its next ones) onto this node: its own state only."""
+        start = shape.next
+        self.residual -= shape.demand * count if count > 1 else shape.demand
+        self.placed.extend(shape.pods[start : start + count])
+        self.classes.add(shape.cls.index)
+
+    def remove(self, shape: Shape, count: int) -> None:
+        """Undo the last `add` of `count` pods of `shape`."""
+        self.residual += shape.demand * count
+        del self.placed[len(self.placed) - count :]
+
 
 @dataclass(slots=True, eq=False)
 class Shape:
