@@ -55,10 +55,11 @@ class Filler:
                         classes.add(shape.cls.index)
                 plain = not any(self.index.classes[c].topology.constrained for c in classes)
                 found = self.candidate_sets[by_class] = Candidates(lists, sorted(classes), plain)
+                found.nonempty = np.array([bool(members) for members in lists], dtype=bool)
             self.candidates[signature] = found
         if found.stale:
             found.stale = False
-            found.groups = np.array([g for g, members in enumerate(found.lists) if members], dtype=np.int64)
+            found.groups = np.flatnonzero(found.nonempty)
         return found
 
     def fill(self, b: Target) -> None:
@@ -87,6 +88,12 @@ class Filler:
                 active = active[self.packing.group_left[active] > 0]  # the replay placed some of them
         runs: list[tuple[int, int]] | None = [] if key is not None else None
         seen_closed: set[int] = set()  # closed classes whose demands `still_open` has dropped already
+        if closed:
+            # Demands of one shape whose class is closed to the bin go at once (every pod a different
+            # size makes most demands so), instead of one by one as they come up; demands of several
+            # shapes are looked at when they come up.
+            active = active[self.open_demands(active, closed)]
+            seen_closed.update(closed)
         demand = self.index.group_demand[active]
         scale = np.where(b.capacity > 0, 1.0 / np.maximum(b.capacity, EPS) ** 2, 0.0)
         # Every demand with one pod left (every pod a different size): no runs to work out, so the
@@ -185,7 +192,9 @@ class Filler:
             if shape.remaining > 0:
                 return shape
             del members[at]  # for every bin of the signature: shapes never get pods back
-            candidates.stale = True
+            if not members:
+                candidates.nonempty[group] = False
+                candidates.stale = True
         return None
 
     def head_open(
@@ -203,6 +212,13 @@ class Filler:
             at += 1
         cursor[group] = at
         return shape is not None
+
+    def open_demands(self, active: npt.NDArray[np.int64], closed: set[int]) -> npt.NDArray[np.bool_]:
+        """Which demand groups of `active` are not of a single shape whose class is in `closed`."""
+        owner = self.index.group_classes()[0][active]
+        by_class = np.zeros(len(self.index.classes) + 1, dtype=bool)
+        by_class[list(closed)] = True
+        return ~by_class[owner]  # owner -1 (several shapes) reads the last entry, never set
 
     def still_open(
         self,

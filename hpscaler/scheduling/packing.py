@@ -111,6 +111,7 @@ class Candidates:
     plain: bool  # no class has topology checks: what fits depends on resources alone
     groups: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     stale: bool = True  # `groups` may still hold groups whose list ran empty
+    nonempty: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))  # per group
 
 
 def demand_groups(shapes: list[Shape], width: int) -> Vector:
