@@ -313,6 +313,14 @@ class RoundIndex:
             )
         return domains
 
+    def larger_options(self, key: int, option: Option) -> list[int]:
+        """Options of options signature `key` with at least `option`'s allocatable of every resource and
+        more of some (their indexes)."""
+        table = self.option_table(key)
+        size = self.option_vectors[option.index]
+        larger = np.all(table.alloc >= size, axis=1) & np.any(table.alloc > size, axis=1)
+        return [table.options[i].index for i in np.flatnonzero(larger).tolist()]
+
     def watchers(self) -> dict[int, list[int]]:
         """Topology group id -> the classes whose checks read the group."""
         return self._watchers

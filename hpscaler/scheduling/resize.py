@@ -36,7 +36,7 @@ _SPLIT_TRIES = 3  # options tried per node, cheapest lower bound first
 
 PeerKey = tuple[str, tuple[int, int, float], tuple[str | None, ...]]
 SizeKey = tuple[PeerKey, frozenset[int]]
-Demands = dict[tuple[tuple[str, int], ...], list[float]]  # a pod's requests -> its demand row
+Demands = dict[tuple[tuple[str, int], ...], tuple[list[float], Vector]]  # a pod's requests -> its demand row
 
 
 def right_size(sizer: Sizer) -> None:
@@ -162,14 +162,19 @@ class Sizer:
                     splits.append((b, table.options[choice], parts))
         return splits
 
-    def split_beats_resize(self, b: Bin) -> bool:
-        """Whether what is packed on `b` costs less on several nodes of one option than on any single one."""
+    def beating_split(self, b: Bin) -> Option | None:
+        """The option of several nodes that hold what is packed on `b` for less than any single node
+        does (None: no such split)."""
         assert b.option is not None
         single = self.cheaper_options([b])
         best = single[0][1].price if single else b.option.price
-        return any(
-            _within_limits(self.packing, b.option, option, len(parts))
-            for _, option, parts in self.cheaper_splits([b], ceiling=best)
+        return next(
+            (
+                option
+                for _, option, parts in self.cheaper_splits([b], ceiling=best)
+                if _within_limits(self.packing, b.option, option, len(parts))
+            ),
+            None,
         )
 
 
@@ -205,12 +210,14 @@ def _first_fit(
 ) -> list[list[Pod]] | None:
     """First-fit decreasing (by largest share) of `pods` onto nodes of `alloc`; None if one is too big."""
     capacity = alloc.tolist()
-    sized: list[tuple[float, int, Pod, list[float]]] = []
+    sized: list[tuple[float, int, Pod, Vector]] = []
     for order, pod in enumerate(pods):
         key = tuple(pod.requests.items())
-        demand = demands.get(key)
-        if demand is None:
-            demand = demands[key] = index.vector(pod.requests, pods=1).tolist()
+        found = demands.get(key)
+        if found is None:
+            vector = index.vector(pod.requests, pods=1)
+            found = demands[key] = (vector.tolist(), vector)
+        demand, row = found
         # A few resources per pod: plain floats beat numpy calls here.
         share = 0.0
         for need, cap in zip(demand, capacity, strict=True):
@@ -220,20 +227,21 @@ def _first_fit(
                 share = max(share, need / cap)
         if share > 1.0 + EPS:
             return None
-        sized.append((-share, order, pod, demand))
+        sized.append((-share, order, pod, row))
     sized.sort(key=lambda item: (item[0], item[1]))
-    free: list[list[float]] = []
+    free = np.empty((len(sized), len(capacity)))  # what each part has left, one row per part
     parts: list[list[Pod]] = []
-    for _, _, pod, demand in sized:
-        for room, part in zip(free, parts, strict=True):
-            if all(need <= left + EPS for need, left in zip(demand, room, strict=True)):
-                for i, need in enumerate(demand):
-                    room[i] -= need
-                part.append(pod)
-                break
-        else:
-            free.append([cap - need for cap, need in zip(capacity, demand, strict=True)])
-            parts.append([pod])
+    for _, _, pod, row in sized:
+        count = len(parts)
+        if count:
+            room = np.all(row <= free[:count] + EPS, axis=1)
+            first = int(room.argmax())
+            if room[first]:
+                free[first] -= row
+                parts[first].append(pod)
+                continue
+        free[count] = alloc - row
+        parts.append([pod])
     return parts
 
 

@@ -150,9 +150,13 @@ class _Solver:
         packing.place(shape, node)
         self.filler.fill(node)
         if trial:
-            if self.sizer().split_beats_resize(node):
+            if self.sizer().beating_split(node) is not None:
                 packing.rollback(0)
-                self.excluded.setdefault(key[:2], set()).add(option.index)
+                # A node at least as large, filled for the same demand, would be split as well: those
+                # are not opened for it either (rather than tried one by one).
+                excluded = self.excluded.setdefault(key[:2], set())
+                excluded.add(option.index)
+                excluded.update(self.index.larger_options(shape.cls.options_key, option))
             packing.journal = None
 
     def sizer(self) -> Sizer:
