@@ -102,7 +102,7 @@ class Filler:
         stale = True
         while active.size:
             if stale or not lazy:
-                keep = np.all(demand <= b.residual + EPS, axis=1)
+                keep = (demand <= b.residual + EPS).all(axis=1)
                 if not keep.all():
                     active, demand = active[keep], demand[keep]
                     if not active.size:
@@ -264,6 +264,9 @@ class Filler:
     def place_on_parked(self, shape: Shape) -> bool:
         """Place one pod of `shape` on a parked bin that topology has reopened; existing nodes first."""
         cls = shape.cls
+        self.verdicts.flush()
+        if not cls.parked:
+            return False
         for signature in sorted(cls.parked, key=lambda s: (s < len(self.index.options), s)):
             bins = cls.parked[signature]
             if not bins:

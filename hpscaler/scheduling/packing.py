@@ -27,7 +27,7 @@ _RUN_SLACK = 1e-9  # relative: float noise must not end a run one pod early or l
 
 def fits(demand: Vector, free: Vector) -> bool:
     """Whether `demand` fits into `free` on every resource."""
-    return bool(np.all(demand <= free + EPS))
+    return bool((demand <= free + EPS).all())  # the method: np.all's wrapper costs more than the test
 
 
 @dataclass(slots=True)

@@ -9,7 +9,7 @@ new node is on trial, every change is journaled so it can be undone (`rollback`)
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import numpy as np
 import numpy.typing as npt
@@ -48,6 +48,7 @@ class Packing:
         # Changes to undo: kept only while gangs are placed and while a new node is on trial.
         self.journal: Journal | None = None
         self.rollbacks = 0  # how many rollbacks were made: shapes may have pods again after one
+        self.on_rollback: list[Callable[[], None]] = []  # called before a rollback
         self.ignore_limits = False  # set only to find out whether limits are what keeps a gang out
 
     def add_cluster(self) -> None:
@@ -146,6 +147,8 @@ class Packing:
     def rollback(self, mark: int) -> None:
         """Undo the journaled changes after the first `mark`."""
         assert self.journal is not None
+        for hook in self.on_rollback:
+            hook()
         shapes = self.index.shapes
         while len(self.journal) > mark:
             op, position, target, count = self.journal.pop()

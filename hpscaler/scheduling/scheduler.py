@@ -117,7 +117,7 @@ class _Solver:
             progress = False
             for shape in order:
                 while shape.remaining > 0:
-                    if shape.cls.parked and self.filler.place_on_parked(shape):
+                    if self.filler.place_on_parked(shape):
                         progress = True
                         continue
                     excluded = self.excluded.get((shape.cls.options_key, shape.group), ())

@@ -33,6 +33,10 @@ class TopologyVerdicts:
         self.closed_by_signature: dict[int, tuple[set[int], int]] = {}
         self.seeded_hosts: dict[str, list[topo.TopologyGroup]] | None = None
         self.spent_seen: dict[int, int] = {}
+        # Bins and the classes closed to them, not parked yet: most never need to be (see `flush`).
+        self.pending: list[tuple[Bin, set[int]]] = []
+        self.host_keyed: set[int] | None = None
+        packing.on_rollback.append(self.flush)
 
     def probe(self, b: Bin) -> dict[str, str]:
         """Labels of a fresh host in `b`'s domains."""
@@ -56,8 +60,11 @@ class TopologyVerdicts:
                 else:
                     closed.add(index)
         closed.intersection_update(live)
-        for index in closed:
+        if self.host_keyed is None:
+            self.host_keyed = {c.index for c in classes if c.topology.host_keyed}
+        for index in closed & self.host_keyed:
             self.park(b, classes[index])
+        self.pending.append((b, closed))  # the fill adds the classes it finds closed to this set
         return closed if len(closed) < len(live) else None
 
     def signature_closed(self, b: Bin) -> set[int]:
@@ -113,7 +120,25 @@ class TopologyVerdicts:
         return found[1]
 
     def park(self, b: Bin, cls: PodClass) -> None:
-        """Remember a bin topology closed to `cls`, unless only its host is closed."""
-        if cls.topology.host_keyed and topo.allowed(cls.topology, self.probe(b)):
+        """Remember a bin topology closed to `cls`, unless only its host is closed.
+
+        `cls` must be in the set `closed_classes` returned for `b`: classes whose checks ignore the
+        hostname are parked from there when `flush` runs.
+        """
+        if not cls.topology.host_keyed:
+            return
+        if topo.allowed(cls.topology, self.probe(b)):
             return  # a fresh node in the same domain would do: this host stays closed for good
         cls.parked.setdefault(b.signature, {})[b.name] = b
+
+    def flush(self) -> None:
+        """Park the bins closed to classes whose checks ignore the hostname (their verdict does not
+        depend on when they are parked). Parked bins are read only by `Filler.place_on_parked` and
+        rollbacks, which flush first: with every pod placed on existing nodes, none is ever parked."""
+        classes = self.index.classes
+        for b, closed in self.pending:
+            for index in closed:
+                cls = classes[index]
+                if not cls.topology.host_keyed:
+                    cls.parked.setdefault(b.signature, {})[b.name] = b
+        self.pending.clear()
