@@ -98,7 +98,17 @@ class RoundIndex:
         self._bin_zones: dict[int, frozenset[str]] = {}
         self._domain_probes: dict[tuple[str | None, ...], dict[str, str]] = {}
         self._signature_probes: dict[int, dict[str, str]] = {}
-        self._option_domains: dict[int, tuple[str | None, ...]] = {}
+        # Per option, the number of its topology domains; per number, a probe in them.
+        numbers: dict[tuple[str | None, ...], int] = {}
+        self._domain_probe_list: list[dict[str, str]] = []
+        self._domain_ids: list[int] = []
+        for option in self.options:
+            domains = tuple(option.labels.get(k) for k in self.topology_keys)
+            number = numbers.get(domains)
+            if number is None:
+                number = numbers[domains] = len(numbers)
+                self._domain_probe_list.append(self.probe(option.labels))
+            self._domain_ids.append(number)
 
     # -- building -------------------------------------------------------------------------------
 
@@ -195,6 +205,8 @@ class RoundIndex:
 
     def _resolve_inflight(self) -> list[tuple[InFlightNode, Option]]:
         """Each in-flight node with the launch option it was planned as (unknown ones are left out)."""
+        if not self.inp.inflight:
+            return []
         by_key: dict[tuple[str, str, str, str], list[Option]] = {}
         for o in self.options:
             by_key.setdefault((o.node_pool.name, o.group.name, o.spec.name, o.zone), []).append(o)
@@ -304,14 +316,14 @@ class RoundIndex:
             found = self._signature_probes[signature] = self.probe(labels)
         return found
 
-    def option_domains(self, option: Option) -> tuple[str | None, ...]:
-        """The option's value of every topology key."""
-        domains = self._option_domains.get(option.index)
-        if domains is None:
-            domains = self._option_domains[option.index] = tuple(
-                option.labels.get(k) for k in self.topology_keys
-            )
-        return domains
+    def option_domains(self, option: Option) -> int:
+        """The number of the option's topology domains (its value of every topology key); see
+        `domain_probe`."""
+        return self._domain_ids[option.index]
+
+    def domain_probe(self, number: int) -> dict[str, str]:
+        """Labels of a node that does not exist yet in the topology domains numbered `number`."""
+        return self._domain_probe_list[number]
 
     def larger_options(self, key: int, option: Option) -> list[int]:
         """Options of options signature `key` with at least `option`'s allocatable of every resource and

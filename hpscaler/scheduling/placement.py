@@ -184,19 +184,20 @@ class Packing:
         """The best-ranked launch option (in `zone`, if given; not in `excluded`) that can take one pod
         of `shape` on a new node now."""
         index = self.index
-        constrained = shape.cls.topology.constrained
-        verdicts: dict[tuple[str | None, ...], bool] = {}
+        checks = shape.cls.topology
+        constrained = checks.constrained
+        verdicts: dict[int, bool] = {}  # per topology domains (see `RoundIndex.option_domains`)
         for option in index.option_table(shape.cls.options_key).ranked(shape.demand):
             if (zone and option.zone != zone) or option.index in excluded:
-                continue
-            if option.node_pool.limits and not self.ignore_limits and not self.within_limits(option):
                 continue
             if constrained:
                 domains = index.option_domains(option)
                 ok = verdicts.get(domains)
                 if ok is None:
-                    ok = verdicts[domains] = topo.allowed(shape.cls.topology, index.probe(option.labels))
+                    ok = verdicts[domains] = topo.allowed(checks, index.domain_probe(domains))
                 if not ok:
                     continue
+            if option.node_pool.limits and not self.ignore_limits and not self.within_limits(option):
+                continue
             return option
         return None

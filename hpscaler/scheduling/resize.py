@@ -34,7 +34,7 @@ from hpscaler.scheduling.ranking import SizeTable
 _CHEAPER = 1e-9  # a change must save more than float noise
 _SPLIT_TRIES = 3  # options tried per node, cheapest lower bound first
 
-PeerKey = tuple[str, tuple[int, int, float], tuple[str | None, ...]]
+PeerKey = tuple[str, tuple[int, int, float], tuple[str, int]]
 SizeKey = tuple[PeerKey, frozenset[int]]
 Demands = dict[tuple[tuple[str, int], ...], tuple[list[float], Vector]]  # a pod's requests -> its demand row
 
@@ -70,8 +70,7 @@ class Sizer:
 
     def peer_key(self, option: Option) -> PeerKey:
         """NodePool, rank tier, zone and topology domains of `option`."""
-        keys = self.index.topology_keys
-        domains = (option.zone, *(option.labels.get(k) for k in keys)) if keys else (option.zone,)
+        domains = (option.zone, self.index.option_domains(option))
         tier = SPOT_TIER if option.capacity_type is CapacityType.SPOT else ON_DEMAND_TIER
         return (option.node_pool.name, (-option.node_pool.weight, tier, -option.score), domains)
 
