@@ -54,7 +54,7 @@ class Filler:
                         lists[shape.group].append(shape.index)
                         classes.add(shape.cls.index)
                 plain = not any(self.index.classes[c].topology.constrained for c in classes)
-                found = self.candidate_sets[by_class] = Candidates(lists, sorted(classes), plain)
+                found = self.candidate_sets[by_class] = Candidates(lists, classes, plain)
                 found.nonempty = np.array([bool(members) for members in lists], dtype=bool)
             self.candidates[signature] = found
         if found.stale:

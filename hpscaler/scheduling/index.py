@@ -181,16 +181,16 @@ class RoundIndex:
         return len(self.option_sets) - 1
 
     def _size_shapes(self) -> None:
-        sizes: dict[tuple[int, int], float] = {}  # (options signature, demand group) -> size
-        for shape in self.shapes:
-            key = (shape.cls.options_key, shape.group)
-            size = sizes.get(key) if shape.group >= 0 else None
-            if size is None:
-                # The shape's largest share of any resource of its best launch option.
-                options = shape.cls.options
-                cap = self.option_vectors[options[0].index] if options else np.ones(len(self.dims))
-                size = sizes[key] = float(np.max(np.where(cap > 0, shape.demand / np.maximum(cap, EPS), 0.0)))
-            self.sizes.append(size)
+        """Per shape, its largest share of any resource of its best launch option (all shapes at once)."""
+        if not self.shapes:
+            return
+        ones = np.ones(len(self.dims))
+        caps = np.array(
+            [self.option_vectors[s.cls.options[0].index] if s.cls.options else ones for s in self.shapes]
+        )
+        demands = np.array([s.demand for s in self.shapes])
+        shares = np.where(caps > 0, demands / np.maximum(caps, EPS), 0.0)
+        self.sizes.extend(shares.max(axis=1).tolist())
 
     def _index_nodes(self) -> None:
         for node in self.inp.nodes:

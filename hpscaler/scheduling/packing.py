@@ -107,11 +107,12 @@ class Candidates:
     """What may go onto the bins of one signature, compacted as shapes and classes run out of pods."""
 
     lists: list[list[int]]  # per demand group: shape indexes, in shape order
-    classes: list[int]  # class indexes
+    live: set[int]  # indexes of the classes with pods left
     plain: bool  # no class has topology checks: what fits depends on resources alone
     groups: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     stale: bool = True  # `groups` may still hold groups whose list ran empty
     nonempty: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))  # per group
+    spent_seen: int = 0  # how far into `Packing.spent` `live` is current
 
 
 def demand_groups(shapes: list[Shape], width: int) -> Vector:

@@ -42,7 +42,7 @@ class Packing:
         for shape in index.shapes:
             if shape.group >= 0:
                 self.group_left[shape.group] += shape.remaining
-        self.spent_classes = 0  # classes placed in full so far; candidate lists drop them when it moves
+        self.spent: list[int] = []  # classes placed in full, in order (a rollback may give one pods again)
         # Classes whose checks read a count that changed, in order (see `verdicts`).
         self.changed: list[int] = []
         # Changes to undo: kept only while gangs are placed and while a new node is on trial.
@@ -109,7 +109,7 @@ class Packing:
         shape.next += count
         shape.cls.left -= count
         if shape.cls.left <= 0:
-            self.spent_classes += 1
+            self.spent.append(shape.cls.index)
         if shape.group >= 0:
             self.group_left[shape.group] -= count
         topo.record(shape.cls.topology, target.labels, count)

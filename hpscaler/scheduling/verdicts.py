@@ -32,7 +32,6 @@ class TopologyVerdicts:
         # `Packing.changed` they are current.
         self.closed_by_signature: dict[int, tuple[set[int], int]] = {}
         self.seeded_hosts: dict[str, list[topo.TopologyGroup]] | None = None
-        self.spent_seen: dict[int, int] = {}
         # Bins and the classes closed to them, not parked yet: most never need to be (see `flush`).
         self.pending: list[tuple[Bin, set[int]]] = []
         self.host_keyed: set[int] | None = None
@@ -45,12 +44,13 @@ class TopologyVerdicts:
     def closed_classes(self, b: Bin, candidates: Candidates) -> set[int] | None:
         """The classes with pods left that topology closes `b` to now (None: all of them)."""
         classes = self.index.classes
-        live = candidates.classes
-        spent = self.packing.spent_classes
-        if spent != self.spent_seen.get(id(candidates)):
-            self.spent_seen[id(candidates)] = spent
-            if any(classes[c].left <= 0 for c in live):
-                live[:] = [c for c in live if classes[c].left > 0]
+        live = candidates.live
+        spent = self.packing.spent
+        if candidates.spent_seen != len(spent):
+            for index in spent[candidates.spent_seen :]:
+                if classes[index].left <= 0:
+                    live.discard(index)
+            candidates.spent_seen = len(spent)
         closed = self.signature_closed(b).intersection(live)
         for index in self.host_affected(b):
             cls = classes[index]
