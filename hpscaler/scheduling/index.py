@@ -161,20 +161,7 @@ class RoundIndex:
     def _add_option_set(self, pod: Pod) -> int:
         """Memoise the launch options pods constrained like `pod` are compatible with."""
         terms = pod_terms(pod)
-        prefer = pod.avoids_prefer_no_schedule
-        if not any(terms):  # no node selector or affinity: only taints can rule an option out
-            options = [
-                o
-                for o in self.options
-                if not o.taints or tolerates_all(pod.tolerations, o.taints, prefer=prefer) is None
-            ]
-        else:
-            options = [
-                o
-                for o in self.options
-                if tolerates_all(pod.tolerations, o.taints, prefer=prefer) is None
-                and any(first_conflict(term, o.node_sets) is None for term in terms)
-            ]
+        options = compatible_options(self.options, pod, terms)
         self.option_sets.append(options)
         self.option_id_sets.append(frozenset(o.index for o in options))
         self.option_terms.append(terms)
@@ -341,3 +328,20 @@ class RoundIndex:
         """Per demand group, the class of its only shape (-1: it has several); and per class, the
         groups of several shapes it has a shape in."""
         return self._single_class, self._class_groups
+
+
+def compatible_options(options: list[Option], pod: Pod, terms: tuple[KeySets, ...]) -> list[Option]:
+    """The `options` whose taints `pod` tolerates and whose labels one of its node terms admits."""
+    prefer = pod.avoids_prefer_no_schedule
+    if not any(terms):  # no node selector or affinity: only taints can rule an option out
+        return [
+            o
+            for o in options
+            if not o.taints or tolerates_all(pod.tolerations, o.taints, prefer=prefer) is None
+        ]
+    return [
+        o
+        for o in options
+        if tolerates_all(pod.tolerations, o.taints, prefer=prefer) is None
+        and any(first_conflict(term, o.node_sets) is None for term in terms)
+    ]
