@@ -1,180 +1,43 @@
-"""An in-memory Kubernetes API server with stand-ins for the default scheduler and workload controllers.
+"""An in-memory Kubernetes API server: the `KubernetesCluster` protocol fake.
 
-Besides the `KubernetesCluster` interface it offers test- and world-facing methods (`add_pod`,
-`add_node`, `remove_node`...). It also hosts `Timers` and `FaultInjector`, which every fake shares.
+It stores pods, nodes, PodDisruptionBudgets and DaemonSets, streams changes to watchers, records
+the calls the daemon makes (events, evictions, deletions) and raises the faults a test queues
+(`faults`). What the rest of a cluster does is decided elsewhere, and applied here:
+- which pending pod binds where: kube-scheduler (`fake.kubescheduler`, a pure function);
+- DaemonSet pods and the replacements of deleted pods: the workload controllers (`fake.controllers`);
+- disruptionsAllowed: the disruption controller (`fake.budgets`);
+- Leases: `fake.leases`, reached through `acquire_lease` and `leases`.
+Besides the protocol it offers test- and world-facing methods (`add_pod`, `add_node`, `remove_node`...).
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
-import math
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from types import MappingProxyType
-from typing import NamedTuple
-
-import anyio
-from anyio.streams.memory import MemoryObjectSendStream
 
 from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import DisruptionBudgetStatus, EvictionOutcome, Lease, WatchEvent, WatchKind
 from hpscaler.clock import Clock
+from hpscaler.fake.budgets import DisruptionBudget
+from hpscaler.fake.controllers import (
+    Replacements,
+    daemon_pod,
+    daemonset_template,
+    dies_with_node,
+    is_replaced,
+)
+from hpscaler.fake.copies import copy_node, copy_pod
+from hpscaler.fake.faults import FaultInjector
+from hpscaler.fake.kubescheduler import bind_pending
+from hpscaler.fake.leases import FakeLeases
 from hpscaler.fake.provreqs import ProvisioningRequestsMixin
-from hpscaler.model import LABEL_HOSTNAME, PODS_RESOURCE, LabelSelector, Node, Pod, Taint, fits, tolerates_all
-
-DEFAULT_MAX_PODS = 110
-_EPSILON = 1e-9
-_NODE_BOUND = ("DaemonSet", "Node")  # pods that live and die with their node
-_UNCONTROLLED = ("", *_NODE_BOUND)
-
-
-class Timers:
-    """Callbacks due after a delay in loop time (virtual under looptime), fired by `run()`.
-
-    A single heap instead of one task per delay keeps the firing order deterministic: by due time,
-    then by scheduling order.
-    """
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._deferred: list[tuple[float, int, Callable[[], None]]] = []
-        self._seq = itertools.count()
-        self._wake = anyio.Event()
-
-    def __len__(self) -> int:
-        return len(self._heap) + len(self._deferred)
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
-        """Run `callback` once `delay` seconds of loop time have passed."""
-        seq = next(self._seq)
-        try:
-            due = anyio.current_time() + max(0.0, delay)
-        except RuntimeError:
-            # Set-up code outside the event loop: the delay counts from when run() starts.
-            self._deferred.append((delay, seq, callback))
-            return
-        heapq.heappush(self._heap, (due, seq, callback))
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Fire callbacks as they fall due, forever (cancel to stop)."""
-        while True:
-            now = anyio.current_time()
-            for delay, seq, callback in self._deferred:
-                heapq.heappush(self._heap, (now + max(0.0, delay), seq, callback))
-            self._deferred.clear()
-            while self._heap and self._heap[0][0] <= now + _EPSILON:
-                heapq.heappop(self._heap)[2]()
-            # No await since the heap was last read, so no call_later can be missed here.
-            self._wake = anyio.Event()
-            timeout = self._heap[0][0] - now if self._heap else math.inf
-            with anyio.move_on_after(timeout):
-                await self._wake.wait()
-
-
-class FaultInjector:
-    """Errors queued per operation name, raised by the next calls of that operation."""
-
-    def __init__(self) -> None:
-        self._queued: dict[str, list[BackendError]] = {}
-
-    def fail_next(self, operation: str, error: BackendError | None = None, times: int = 1) -> None:
-        """Make the next `times` calls of `operation` raise `error` (a retryable error by default)."""
-        error = error or BackendError(f"injected failure of {operation}", code="InjectedFailure")
-        self._queued.setdefault(operation, []).extend([error] * times)
-
-    def check(self, operation: str) -> None:
-        """Raise the next queued error for `operation`, if any."""
-        queued = self._queued.get(operation)
-        if queued:
-            raise queued.pop(0)
-
-
-def copy_pod(pod: Pod) -> Pod:
-    """A copy sharing no mutable state (the tuples inside are immutable)."""
-    return replace(
-        pod,
-        requests=dict(pod.requests),
-        labels=dict(pod.labels),
-        annotations=dict(pod.annotations),
-        node_selector=dict(pod.node_selector),
-    )
-
-
-def copy_node(node: Node, pods: Iterable[Pod] = ()) -> Node:
-    """A copy sharing no mutable state, with `pods` (copied) as its bound pods."""
-    return replace(
-        node,
-        labels=dict(node.labels),
-        allocatable=dict(node.allocatable),
-        annotations=dict(node.annotations),
-        pods=[copy_pod(p) for p in pods],
-    )
-
-
-class RecordedEvent(NamedTuple):
-    """A Kubernetes Event the daemon emitted on a pod."""
-
-    pod: str
-    reason: str
-    message: str
-    warning: bool
-
-
-@dataclass(frozen=True, slots=True)
-class PodKill:
-    """A pod that died with its node instead of being evicted gracefully."""
-
-    key: str
-    time: float
-    reason: str
-    terminating: bool  # it had been evicted and was still inside its grace period
-
-
-@dataclass(frozen=True, slots=True)
-class NodeRemoval:
-    """A Node that went away, with the pods bound to it at that moment (copies)."""
-
-    name: str
-    time: float
-    reason: str
-    pods: tuple[Pod, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class PodTermination:
-    """A graceful end asked for through the API: an eviction or a DELETE of a pod."""
-
-    key: str
-    time: float
-    node: str  # the node the pod was bound to ("" if pending)
-    via: str  # "evict" or "delete"
-    pod: Pod
-
-
-@dataclass(slots=True)
-class KubeCounters:
-    """What happened in the fake cluster, for assertions and simulator reports."""
-
-    binds: int = 0
-    evictions: int = 0
-    evictions_blocked: int = 0
-    deletions: int = 0  # graceful deletes that bypassed PodDisruptionBudgets
-    pods_killed: int = 0
-    pods_recreated: int = 0
-    pods_completed: int = 0
-
-
-@dataclass(slots=True)
-class _Budget:
-    namespace: str
-    name: str
-    selector: LabelSelector
-    min_available: int | str | None
-    max_unavailable: int | str | None
-    pinned: int | None = None
+from hpscaler.fake.records import KubeCounters, NodeRemoval, PodKill, PodTermination, RecordedEvent
+from hpscaler.fake.timers import Timers
+from hpscaler.fake.watch import WatchHub
+from hpscaler.model import LabelSelector, Node, Pod, Taint
 
 
 @dataclass(slots=True)
@@ -187,29 +50,14 @@ class _PodState:
     terminating_since: float | None = None
 
 
-def _scaled(value: int | str, total: int) -> int:
-    """An IntOrString against `total`, percentages rounded up as the disruption controller does."""
-    if isinstance(value, int):
-        return value
-    if value.endswith("%"):
-        return math.ceil(total * int(value[:-1]) / 100)
-    return int(value)
-
-
-def _domain(node: Node, topology_key: str) -> str | None:
-    value = node.labels.get(topology_key)
-    if value is None and topology_key == LABEL_HOSTNAME:
-        return node.name
-    return value
-
-
 class FakeKubernetes(ProvisioningRequestsMixin):
-    """In-memory `KubernetesCluster`: pods, nodes, PodDisruptionBudgets, leases and events."""
+    """In-memory `KubernetesCluster` and `LeaseStore`: pods, nodes, PodDisruptionBudgets, events."""
 
     def __init__(self, clock: Clock, *, timers: Timers | None = None) -> None:
         self.clock = clock
         self.timers = timers if timers is not None else Timers()
         self.faults = FaultInjector()
+        self.leases = FakeLeases(clock, self.faults)
         self.counters = KubeCounters()
         self.events: list[RecordedEvent] = []
         self.kills: list[PodKill] = []
@@ -219,14 +67,14 @@ class FakeKubernetes(ProvisioningRequestsMixin):
         self.terminations: list[PodTermination] = []
         self.finished_origins: dict[str, float] = {}  # origin key -> when its Job pod Succeeded
         self._live: dict[str, str] = {}  # origin key -> key of its live pod
-        self._pods: dict[str, _PodState] = {}
+        self._pods: dict[str, _PodState] = {}  # in creation order
         self._pending: set[str] = set()
         self._nodes: dict[str, Node] = {}
-        self._budgets: dict[tuple[str, str], _Budget] = {}
-        self._leases: dict[str, Lease] = {}
+        self._budgets: dict[tuple[str, str], DisruptionBudget] = {}
         self._daemonsets: list[Pod] = []
-        self._subscribers: list[MemoryObjectSendStream[WatchEvent]] = []
-        self._restarts: dict[str, int] = {}
+        self._replacements = Replacements()
+        self._watches = WatchHub(self._snapshot)
+        self._emit = self._watches.emit
         self._seq = itertools.count()
         self._holding = 0  # > 0 while a multi-step change runs: schedule once at its end
 
@@ -236,23 +84,12 @@ class FakeKubernetes(ProvisioningRequestsMixin):
 
     # --- the KubernetesCluster interface -------------------------------------------------------
 
-    async def watch(self) -> AsyncIterator[WatchEvent]:
+    def watch(self) -> AsyncIterator[WatchEvent]:
         """ADDED for every pod and node, SYNCED, then live changes.
 
         Events carry copies; nodes come with empty `pods`, as Node objects from the API do.
         """
-        send, receive = anyio.create_memory_object_stream[WatchEvent](math.inf)
-        # Snapshot and subscription happen without an await in between, so nothing is lost.
-        self._send_snapshot(send)
-        self._subscribers.append(send)
-        try:
-            async with receive:
-                async for event in receive:
-                    yield event
-        finally:
-            if send in self._subscribers:
-                self._subscribers.remove(send)
-            send.close()
+        return self._watches.watch()
 
     async def taint_node(self, name: str, add: Sequence[Taint] = (), remove: Sequence[str] = ()) -> None:
         """Add or replace taints (by key and effect) and remove taints by key."""
@@ -309,13 +146,13 @@ class FakeKubernetes(ProvisioningRequestsMixin):
             return "evicted"
         pod = state.pod
         if pod.phase == "Running":
-            budgets = [b for b in self._budgets.values() if _selects(b, pod)]
+            budgets = [b for b in self._budgets.values() if b.selects(pod)]
             if len(budgets) > 1:
                 raise BackendError(
                     f"pod {key} has more than one PodDisruptionBudget", retryable=False, code="InternalError"
                 )
             if budgets:
-                if self._disruptions_allowed(budgets[0]) <= 0:
+                if budgets[0].disruptions_allowed(self._all_pods()) <= 0:
                     self.counters.evictions_blocked += 1
                     return "blocked"
                 if budgets[0].pinned is not None:
@@ -342,18 +179,6 @@ class FakeKubernetes(ProvisioningRequestsMixin):
             self._terminate(key, state, grace_seconds)
         return True
 
-    def _terminate(self, key: str, state: _PodState, grace_seconds: int | None) -> None:
-        pod = state.pod
-        grace = pod.termination_grace_seconds if grace_seconds is None else grace_seconds
-        state.terminating_since = self.clock.now()
-        state.pod.terminating = True
-        self._emit(WatchKind.MODIFIED, pod=state.pod)  # as the API shows deletionTimestamp
-        self._pending.discard(key)
-        if grace <= 0:
-            self._delete(key, recreate=True)
-        else:
-            self.timers.call_later(grace, partial(self._finish_termination, key, pod.uid))
-
     async def delete_node(self, name: str) -> None:
         """Delete the Node object; its pods die with it. Deleting a missing node is a no-op."""
         self.faults.check("delete_node")
@@ -362,8 +187,9 @@ class FakeKubernetes(ProvisioningRequestsMixin):
     async def list_disruption_budgets(self) -> Sequence[DisruptionBudgetStatus]:
         """Every PDB with the disruptions it allows now."""
         self.faults.check("list_disruption_budgets")
+        pods = self._all_pods()
         return [
-            DisruptionBudgetStatus(b.namespace, b.name, b.selector, self._disruptions_allowed(b))
+            DisruptionBudgetStatus(b.namespace, b.name, b.selector, b.disruptions_allowed(pods))
             for b in self._budgets.values()
         ]
 
@@ -373,20 +199,8 @@ class FakeKubernetes(ProvisioningRequestsMixin):
         self.events.append(RecordedEvent(pod.key, reason, message, warning))
 
     async def acquire_lease(self, name: str, holder: str, duration_seconds: float) -> Lease:
-        """Take the lease if free, expired or ours; otherwise return the other holder's lease."""
-        self.faults.check("acquire_lease")
-        now = self.clock.now()
-        current = self._leases.get(name)
-        if (
-            current is not None
-            and current.holder != holder
-            and now < current.renewed + current.duration_seconds
-        ):
-            return current
-        transitions = 0 if current is None else current.transitions + (current.holder != holder)
-        lease = Lease(holder, now, duration_seconds, transitions)
-        self._leases[name] = lease
-        return lease
+        """`LeaseStore`: see `FakeLeases.acquire_lease` (faults queued on `faults` apply)."""
+        return await self.leases.acquire_lease(name, holder, duration_seconds)
 
     # --- test- and world-facing methods --------------------------------------------------------
 
@@ -418,9 +232,8 @@ class FakeKubernetes(ProvisioningRequestsMixin):
         max_unavailable: int | str | None = None,
     ) -> None:
         """Create a PodDisruptionBudget with exactly one of minAvailable / maxUnavailable."""
-        if (min_available is None) == (max_unavailable is None):
-            raise ValueError("set exactly one of min_available and max_unavailable")
-        self._budgets[(namespace, name)] = _Budget(namespace, name, selector, min_available, max_unavailable)
+        budget = DisruptionBudget(namespace, name, selector, min_available, max_unavailable)
+        self._budgets[(namespace, name)] = budget
 
     def pin_disruptions_allowed(self, namespace: str, name: str, allowed: int | None) -> None:
         """Fix a PDB's disruptionsAllowed (None: compute it from pods again)."""
@@ -431,7 +244,7 @@ class FakeKubernetes(ProvisioningRequestsMixin):
 
         Watchers see the DaemonSet itself (as its template pod), as a watch on apps/v1 daemonsets does.
         """
-        self._daemonsets.append(replace(copy_pod(template), owner_kind="DaemonSet", owner_name=template.name))
+        self._daemonsets.append(daemonset_template(template))
         self._emit(WatchKind.ADDED, daemonset=self._daemonsets[-1])
         for node in sorted(self._nodes.values(), key=lambda n: n.name):
             self._place_daemon(self._daemonsets[-1], node)
@@ -456,14 +269,12 @@ class FakeKubernetes(ProvisioningRequestsMixin):
             return
         self._emit(WatchKind.DELETED, node=node)
         now = self.clock.now()
-        bound = sorted((s for s in self._pods.values() if s.pod.node_name == name), key=lambda s: s.seq)
+        bound = [s for s in self._pods.values() if s.pod.node_name == name]
         self.node_removals.append(NodeRemoval(name, now, reason, tuple(copy_pod(s.pod) for s in bound)))
         self._holding += 1
         try:
-            for state in sorted(self._pods.values(), key=lambda s: s.seq):
-                if state.pod.node_name != name:
-                    continue
-                if state.pod.owner_kind not in _NODE_BOUND:
+            for state in bound:
+                if not dies_with_node(state.pod):
                     self.kills.append(
                         PodKill(state.pod.key, now, reason, state.terminating_since is not None)
                     )
@@ -496,12 +307,11 @@ class FakeKubernetes(ProvisioningRequestsMixin):
 
     def relist(self) -> None:
         """Simulate a lost watch: every watcher receives ADDED... SYNCED again."""
-        for send in list(self._subscribers):
-            self._send_snapshot(send)
+        self._watches.relist()
 
     def pods(self) -> list[Pod]:
         """Copies of all pods, oldest first."""
-        return [copy_pod(s.pod) for s in sorted(self._pods.values(), key=lambda s: s.seq)]
+        return [copy_pod(s.pod) for s in self._pods.values()]
 
     def pod(self, key: str) -> Pod | None:
         """A copy of one pod, or None."""
@@ -537,15 +347,15 @@ class FakeKubernetes(ProvisioningRequestsMixin):
 
     def lease(self, name: str) -> Lease | None:
         """The named lease as stored."""
-        return self._leases.get(name)
+        return self.leases.lease(name)
 
     # --- internals -----------------------------------------------------------------------------
 
+    def _all_pods(self) -> list[Pod]:
+        return [s.pod for s in self._pods.values()]
+
     def _node_view(self, node: Node) -> Node:
-        bound = (
-            s.pod for s in sorted(self._pods.values(), key=lambda s: s.seq) if s.pod.node_name == node.name
-        )
-        return copy_node(node, bound)
+        return copy_node(node, (s.pod for s in self._pods.values() if s.pod.node_name == node.name))
 
     def _require_node(self, name: str) -> Node:
         node = self._nodes.get(name)
@@ -553,37 +363,16 @@ class FakeKubernetes(ProvisioningRequestsMixin):
             raise BackendError(f"node {name} not found", retryable=False, code="NotFound")
         return node
 
-    def _send_snapshot(self, send: MemoryObjectSendStream[WatchEvent]) -> None:
-        for state in sorted(self._pods.values(), key=lambda s: s.seq):
-            send.send_nowait(WatchEvent(WatchKind.ADDED, pod=copy_pod(state.pod)))
+    def _snapshot(self) -> Iterator[WatchEvent]:
+        for state in self._pods.values():
+            yield WatchEvent(WatchKind.ADDED, pod=copy_pod(state.pod))
         for node in sorted(self._nodes.values(), key=lambda n: n.name):
-            send.send_nowait(WatchEvent(WatchKind.ADDED, node=copy_node(node)))
+            yield WatchEvent(WatchKind.ADDED, node=copy_node(node))
         for template in self._daemonsets:
-            send.send_nowait(WatchEvent(WatchKind.ADDED, daemonset=copy_pod(template)))
-        send.send_nowait(WatchEvent(WatchKind.SYNCED))
-
-    def _emit(
-        self,
-        kind: WatchKind,
-        *,
-        pod: Pod | None = None,
-        node: Node | None = None,
-        daemonset: Pod | None = None,
-    ) -> None:
-        for send in list(self._subscribers):
-            # One copy per watcher so that watchers cannot affect each other either.
-            event = WatchEvent(
-                kind,
-                pod=copy_pod(pod) if pod else None,
-                node=copy_node(node) if node else None,
-                daemonset=copy_pod(daemonset) if daemonset else None,
-            )
-            try:
-                send.send_nowait(event)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._subscribers.remove(send)
+            yield WatchEvent(WatchKind.ADDED, daemonset=copy_pod(template))
 
     def _insert(self, state: _PodState) -> None:
+        self._pods.pop(state.pod.key, None)  # keep the dict in creation order
         self._pods[state.pod.key] = state
         self._live[f"{state.pod.namespace}/{state.origin}"] = state.pod.key
         if not state.pod.node_name and state.pod.phase == "Pending":
@@ -591,16 +380,21 @@ class FakeKubernetes(ProvisioningRequestsMixin):
         self._emit(WatchKind.ADDED, pod=state.pod)
 
     def _place_daemon(self, template: Pod, node: Node) -> None:
-        if tolerates_all(template.tolerations, node.taints) is not None:
-            return
-        if any(node.labels.get(k) != v for k, v in template.node_selector.items()):
-            return
-        terms = template.node_affinity
-        if terms and not any(all(r.matches(node.labels) for r in t) for t in terms):
-            return
-        pod = replace(copy_pod(template), name=f"{template.name}-{node.name}", node_name=node.name)
-        if pod.key not in self._pods:
+        pod = daemon_pod(template, node)
+        if pod is not None and pod.key not in self._pods:
             self.add_pod(pod)
+
+    def _terminate(self, key: str, state: _PodState, grace_seconds: int | None) -> None:
+        pod = state.pod
+        grace = pod.termination_grace_seconds if grace_seconds is None else grace_seconds
+        state.terminating_since = self.clock.now()
+        state.pod.terminating = True
+        self._emit(WatchKind.MODIFIED, pod=state.pod)  # as the API shows deletionTimestamp
+        self._pending.discard(key)
+        if grace <= 0:
+            self._delete(key, recreate=True)
+        else:
+            self.timers.call_later(grace, partial(self._finish_termination, key, pod.uid))
 
     def _finish_termination(self, key: str, uid: str) -> None:
         state = self._pods.get(key)
@@ -614,15 +408,10 @@ class FakeKubernetes(ProvisioningRequestsMixin):
         if self._live.get(origin_key) == key:
             del self._live[origin_key]
         self._emit(WatchKind.DELETED, pod=state.pod)
-        pod = state.pod
-        if recreate and pod.owner_kind not in _UNCONTROLLED and pod.phase != "Succeeded":
-            origin_key = f"{pod.namespace}/{state.origin}"
-            count = self._restarts[origin_key] = self._restarts.get(origin_key, 0) + 1
-            fresh = replace(
-                copy_pod(state.template),
-                name=f"{state.origin}-r{count}",
-                uid=f"uid-{next(self._seq)}",
-                created=self.clock.now(),
+        if recreate and is_replaced(state.pod):
+            uid = f"uid-{next(self._seq)}"
+            fresh = self._replacements.replacement(
+                state.template, state.origin, uid=uid, now=self.clock.now()
             )
             self.counters.pods_recreated += 1
             self._insert(_PodState(fresh, state.template, next(self._seq), state.origin, state.run_seconds))
@@ -638,164 +427,21 @@ class FakeKubernetes(ProvisioningRequestsMixin):
         self.finished_origins[f"{state.pod.namespace}/{state.origin}"] = self.clock.now()
         self._delete(key, recreate=False)
 
-    def _disruptions_allowed(self, budget: _Budget) -> int:
-        if budget.pinned is not None:
-            return max(0, budget.pinned)
-        matching = [s for s in self._pods.values() if _selects(budget, s.pod)]
-        expected = len(matching)
-        healthy = sum(1 for s in matching if s.pod.phase == "Running" and s.terminating_since is None)
-        if budget.max_unavailable is not None:
-            desired = expected - _scaled(budget.max_unavailable, expected)
-        else:
-            assert budget.min_available is not None
-            desired = _scaled(budget.min_available, expected)
-        return max(0, healthy - desired)
-
     def _schedule(self) -> None:
-        """The default scheduler: bind pending pods, highest priority then oldest first."""
+        """Bind what kube-scheduler would bind now, and start the Job clocks of bound pods."""
         if not self._pending or self._holding:
             return
-        nodes = [
-            n for n in sorted(self._nodes.values(), key=lambda n: n.name) if n.ready and not n.unschedulable
-        ]
-        if not nodes:
-            return
-        used: dict[str, dict[str, int]] = {n: {} for n in self._nodes}
-        bound: dict[str, list[Pod]] = {n: [] for n in self._nodes}
-        anti_bound: list[tuple[Pod, Node]] = []
-        for state in self._pods.values():
-            if state.pod.node_name in used:
-                _add_usage(used[state.pod.node_name], state.pod)
-                bound[state.pod.node_name].append(state.pod)
-                if state.pod.pod_anti_affinity:
-                    anti_bound.append((state.pod, self._nodes[state.pod.node_name]))
-        order = sorted(
-            (self._pods[k] for k in self._pending), key=lambda s: (-s.pod.priority, s.pod.created, s.seq)
-        )
-        # Binding only uses capacity up, so a shape that fits nowhere stays unplaceable this pass.
-        failed: set[object] = set()
-        waiting_for_peers = False  # a pod with pod affinity failed: a later binding may let it in
-        bound_any = False
-        for state in order:
+        pending = [s.pod for s in self._pods.values() if s.pod.key in self._pending]
+        bound = [s.pod for s in self._pods.values() if s.pod.node_name]
+        for binding in bind_pending(pending, self._nodes.values(), bound):
+            state = self._pods[binding.pod]
             pod = state.pod
-            shape = _shape(pod)
-            if shape in failed:
-                continue
-            target = next((n for n in nodes if self._fits(pod, n, used, bound, anti_bound)), None)
-            if target is None:
-                failed.add(shape)
-                waiting_for_peers = waiting_for_peers or bool(pod.pod_affinity)
-                continue
-            bound_any = True
-            pod.node_name, pod.phase = target.name, "Running"
-            _add_usage(used[target.name], pod)
-            bound[target.name].append(pod)
-            if pod.pod_anti_affinity:
-                anti_bound.append((pod, target))
+            pod.node_name, pod.phase = binding.node, "Running"
             self._pending.discard(pod.key)
             self.counters.binds += 1
             self._emit(WatchKind.MODIFIED, pod=pod)
             if state.run_seconds is not None:
                 self.timers.call_later(state.run_seconds, partial(self._complete, pod.key, pod.uid))
-        if waiting_for_peers and bound_any:
-            self._schedule()  # the pods just bound may be the peers an affine pod waits for
-
-    def _fits(
-        self,
-        pod: Pod,
-        node: Node,
-        used: dict[str, dict[str, int]],
-        bound: dict[str, list[Pod]],
-        anti_bound: list[tuple[Pod, Node]],
-    ) -> bool:
-        if tolerates_all(pod.tolerations, node.taints) is not None:
-            return False
-        if any(node.labels.get(k) != v for k, v in pod.node_selector.items()):
-            return False
-        if pod.node_affinity and not any(all(r.matches(node.labels) for r in t) for t in pod.node_affinity):
-            return False
-        allocatable = {PODS_RESOURCE: DEFAULT_MAX_PODS, **node.allocatable}
-        node_used = used[node.name]
-        free = {name: amount - node_used.get(name, 0) for name, amount in allocatable.items()}
-        if not fits({**pod.requests, PODS_RESOURCE: 1}, free):
-            return False
-        if not self._affinity_met(pod, node, bound):
-            return False
-        return not self._anti_affinity_conflict(pod, node, bound, anti_bound)
-
-    def _affinity_met(self, pod: Pod, node: Node, bound: dict[str, list[Pod]]) -> bool:
-        """Required pod affinity: a matching pod runs in the node's domain. As in the real scheduler,
-        the first pod of a group whose selector matches the pod itself may go anywhere."""
-        for term in pod.pod_affinity:
-            domain = _domain(node, term.topology_key)
-            if domain is None:
-                return False
-            namespaces = term.namespaces or (pod.namespace,)
-            matching = [
-                other_name
-                for other_name, others in bound.items()
-                if any(o.namespace in namespaces and term.selector.matches(o.labels) for o in others)
-            ]
-            if not matching:
-                if not (pod.namespace in namespaces and term.selector.matches(pod.labels)):
-                    return False
-                continue
-            if all(_domain(self._nodes[n], term.topology_key) != domain for n in matching):
-                return False
-        return True
-
-    def _anti_affinity_conflict(
-        self, pod: Pod, node: Node, bound: dict[str, list[Pod]], anti_bound: list[tuple[Pod, Node]]
-    ) -> bool:
-        """Required pod anti-affinity in both directions, for any topology key."""
-        for term in pod.pod_anti_affinity:
-            domain = _domain(node, term.topology_key)
-            if domain is None:
-                continue
-            namespaces = term.namespaces or (pod.namespace,)
-            for other_name, others in bound.items():
-                if _domain(self._nodes[other_name], term.topology_key) != domain:
-                    continue
-                if any(o.namespace in namespaces and term.selector.matches(o.labels) for o in others):
-                    return True
-        # Pods already placed may refuse the newcomer: the real scheduler checks that direction too.
-        for other, other_node in anti_bound:
-            for term in other.pod_anti_affinity:
-                domain = _domain(other_node, term.topology_key)
-                if (
-                    domain is not None
-                    and _domain(node, term.topology_key) == domain
-                    and pod.namespace in (term.namespaces or (other.namespace,))
-                    and term.selector.matches(pod.labels)
-                ):
-                    return True
-        return False
-
-
-def _selects(budget: _Budget, pod: Pod) -> bool:
-    return (
-        pod.namespace == budget.namespace
-        and pod.phase not in ("Succeeded", "Failed")
-        and budget.selector.matches(pod.labels)
-    )
-
-
-def _add_usage(total: dict[str, int], pod: Pod) -> None:
-    for name, amount in pod.requests.items():
-        total[name] = total.get(name, 0) + amount
-    total[PODS_RESOURCE] = total.get(PODS_RESOURCE, 0) + 1
-
-
-def _shape(pod: Pod) -> object:
-    return (
-        pod.namespace,
-        tuple(sorted(pod.requests.items())),
-        tuple(sorted(pod.labels.items())),
-        tuple(sorted(pod.node_selector.items())),
-        pod.node_affinity,
-        pod.tolerations,
-        pod.pod_anti_affinity,
-    )
 
 
 def _apply_annotations(target: dict[str, str], changes: Mapping[str, str | None]) -> None:

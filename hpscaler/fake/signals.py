@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 import anyio
 
 from hpscaler.backends.types import InterruptionMessage, JunkMessage
-from hpscaler.fake.kubernetes import FaultInjector
+from hpscaler.fake.faults import FaultInjector
 
 QueueMessage = InterruptionMessage | JunkMessage
 
