@@ -25,6 +25,7 @@ from hpscaler.backends.types import (
     WatchEvent,
 )
 from hpscaler.model import InstanceGroup, Pod, Taint
+from hpscaler.provisioning.batching import AddRequest
 from hpscaler.provisioning.provreq import RequestCondition, RequestSet
 
 
@@ -105,8 +106,8 @@ class HyperPodCluster(Protocol):
         """Every node of the cluster, all pages."""
         ...
 
-    async def batch_add_nodes(self, body: Mapping[str, object]) -> AddResult:
-        """BatchAddClusterNodes with exactly this request body (ClientToken included)."""
+    async def batch_add_nodes(self, request: AddRequest) -> AddResult:
+        """BatchAddClusterNodes for `request` (ClientToken included); the backend builds the body."""
         ...
 
     async def batch_delete_nodes(

@@ -18,8 +18,6 @@ HyperPod's taint, each after `notice_delay` seconds. HyperPod's own events carry
 
 from __future__ import annotations
 
-import copy
-import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -51,7 +49,7 @@ from hpscaler.fake.signals import FakeInterruptionQueue
 from hpscaler.fake.specs import InstanceSpecLike, resolve_specs
 from hpscaler.fake.timers import Timers
 from hpscaler.model import CapacityType, InstanceGroup
-from hpscaler.provisioning.batching import MAX_LOGICAL_IDS_PER_DELETE
+from hpscaler.provisioning.batching import MAX_LOGICAL_IDS_PER_DELETE, AddRequest, NodesToAdd
 
 TOKEN_TTL_SECONDS = 8 * 3600.0
 
@@ -69,7 +67,7 @@ class Reclaim:
 @dataclass(frozen=True, slots=True)
 class _TokenUse:
     time: float
-    fingerprint: str
+    fingerprint: tuple[str, tuple[NodesToAdd, ...]]
     added: tuple[tuple[str, str], ...]  # (logical id, group)
     failed: tuple[AddFailure, ...]
 
@@ -114,7 +112,7 @@ class FakeHyperPod:
         self.on_notice: list[Callable[[str, str, float], None]] = []
         self.specs = resolve_specs([t for g in groups for t in g.instance_types], specs, catalogue)
         self.calls: Counter[str] = Counter()
-        self.add_bodies: list[dict[str, object]] = []
+        self.add_requests: list[AddRequest] = []  # every BatchAddClusterNodes call, as made
         self.delete_requests: list[tuple[str, ...]] = []
         self.interrupted = 0  # Spot instances reclaimed, with notice or without
         self.reclaims: list[Reclaim] = []
@@ -174,16 +172,16 @@ class FakeHyperPod:
         self.faults.check("list_events")
         return [e for e in self.lifecycle.events if e.time > since]
 
-    async def batch_add_nodes(self, body: Mapping[str, object]) -> AddResult:
+    async def batch_add_nodes(self, request: AddRequest) -> AddResult:
         """Validate, replay an idempotent token, or raise target counts and queue new nodes."""
         self.calls["batch_add_nodes"] += 1
-        self.add_bodies.append(copy.deepcopy(dict(body)))
+        self.add_requests.append(request)
         self.faults.check("batch_add_nodes")
-        entries = validate_add(body, self.cluster_name, self._groups)
+        entries = validate_add(request, self.cluster_name, self._groups)
         now = self.clock.now()
-        token = body.get("ClientToken")
-        fingerprint = json.dumps(body, sort_keys=True, default=str)
-        if isinstance(token, str):
+        token = request.client_token
+        fingerprint = (request.cluster, request.entries)
+        if token:
             used = self._tokens.get(token)
             if used is not None and now - used.time < TOKEN_TTL_SECONDS:
                 if used.fingerprint != fingerprint:
@@ -207,7 +205,7 @@ class FakeHyperPod:
                 )
             else:
                 added.extend((i, name) for i in self.lifecycle.add(group, count, types, zones))
-        if isinstance(token, str):
+        if token:
             self._tokens[token] = _TokenUse(now, fingerprint, tuple(added), tuple(failed))
         return AddResult(tuple(AddedNode(i, g, NodeStatus.PENDING) for i, g in added), tuple(failed))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -22,6 +22,7 @@ from hpscaler.aws.sagemaker import SageMakerHyperPod
 from hpscaler.aws.session import aws_clients, endpoint_for
 from hpscaler.backends.protocols import BackendError
 from hpscaler.config.settings import Aws, Settings
+from hpscaler.provisioning.batching import AddRequest, NodesToAdd
 
 QUICK = RetryPolicy(max_attempts=3, multiplier=0.01, max_wait=0.04)
 DESCRIBED = {
@@ -33,10 +34,7 @@ DESCRIBED = {
     ],
     "NodeProvisioningMode": "Continuous",
 }
-ADD_BODY = {
-    "ClusterName": CLUSTER,
-    "NodesToAdd": [{"InstanceGroupName": "g", "IncrementTargetCountBy": 1}],
-}
+ADD_REQUEST = AddRequest(CLUSTER, "", (NodesToAdd("g", 1),))
 ADDED = {
     "Successful": [{"NodeLogicalId": "g-1", "InstanceGroupName": "g", "Status": "Pending"}],
     "Failed": [],
@@ -93,8 +91,8 @@ async def run(
         if operation == "describe":
             return await hp.describe_cluster()
         if operation == "add":
-            return await hp.batch_add_nodes(ADD_BODY)
-        return await hp.batch_add_nodes({**ADD_BODY, "ClientToken": "hps-token"})
+            return await hp.batch_add_nodes(ADD_REQUEST)
+        return await hp.batch_add_nodes(replace(ADD_REQUEST, client_token="hps-token"))
 
 
 async def test_throttling_and_5xx_are_retried_with_jittered_backoff(

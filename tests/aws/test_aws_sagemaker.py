@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import moto_ext
 import pytest
@@ -13,6 +14,7 @@ from hpscaler.aws.session import AwsClients
 from hpscaler.backends.protocols import BackendError, HyperPodCluster
 from hpscaler.backends.types import NodeStatus
 from hpscaler.model import CapacityType, Taint
+from hpscaler.provisioning.batching import AddRequest, NodesToAdd
 
 GROUPS = [
     {"Name": "spot-a", "Zones": "a", "Capacity": "Spot", "Count": 2},
@@ -25,8 +27,21 @@ def hyperpod(clients: AwsClients, page_size: int = 100) -> SageMakerHyperPod:
     return SageMakerHyperPod(clients.sagemaker, clients.ec2, CLUSTER, retry=FAST, page_size=page_size)
 
 
-def body(token: str, *entries: dict[str, object]) -> dict[str, object]:
-    return {"ClusterName": CLUSTER, "ClientToken": token, "NodesToAdd": list(entries)}
+def body(token: str, *entries: dict[str, Any]) -> AddRequest:
+    """An AddRequest written as the API's entries, so the tests read like the requests on the wire."""
+    return AddRequest(
+        CLUSTER,
+        token,
+        tuple(
+            NodesToAdd(
+                e["InstanceGroupName"],
+                e.get("IncrementTargetCountBy", 0),
+                tuple(e.get("AvailabilityZones", ())),
+                tuple(e.get("InstanceTypes", ())),
+            )
+            for e in entries
+        ),
+    )
 
 
 async def test_is_a_hyperpod_cluster(clients: AwsClients) -> None:
@@ -210,9 +225,10 @@ async def test_batch_add_replays_a_client_token(admin: Admin, clients: AwsClient
 async def test_batch_add_limits_are_enforced(admin: Admin, clients: AwsClients, recorder: Recorder) -> None:
     await make_world(admin, GROUPS)
     hp = hyperpod(clients)
-    # A request the model forbids (no IncrementTargetCountBy) never leaves the client ...
+    # A request the model forbids (IncrementTargetCountBy below its minimum of 1) never leaves the
+    # client ...
     with pytest.raises(BackendError) as raised:
-        await hp.batch_add_nodes(body("t-bad", {"InstanceGroupName": "spot-a"}))
+        await hp.batch_add_nodes(body("t-bad", {"InstanceGroupName": "spot-a", "IncrementTargetCountBy": 0}))
     assert (raised.value.code, raised.value.retryable) == ("ParamValidationError", False)
     # ... while the 5-group and 50-node limits are the service's to enforce (botocore checks
     # only minimums), and they are not worth retrying.
