@@ -89,6 +89,15 @@ class KubernetesCluster(Protocol):
         """Emit a Kubernetes Event on a pod so `kubectl describe pod` shows the decision."""
         ...
 
+
+@runtime_checkable
+class LeaseStore(Protocol):
+    """coordination.k8s.io/v1 Leases, for leader election between replicas (`service.leader`).
+
+    Kubernetes backends implement it next to `KubernetesCluster`; `hpscaler run` refuses a
+    Kubernetes backend that does not.
+    """
+
     async def acquire_lease(self, name: str, holder: str, duration_seconds: float) -> Lease:
         """Take or renew the named Lease if it is free, expired or ours; return who holds it now."""
         ...
