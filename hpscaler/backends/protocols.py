@@ -2,7 +2,8 @@
 
 Implementations: the in-memory fakes in `hpscaler.fake` (which also power the simulator), the real
 AWS and Kubernetes backends, and third-party backends found through the `hpscaler.backends` entry
-point group. Every method may raise `BackendError` for a failure the caller should retry later.
+point group. Every method may raise `BackendError` (see `hpscaler.backends.errors` for what its
+subclasses tell the caller to do).
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+from hpscaler.backends.errors import BackendError as BackendError
+from hpscaler.backends.errors import CapacityError as CapacityError
+from hpscaler.backends.errors import InvalidRequestError as InvalidRequestError
+from hpscaler.backends.errors import NotFoundError as NotFoundError
 from hpscaler.backends.types import (
     AddResult,
     ClusterDescription,
@@ -27,15 +32,6 @@ from hpscaler.backends.types import (
 from hpscaler.model import InstanceGroup, Pod, Taint
 from hpscaler.provisioning.batching import AddRequest
 from hpscaler.provisioning.provreq import RequestCondition, RequestSet
-
-
-class BackendError(Exception):
-    """A call to an outside system failed; `retryable` says whether trying again may help."""
-
-    def __init__(self, message: str, *, retryable: bool = True, code: str = "") -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.code = code
 
 
 @runtime_checkable

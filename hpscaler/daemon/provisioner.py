@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import anyio
 
+from hpscaler.backends.errors import CapacityError, InvalidRequestError, NotFoundError
 from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import AddResult, HyperPodNode, NodeStatus
 from hpscaler.daemon.context import DaemonContext
@@ -33,6 +34,7 @@ from hpscaler.scheduling.types import InFlightNode, Plan, SchedulingInput
 
 MAX_FALLBACK_ROUNDS = 12
 MAX_TOKEN_SALTS = 4
+REFUSED = (CapacityError, NotFoundError, InvalidRequestError)  # errors that refuse a request's groups
 
 
 class Provisioner:
@@ -365,7 +367,9 @@ class Provisioner:
             except BackendError as exc:
                 ctx.stats.counters["cloudprovider_errors"] += 1
                 ctx.log.warning("batch_add_failed", error=str(exc), code=exc.code, token=sent.client_token)
-                return None, not exc.retryable
+                # Refused for this request's groups (no capacity or quota, nothing found, or invalid):
+                # the same request cannot succeed, another group may. Other errors wait for a round.
+                return None, isinstance(exc, REFUSED)
             ctx.stats.counters["batch_add_calls"] += 1
             if not any(a.status is NodeStatus.NOT_FOUND for a in result.successful):
                 return result, False

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
-from hpscaler.backends.protocols import BackendError
+from hpscaler.backends.errors import InvalidRequestError
 from hpscaler.backends.types import (
     AddedNode,
     AddFailure,
@@ -185,10 +185,8 @@ class FakeHyperPod:
             used = self._tokens.get(token)
             if used is not None and now - used.time < TOKEN_TTL_SECONDS:
                 if used.fingerprint != fingerprint:
-                    raise BackendError(
-                        "ClientToken reused with different parameters",
-                        retryable=False,
-                        code="IdempotentParameterMismatch",
+                    raise InvalidRequestError(
+                        "ClientToken reused with different parameters", code="IdempotentParameterMismatch"
                     )
                 return AddResult(
                     tuple(AddedNode(i, g, self.lifecycle.status(i)) for i, g in used.added), used.failed
@@ -218,9 +216,7 @@ class FakeHyperPod:
         """
         ids = [(i, True) for i in logical_ids] + [(i, False) for i in instance_ids]
         if not ids:
-            raise BackendError(
-                "NodeLogicalIds or NodeIds must hold an id", retryable=False, code="ValidationException"
-            )
+            raise InvalidRequestError("NodeLogicalIds or NodeIds must hold an id", code="ValidationException")
         deleted: list[str] = []
         failed: list[DeleteFailure] = []
         for start in range(0, len(ids), MAX_LOGICAL_IDS_PER_DELETE):

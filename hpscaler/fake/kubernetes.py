@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from types import MappingProxyType
 
-from hpscaler.backends.protocols import BackendError
+from hpscaler.backends.errors import BackendError, NotFoundError
 from hpscaler.backends.types import DisruptionBudgetStatus, EvictionOutcome, Lease, WatchEvent, WatchKind
 from hpscaler.clock import Clock
 from hpscaler.fake.budgets import DisruptionBudget
@@ -131,7 +131,7 @@ class FakeKubernetes(ProvisioningRequestsMixin):
         self.faults.check("annotate_pod")
         state = self._pods.get(f"{namespace}/{name}")
         if state is None:
-            raise BackendError(f"pod {namespace}/{name} not found", retryable=False, code="NotFound")
+            raise NotFoundError(f"pod {namespace}/{name} not found", code="NotFound")
         _apply_annotations(state.pod.annotations, annotations)
         self._emit(WatchKind.MODIFIED, pod=state.pod)
 
@@ -360,7 +360,7 @@ class FakeKubernetes(ProvisioningRequestsMixin):
     def _require_node(self, name: str) -> Node:
         node = self._nodes.get(name)
         if node is None:
-            raise BackendError(f"node {name} not found", retryable=False, code="NotFound")
+            raise NotFoundError(f"node {name} not found", code="NotFound")
         return node
 
     def _snapshot(self) -> Iterator[WatchEvent]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from hpscaler.backends.protocols import BackendError
+from hpscaler.backends.errors import InvalidRequestError, NotFoundError
 from hpscaler.model import InstanceGroup
 from hpscaler.provisioning.batching import MAX_GROUPS_PER_CALL, MAX_NODES_PER_CALL, AddRequest
 
@@ -23,13 +23,15 @@ def validate_add(
     request: AddRequest, cluster_name: str, groups: Mapping[str, InstanceGroup]
 ) -> list[tuple[str, int, tuple[str, ...], tuple[str, ...]]]:
     """The (group, count, instance types, zones) entries of a valid BatchAddClusterNodes request,
-    an absent list standing for all of the group's; raises a ValidationException as the API does."""
+    an absent list standing for all of the group's; raises a ValidationException (or ResourceNotFound
+    for another cluster) as the API does."""
 
-    def invalid(message: str) -> BackendError:
-        return BackendError(message, retryable=False, code="ValidationException")
+    def invalid(message: str) -> InvalidRequestError:
+        return InvalidRequestError(message, code="ValidationException")
 
     if request.cluster.rsplit("/", 1)[-1] != cluster_name:
-        raise invalid(f"ClusterName {request.cluster!r} does not name cluster {cluster_name}")
+        # The model's ResourceNotFound ("Resource being access is not found"): no such cluster.
+        raise NotFoundError(f"cluster {request.cluster!r} not found", code="ResourceNotFound")
     token = request.client_token
     if token and (len(token) > 64 or not (token.isascii() and token.isprintable())):
         raise invalid("ClientToken must be 1-64 printable ASCII characters")

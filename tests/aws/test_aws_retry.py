@@ -20,6 +20,7 @@ from structlog.testing import capture_logs
 from hpscaler.aws.retry import RetryPolicy, is_retryable
 from hpscaler.aws.sagemaker import SageMakerHyperPod
 from hpscaler.aws.session import aws_clients, endpoint_for
+from hpscaler.backends.errors import CapacityError, InvalidRequestError, NotFoundError
 from hpscaler.backends.protocols import BackendError
 from hpscaler.config.settings import Aws, Settings
 from hpscaler.provisioning.batching import AddRequest, NodesToAdd
@@ -124,6 +125,29 @@ async def test_validation_error_is_not_retried(server: ScriptedServer, session: 
 
     assert len(server.requests) == 1
     assert (raised.value.code, raised.value.retryable) == ("ValidationException", False)
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        ("ResourceLimitExceeded", CapacityError),  # BatchAddClusterNodes' quota error (service model)
+        ("ResourceNotFound", NotFoundError),  # every cluster operation's not-found error
+        ("ValidationException", InvalidRequestError),
+        ("IdempotentParameterMismatch", InvalidRequestError),
+        ("AccessDeniedException", BackendError),  # nothing the daemon can do about it but report it
+    ],
+)
+async def test_batch_add_errors_arrive_as_what_they_mean(
+    server: ScriptedServer, session: RecordingSession, code: str, kind: type[BackendError]
+) -> None:
+    server.script = [error(400, code)]
+
+    with pytest.raises(BackendError) as raised:
+        await run(server.url, session, operation="add-with-token")
+
+    assert type(raised.value) is kind
+    assert (raised.value.code, raised.value.retryable) == (code, False)
+    assert len(server.requests) == 1  # none of them is worth sending again as it is
 
 
 async def test_giving_up_keeps_the_error_code_and_says_retryable(

@@ -11,6 +11,7 @@ from aws_harness import CLUSTER, FAST, REGION, Admin, Recorder, make_world
 
 from hpscaler.aws.sagemaker import SageMakerHyperPod
 from hpscaler.aws.session import AwsClients
+from hpscaler.backends.errors import InvalidRequestError
 from hpscaler.backends.protocols import BackendError, HyperPodCluster
 from hpscaler.backends.types import NodeStatus
 from hpscaler.model import CapacityType, Taint
@@ -219,7 +220,7 @@ async def test_batch_add_replays_a_client_token(admin: Admin, clients: AwsClient
             body("t-replay", {"InstanceGroupName": "spot-a", "IncrementTargetCountBy": 3})
         )
     assert raised.value.code == "IdempotentParameterMismatch"
-    assert not raised.value.retryable
+    assert isinstance(raised.value, InvalidRequestError) and not raised.value.retryable
 
 
 async def test_batch_add_limits_are_enforced(admin: Admin, clients: AwsClients, recorder: Recorder) -> None:
@@ -230,6 +231,7 @@ async def test_batch_add_limits_are_enforced(admin: Admin, clients: AwsClients, 
     with pytest.raises(BackendError) as raised:
         await hp.batch_add_nodes(body("t-bad", {"InstanceGroupName": "spot-a", "IncrementTargetCountBy": 0}))
     assert (raised.value.code, raised.value.retryable) == ("ParamValidationError", False)
+    assert isinstance(raised.value, InvalidRequestError)
     # ... while the 5-group and 50-node limits are the service's to enforce (botocore checks
     # only minimums), and they are not worth retrying.
     with pytest.raises(BackendError) as raised:

@@ -18,6 +18,7 @@ from daemon_harness import (
     with_settings,
 )
 
+from hpscaler.backends.errors import CapacityError, InvalidRequestError, NotFoundError
 from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import AddResult, HyperPodNode, NodeStatus
 from hpscaler.catalogue import Catalogue
@@ -113,14 +114,20 @@ async def test_a_group_refused_by_the_api_falls_back_in_the_same_round(
 
 
 @pytest.mark.looptime
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        InvalidRequestError("no such group", code="ValidationException"),
+        CapacityError("quota of ml.c5.2xlarge for cluster usage reached", code="ResourceLimitExceeded"),
+        NotFoundError("resource not found", code="ResourceNotFound"),
+    ],
+)
 async def test_a_request_the_api_rejects_outright_falls_back_in_the_same_round(
-    seed_config: LoadedConfig, catalogue: Catalogue
+    seed_config: LoadedConfig, catalogue: Catalogue, refusal: BackendError
 ) -> None:
     async with running(seed_config, catalogue) as h:
         hyperpod = h.world.hyperpod
-        hyperpod.faults.fail_next(
-            "batch_add_nodes", BackendError("no such group", retryable=False, code="ValidationException")
-        )
+        hyperpod.faults.fail_next("batch_add_nodes", refusal)
         keys = add_pods(h, "a", 3)
         await wait_for(lambda: hyperpod.calls["batch_add_nodes"] >= 1, 5)
         assert requested_groups(hyperpod.add_requests) == [SPOT_AZ1, ON_DEMAND_AZ1]
@@ -129,12 +136,20 @@ async def test_a_request_the_api_rejects_outright_falls_back_in_the_same_round(
 
 
 @pytest.mark.looptime
-async def test_a_retryable_api_error_is_retried_later_with_the_same_plan(
-    seed_config: LoadedConfig, catalogue: Catalogue
+@pytest.mark.parametrize(
+    "error",
+    [
+        BackendError("throttled", code="ThrottlingException"),
+        # Not retryable as it is, but no refusal of the group either: no fallback, no backoff.
+        BackendError("not allowed", retryable=False, code="AccessDeniedException"),
+    ],
+)
+async def test_an_api_error_that_refuses_no_group_is_retried_later_with_the_same_plan(
+    seed_config: LoadedConfig, catalogue: Catalogue, error: BackendError
 ) -> None:
     async with running(seed_config, catalogue) as h:
         hyperpod = h.world.hyperpod
-        hyperpod.faults.fail_next("batch_add_nodes")  # throttled, say
+        hyperpod.faults.fail_next("batch_add_nodes", error)
         keys = add_pods(h, "a", 3)
         await wait_for(lambda: hyperpod.calls["batch_add_nodes"] == 2, 30)
         assert requested_groups(hyperpod.add_requests) == [SPOT_AZ1, SPOT_AZ1]

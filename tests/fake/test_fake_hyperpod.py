@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
+from hpscaler.backends.errors import InvalidRequestError, NotFoundError
 from hpscaler.backends.protocols import BackendError, HyperPodCluster
 from hpscaler.backends.types import InterruptionKind, InterruptionMessage, NodeStatus
 from hpscaler.clock import LoopClock
@@ -63,7 +64,6 @@ async def test_implements_the_protocol() -> None:
         body(("od", 0)),
         body(("od", 51)),
         body(("od", 30), ("spot", 21)),  # 51 in total
-        body(("od", 1), cluster="other"),
         body(("od", 1), token="x" * 65),
         body(("od", 1), token="tab\there"),
         body(NodesToAdd("", 1)),  # no InstanceGroupName
@@ -77,7 +77,16 @@ async def test_batch_add_validation(request_body: AddRequest) -> None:
     with pytest.raises(BackendError) as error:
         await fake.batch_add_nodes(request_body)
     assert (error.value.code, error.value.retryable) == ("ValidationException", False)
+    assert isinstance(error.value, InvalidRequestError)
     assert fake.nodes() == [] and fake.calls["batch_add_nodes"] == 1 and fake.add_requests == [request_body]
+
+
+async def test_batch_add_to_another_cluster_is_not_found() -> None:
+    fake = make()
+    with pytest.raises(NotFoundError) as error:
+        await fake.batch_add_nodes(body(("od", 1), cluster="other"))
+    assert (error.value.code, error.value.retryable) == ("ResourceNotFound", False)
+    assert fake.nodes() == []
 
 
 async def test_batch_add_accepts_the_limits_and_reports_unknown_groups() -> None:
@@ -104,6 +113,7 @@ async def test_same_client_token_replays_for_eight_hours() -> None:
     with pytest.raises(BackendError) as mismatch:
         await fake.batch_add_nodes(body(("od", 3)))
     assert mismatch.value.code == "IdempotentParameterMismatch"
+    assert isinstance(mismatch.value, InvalidRequestError)
     async with running(fake):
         await fake.batch_delete_nodes([first.successful[0].logical_id])
         await anyio.sleep(100)
