@@ -33,8 +33,6 @@ from hpscaler.backends.types import (
     DeleteFailure,
     DeleteResult,
     HyperPodNode,
-    InterruptionKind,
-    InterruptionMessage,
     NodeStatus,
 )
 from hpscaler.catalogue import Catalogue
@@ -342,11 +340,7 @@ class FakeHyperPod:
     def rebalance(self, instance_id: str) -> None:
         """A rebalance recommendation: a message only, the instance stays."""
         self.rebalances.append((self.clock.now(), instance_id))
-        self.interruptions.put(
-            InterruptionMessage(
-                self.interruptions.new_id(), InterruptionKind.REBALANCE, instance_id, self.clock.now()
-            )
-        )
+        self.interruptions.put_rebalance(instance_id, self.clock.now())
 
     def meter_records(self) -> list[MeterRecord]:
         """Copies of every instance's billing record, in launch order."""
@@ -364,28 +358,11 @@ class FakeHyperPod:
 
     def _deliver_notice(self, via: str, instance_id: str, deadline: float) -> None:
         if via == "sqs":
-            self.interruptions.put(
-                InterruptionMessage(
-                    self.interruptions.new_id(),
-                    InterruptionKind.SPOT_INTERRUPTION,
-                    instance_id,
-                    deadline - self.notice_seconds,
-                    deadline=deadline,
-                    source="sqs",
-                )
-            )
+            self.interruptions.put_spot_warning(instance_id, deadline - self.notice_seconds, deadline)
         for callback in self.on_notice:
             callback(via, instance_id, deadline)
 
     def _state_change(self, instance_id: str) -> None:
         """EC2's "instance state-change notification" for an instance that was terminated."""
         if self.state_change_messages and instance_id not in self.silent_instances:
-            self.interruptions.put(
-                InterruptionMessage(
-                    self.interruptions.new_id(),
-                    InterruptionKind.STATE_CHANGE,
-                    instance_id,
-                    self.clock.now(),
-                    state="terminated",
-                )
-            )
+            self.interruptions.put_terminated(instance_id, self.clock.now())
