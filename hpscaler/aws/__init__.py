@@ -6,10 +6,9 @@ The names below are imported on first use, so that the pure `hpscaler.aws.bodies
 prints) does not load aiobotocore.
 """
 
-from __future__ import annotations
+from typing import TYPE_CHECKING
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from hpscaler.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from hpscaler.aws.placement import SpotPlacementScores, SpotPrice, pad_instance_types
@@ -17,19 +16,6 @@ if TYPE_CHECKING:
     from hpscaler.aws.sagemaker import SageMakerHyperPod
     from hpscaler.aws.session import AwsClients, aws_clients
     from hpscaler.aws.sqs import SqsInterruptions, parse_message
-
-_MODULES = {
-    "AwsClients": "session",
-    "RetryPolicy": "retry",
-    "SageMakerHyperPod": "sagemaker",
-    "SpotPlacementScores": "placement",
-    "SpotPrice": "placement",
-    "SqsInterruptions": "sqs",
-    "aws_clients": "session",
-    "call_aws": "retry",
-    "pad_instance_types": "placement",
-    "parse_message": "sqs",
-}
 
 __all__ = [
     "AwsClients",
@@ -44,9 +30,13 @@ __all__ = [
     "parse_message",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "placement": ("SpotPlacementScores", "SpotPrice", "pad_instance_types"),
+        "retry": ("RetryPolicy", "call_aws"),
+        "sagemaker": ("SageMakerHyperPod",),
+        "session": ("AwsClients", "aws_clients"),
+        "sqs": ("SqsInterruptions", "parse_message"),
+    },
+)
