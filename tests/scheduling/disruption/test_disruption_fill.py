@@ -22,8 +22,8 @@ from hpscaler.model import (
     TopologySpread,
     as_pending,
 )
-from hpscaler.scheduling import consolidation
-from hpscaler.scheduling.consolidation import decide_consolidation
+from hpscaler.scheduling.disruption import decide_consolidation
+from hpscaler.scheduling.disruption.room import Room
 from hpscaler.scheduling.scheduler import solve
 from hpscaler.scheduling.types import SchedulingInput
 
@@ -122,13 +122,13 @@ def test_zone_spread_pods_consolidate_without_a_full_solve_and_the_decision_repl
 ) -> None:
     nodes = _cluster(seed)
     calls: list[int] = []
-    full = consolidation._Room._solve
+    full = Room.solve
 
-    def counted(self: consolidation._Room, *args: object) -> object:
+    def counted(self: Room, *args: object) -> object:
         calls.append(1)
         return full(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(consolidation._Room, "_solve", counted)
+    monkeypatch.setattr(Room, "solve", counted)
     gone = removed(nodes)
     assert gone  # the cluster does consolidate
     assert calls == []  # zone spreads alone never need the full scheduler

@@ -32,8 +32,8 @@ from hpscaler.model import (
     Toleration,
     TopologySpread,
 )
-from hpscaler.scheduling import consolidation
-from hpscaler.scheduling.consolidation import ConsolidationDecision, decide_consolidation
+from hpscaler.scheduling.disruption import ConsolidationDecision, decide_consolidation
+from hpscaler.scheduling.disruption.room import Room
 from hpscaler.scheduling.types import SchedulingInput
 
 GIB = 2**30
@@ -155,7 +155,7 @@ def _cluster(rng: random.Random, count: int, constrained: bool = False) -> list[
 
 
 def _through_the_scheduler(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(consolidation._Room, "_unconstrained", lambda self, p: False)
+    monkeypatch.setattr(Room, "unconstrained", lambda self, p: False)
 
 
 @pytest.mark.parametrize("seed", range(12))
