@@ -61,10 +61,11 @@ def pod_blocker(pod: Pod, pool: NodePool, now: float, pdbs: Sequence[DisruptionB
     if not pod.owner_kind:
         return f"pod {pod.key} has no controller to recreate it"
     for pdb in pdbs:
+        # Budgets that allow no disruption are few: test that first, the selector last.
         if (
-            pdb.namespace == pod.namespace
+            pdb.disruptions_allowed <= 0
+            and pdb.namespace == pod.namespace
             and pdb.selector.matches(pod.labels)
-            and pdb.disruptions_allowed <= 0
         ):
             return f"pod {pod.key} is protected by PodDisruptionBudget {pdb.namespace}/{pdb.name}"
     return None

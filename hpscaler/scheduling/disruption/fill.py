@@ -9,7 +9,7 @@ leaves) and the ones placed so far.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -18,14 +18,14 @@ import numpy.typing as npt
 
 from hpscaler.model import LabelSelector, Pod, TopologySpread
 from hpscaler.scheduling.packing import EPS, best_row
-from hpscaler.scheduling.scheduler import class_signature
 
 if TYPE_CHECKING:
-    from hpscaler.scheduling.disruption.room import Placement, Room
+    from hpscaler.scheduling.disruption.room import Matrix, Placement, Room
 
 SpreadKey = tuple[str, LabelSelector, str]
 """A spread's topology key, its selector and the namespace it counts in."""
 Counts = dict[SpreadKey, dict[str, int]]
+_CHUNK = 64  # nodes ordered and checked at a time
 
 
 @dataclass(slots=True, eq=False)
@@ -55,68 +55,140 @@ def fill(
     shapes: list[Shape] = []
     by_key: dict[tuple[object, ...], Shape] = {}
     for pod in sorted(pods, key=lambda p: (p.created, p.key)):
-        demand = tuple(float(x) for x in room.vector(pod)[cols])
-        key = (class_signature(pod, room.label_keys), demand)
+        demand = tuple(room.vector(pod)[cols].tolist())
+        signature, compatible = room.pod_class(pod)
+        key = (signature, demand)
         shape = by_key.get(key)
         if shape is None:
-            shape = by_key[key] = Shape(demand, room.compatible(pod))
+            shape = by_key[key] = Shape(demand, compatible)
             shapes.append(shape)
         shape.pods.append(pod)
         shape.left += 1
     counts = _local_counts(room, shapes, leaving)
-    residual = room.residual[np.ix_(rows, cols)]
-    signatures = room.signature[rows]
     demands = np.array([s.demand for s in shapes])
-    # A node no shape fits now can take nothing later: its free capacity only changes when it is
-    # filled, and the pods left to place only get fewer. Skip those nodes up front.
-    useful = np.zeros(len(rows), dtype=bool)
-    for shape in shapes:
-        fit = np.all(np.array(shape.demand) <= residual + EPS, axis=1)
-        useful |= shape.compatible[signatures] & fit
-    # Fullest nodes first (the scheduler's order), ties in the order the nodes were given.
-    load = (residual / np.maximum(room.capacity[np.ix_(rows, cols)], 1.0)).sum(axis=1)
-    kept = np.flatnonzero(useful)
-    order = kept[np.lexsort((rows[kept], load[kept]))].tolist()
+    spreads = _SpreadCheck(room, shapes, counts)
     placement: Placement = {}
     left = len(pods)
-    for i in order:
-        row, signature = int(rows[i]), int(signatures[i])
-        free = residual[i].copy()
-        capacity = room.capacity[row, cols]
-        scale = np.divide(1.0, capacity**2, out=np.zeros_like(capacity), where=capacity > 0)
-        open_shapes = [k for k, s in enumerate(shapes) if s.left and s.compatible[signature]]
+    for chunk in _fullest_first(room, rows, cols):
+        left = _fill_nodes(room, chunk, cols, shapes, demands, spreads, placement, left)
+        if not left:
+            return placement
+    return None
+
+
+def _fullest_first(
+    room: Room, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64]
+) -> Iterator[npt.NDArray[np.int64]]:
+    """`rows` fullest first (the scheduler's order), ties in the order given, a few dozen at a time:
+    the pods of a candidate nearly always find room on the first few, so most are never sorted."""
+    load = room.load(cols)[rows]
+    remaining = np.arange(len(rows))
+    while remaining.size:
+        if remaining.size > _CHUNK:
+            # Every node as full as the chunk's emptiest, so ties stay in the order given.
+            threshold = np.partition(load[remaining], _CHUNK - 1)[_CHUNK - 1]
+            take = load[remaining] <= threshold
+            part, remaining = remaining[take], remaining[~take]
+        else:
+            part, remaining = remaining, remaining[:0]
+        yield rows[part[np.lexsort((part, load[part]))]]
+
+
+def _fill_nodes(
+    room: Room,
+    nodes: npt.NDArray[np.int64],
+    cols: npt.NDArray[np.int64],
+    shapes: list[Shape],
+    demands: Matrix,
+    spreads: _SpreadCheck,
+    placement: Placement,
+    left: int,
+) -> int:
+    """Fill `nodes` in their order with what fits of the shapes' pods; the pods still left."""
+    residual = room.residual[np.ix_(nodes, cols)]
+    capacity = room.capacity[np.ix_(nodes, cols)]
+    scales = np.divide(1.0, capacity**2, out=np.zeros_like(capacity), where=capacity > 0)
+    signatures = room.signature[nodes]
+    # Which shape each node could take at the start. A node's free capacity changes only when it is
+    # filled, and each node is filled once, so this holds when its turn comes; and a node no shape
+    # fits now can take nothing later (the pods left only get fewer).
+    fit = np.all(demands[:, None, :] <= residual[None, :, :] + EPS, axis=2)
+    fit &= np.array([s.compatible[signatures] for s in shapes])
+    takers = fit.T.tolist()
+    for i in np.flatnonzero(fit.any(axis=0)).tolist():
+        row, signature = int(nodes[i]), int(signatures[i])
+        open_shapes = [
+            k
+            for k, fits in enumerate(takers[i])
+            if fits and shapes[k].left and spreads.allows(k, row, signature)
+        ]
+        if not open_shapes:
+            continue
+        free, scale = residual[i].copy(), scales[i]
         while open_shapes:
-            open_shapes = [
-                k
-                for k in open_shapes
-                if shapes[k].left
-                and all(d <= f + EPS for d, f in zip(shapes[k].demand, free.tolist(), strict=True))
-                and (not shapes[k].spreads or _spread_allows(room, shapes[k], row, counts))
-            ]
-            if not open_shapes:
-                break
             chosen = open_shapes[best_row(demands[open_shapes], free, scale)[0]]
             best = shapes[chosen]
             moved = best.pods[len(best.pods) - best.left]
-            for spread, _, _ in best.spreads:
-                domain = room.nodes[row].labels.get(spread.topology_key)
-                if domain is not None and spread.selector.matches(moved.labels):
-                    local = counts[(spread.topology_key, spread.selector, moved.namespace)]
-                    local[domain] = local.get(domain, 0) + 1
+            spreads.placed(best, moved, row)
             placement.setdefault(row, []).append(moved)
             best.left -= 1
             left -= 1
             free -= demands[chosen]
+            room_left = (free + EPS).tolist()
+            open_shapes = [
+                k
+                for k in open_shapes
+                if shapes[k].left
+                and all(d <= f for d, f in zip(shapes[k].demand, room_left, strict=True))
+                and spreads.allows(k, row, signature)
+            ]
         if not left:
-            return placement
-    return None
+            break
+    return left
+
+
+class _SpreadCheck:
+    """Whether a shape's spreads let it onto a node, remembered per node signature (which fixes every
+    domain but the hostname's, and `fill` checks no hostname spread) until a placement changes the
+    counts the shape reads."""
+
+    def __init__(self, room: Room, shapes: list[Shape], counts: Counts) -> None:
+        self.room = room
+        self.shapes = shapes
+        self.counts = counts
+        self.known: list[dict[int, bool]] = [{} for _ in shapes]
+        self.readers: dict[SpreadKey, list[int]] = {}
+        for k, shape in enumerate(shapes):
+            for spread, _, _ in shape.spreads:
+                key = (spread.topology_key, spread.selector, shape.pods[0].namespace)
+                self.readers.setdefault(key, []).append(k)
+
+    def allows(self, shape: int, row: int, signature: int) -> bool:
+        """Whether shape `shape` may go onto node `row` (of `signature`) with the counts as they are."""
+        if not self.shapes[shape].spreads:
+            return True
+        known = self.known[shape]
+        found = known.get(signature)
+        if found is None:
+            found = known[signature] = _spread_allows(self.room, self.shapes[shape], row, self.counts)
+        return found
+
+    def placed(self, shape: Shape, pod: Pod, row: int) -> None:
+        """Count `pod`, placed onto node `row`, in the spreads of its shape."""
+        for spread, _, _ in shape.spreads:
+            domain = self.room.nodes[row].labels.get(spread.topology_key)
+            if domain is not None and spread.selector.matches(pod.labels):
+                key = (spread.topology_key, spread.selector, pod.namespace)
+                local = self.counts[key]
+                local[domain] = local.get(domain, 0) + 1
+                for reader in self.readers[key]:
+                    self.known[reader].clear()
 
 
 def _local_counts(room: Room, shapes: list[Shape], leaving: int) -> Counts:
     """The spread counts the shapes read, without the pods of the node they leave; and each
     spread's eligible domains (the domains of the nodes that stay which the shape may use)."""
     counts: Counts = {}
-    alive = set(room.signature[room.alive].tolist())
     for shape in shapes:
         pod = shape.pods[0]
         for spread in pod.topology_spread:
@@ -130,11 +202,7 @@ def _local_counts(room: Room, shapes: list[Shape], leaving: int) -> Counts:
                     gone = matching(room.pods[leaving], spread.selector, pod.namespace)
                     if domain is not None and gone:
                         counts[key][domain] = counts[key].get(domain, 0) - gone
-            domains = frozenset(
-                labels[spread.topology_key]
-                for sig, (labels, _) in enumerate(room.targets)
-                if sig in alive and shape.compatible[sig] and spread.topology_key in labels
-            )
+            domains = room.eligible_domains(spread.topology_key, shape.compatible)
             shape.spreads.append((spread, domains, spread.selector.matches(pod.labels)))
     return counts
 

@@ -33,7 +33,7 @@ from hpscaler.model import (
 from hpscaler.scheduling.disruption.fill import SpreadKey, fill, matching
 from hpscaler.scheduling.packing import EPS
 from hpscaler.scheduling.requirements import pod_terms, term_fits_labels
-from hpscaler.scheduling.scheduler import node_target, solve
+from hpscaler.scheduling.scheduler import class_signature, node_target, solve
 from hpscaler.scheduling.types import SchedulingInput
 
 Vector = npt.NDArray[np.float64]
@@ -57,6 +57,11 @@ class Room:
                 names.update(pod.requests)
         self.dims = sorted(names)
         self.col = {name: i for i, name in enumerate(self.dims)}
+        # Pods only move between nodes that hold them, so a pod's id names it throughout.
+        self.vectors: dict[int, Vector] = {}
+        self.classes: dict[int, tuple[tuple[object, ...], npt.NDArray[np.bool_]]] = {}
+        self.loads: dict[tuple[int, ...], Vector] = {}  # per set of resource columns: `load(cols)`
+        self.fill_ok: dict[int, bool] = {}
         count, width = len(self.nodes), len(self.dims)
         self.capacity: Matrix = np.zeros((count, width))
         used: Matrix = np.zeros((count, width))
@@ -68,8 +73,10 @@ class Room:
                 used[i] += self.vector(pod)
         self.residual: Matrix = np.maximum(self.capacity - used, 0.0)
         self.alive = np.ones(count, dtype=bool)
-        # Nodes whose free capacity counts as room: Ready and schedulable.
+        # Nodes whose free capacity counts as room: Ready and schedulable; and their free capacity
+        # summed (exact: requests and capacities are whole numbers, well within a float's 53 bits).
         self.open = np.array([n.ready and not n.unschedulable for n in self.nodes], dtype=bool)
+        self.spare: Vector = self.residual[self.open].sum(axis=0)
         self.signature = np.zeros(count, dtype=np.int64)
         self.targets: list[tuple[dict[str, str], tuple[Taint, ...]]] = []
         seen: dict[tuple[object, ...], int] = {}
@@ -80,6 +87,9 @@ class Room:
                 found = seen[key] = len(self.targets)
                 self.targets.append((labels, taints))
             self.signature[i] = found
+        # Nodes that stay per signature: the domains a spread may use are those with some left.
+        self.live = np.bincount(self.signature, minlength=len(self.targets))
+        self.domains: dict[tuple[str, int], frozenset[str]] = {}
         self.compat: dict[tuple[object, ...], npt.NDArray[np.bool_]] = {}
         # What makes the scheduler treat pods apart: the labels topology selectors read, and the
         # anti-affinity terms that could repel a moved pod. Pods only move, so this holds throughout.
@@ -97,22 +107,49 @@ class Room:
                     label_keys.update(k for k, _ in selector.match_labels)
                     label_keys.update(r.key for r in selector.match_expressions)
         self.label_keys = frozenset(label_keys)
-        # Matching pods per domain, for the spreads `fill` checks, over the nodes that stay.
+        # Matching pods per domain, for the spreads `fill` checks, over the nodes that stay; the
+        # counts of one-label selectors also by (label, value, namespace), so `_count` looks a
+        # pod's labels up instead of testing every selector.
         self.spreads: dict[SpreadKey, dict[str, int]] = {}
+        self.by_label: dict[tuple[str, str, str], list[tuple[str, dict[str, int]]]] = {}
+        self.by_selector: list[tuple[SpreadKey, dict[str, int]]] = []
 
     def vector(self, pod: Pod) -> Vector:
-        """The pod's requests (and one pod) over the room's resources."""
-        vec = np.zeros(len(self.dims))
-        for name, amount in pod.requests.items():
-            vec[self.col[name]] += amount
-        vec[self.col[PODS_RESOURCE]] += 1
+        """The pod's requests (and one pod) over the room's resources (not to be written to)."""
+        vec = self.vectors.get(id(pod))
+        if vec is None:
+            vec = np.zeros(len(self.dims))
+            for name, amount in pod.requests.items():
+                vec[self.col[name]] += amount
+            vec[self.col[PODS_RESOURCE]] += 1
+            self.vectors[id(pod)] = vec
         return vec
 
     def remove(self, row: int) -> None:
         """The node leaves, with whatever pods are on it."""
-        if self.alive[row]:
-            self._count(row, self.pods[row], -1)
+        if not self.alive[row]:
+            return
+        self._count(row, self.pods[row], -1)
         self.alive[row] = False
+        if self.open[row]:
+            self.spare -= self.residual[row]
+        signature = self.signature[row]
+        self.live[signature] -= 1
+        if not self.live[signature]:
+            self.domains.clear()  # the last node of its kind: its domains may be gone
+
+    def eligible_domains(self, topology_key: str, compatible: npt.NDArray[np.bool_]) -> frozenset[str]:
+        """The `topology_key` domains of the nodes that stay whose signature `compatible` allows.
+        (`compatible` is one of the arrays `compatible()` keeps, so its id names it.)"""
+        key = (topology_key, id(compatible))
+        found = self.domains.get(key)
+        if found is None:
+            found = self.domains[key] = frozenset(
+                labels[topology_key]
+                for sig, (labels, _) in enumerate(self.targets)
+                if self.live[sig] and compatible[sig] and topology_key in labels
+            )
+        return found
 
     def move(self, placement: Placement) -> None:
         """Put the pods where the simulation placed them, so later candidates see the fuller nodes."""
@@ -121,6 +158,12 @@ class Room:
             self.pods[row].extend(pods)
             for pod in pods:
                 self.residual[row] -= self.vector(pod)
+                if self.open[row]:
+                    self.spare -= self.vector(pod)
+            for cols, load in self.loads.items():
+                index = list(cols)
+                free = self.residual[row, index] / np.maximum(self.capacity[row, index], 1.0)
+                load[row] = free.sum()
 
     def place(self, row: int, pods: Sequence[Pod]) -> Placement | None:
         """Where the other nodes that stay take `pods`, or None if some pod finds no room."""
@@ -129,14 +172,14 @@ class Room:
         need = sum((self.vector(p) for p in pods), np.zeros(len(self.dims)))[cols]
         # Cheap necessary condition first: the other nodes' free capacity, summed, must cover the
         # pods. On a busy cluster it rules out nearly every candidate without a simulation.
-        spare = self.residual[self.alive & self.open][:, cols].sum(axis=0)
+        spare = self.spare[cols]
         if self.alive[row] and self.open[row]:
-            spare -= self.residual[row, cols]
+            spare = spare - self.residual[row, cols]
         if np.any(need > spare + EPS):
             return None
         others = self.alive.copy()
         others[row] = False
-        if not all(self.unconstrained(p) or self.spread_only(p) for p in pods):
+        if not all(self.fillable(p) for p in pods):
             # Every other node, full or not: its pods count in the topology domains.
             return self.solve(np.flatnonzero(others), pods)
         # Only nodes with room for the smallest of the pods can take any of them.
@@ -144,6 +187,14 @@ class Room:
             smallest = min(p.requests.get(name, 0) for p in pods)
             others &= self.residual[:, self.col[name]] >= smallest
         return fill(self, np.flatnonzero(others), cols, pods, row)
+
+    def fillable(self, pod: Pod) -> bool:
+        """Whether `fill` may place the pod: no constraints, or zone spreads only (remembered: what
+        decides it does not change while the pod moves)."""
+        found = self.fill_ok.get(id(pod))
+        if found is None:
+            found = self.fill_ok[id(pod)] = self.unconstrained(pod) or self.spread_only(pod)
+        return found
 
     def unconstrained(self, pod: Pod, zone_spreads: bool = False) -> bool:
         """Whether `fill` may place the pod (`zone_spreads`: DoNotSchedule spreads over a key other
@@ -179,6 +230,12 @@ class Room:
         counts = self.spreads.get(key)
         if counts is None:
             counts = self.spreads[key] = {}
+            selector = spread.selector
+            if len(selector.match_labels) == 1 and not selector.match_expressions:
+                ((label, value),) = selector.match_labels
+                self.by_label.setdefault((label, value, namespace), []).append((spread.topology_key, counts))
+            else:
+                self.by_selector.append((key, counts))
             for i in np.flatnonzero(self.alive).tolist():
                 domain = self.nodes[i].labels.get(spread.topology_key)
                 if domain is not None:
@@ -189,13 +246,37 @@ class Room:
 
     def _count(self, row: int, pods: Sequence[Pod], sign: int) -> None:
         """Add (sign 1) or take away (-1) `pods` on node `row` in the spread counts kept so far."""
-        for (key, selector, namespace), counts in self.spreads.items():
-            domain = self.nodes[row].labels.get(key)
+        labels = self.nodes[row].labels
+        if self.by_label:
+            for pod in pods:
+                for label, value in pod.labels.items():
+                    for key, counts in self.by_label.get((label, value, pod.namespace), ()):
+                        domain = labels.get(key)
+                        if domain is not None:
+                            counts[domain] = counts.get(domain, 0) + sign
+        for (key, selector, namespace), counts in self.by_selector:
+            domain = labels.get(key)
             if domain is None:
                 continue
             matched = matching(pods, selector, namespace)
             if matched:
                 counts[domain] = counts.get(domain, 0) + sign * matched
+
+    def pod_class(self, pod: Pod) -> tuple[tuple[object, ...], npt.NDArray[np.bool_]]:
+        """What tells the pod apart for the scheduler (`class_signature`), and `compatible(pod)`."""
+        found = self.classes.get(id(pod))
+        if found is None:
+            found = self.classes[id(pod)] = (class_signature(pod, self.label_keys), self.compatible(pod))
+        return found
+
+    def load(self, cols: npt.NDArray[np.int64]) -> Vector:
+        """Per node: how much of its capacity is free, summed over the resources `cols` (0 = full)."""
+        key = tuple(cols.tolist())
+        found = self.loads.get(key)
+        if found is None:
+            free = self.residual[:, cols] / np.maximum(self.capacity[:, cols], 1.0)
+            found = self.loads[key] = free.sum(axis=1)
+        return found
 
     def compatible(self, pod: Pod) -> npt.NDArray[np.bool_]:
         """Per node signature: whether the pod tolerates its taints and its labels satisfy the pod."""
