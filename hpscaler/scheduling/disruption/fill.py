@@ -126,7 +126,9 @@ def _fill_nodes(
             continue
         free, scale = residual[i].copy(), scales[i]
         while open_shapes:
-            chosen = open_shapes[best_row(demands[open_shapes], free, scale)[0]]
+            chosen = open_shapes[0]
+            if len(open_shapes) > 1:
+                chosen = open_shapes[best_row(demands[open_shapes], free, scale)[0]]
             best = shapes[chosen]
             moved = best.pods[len(best.pods) - best.left]
             spreads.placed(best, moved, row)
@@ -175,9 +177,10 @@ class _SpreadCheck:
 
     def placed(self, shape: Shape, pod: Pod, row: int) -> None:
         """Count `pod`, placed onto node `row`, in the spreads of its shape."""
-        for spread, _, _ in shape.spreads:
+        # `self_match` holds for every pod of the shape: they share the labels selectors read.
+        for spread, _, self_match in shape.spreads:
             domain = self.room.nodes[row].labels.get(spread.topology_key)
-            if domain is not None and spread.selector.matches(pod.labels):
+            if domain is not None and self_match:
                 key = (spread.topology_key, spread.selector, pod.namespace)
                 local = self.counts[key]
                 local[domain] = local.get(domain, 0) + 1
@@ -189,6 +192,7 @@ def _local_counts(room: Room, shapes: list[Shape], leaving: int) -> Counts:
     """The spread counts the shapes read, without the pods of the node they leave; and each
     spread's eligible domains (the domains of the nodes that stay which the shape may use)."""
     counts: Counts = {}
+    gone = _Gone(room.pods[leaving]) if room.alive[leaving] else None
     for shape in shapes:
         pod = shape.pods[0]
         for spread in pod.topology_spread:
@@ -197,14 +201,33 @@ def _local_counts(room: Room, shapes: list[Shape], leaving: int) -> Counts:
             key = (spread.topology_key, spread.selector, pod.namespace)
             if key not in counts:
                 counts[key] = dict(room.spread_counts(spread, pod.namespace))
-                if room.alive[leaving]:
-                    domain = room.nodes[leaving].labels.get(spread.topology_key)
-                    gone = matching(room.pods[leaving], spread.selector, pod.namespace)
-                    if domain is not None and gone:
-                        counts[key][domain] = counts[key].get(domain, 0) - gone
+                domain = room.nodes[leaving].labels.get(spread.topology_key)
+                if gone is not None and domain is not None:
+                    matched = gone.matching(spread.selector, pod.namespace)
+                    if matched:
+                        counts[key][domain] = counts[key].get(domain, 0) - matched
             domains = room.eligible_domains(spread.topology_key, shape.compatible)
             shape.spreads.append((spread, domains, spread.selector.matches(pod.labels)))
     return counts
+
+
+class _Gone:
+    """The pods of the node that leaves, tallied by label once for the one-label selectors."""
+
+    def __init__(self, pods: Sequence[Pod]) -> None:
+        self.pods = pods
+        self.tally: dict[tuple[str, str, str], int] = {}
+        for pod in pods:
+            for label, value in pod.labels.items():
+                key = (label, value, pod.namespace)
+                self.tally[key] = self.tally.get(key, 0) + 1
+
+    def matching(self, selector: LabelSelector, namespace: str) -> int:
+        """How many of the pods in `namespace` the selector selects."""
+        if len(selector.match_labels) == 1 and not selector.match_expressions:
+            ((label, value),) = selector.match_labels
+            return self.tally.get((label, value, namespace), 0)
+        return matching(self.pods, selector, namespace)
 
 
 def _spread_allows(room: Room, shape: Shape, row: int, counts: Counts) -> bool:

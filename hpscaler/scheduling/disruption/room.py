@@ -113,6 +113,7 @@ class Room:
         self.spreads: dict[SpreadKey, dict[str, int]] = {}
         self.by_label: dict[tuple[str, str, str], list[tuple[str, dict[str, int]]]] = {}
         self.by_selector: list[tuple[SpreadKey, dict[str, int]]] = []
+        self.censuses: dict[str, dict[tuple[str, str, str], dict[str, int]]] = {}
 
     def vector(self, pod: Pod) -> Vector:
         """The pod's requests (and one pod) over the room's resources (not to be written to)."""
@@ -160,10 +161,10 @@ class Room:
                 self.residual[row] -= self.vector(pod)
                 if self.open[row]:
                     self.spare -= self.vector(pod)
-            for cols, load in self.loads.items():
-                index = list(cols)
-                free = self.residual[row, index] / np.maximum(self.capacity[row, index], 1.0)
-                load[row] = free.sum()
+            if self.loads:
+                free, capacity = self.residual[row].tolist(), self.capacity[row].tolist()
+                for cols, load in self.loads.items():
+                    load[row] = sum(free[c] / max(capacity[c], 1.0) for c in cols)
 
     def place(self, row: int, pods: Sequence[Pod]) -> Placement | None:
         """Where the other nodes that stay take `pods`, or None if some pod finds no room."""
@@ -228,21 +229,48 @@ class Room:
         `move` and `remove`)."""
         key = (spread.topology_key, spread.selector, namespace)
         counts = self.spreads.get(key)
-        if counts is None:
-            counts = self.spreads[key] = {}
-            selector = spread.selector
-            if len(selector.match_labels) == 1 and not selector.match_expressions:
-                ((label, value),) = selector.match_labels
+        if counts is not None:
+            return counts
+        selector = spread.selector
+        if len(selector.match_labels) == 1 and not selector.match_expressions:
+            ((label, value),) = selector.match_labels
+            census = self._census(spread.topology_key)
+            counts = census.get((label, value, namespace))
+            if counts is None:
+                counts = census[(label, value, namespace)] = {}
                 self.by_label.setdefault((label, value, namespace), []).append((spread.topology_key, counts))
-            else:
-                self.by_selector.append((key, counts))
+        else:
+            counts = {}
+            self.by_selector.append((key, counts))
             for i in np.flatnonzero(self.alive).tolist():
                 domain = self.nodes[i].labels.get(spread.topology_key)
                 if domain is not None:
-                    matched = matching(self.pods[i], spread.selector, namespace)
+                    matched = matching(self.pods[i], selector, namespace)
                     if matched:
                         counts[domain] = counts.get(domain, 0) + matched
+        self.spreads[key] = counts
         return counts
+
+    def _census(self, topology_key: str) -> dict[tuple[str, str, str], dict[str, int]]:
+        """Per (label, value, namespace): the pods that carry it per `topology_key` domain, over the
+        nodes that stay. One pass serves every one-label selector over that key."""
+        census = self.censuses.get(topology_key)
+        if census is None:
+            census = self.censuses[topology_key] = {}
+            for i in np.flatnonzero(self.alive).tolist():
+                domain = self.nodes[i].labels.get(topology_key)
+                if domain is None:
+                    continue
+                for pod in self.pods[i]:
+                    for label, value in pod.labels.items():
+                        counts = census.get((label, value, pod.namespace))
+                        if counts is None:
+                            counts = census[(label, value, pod.namespace)] = {}
+                            self.by_label.setdefault((label, value, pod.namespace), []).append(
+                                (topology_key, counts)
+                            )
+                        counts[domain] = counts.get(domain, 0) + 1
+        return census
 
     def _count(self, row: int, pods: Sequence[Pod], sign: int) -> None:
         """Add (sign 1) or take away (-1) `pods` on node `row` in the spread counts kept so far."""

@@ -169,6 +169,19 @@ def test_the_residual_model_decides_as_the_scheduler_does(seed: int, monkeypatch
     assert fast.remove  # the cases do exercise removals
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_on_more_nodes_than_fill_orders_at_once_the_residual_model_still_decides_as_the_scheduler(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nodes = _cluster(random.Random(seed), 120)
+    fast = decide(nodes)
+    _through_the_scheduler(monkeypatch)
+    slow = decide(nodes)
+    assert fast.remove == slow.remove
+    assert fast.kept == slow.kept
+    assert len(fast.remove) > 20
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_removals_leave_room_for_every_moved_pod(seed: int) -> None:
     nodes = _cluster(random.Random(seed), 40, constrained=True)
