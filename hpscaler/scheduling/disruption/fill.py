@@ -16,14 +16,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from hpscaler.model import LabelSelector, Pod, TopologySpread
+from hpscaler.model import Pod, TopologySpread
+from hpscaler.scheduling.disruption.spreads import SpreadKey, Tally
 from hpscaler.scheduling.packing import EPS, best_row
 
 if TYPE_CHECKING:
     from hpscaler.scheduling.disruption.room import Matrix, Placement, Room
 
-SpreadKey = tuple[str, LabelSelector, str]
-"""A spread's topology key, its selector and the namespace it counts in."""
 Counts = dict[SpreadKey, dict[str, int]]
 _CHUNK = 64  # nodes ordered and checked at a time
 
@@ -38,14 +37,6 @@ class Shape:
     left: int = 0
     # DoNotSchedule spreads (not by hostname): (constraint, eligible domains, selects its own pods)
     spreads: list[tuple[TopologySpread, frozenset[str], bool]] = field(default_factory=list)
-
-
-def matching(pods: Sequence[Pod], selector: LabelSelector, namespace: str) -> int:
-    """How many of `pods` in `namespace` the selector selects (a one-label selector without `matches`)."""
-    if len(selector.match_labels) == 1 and not selector.match_expressions:
-        ((key, value),) = selector.match_labels
-        return sum(1 for p in pods if p.labels.get(key) == value and p.namespace == namespace)
-    return sum(1 for p in pods if p.namespace == namespace and selector.matches(p.labels))
 
 
 def fill(
@@ -192,7 +183,7 @@ def _local_counts(room: Room, shapes: list[Shape], leaving: int) -> Counts:
     """The spread counts the shapes read, without the pods of the node they leave; and each
     spread's eligible domains (the domains of the nodes that stay which the shape may use)."""
     counts: Counts = {}
-    gone = _Gone(room.pods[leaving]) if room.alive[leaving] else None
+    gone = Tally(room.pods[leaving]) if room.alive[leaving] else None
     for shape in shapes:
         pod = shape.pods[0]
         for spread in pod.topology_spread:
@@ -200,7 +191,7 @@ def _local_counts(room: Room, shapes: list[Shape], leaving: int) -> Counts:
                 continue
             key = (spread.topology_key, spread.selector, pod.namespace)
             if key not in counts:
-                counts[key] = dict(room.spread_counts(spread, pod.namespace))
+                counts[key] = dict(room.spreads.counts(spread, pod.namespace))
                 domain = room.nodes[leaving].labels.get(spread.topology_key)
                 if gone is not None and domain is not None:
                     matched = gone.matching(spread.selector, pod.namespace)
@@ -209,25 +200,6 @@ def _local_counts(room: Room, shapes: list[Shape], leaving: int) -> Counts:
             domains = room.eligible_domains(spread.topology_key, shape.compatible)
             shape.spreads.append((spread, domains, spread.selector.matches(pod.labels)))
     return counts
-
-
-class _Gone:
-    """The pods of the node that leaves, tallied by label once for the one-label selectors."""
-
-    def __init__(self, pods: Sequence[Pod]) -> None:
-        self.pods = pods
-        self.tally: dict[tuple[str, str, str], int] = {}
-        for pod in pods:
-            for label, value in pod.labels.items():
-                key = (label, value, pod.namespace)
-                self.tally[key] = self.tally.get(key, 0) + 1
-
-    def matching(self, selector: LabelSelector, namespace: str) -> int:
-        """How many of the pods in `namespace` the selector selects."""
-        if len(selector.match_labels) == 1 and not selector.match_expressions:
-            ((label, value),) = selector.match_labels
-            return self.tally.get((label, value, namespace), 0)
-        return matching(self.pods, selector, namespace)
 
 
 def _spread_allows(room: Room, shape: Shape, row: int, counts: Counts) -> bool:

@@ -26,11 +26,11 @@ from hpscaler.model import (
     Node,
     Pod,
     Taint,
-    TopologySpread,
     as_pending,
     tolerates_all,
 )
-from hpscaler.scheduling.disruption.fill import SpreadKey, fill, matching
+from hpscaler.scheduling.disruption.fill import fill
+from hpscaler.scheduling.disruption.spreads import SpreadCounts
 from hpscaler.scheduling.packing import EPS
 from hpscaler.scheduling.requirements import pod_terms, term_fits_labels
 from hpscaler.scheduling.scheduler import class_signature, node_target, solve
@@ -107,13 +107,7 @@ class Room:
                     label_keys.update(k for k, _ in selector.match_labels)
                     label_keys.update(r.key for r in selector.match_expressions)
         self.label_keys = frozenset(label_keys)
-        # Matching pods per domain, for the spreads `fill` checks, over the nodes that stay; the
-        # counts of one-label selectors also by (label, value, namespace), so `_count` looks a
-        # pod's labels up instead of testing every selector.
-        self.spreads: dict[SpreadKey, dict[str, int]] = {}
-        self.by_label: dict[tuple[str, str, str], list[tuple[str, dict[str, int]]]] = {}
-        self.by_selector: list[tuple[SpreadKey, dict[str, int]]] = []
-        self.censuses: dict[str, dict[tuple[str, str, str], dict[str, int]]] = {}
+        self.spreads = SpreadCounts(self.nodes, self.pods, self.alive)
 
     def vector(self, pod: Pod) -> Vector:
         """The pod's requests (and one pod) over the room's resources (not to be written to)."""
@@ -130,7 +124,7 @@ class Room:
         """The node leaves, with whatever pods are on it."""
         if not self.alive[row]:
             return
-        self._count(row, self.pods[row], -1)
+        self.spreads.add(row, self.pods[row], -1)
         self.alive[row] = False
         if self.open[row]:
             self.spare -= self.residual[row]
@@ -155,7 +149,7 @@ class Room:
     def move(self, placement: Placement) -> None:
         """Put the pods where the simulation placed them, so later candidates see the fuller nodes."""
         for row, pods in placement.items():
-            self._count(row, pods, 1)
+            self.spreads.add(row, pods, 1)
             self.pods[row].extend(pods)
             for pod in pods:
                 self.residual[row] -= self.vector(pod)
@@ -223,72 +217,6 @@ class Room:
         return any(
             s.when_unsatisfiable == "DoNotSchedule" for s in pod.topology_spread
         ) and self.unconstrained(pod, zone_spreads=True)
-
-    def spread_counts(self, spread: TopologySpread, namespace: str) -> dict[str, int]:
-        """Pods the spread's selector matches per domain, over the nodes that stay (kept current by
-        `move` and `remove`)."""
-        key = (spread.topology_key, spread.selector, namespace)
-        counts = self.spreads.get(key)
-        if counts is not None:
-            return counts
-        selector = spread.selector
-        if len(selector.match_labels) == 1 and not selector.match_expressions:
-            ((label, value),) = selector.match_labels
-            census = self._census(spread.topology_key)
-            counts = census.get((label, value, namespace))
-            if counts is None:
-                counts = census[(label, value, namespace)] = {}
-                self.by_label.setdefault((label, value, namespace), []).append((spread.topology_key, counts))
-        else:
-            counts = {}
-            self.by_selector.append((key, counts))
-            for i in np.flatnonzero(self.alive).tolist():
-                domain = self.nodes[i].labels.get(spread.topology_key)
-                if domain is not None:
-                    matched = matching(self.pods[i], selector, namespace)
-                    if matched:
-                        counts[domain] = counts.get(domain, 0) + matched
-        self.spreads[key] = counts
-        return counts
-
-    def _census(self, topology_key: str) -> dict[tuple[str, str, str], dict[str, int]]:
-        """Per (label, value, namespace): the pods that carry it per `topology_key` domain, over the
-        nodes that stay. One pass serves every one-label selector over that key."""
-        census = self.censuses.get(topology_key)
-        if census is None:
-            census = self.censuses[topology_key] = {}
-            for i in np.flatnonzero(self.alive).tolist():
-                domain = self.nodes[i].labels.get(topology_key)
-                if domain is None:
-                    continue
-                for pod in self.pods[i]:
-                    for label, value in pod.labels.items():
-                        counts = census.get((label, value, pod.namespace))
-                        if counts is None:
-                            counts = census[(label, value, pod.namespace)] = {}
-                            self.by_label.setdefault((label, value, pod.namespace), []).append(
-                                (topology_key, counts)
-                            )
-                        counts[domain] = counts.get(domain, 0) + 1
-        return census
-
-    def _count(self, row: int, pods: Sequence[Pod], sign: int) -> None:
-        """Add (sign 1) or take away (-1) `pods` on node `row` in the spread counts kept so far."""
-        labels = self.nodes[row].labels
-        if self.by_label:
-            for pod in pods:
-                for label, value in pod.labels.items():
-                    for key, counts in self.by_label.get((label, value, pod.namespace), ()):
-                        domain = labels.get(key)
-                        if domain is not None:
-                            counts[domain] = counts.get(domain, 0) + sign
-        for (key, selector, namespace), counts in self.by_selector:
-            domain = labels.get(key)
-            if domain is None:
-                continue
-            matched = matching(pods, selector, namespace)
-            if matched:
-                counts[domain] = counts.get(domain, 0) + sign * matched
 
     def pod_class(self, pod: Pod) -> tuple[tuple[object, ...], npt.NDArray[np.bool_]]:
         """What tells the pod apart for the scheduler (`class_signature`), and `compatible(pod)`."""
