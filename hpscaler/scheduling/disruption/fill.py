@@ -96,9 +96,8 @@ def _fill_nodes(
     left: int,
 ) -> int:
     """Fill `nodes` in their order with what fits of the shapes' pods; the pods still left."""
-    residual = room.residual[np.ix_(nodes, cols)]
-    capacity = room.capacity[np.ix_(nodes, cols)]
-    scales = np.divide(1.0, capacity**2, out=np.zeros_like(capacity), where=capacity > 0)
+    at = (nodes[:, None], cols)
+    residual, scales = room.residual[at], room.scale[at]
     signatures = room.signature[nodes]
     # Which shape each node could take at the start. A node's free capacity changes only when it is
     # filled, and each node is filled once, so this holds when its turn comes; and a node no shape

@@ -72,6 +72,11 @@ class Room:
             for pod in node.pods:
                 used[i] += self.vector(pod)
         self.residual: Matrix = np.maximum(self.capacity - used, 0.0)
+        # How `fill` weighs each resource of a node when it picks the pod that fits best (the
+        # scheduler's `1 / capacity^2`; 0 where a node has none of it).
+        self.scale: Matrix = np.divide(
+            1.0, self.capacity**2, out=np.zeros_like(self.capacity), where=self.capacity > 0
+        )
         self.alive = np.ones(count, dtype=bool)
         # Nodes whose free capacity counts as room: Ready and schedulable; and their free capacity
         # summed (exact: requests and capacities are whole numbers, well within a float's 53 bits).
