@@ -4,6 +4,10 @@ As Karpenter's disruption controller: the candidates (`get_candidates`) are each
 method, and tried one after the other, cheapest disruption first, against their NodePool's budget for
 the method's reason. The pods of a removed node are simulated onto the nodes that stay (`Room`): a
 later candidate must find room for those too.
+
+Karpenter's controller lets one method act per pass (emptiness, drift, multi-node, then single-node
+consolidation). Here one decision covers every method, and their candidates are tried in one order,
+cheapest disruption first, so that a poll shows the whole plan and the budgets are spent once.
 """
 
 from __future__ import annotations
