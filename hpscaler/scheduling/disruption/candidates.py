@@ -105,12 +105,16 @@ def get_candidates(
     last_pod_change: Mapping[str, float],
     decision: ConsolidationDecision,
 ) -> list[Judged]:
-    """The candidates some method may disrupt, each with its method, cheapest disruption first.
+    """The candidates some method may disrupt, each with its method: by method, in the order the
+    methods are given (as Karpenter's controller tries them), then cheapest disruption first.
+
+    Expired nodes come first so that no other candidate's pods are simulated onto a node that
+    leaves in the same decision.
 
     `pools` maps node names to their NodePool. Every node considered but held gets its reason in
     `decision.kept`; every timer that could make it a candidate lowers `decision.recheck_at`.
     """
-    found: list[tuple[tuple[int, float, str], DisruptionMethod, Candidate]] = []
+    found: list[tuple[tuple[int, int, float, str], DisruptionMethod, Candidate]] = []
     for node in nodes:
         pool = pools.get(node.name)
         if pool is None or node.name in disrupting or not node.ready:
@@ -126,7 +130,7 @@ def get_candidates(
             expired,
             last_pod_change.get(node.name, node.created),
         )
-        method = next((m for m in methods if m.claims(candidate)), None)
+        rank, method = next(((i, m) for i, m in enumerate(methods) if m.claims(candidate)), (0, None))
         if method is None:
             continue
         hold = method.should_disrupt(candidate, now)
@@ -138,6 +142,6 @@ def get_candidates(
         if blocker is not None:
             decision.kept[node.name] = blocker
             continue
-        found.append((disruption_cost(candidate), method, candidate))
+        found.append(((rank, *disruption_cost(candidate)), method, candidate))
     found.sort(key=lambda f: f[0])
     return [(method, candidate) for _, method, candidate in found]

@@ -72,6 +72,15 @@ def test_an_expired_node_goes_even_when_its_pods_fit_nowhere() -> None:
     assert decision.kept == {"full": "its pods do not fit on the other nodes"}
 
 
+def test_no_pod_is_simulated_onto_a_node_that_expires_in_the_same_decision() -> None:
+    # s1's pod would fit best on `old`, the fullest node, but `old` expires: expired nodes are taken
+    # out first, so s1's pod goes to `full`, and then s2's pod has no room left.
+    nodes = [node("old", 7000, created=0.0), node("s1", 1000), node("s2", 1500), node("full", 6000)]
+    decision = decide(nodes, pool(expire=NOW - 1))
+    assert [(r.node, r.reason) for r in decision.remove] == [("old", "Expired"), ("s1", "Underutilized")]
+    assert decision.kept["s2"] == "its pods do not fit on the other nodes"
+
+
 def test_budgets_are_per_reason_across_the_methods() -> None:
     only_underutilized = DisruptionBudget("0", reasons=("Underutilized",))
     nodes = [node("empty"), node("small", 1000), node("full", 6000)]
