@@ -23,8 +23,17 @@ from hpscaler.scheduling.packing import EPS, best_row
 if TYPE_CHECKING:
     from hpscaler.scheduling.disruption.room import Matrix, Placement, Room
 
-Counts = dict[SpreadKey, dict[str, int]]
 _CHUNK = 64  # nodes ordered and checked at a time
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeSpread:
+    """A DoNotSchedule spread (not by hostname) of a shape's pods, as `fill` checks it."""
+
+    constraint: TopologySpread
+    domains: frozenset[str]  # the domains of the nodes that stay which the shape may use
+    self_match: bool  # the spread's selector selects the shape's own pods
+    counts: dict[str, int]  # matching pods per domain: the nodes that stay, and the pods placed so far
 
 
 @dataclass(slots=True, eq=False)
@@ -35,8 +44,7 @@ class Shape:
     compatible: npt.NDArray[np.bool_]  # per node signature
     pods: list[Pod] = field(default_factory=list)
     left: int = 0
-    # DoNotSchedule spreads (not by hostname): (constraint, eligible domains, selects its own pods)
-    spreads: list[tuple[TopologySpread, frozenset[str], bool]] = field(default_factory=list)
+    spreads: list[ShapeSpread] = field(default_factory=list)
 
 
 def fill(
@@ -55,9 +63,9 @@ def fill(
             shapes.append(shape)
         shape.pods.append(pod)
         shape.left += 1
-    counts = _local_counts(room, shapes, leaving)
+    _local_counts(room, shapes, leaving)
     demands = np.array([s.demand for s in shapes])
-    spreads = _SpreadCheck(room, shapes, counts)
+    spreads = _SpreadCheck(room, shapes)
     placement: Placement = {}
     left = len(pods)
     for chunk in _fullest_first(room, rows, cols):
@@ -121,7 +129,7 @@ def _fill_nodes(
                 chosen = open_shapes[best_row(demands[open_shapes], free, scale)[0]]
             best = shapes[chosen]
             moved = best.pods[len(best.pods) - best.left]
-            spreads.placed(best, moved, row)
+            spreads.placed(best, row)
             placement.setdefault(row, []).append(moved)
             best.left -= 1
             left -= 1
@@ -144,16 +152,14 @@ class _SpreadCheck:
     domain but the hostname's, and `fill` checks no hostname spread) until a placement changes the
     counts the shape reads."""
 
-    def __init__(self, room: Room, shapes: list[Shape], counts: Counts) -> None:
+    def __init__(self, room: Room, shapes: list[Shape]) -> None:
         self.room = room
         self.shapes = shapes
-        self.counts = counts
         self.known: list[dict[int, bool]] = [{} for _ in shapes]
-        self.readers: dict[SpreadKey, list[int]] = {}
+        self.readers: dict[int, list[int]] = {}  # id of a counts dict -> the shapes that read it
         for k, shape in enumerate(shapes):
-            for spread, _, _ in shape.spreads:
-                key = (spread.topology_key, spread.selector, shape.pods[0].namespace)
-                self.readers.setdefault(key, []).append(k)
+            for spread in shape.spreads:
+                self.readers.setdefault(id(spread.counts), []).append(k)
 
     def allows(self, shape: int, row: int, signature: int) -> bool:
         """Whether shape `shape` may go onto node `row` (of `signature`) with the counts as they are."""
@@ -162,26 +168,25 @@ class _SpreadCheck:
         known = self.known[shape]
         found = known.get(signature)
         if found is None:
-            found = known[signature] = _spread_allows(self.room, self.shapes[shape], row, self.counts)
+            found = known[signature] = _spread_allows(self.room, self.shapes[shape], row)
         return found
 
-    def placed(self, shape: Shape, pod: Pod, row: int) -> None:
-        """Count `pod`, placed onto node `row`, in the spreads of its shape."""
+    def placed(self, shape: Shape, row: int) -> None:
+        """Count a pod of `shape`, placed onto node `row`, in the spreads it counts in."""
         # `self_match` holds for every pod of the shape: they share the labels selectors read.
-        for spread, _, self_match in shape.spreads:
-            domain = self.room.nodes[row].labels.get(spread.topology_key)
-            if domain is not None and self_match:
-                key = (spread.topology_key, spread.selector, pod.namespace)
-                local = self.counts[key]
-                local[domain] = local.get(domain, 0) + 1
-                for reader in self.readers[key]:
+        for spread in shape.spreads:
+            domain = self.room.nodes[row].labels.get(spread.constraint.topology_key)
+            if domain is not None and spread.self_match:
+                spread.counts[domain] = spread.counts.get(domain, 0) + 1
+                for reader in self.readers[id(spread.counts)]:
                     self.known[reader].clear()
 
 
-def _local_counts(room: Room, shapes: list[Shape], leaving: int) -> Counts:
-    """The spread counts the shapes read, without the pods of the node they leave; and each
-    spread's eligible domains (the domains of the nodes that stay which the shape may use)."""
-    counts: Counts = {}
+def _local_counts(room: Room, shapes: list[Shape], leaving: int) -> None:
+    """Give each shape its DoNotSchedule spreads: the counts they read, without the pods of the node
+    they leave (one dict per spread, shared by the shapes that read it), and the domains of the
+    nodes that stay which the shape may use."""
+    counts: dict[SpreadKey, dict[str, int]] = {}
     gone = Tally(room.pods[leaving]) if room.alive[leaving] else None
     for shape in shapes:
         pod = shape.pods[0]
@@ -189,26 +194,25 @@ def _local_counts(room: Room, shapes: list[Shape], leaving: int) -> Counts:
             if spread.when_unsatisfiable != "DoNotSchedule":
                 continue
             key = (spread.topology_key, spread.selector, pod.namespace)
-            if key not in counts:
-                counts[key] = dict(room.spreads.counts(spread, pod.namespace))
+            local = counts.get(key)
+            if local is None:
+                local = counts[key] = dict(room.spreads.counts(spread, pod.namespace))
                 domain = room.nodes[leaving].labels.get(spread.topology_key)
                 if gone is not None and domain is not None:
                     matched = gone.matching(spread.selector, pod.namespace)
                     if matched:
-                        counts[key][domain] = counts[key].get(domain, 0) - matched
+                        local[domain] = local.get(domain, 0) - matched
             domains = room.eligible_domains(spread.topology_key, shape.compatible)
-            shape.spreads.append((spread, domains, spread.selector.matches(pod.labels)))
-    return counts
+            shape.spreads.append(ShapeSpread(spread, domains, spread.selector.matches(pod.labels), local))
 
 
-def _spread_allows(room: Room, shape: Shape, row: int, counts: Counts) -> bool:
-    namespace = shape.pods[0].namespace
-    for spread, domains, self_match in shape.spreads:
-        domain = room.nodes[row].labels.get(spread.topology_key)
+def _spread_allows(room: Room, shape: Shape, row: int) -> bool:
+    for spread in shape.spreads:
+        constraint, domains, local = spread.constraint, spread.domains, spread.counts
+        domain = room.nodes[row].labels.get(constraint.topology_key)
         if domain is None or domain not in domains:
             return False
-        local = counts[(spread.topology_key, spread.selector, namespace)]
-        low = 0 if len(domains) < spread.min_domains else min(local.get(d, 0) for d in domains)
-        if local.get(domain, 0) + (1 if self_match else 0) - low > spread.max_skew:
+        low = 0 if len(domains) < constraint.min_domains else min(local.get(d, 0) for d in domains)
+        if local.get(domain, 0) + (1 if spread.self_match else 0) - low > constraint.max_skew:
             return False
     return True
