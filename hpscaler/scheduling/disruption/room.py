@@ -33,7 +33,8 @@ from hpscaler.scheduling.disruption.fill import fill
 from hpscaler.scheduling.disruption.spreads import SpreadCounts
 from hpscaler.scheduling.packing import EPS
 from hpscaler.scheduling.requirements import pod_terms, term_fits_labels
-from hpscaler.scheduling.scheduler import class_signature, node_target, solve
+from hpscaler.scheduling.scheduler import solve
+from hpscaler.scheduling.signatures import class_signature, node_target
 from hpscaler.scheduling.types import SchedulingInput
 
 Vector = npt.NDArray[np.float64]
