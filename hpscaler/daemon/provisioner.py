@@ -31,6 +31,8 @@ from hpscaler.scheduling.scheduler import solve
 from hpscaler.scheduling.types import InFlightNode, Plan, SchedulingInput
 
 MAX_FALLBACK_ROUNDS = 12
+Offering = tuple[str, str, str]
+"""(group, zone, instance type) of a node asked for; zone and type "" unless sent in the request."""
 MAX_TOKEN_SALTS = 4
 
 
@@ -312,14 +314,22 @@ class Provisioner:
         extra = {p.key: p for p in extra_pending}
         pod_ids: dict[str, str] = {}
         pools: dict[str, str] = {}
-        group_pods: dict[str, list[str]] = {}
-        # What each new node will be labelled with, in plan order: registration puts it there.
-        group_labels: dict[str, list[tuple[tuple[str, str], ...]]] = {}
+        group_pods: dict[Offering, list[str]] = {}
+        # What each new node will be labelled with, in plan order per offering: registration puts it
+        # there. Per offering, not per group: the calls for two zones of one group may go in any order.
+        group_labels: dict[Offering, list[tuple[tuple[str, str], ...]]] = {}
+        multi_zone = {g.name for g in ctx.config.instance_groups if len(g.zones) > 1}
+        multi_type = {g.name for g in ctx.config.instance_groups if len(g.instance_types) > 1}
         # One pass over the plan: this runs between the window closing and the first call.
         for node in plan.new_nodes:
             pools[node.instance_group] = node.node_pool
-            group_pods.setdefault(node.instance_group, []).extend(node.pods)
-            group_labels.setdefault(node.instance_group, []).append(tuple(sorted(node.labels.items())))
+            offering = (
+                node.instance_group,
+                node.zone if node.instance_group in multi_zone else "",
+                node.instance_type if node.instance_group in multi_type else "",
+            )
+            group_pods.setdefault(offering, []).extend(node.pods)
+            group_labels.setdefault(offering, []).append(tuple(sorted(node.labels.items())))
             for key in node.pods:
                 current = live.get(key)
                 pod_ids[key] = _decision_id(key, extra.get(key, current), current)
@@ -374,24 +384,26 @@ class Provisioner:
         self,
         result: AddResult,
         pools: dict[str, str],
-        for_pods: dict[str, tuple[str, ...]],
-        group_labels: dict[str, list[tuple[tuple[str, str], ...]]],
+        for_pods: dict[Offering, tuple[str, ...]],
+        group_labels: dict[Offering, list[tuple[tuple[str, str], ...]]],
         now: float,
         asked: dict[str, tuple[str, str]] | None = None,
     ) -> bool:
         ctx = self.ctx
         for added in result.successful:
             if added.logical_id not in ctx.inflight and added.status is not NodeStatus.NOT_FOUND:
-                planned = group_labels.get(added.group)
+                zone, instance_type = (asked or {}).get(added.group, ("", ""))
+                offering = (added.group, zone, instance_type)
+                planned = group_labels.get(offering)
                 ctx.inflight[added.logical_id] = InFlight(
                     added.logical_id,
                     added.group,
                     pools.get(added.group, ""),
                     now,
-                    for_pods.get(added.group, ()),
+                    for_pods.get(offering, ()),
                     labels=planned.pop(0) if planned else (),
-                    zone=(asked or {}).get(added.group, ("", ""))[0],
-                    instance_type=(asked or {}).get(added.group, ("", ""))[1],
+                    zone=zone,
+                    instance_type=instance_type,
                 )
                 ctx.stats.counters[f"nodes_created:{added.group}"] += 1
         for group_name, count in _counts(result).items():

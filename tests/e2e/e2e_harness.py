@@ -12,8 +12,8 @@ import json
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -66,23 +66,26 @@ class Cloud:
 
     endpoint: str
     queue_url: str
-    zone_id: str
+    zone_id: str  # of us-west-2a
+    zone_ids: dict[str, str] = field(default_factory=dict)  # zone name -> zone id
 
 
-async def build_cloud(admin: Admin, endpoint: str) -> Cloud:
-    """A cluster with a Spot and an On-Demand group of ml.c5.xlarge in one zone, and the queue."""
-    world = await make_world(
-        admin,
-        [
-            {"Name": SPOT_GROUP, "Zones": "a", "Capacity": "Spot", "InstanceType": INSTANCE_TYPE},
-            {"Name": ON_DEMAND_GROUP, "Zones": "a", "Capacity": "OnDemand", "InstanceType": INSTANCE_TYPE},
-        ],
-        zones=("a", "b"),
-    )
+DEFAULT_GROUPS: tuple[dict[str, Any], ...] = (
+    {"Name": SPOT_GROUP, "Zones": "a", "Capacity": "Spot", "InstanceType": INSTANCE_TYPE},
+    {"Name": ON_DEMAND_GROUP, "Zones": "a", "Capacity": "OnDemand", "InstanceType": INSTANCE_TYPE},
+)
+
+
+async def build_cloud(
+    admin: Admin, endpoint: str, groups: Sequence[dict[str, Any]] = DEFAULT_GROUPS
+) -> Cloud:
+    """A cluster with subnets in us-west-2a and b, `groups` (by default a Spot and an On-Demand group
+    of ml.c5.xlarge in us-west-2a; see `aws_harness.make_world`), and the queue."""
+    world = await make_world(admin, list(groups), zones=("a", "b"))
     zone_id = world.zone_ids[ZONE]
     moto_ext.set_placement_scores(REGION, {zone_id: 9})
     queue_url = (await admin.sqs.create_queue(QueueName=QUEUE))["QueueUrl"]
-    return Cloud(endpoint, queue_url, zone_id)
+    return Cloud(endpoint, queue_url, zone_id, dict(world.zone_ids))
 
 
 def validate_request(request: moto_ext.AwsRequest) -> None:
@@ -146,7 +149,28 @@ def write_kubeconfig(path: Path, server: FakeApiServer) -> Path:
     return path
 
 
-async def write_config(directory: Path, admin: Admin, cloud: Cloud, server: FakeApiServer) -> Path:
+@dataclass(frozen=True)
+class Setup:
+    """What a test changes in the configuration `write_config` writes (the defaults: one NodePool
+    `default` labelled `tier: web` over the Spot and On-Demand groups, consolidation off)."""
+
+    groups: tuple[str, ...] = (SPOT_GROUP, ON_DEMAND_GROUP)  # the HyperpodNodeClass's, in order
+    requirements: tuple[dict[str, Any], ...] = (
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot", "on-demand"]},
+    )
+    labels: Mapping[str, str] = field(default_factory=lambda: {"tier": "web"})
+    taints: tuple[dict[str, str], ...] = ()
+    startup_taints: tuple[dict[str, str], ...] = ()
+    disruption: Mapping[str, Any] = field(default_factory=dict)  # the NodePool's spec.disruption
+    settings: Mapping[str, Any] = field(default_factory=dict)  # merged into HpscalerConfig.spec
+    # Write DescribeCluster's document as cluster.json (`run` reads the live cluster either way; the
+    # file's own checks refuse, e.g., a managed group spanning zones, which a live cluster may have).
+    cluster_file: bool = True
+
+
+async def write_config(
+    directory: Path, admin: Admin, cloud: Cloud, server: FakeApiServer, setup: Setup | None = None
+) -> Path:
     """The configuration directory `hpscaler run --config` gets, as a user would write it.
 
     The cluster document is DescribeCluster's output with DescribeSubnets' `Subnets`, asked of moto
@@ -162,13 +186,16 @@ async def write_config(directory: Path, admin: Admin, cloud: Cloud, server: Fake
     cluster["Subnets"] = [
         {k: s[k] for k in ("SubnetId", "AvailabilityZone", "AvailabilityZoneId")} for s in subnets
     ]
-    return _write_config(directory, cluster, cloud, server)
+    return _write_config(directory, cluster, cloud, server, setup or Setup())
 
 
-def _write_config(directory: Path, cluster: dict[str, Any], cloud: Cloud, server: FakeApiServer) -> Path:
+def _write_config(
+    directory: Path, cluster: dict[str, Any], cloud: Cloud, server: FakeApiServer, setup: Setup
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     kubeconfig = write_kubeconfig(directory.parent / f"{directory.name}-kubeconfig", server)
-    (directory / "cluster.json").write_text(json.dumps(cluster, default=str, indent=1))
+    if setup.cluster_file:
+        (directory / "cluster.json").write_text(json.dumps(cluster, default=str, indent=1))
     documents: list[dict[str, Any]] = [
         {
             "apiVersion": "hpscaler.io/v1alpha1",
@@ -190,13 +217,14 @@ def _write_config(directory: Path, cluster: dict[str, Any], cloud: Cloud, server
                 "health": {"bind": "127.0.0.1", "port": 0},
                 "logging": {"level": "info", "format": "json"},
                 "shutdownSeconds": SHUTDOWN_SECONDS,
+                **setup.settings,
             },
         },
         {
             "apiVersion": "karpenter.sagemaker.amazonaws.com/v1",
             "kind": "HyperpodNodeClass",
             "metadata": {"name": "c5"},
-            "spec": {"instanceGroups": [SPOT_GROUP, ON_DEMAND_GROUP]},
+            "spec": {"instanceGroups": list(setup.groups)},
         },
         {
             "apiVersion": "karpenter.sh/v1",
@@ -204,35 +232,40 @@ def _write_config(directory: Path, cluster: dict[str, Any], cloud: Cloud, server
             "metadata": {"name": "default"},
             "spec": {
                 "template": {
-                    "metadata": {"labels": {"tier": "web"}},
+                    "metadata": {"labels": dict(setup.labels)},
                     "spec": {
                         "nodeClassRef": {
                             "group": "karpenter.sagemaker.amazonaws.com",
                             "kind": "HyperpodNodeClass",
                             "name": "c5",
                         },
-                        "requirements": [
-                            {
-                                "key": "karpenter.sh/capacity-type",
-                                "operator": "In",
-                                "values": ["spot", "on-demand"],
-                            }
-                        ],
+                        "requirements": [dict(r) for r in setup.requirements],
+                        **({"taints": [dict(t) for t in setup.taints]} if setup.taints else {}),
+                        **(
+                            {"startupTaints": [dict(t) for t in setup.startup_taints]}
+                            if setup.startup_taints
+                            else {}
+                        ),
                     },
-                }
+                },
+                **({"disruption": dict(setup.disruption)} if setup.disruption else {}),
             },
         },
     ]
     (directory / "hpscaler.yaml").write_text(yaml.safe_dump_all(documents))
-    load_config(directory)  # the test's own mistakes fail here, not inside the daemon
+    # The test's own mistakes fail here, not inside the daemon.
+    load_config(directory, require_instance_groups=setup.cluster_file)
     return directory
 
 
 # --- Kubernetes: the test as kubelet, kube-scheduler and controllers ------------------------------
 
 
-def web_pod(name: str, *, node: str = "") -> dict[str, Any]:
-    """A web replica (1500m CPU) owned by a ReplicaSet; Running on `node` if given, else pending."""
+def web_pod(name: str, *, node: str = "", **spec_fields: Any) -> dict[str, Any]:
+    """A web replica (1500m CPU) owned by a ReplicaSet; Running on `node` if given, else pending.
+
+    `spec_fields` replace fields of the pod spec (nodeSelector, tolerations, topologySpreadConstraints).
+    """
     spec: dict[str, Any] = {
         "containers": [
             {"name": "web", "image": "nginx", "resources": {"requests": {"cpu": "1500m", "memory": "1Gi"}}}
@@ -240,6 +273,7 @@ def web_pod(name: str, *, node: str = "") -> dict[str, Any]:
         "terminationGracePeriodSeconds": 30,
         # The NodePool's template label: no node has it until hpscaler registers the node.
         "nodeSelector": {"tier": "web"},
+        **spec_fields,
     }
     status: dict[str, Any] = {"phase": "Pending"}
     if node:
