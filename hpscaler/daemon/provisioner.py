@@ -358,8 +358,8 @@ class Provisioner:
     async def _send(self, request: AddRequest) -> tuple[AddResult | None, bool]:
         """Send one request; returns (answer, whether the API rejected it outright).
 
-        A replay that answers NotFound means the token was used before for nodes cancelled since:
-        this is a new decision, so it is re-sent under a new token.
+        A replay that answers NotFound (or a node seen going away) means the token was used before for
+        nodes cancelled or lost since: this is a new decision, so it is re-sent under a new token.
         """
         ctx = self.ctx
         for attempt in range(MAX_TOKEN_SALTS):
@@ -375,7 +375,12 @@ class Provisioner:
                 ctx.log.warning("batch_add_failed", error=str(exc), code=exc.code, token=body["ClientToken"])
                 return None, not exc.retryable
             ctx.stats.counters["batch_add_calls"] += 1
-            if not any(a.status is NodeStatus.NOT_FOUND for a in result.successful):
+            # A replay answers with the nodes' latest status: one deleted, going or gone since
+            # (ShuttingDown, then Failure when its termination fails) is no capacity for a new decision.
+            if not any(
+                a.status in (NodeStatus.NOT_FOUND, NodeStatus.SHUTTING_DOWN) or a.logical_id in ctx.gone
+                for a in result.successful
+            ):
                 return result, False
             ctx.log.info("client_token_replayed_cancelled_nodes", token=body["ClientToken"])
         return None, False

@@ -233,11 +233,33 @@ def _logical_id(node: ClusterNode) -> str:
     return getattr(node, "hps_logical_id", None) or f"lid-{node.instance_id}"
 
 
-def set_node_status(region: str, cluster_name: str, logical_id: str, status: str) -> None:
-    """Move a node to another status (a launch completing, failing, ...); CurrentCount follows."""
+# ClusterInstanceStatus (API_ClusterInstanceStatusDetails): what ListClusterNodes and
+# DescribeClusterNode report in InstanceStatus.Status. The continuous-provisioning page defines each:
+# Pending "is being provisioned or rebooted", DeepHealthCheckInProgress can take hours, Failure is
+# retried by HyperPod by itself, ShuttingDown "will either transition to Failure status if termination
+# encounters issues, or will be successfully removed", SystemUpdating while HyperPod patches the node.
+NODE_STATUSES = frozenset(
+    {
+        "Running",
+        "Failure",
+        "Pending",
+        "ShuttingDown",
+        "SystemUpdating",
+        "DeepHealthCheckInProgress",
+        "NotFound",
+    }
+)
+
+
+def set_node_status(region: str, cluster_name: str, logical_id: str, status: str, message: str = "") -> None:
+    """Move a node to another status (a launch completing, failing, ...) with the InstanceStatus
+    `Message` that says why (e.g. a capacity error); CurrentCount follows."""
+    if status not in NODE_STATUSES:
+        raise ValueError(f"{status!r} is not a ClusterInstanceStatus ({sorted(NODE_STATUSES)})")
     cluster = sagemaker_cluster(region, cluster_name)
     node = next(n for n in cluster.nodes.values() if _logical_id(n) == logical_id)
     node.status = status
+    node.hps_message = message
     _recount(cluster)
 
 
@@ -364,8 +386,24 @@ def _add_to_group(cluster: Cluster, group: dict[str, Any], spec: dict[str, Any])
     }
 
 
+def _latest(result: dict[str, Any], cluster: Cluster) -> dict[str, Any]:
+    """A recorded answer with each node's current status: "NotFound" once it is deleted."""
+    statuses = {_logical_id(n): n.status for n in cluster.nodes.values()}
+    replayed = copy.deepcopy(result)
+    for entry in replayed["Successful"]:
+        entry["Status"] = statuses.get(entry["NodeLogicalId"], "NotFound")
+    return replayed
+
+
 def batch_add_cluster_nodes(self: SageMakerResponse) -> ActionResult:
-    """BatchAddClusterNodes as documented: limits, per-group failures, 8-hour ClientToken replay."""
+    """BatchAddClusterNodes as documented: limits, per-group failures, 8-hour ClientToken replay.
+
+    API_BatchAddClusterNodes, ClientToken: "This token is valid for 8 hours. If you retry the request
+    with the same client token within this timeframe and the same parameters, the API returns the same
+    set of NodeLogicalIds with their latest status." Successful entries carry the AvailabilityZones and
+    InstanceTypes asked for (API_NodeAdditionResult), and a node lands in the zone asked for
+    (API_AddClusterNodeSpecification: "the availability zones in which to add nodes").
+    """
     cluster = sagemaker_cluster(self.region, self._get_param("ClusterName"))
     specs = self._get_param("NodesToAdd") or []
     if not 1 <= len(specs) <= MAX_GROUPS_PER_ADD:
@@ -384,7 +422,7 @@ def batch_add_cluster_nodes(self: SageMakerResponse) -> ActionResult:
                 raise SagemakerClientError(
                     "IdempotentParameterMismatch", "ClientToken reused with different parameters"
                 )
-            return ActionResult(copy.deepcopy(used[2]))
+            return ActionResult(_latest(used[2], cluster))
     successful: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     groups = {g["InstanceGroupName"]: g for g in cluster.instance_groups}
@@ -610,12 +648,26 @@ _moto_summary = ClusterNode.summary
 _moto_describe = ClusterNode.describe
 
 
+def _instance_status(node: ClusterNode) -> dict[str, str]:
+    """InstanceStatus: moto says "message" for every node; AWS says why only when there is a reason."""
+    message = getattr(node, "hps_message", "")
+    return {"Status": node.status, **({"Message": message} if message else {})}
+
+
 def _summary(self: ClusterNode) -> dict[str, Any]:
-    return {**_moto_summary(self), "NodeLogicalId": _logical_id(self)}
+    return {
+        **_moto_summary(self),
+        "NodeLogicalId": _logical_id(self),
+        "InstanceStatus": _instance_status(self),
+    }
 
 
 def _describe(self: ClusterNode) -> dict[str, Any]:
-    details = {**_moto_describe(self), "NodeLogicalId": _logical_id(self)}
+    details = {
+        **_moto_describe(self),
+        "NodeLogicalId": _logical_id(self),
+        "InstanceStatus": _instance_status(self),
+    }
     if getattr(self, "hps_zone", ""):
         details["Placement"] = {"AvailabilityZone": self.hps_zone, "AvailabilityZoneId": self.hps_zone_id}
     if getattr(self, "hps_capacity", ""):

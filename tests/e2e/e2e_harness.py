@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -472,6 +473,23 @@ async def scale_up(
 
 
 # --- the daemon, in-process -----------------------------------------------------------------------
+
+
+class ShiftedClock:
+    """The wall clock, moved forward by the test: launch timeouts and hours of deep health checks
+    pass at once, without sleeping. Installed as the daemon's clock (`daemon.ctx.clock`, which every
+    decision reads); the service's leader lease keeps wall time, so leadership is not lost."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        """Wall time plus what the test has advanced."""
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` pass for the daemon's decisions."""
+        self.offset += seconds
 
 
 @contextlib.asynccontextmanager
