@@ -474,7 +474,7 @@ def batch_delete_cluster_nodes(self: SageMakerResponse) -> ActionResult:
                     {key: node_id, "Code": "NodeIdNotFound", "Message": f"{node_id} not found"}
                 )
                 continue
-            if code := _delete_refusals(cluster).pop(_logical_id(node), ""):
+            if code := _refusal(cluster, _logical_id(node)):
                 result[bad].append(
                     {key: node_id, "Code": code, "Message": f"{node_id} cannot be deleted now"}
                 )
@@ -495,16 +495,28 @@ def batch_delete_cluster_nodes(self: SageMakerResponse) -> ActionResult:
     return ActionResult({k: v for k, v in result.items() if v})
 
 
-def _delete_refusals(cluster: Cluster) -> dict[str, str]:
+def _delete_refusals(cluster: Cluster) -> dict[str, list[str]]:
     if not hasattr(cluster, "hps_delete_refusals"):
         cluster.hps_delete_refusals = {}
-    refusals: dict[str, str] = cluster.hps_delete_refusals
+    refusals: dict[str, list[str]] = cluster.hps_delete_refusals
     return refusals
 
 
-def refuse_delete(region: str, cluster_name: str, logical_id: str, code: str = "InvalidNodeStatus") -> None:
-    """Make the next BatchDeleteClusterNodes of this node fail for it alone (a per-node failure)."""
-    _delete_refusals(sagemaker_cluster(region, cluster_name))[logical_id] = code
+def _refusal(cluster: Cluster, logical_id: str) -> str:
+    """The error code this delete of the node fails with, if one is queued ("" = it goes)."""
+    queued = _delete_refusals(cluster).get(logical_id)
+    return queued.pop() if queued else ""
+
+
+def refuse_delete(
+    region: str, cluster_name: str, logical_id: str, code: str = "InvalidNodeStatus", times: int = 1
+) -> None:
+    """Make the next `times` BatchDeleteClusterNodes of this node fail for it alone, with one of the
+    codes of API_BatchDeleteClusterNodeLogicalIdsError (NodeIdNotFound | InvalidNodeStatus |
+    NodeIdInUse), while the other ids of the request are deleted (a per-node failure)."""
+    _delete_refusals(sagemaker_cluster(region, cluster_name)).setdefault(logical_id, []).extend(
+        [code] * times
+    )
 
 
 # DescribeCluster fields moto's Cluster does not keep, with what AWS answers when they were not set.

@@ -13,7 +13,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from botocore.validate import validate_parameters
 from hpscaler.backends.registry import open_backends
 from hpscaler.catalogue import load_catalogue
 from hpscaler.config import load_config
+from hpscaler.daemon.app import Daemon
 from hpscaler.service.run import BackendOpener, Service
 from hpscaler.testing import FakeApiServer
 
@@ -87,6 +88,21 @@ async def build_cloud(
     moto_ext.set_placement_scores(REGION, {zone_id: 9})
     queue_url = (await admin.sqs.create_queue(QueueName=QUEUE))["QueueUrl"]
     return Cloud(endpoint, queue_url, zone_id, dict(world.zone_ids))
+
+
+# A launch failure message HyperPod reports for lack of capacity (InstanceStatus.Message).
+CAPACITY = "InsufficientInstanceCapacity: We currently do not have sufficient ml.c5.xlarge capacity"
+
+
+def set_status(logical_ids: Iterable[str], status: str, message: str = "") -> None:
+    """HyperPod moves these nodes to `status` (ClusterInstanceStatus), saying why in `message`."""
+    for logical_id in logical_ids:
+        moto_ext.set_node_status(REGION, CLUSTER, logical_id, status, message)
+
+
+def deletes() -> list[moto_ext.AwsRequest]:
+    """The BatchDeleteClusterNodes requests moto received, oldest first."""
+    return moto_ext.requests("BatchDeleteClusterNodes")
 
 
 def validate_request(request: moto_ext.AwsRequest) -> None:
@@ -490,6 +506,14 @@ class ShiftedClock:
     def advance(self, seconds: float) -> None:
         """Let `seconds` pass for the daemon's decisions."""
         self.offset += seconds
+
+
+async def round_of(daemon: Daemon) -> None:
+    """One provisioning round that read HyperPod (listed its nodes over the wire), run now."""
+    for _ in range(10):  # a round that could not read HyperPod plans nothing: again
+        if await daemon.provisioner.reconcile("e2e") is not None:
+            return
+    raise AssertionError("no provisioning round could read HyperPod")
 
 
 @contextlib.asynccontextmanager

@@ -14,11 +14,11 @@ each provisioning round is run by the test (`reconcile`) rather than waited for.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import moto_ext
 from aws_harness import CLUSTER, REGION, Admin
 from e2e_harness import (
+    CAPACITY,
     NAMESPACE,
     ON_DEMAND_GROUP,
     SPOT_GROUP,
@@ -27,9 +27,12 @@ from e2e_harness import (
     ShiftedClock,
     batch_adds,
     check_batch_add,
+    deletes,
     eventually,
+    round_of,
     running,
     scale_up,
+    set_status,
     web_pod,
     write_config,
 )
@@ -38,24 +41,13 @@ from hpscaler.daemon.app import Daemon
 from hpscaler.service.run import Service
 from hpscaler.testing import FakeApiServer
 
-CAPACITY = "InsufficientInstanceCapacity: We currently do not have sufficient ml.c5.xlarge capacity"
 LAUNCH_TIMEOUT = 600.0  # the default launchTimeoutSeconds
-
-
-def deletes() -> list[moto_ext.AwsRequest]:
-    """The BatchDeleteClusterNodes requests moto received."""
-    return moto_ext.requests("BatchDeleteClusterNodes")
 
 
 def new_tokens() -> list[moto_ext.AwsRequest]:
     """BatchAddClusterNodes requests under another ClientToken than the first one's."""
     first = batch_adds()[0].params["ClientToken"]
     return [r for r in batch_adds() if r.params["ClientToken"] != first]
-
-
-def set_status(logical_ids: Any, status: str, message: str = "") -> None:
-    for logical_id in logical_ids:
-        moto_ext.set_node_status(REGION, CLUSTER, logical_id, status, message)
 
 
 async def launching(kube: FakeApiServer, service: Service, count: int = 4) -> tuple[Daemon, list[str]]:
@@ -68,14 +60,6 @@ async def launching(kube: FakeApiServer, service: Service, count: int = 4) -> tu
     logical_ids = sorted(n.logical_id for n in moto_ext.cluster_nodes(REGION, CLUSTER))
     await eventually(lambda: sorted(daemon.ctx.inflight) == logical_ids, what="the launches in flight")
     return daemon, logical_ids
-
-
-async def round_of(daemon: Daemon) -> None:
-    """One provisioning round that read HyperPod (lists its nodes over the wire)."""
-    for _ in range(10):  # a round that could not read HyperPod plans nothing: again
-        if await daemon.provisioner.reconcile("e2e") is not None:
-            return
-    raise AssertionError("no provisioning round could read HyperPod")
 
 
 async def test_a_capacity_failure_is_cancelled_at_once_and_falls_back_to_on_demand(
