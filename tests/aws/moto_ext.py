@@ -548,6 +548,17 @@ def _apply_cluster_settings(cluster: Cluster, params: dict[str, Any]) -> None:
             group["KubernetesConfig"] = _described_kubernetes_config(group["KubernetesConfig"])
 
 
+def set_cluster_settings(region: str, cluster_name: str, **settings: Any) -> None:
+    """Make DescribeCluster answer these settings (NodeProvisioningMode, NodeRecovery, AutoScaling);
+    None: as a cluster created without it (`NodeProvisioningMode` is then absent: its only value is
+    Continuous, and a cluster created without it provisions in the standard mode)."""
+    cluster = sagemaker_cluster(region, cluster_name)
+    for key, value in settings.items():
+        if key not in _CLUSTER_SETTINGS:
+            raise ValueError(f"{key} is not one of {sorted(_CLUSTER_SETTINGS)}")
+        setattr(cluster, f"hps_{key}", value)
+
+
 _moto_create_cluster = SageMakerResponse.create_cluster
 
 
