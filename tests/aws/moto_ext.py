@@ -263,6 +263,17 @@ def set_node_status(region: str, cluster_name: str, logical_id: str, status: str
     _recount(cluster)
 
 
+def group_kubernetes_config(
+    region: str, cluster_name: str, group_name: str
+) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """The labels and taints HyperPod puts on every node of the group: its KubernetesConfig, which
+    HyperPod reconciles onto the nodes (API_ClusterKubernetesConfigNodeDetails)."""
+    cluster = sagemaker_cluster(region, cluster_name)
+    group = next(g for g in cluster.instance_groups if g["InstanceGroupName"] == group_name)
+    config = group.get("KubernetesConfig") or {}
+    return dict(config.get("CurrentLabels") or {}), list(config.get("CurrentTaints") or [])
+
+
 @dataclass(frozen=True)
 class NodeFacts:
     """What HyperPod knows of one of its nodes (and what its kubelet puts on the Node object)."""

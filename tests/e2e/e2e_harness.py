@@ -179,6 +179,7 @@ class Setup:
     taints: tuple[dict[str, str], ...] = ()
     startup_taints: tuple[dict[str, str], ...] = ()
     disruption: Mapping[str, Any] = field(default_factory=dict)  # the NodePool's spec.disruption
+    limits: Mapping[str, str] = field(default_factory=dict)  # the NodePool's spec.limits
     settings: Mapping[str, Any] = field(default_factory=dict)  # merged into HpscalerConfig.spec
     # Write DescribeCluster's document as cluster.json (`run` reads the live cluster either way; the
     # file's own checks refuse, e.g., a managed group spanning zones, which a live cluster may have).
@@ -266,6 +267,7 @@ def _write_config(
                     },
                 },
                 **({"disruption": dict(setup.disruption)} if setup.disruption else {}),
+                **({"limits": dict(setup.limits)} if setup.limits else {}),
             },
         },
     ]
@@ -347,18 +349,22 @@ def join(
     server: FakeApiServer,
     node: moto_ext.NodeFacts,
     provider_id: Callable[[moto_ext.NodeFacts], str] = eks_provider_id,
+    name: str = "",
 ) -> str:
-    """HyperPod finishes the launch and the kubelet registers the Node; its name.
+    """HyperPod finishes the launch and the kubelet registers the Node (`name`, by default HyperPod's
+    `hyperpod-<instance id>`); its name.
 
-    The Node carries only what HyperPod puts on it (instance type, zone, hostname, instance group;
-    these groups have no KubernetesConfig labels or taints), nothing of Karpenter's, and the kubelet
+    The Node carries only what HyperPod puts on it (instance type, zone, hostname, instance group,
+    and its group's KubernetesConfig labels and taints), nothing of Karpenter's, and the kubelet
     registers it NotReady with the `node.kubernetes.io/not-ready` taint. `ready` finishes the join.
     """
     moto_ext.set_node_status(REGION, CLUSTER, node.logical_id, "Running")
     spec = load_catalogue().get(node.instance_type)
     assert spec is not None
     allocatable = spec.allocatable()
-    name = node_name(node.instance_id)
+    name = name or node_name(node.instance_id)
+    group_labels, group_taints = moto_ext.group_kubernetes_config(REGION, CLUSTER, node.group)
+    taints = [{k.lower(): v for k, v in t.items()} for t in group_taints]
     server.create(
         {
             "apiVersion": "v1",
@@ -366,13 +372,14 @@ def join(
             "metadata": {
                 "name": name,
                 "labels": {
+                    **group_labels,
                     "node.kubernetes.io/instance-type": node.instance_type,
                     "kubernetes.io/hostname": name,
                     "topology.kubernetes.io/zone": node.zone,
                     "sagemaker.amazonaws.com/instance-group-name": node.group,
                 },
             },
-            "spec": {"providerID": provider_id(node), "taints": [NOT_READY]},
+            "spec": {"providerID": provider_id(node), "taints": [*taints, NOT_READY]},
             "status": {
                 "allocatable": {
                     "cpu": f"{allocatable['cpu']}m",
