@@ -5,15 +5,23 @@ moto dispatches an action to the response-class method named after it (BatchAddC
 adding methods is enough; the state lives on moto's own objects (clusters, nodes, EC2 backend), so
 `/moto-api/reset` wipes it and moto's list_cluster_nodes sees the nodes added here.
 
-Added: SageMaker BatchAddClusterNodes (ClientToken idempotency, 5-group/50-node limits, Failed
-entries), BatchDeleteClusterNodes (NodeLogicalIds and NodeIds, "a combined maximum of 50
-identifiers"), ListClusterEvents, UpdateCluster (instance groups added or replaced, with
+Added: SageMaker BatchAddClusterNodes (ClientToken idempotency: a replay within 8 hours answers "the
+same set of NodeLogicalIds with their latest status", NotFound once deleted; 5-group/50-node limits;
+Failed entries; nodes placed in the AvailabilityZones asked for), BatchDeleteClusterNodes
+(NodeLogicalIds and NodeIds, "a combined maximum of 50 identifiers", per-node failures with the
+codes of API_BatchDeleteClusterNodeLogicalIdsError, `refuse_delete`), node statuses of
+ClusterInstanceStatus with their InstanceStatus.Message (`set_node_status`: Pending, Running,
+Failure, ShuttingDown, SystemUpdating, DeepHealthCheckInProgress, NotFound), ListClusterEvents,
+UpdateCluster (instance groups added or replaced, with
 NodeProvisioningMode, NodeRecovery and AutoScaling), and in CreateCluster/DescribeCluster the
 cluster settings moto drops (NodeProvisioningMode, NodeRecovery, AutoScaling as
 ClusterAutoScalingConfigOutput) and instance-group KubernetesConfig in DescribeCluster's shape
 (CurrentLabels/CurrentTaints, API_ClusterKubernetesConfigDetails); EC2 GetSpotPlacementScores
 (settable scores, injectable failures, fewer than 3 types score 1 as on AWS) and settable Spot
 prices.
+Cluster settings a test changes directly: `set_cluster_settings` (a cluster created without
+continuous provisioning has no NodeProvisioningMode). A group's KubernetesConfig, which HyperPod
+reconciles onto its nodes: `group_kubernetes_config`.
 Fixed: list_cluster_nodes pagination (moto pages by a missing `arn` attribute and loops) and node
 logical ids / placement in ListClusterNodes and DescribeClusterNode.
 Recorded: every SageMaker, EC2 and SQS request that reaches the server (`requests()`), with its

@@ -8,10 +8,12 @@ limits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import moto_ext
+import pytest
 from aws_harness import CLUSTER, REGION, Admin
 from e2e_harness import (
     DEFAULT_GROUPS,
@@ -22,6 +24,7 @@ from e2e_harness import (
     build_cloud,
     check_batch_add,
     eventually,
+    hyperpod_provider_id,
     join,
     ready,
     round_of,
@@ -103,8 +106,22 @@ async def test_a_joining_node_gets_the_pools_labels_taints_and_startup_taints_in
         assert len(batch_adds()) == 1
 
 
-async def test_a_node_is_found_by_its_instance_group_when_neither_name_nor_provider_id_says(
-    tmp_path: Path, admin: Admin, endpoint: str, kube: FakeApiServer
+@pytest.mark.parametrize(
+    ("provider_id", "name"),
+    [
+        (hyperpod_provider_id, ""),  # aws:///<zone id>/sagemaker/cluster/hyperpod-<cluster>-<instance>
+        (lambda _: "", ""),  # by the instance id in HyperPod's node name, hyperpod-<instance>
+        (lambda _: "", "ip-10-0-0-17.us-west-2.compute.internal"),  # by instance-group-name alone
+    ],
+    ids=["hyperpod-provider-id", "node-name", "instance-group"],
+)
+async def test_a_joining_node_is_found_by_provider_id_name_or_instance_group(
+    tmp_path: Path,
+    admin: Admin,
+    endpoint: str,
+    kube: FakeApiServer,
+    provider_id: Callable[[moto_ext.NodeFacts], str],
+    name: str,
 ) -> None:
     cloud = await build_cloud(admin, endpoint)
     config = await write_config(tmp_path / "config", admin, cloud, kube)
@@ -113,7 +130,7 @@ async def test_a_node_is_found_by_its_instance_group_when_neither_name_nor_provi
     async with running(config):
         await eventually(lambda: batch_adds()[:1], what="BatchAddClusterNodes")
         (launched,) = moto_ext.cluster_nodes(REGION, CLUSTER)
-        name = join(kube, launched, provider_id=lambda _: "", name="ip-10-0-0-17.us-west-2.compute.internal")
+        name = join(kube, launched, provider_id=provider_id, name=name)
         node = await ready(kube, name)
         assert node["metadata"]["labels"]["karpenter.sh/nodepool"] == "default"
 
