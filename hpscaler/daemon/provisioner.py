@@ -209,7 +209,7 @@ class Provisioner:
         if not self._gang_launches:
             return False
         node_zones = {name: node.zone for name, node in ctx.cache.nodes.items()}
-        node_zones.update({lid: self._group_zone(r.group) for lid, r in ctx.inflight.items()})
+        node_zones.update({lid: r.zone or self._group_zone(r.group) for lid, r in ctx.inflight.items()})
         stranded = stranded_launches(plan, self._gang_launches, ctx.cache.pods, node_zones)
         for gang, ids in stranded.items():
             ctx.log.warning("gang_launches_cancelled", gang=gang, nodes=ids, reason="gang planned elsewhere")

@@ -27,6 +27,7 @@ from e2e_harness import (
     nominated,
     pods,
     ready,
+    round_of,
     running,
     web_pod,
     write_config,
@@ -143,9 +144,13 @@ async def test_a_pod_pinned_to_one_zone_is_asked_for_in_that_zone_only(
         await join_all(kube, zones_cloud)
 
 
-async def test_a_gang_is_asked_for_in_a_single_zone(
+async def test_a_gang_is_asked_for_in_a_single_zone_and_waits_for_its_launches_there(
     tmp_path: Path, admin: Admin, zones_cloud: Any, kube: FakeApiServer
 ) -> None:
+    # us-west-2b scores better: the gang goes to the group's second zone.
+    moto_ext.set_placement_scores(
+        REGION, {zones_cloud.zone_ids[ZONES[0]]: 2, zones_cloud.zone_ids[ZONES[1]]: 9}
+    )
     for index in range(4):
         pod = web_pod(f"web-{index}")
         pod["metadata"]["labels"]["hpscaler.io/gang"] = "train"
@@ -153,11 +158,18 @@ async def test_a_gang_is_asked_for_in_a_single_zone(
         kube.create(pod)
     config = await write_config(tmp_path / "config", admin, zones_cloud, kube, SETUP)
 
-    async with running(config):
+    async with running(config) as service:
         await eventually(lambda: len(nominated(kube)) == 4, what="Nominated for every member")
-        ((group, count, zones),) = asked_zones()
-        assert (group, count, len(zones)) == (MULTI, 2, 1)
-        assert {n.zone for n in moto_ext.cluster_nodes(REGION, CLUSTER)} == set(zones)
+        assert asked_zones() == [(MULTI, 2, (ZONES[1],))]
+        assert {n.zone for n in moto_ext.cluster_nodes(REGION, CLUSTER)} == {ZONES[1]}
+        # While the launches are on their way, later rounds finish the gang on them, in their zone:
+        # nothing more is asked for, and nothing is cancelled as "stranded" in another zone.
+        daemon = await eventually(lambda: service.daemon, what="the daemon")
+        await round_of(daemon)
+        await round_of(daemon)
+        assert asked_zones() == [(MULTI, 2, (ZONES[1],))]
+        assert moto_ext.requests("BatchDeleteClusterNodes") == []
+        assert len(daemon.ctx.inflight) == 2
 
 
 async def test_unequal_requests_per_zone_register_each_node_with_its_own_zone(
