@@ -17,6 +17,7 @@ import structlog
 from aws_harness import CLUSTER, REGION, Admin, add_group
 from e2e_harness import (
     DEFAULT_GROUPS,
+    ON_DEMAND_GROUP,
     SPOT_GROUP,
     WEB,
     Cloud,
@@ -202,3 +203,26 @@ async def test_run_warns_about_node_recovery_and_consolidate_after_zero_and_star
     assert "NodeRecovery is None" in warnings[f"cluster {CLUSTER}"]["problem"]
     assert "--node-recovery Automatic" in warnings[f"cluster {CLUSTER}"]["fix"]
     assert "checkpoint" in warnings["NodePool default"]["fix"]
+
+
+async def test_a_group_that_is_no_longer_in_service_is_not_launched_into_after_a_state_change(
+    tmp_path: Path, admin: Admin, cloud: Cloud, kube: FakeApiServer
+) -> None:
+    config = await write_config(tmp_path / "config", admin, cloud, kube, Setup(cluster_file=False))
+    async with running(config) as service:
+        await eventually(service.ready.is_set, what="the service to be ready")
+        daemon = service.daemon
+        assert daemon is not None and daemon.ctx.groups[SPOT_GROUP].status == "InService"
+        spot = next(
+            g
+            for g in moto_ext.sagemaker_cluster(REGION, CLUSTER).instance_groups
+            if g["InstanceGroupName"] == SPOT_GROUP
+        )
+        spot["Status"] = "Degraded"  # HyperPod's InstanceGroupStatus, as DescribeCluster reports it
+        await admin.sqs.send_message(QueueUrl=cloud.queue_url, MessageBody=cluster_state_change())
+        await eventually(lambda: daemon.ctx.groups[SPOT_GROUP].status == "Degraded", what="the status read")
+
+        for name in WEB:
+            kube.create(web_pod(name))
+        (add,) = await eventually(lambda: batch_adds()[:1], what="BatchAddClusterNodes")
+        assert check_batch_add(add) == {ON_DEMAND_GROUP: 2}  # straight to the group in service
