@@ -415,7 +415,9 @@ class Provisioner:
             ctx.log.info("nodes_requested", group=group_name, count=count)
         for failure in result.failed:
             group = ctx.groups.get(failure.group)
-            zone = group.zones[0] if group and group.zones else ""
+            # The zone asked for (a group appears once per call), else the group's first.
+            zone = (asked or {}).get(failure.group, ("", ""))[0]
+            zone = zone or (group.zones[0] if group and group.zones else "")
             ctx.unavailable.mark(failure.group, zone, now, f"{failure.error_code}: {failure.message}")
             ctx.log.warning(
                 "nodes_refused", group=failure.group, code=failure.error_code, count=failure.count

@@ -188,3 +188,23 @@ async def test_unequal_requests_per_zone_register_each_node_with_its_own_zone(
         # Registration puts on each node the labels planned for a node of its zone.
         node_zones = await join_all(kube, zones_cloud)
         assert sorted(node_zones.values()) == [ZONES[0], ZONES[1], ZONES[1]]
+
+
+async def test_a_refused_request_marks_out_the_zone_it_asked_for(
+    tmp_path: Path, admin: Admin, zones_cloud: Any, kube: FakeApiServer
+) -> None:
+    kube.create(web_pod("web-0", nodeSelector={"tier": "web", ZONE_LABEL: ZONES[1]}))
+    config = await write_config(tmp_path / "config", admin, zones_cloud, kube, SETUP)
+    async with running(config) as service:
+        daemon = await eventually(lambda: service.daemon, what="the daemon")
+        await eventually(lambda: daemon.ctx.cache.synced, what="the watch")
+        # HyperPod refuses the group now (InvalidInstanceGroupStatus), before hpscaler re-reads it.
+        (group,) = moto_ext.sagemaker_cluster(REGION, CLUSTER).instance_groups
+        group["Status"] = "Updating"
+        await eventually(lambda: batch_adds()[:1], what="the refused BatchAddClusterNodes")
+        assert asked_zones()[0] == (MULTI, 1, (ZONES[1],))
+        now = daemon.ctx.clock.now()
+        await eventually(
+            lambda: daemon.ctx.unavailable.is_unavailable(MULTI, ZONES[1], now), what="us-west-2b marked"
+        )
+        assert not daemon.ctx.unavailable.is_unavailable(MULTI, ZONES[0], now)  # not the group's first
