@@ -14,6 +14,7 @@ from typing import Any
 import moto_ext
 import pytest
 import structlog
+import yaml
 from aws_harness import CLUSTER, REGION, Admin, add_group
 from e2e_harness import (
     DEFAULT_GROUPS,
@@ -226,3 +227,42 @@ async def test_a_group_that_is_no_longer_in_service_is_not_launched_into_after_a
             kube.create(web_pod(name))
         (add,) = await eventually(lambda: batch_adds()[:1], what="BatchAddClusterNodes")
         assert check_batch_add(add) == {ON_DEMAND_GROUP: 2}  # straight to the group in service
+
+
+async def test_node_class_status_lists_the_live_groups_types_subnets_and_capacity(
+    tmp_path: Path, admin: Admin, cloud: Cloud, kube: FakeApiServer
+) -> None:
+    config = await write_config(tmp_path / "config", admin, cloud, kube, Setup(cluster_file=False))
+    # The same NodePool and HyperpodNodeClass, applied to the cluster as users do.
+    for document in yaml.safe_load_all((config / "hpscaler.yaml").read_text()):
+        if document["kind"] in ("NodePool", "HyperpodNodeClass"):
+            kube.create(document)
+    described = await admin.sagemaker.describe_cluster(ClusterName=CLUSTER)
+    subnet = next(g for g in described["InstanceGroups"] if g["InstanceGroupName"] == SPOT_GROUP)[
+        "OverrideVpcConfig"
+    ]["Subnets"][0]
+
+    async with running(config):
+        status = await eventually(
+            lambda: (kube.get("hyperpodnodeclasses", "c5") or {}).get("status", {}).get("instanceGroups"),
+            what="the NodeClass status",
+        )
+
+    # As the HyperPod Spot page shows HyperPod's own controller writing it, from DescribeCluster and
+    # DescribeSubnets answered by moto.
+    assert status == [
+        {
+            "name": SPOT_GROUP,
+            "instanceTypes": ["ml.c5.xlarge"],
+            "subnets": [{"id": subnet, "zone": "us-west-2a", "zoneId": cloud.zone_id}],
+            "capacities": {"Spot": {}},
+        },
+        {
+            "name": ON_DEMAND_GROUP,
+            "instanceTypes": ["ml.c5.xlarge"],
+            "subnets": [{"id": subnet, "zone": "us-west-2a", "zoneId": cloud.zone_id}],
+            "capacities": {"OnDemand": {}},
+        },
+    ]
+    ready = {c["type"]: c["status"] for c in kube.get("hyperpodnodeclasses", "c5")["status"]["conditions"]}
+    assert ready == {"InstanceGroupReady": "True", "SubnetsReady": "True", "Ready": "True"}
