@@ -128,21 +128,40 @@ def check_batch_add(request: moto_ext.AwsRequest) -> dict[str, int]:
     return {e["InstanceGroupName"]: e["IncrementTargetCountBy"] for e in entries}
 
 
-def spot_warning(instance_id: str) -> str:
-    """The EventBridge "EC2 Spot Instance Interruption Warning" event, as SQS delivers it."""
-    now = datetime.now(UTC)
+def eventbridge(detail_type: str, source: str, resource: str, detail: dict[str, Any]) -> str:
+    """An EventBridge event as SQS delivers it to the interruption queue."""
     return json.dumps(
         {
             "version": "0",
             "id": str(uuid.uuid4()),
-            "detail-type": "EC2 Spot Instance Interruption Warning",
-            "source": "aws.ec2",
+            "detail-type": detail_type,
+            "source": source,
             "account": moto_ext.ACCOUNT,
-            "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "region": REGION,
-            "resources": [f"arn:aws:ec2:{ZONE}:instance/{instance_id}"],
-            "detail": {"instance-id": instance_id, "instance-action": "terminate"},
+            "resources": [resource],
+            "detail": detail,
         }
+    )
+
+
+def spot_warning(instance_id: str) -> str:
+    """The EventBridge "EC2 Spot Instance Interruption Warning" event, as SQS delivers it."""
+    return eventbridge(
+        "EC2 Spot Instance Interruption Warning",
+        "aws.ec2",
+        f"arn:aws:ec2:{ZONE}:instance/{instance_id}",
+        {"instance-id": instance_id, "instance-action": "terminate"},
+    )
+
+
+def cluster_state_change() -> str:
+    """HyperPod's "SageMaker HyperPod Cluster State Change" EventBridge event, as SQS delivers it."""
+    return eventbridge(
+        "SageMaker HyperPod Cluster State Change",
+        "aws.sagemaker",
+        moto_ext.sagemaker_cluster(REGION, CLUSTER).arn,
+        {"ClusterName": CLUSTER, "ClusterStatus": "InService"},
     )
 
 
@@ -391,6 +410,22 @@ def join(
         }
     )
     return name
+
+
+async def joined_before(admin: Admin, server: FakeApiServer, group: str) -> tuple[moto_ext.NodeFacts, str]:
+    """A node of `group` that HyperPod added and that joined, Ready, before hpscaler ran (no patch of
+    hpscaler's on it); what HyperPod knows of it and its Node name."""
+    await admin.sagemaker.batch_add_cluster_nodes(
+        ClusterName=CLUSTER, NodesToAdd=[{"InstanceGroupName": group, "IncrementTargetCountBy": 1}]
+    )
+    node = moto_ext.cluster_nodes(REGION, CLUSTER)[-1]
+    name = join(server, node)
+    server.patch(
+        "nodes",
+        name,
+        {"spec": {"taints": None}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}},
+    )
+    return node, name
 
 
 async def ready(server: FakeApiServer, name: str) -> dict[str, Any]:

@@ -4,10 +4,7 @@ prerequisites are not met refused before anything is done."""
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,7 @@ from e2e_harness import (
     batch_adds,
     build_cloud,
     check_batch_add,
+    cluster_state_change,
     eventually,
     running,
     scale_up,
@@ -52,23 +50,6 @@ async def test_run_needs_no_instance_groups_file(
         assert {g.name for g in service.config.instance_groups} >= {SPOT_GROUP}
         await scale_up(kube, service)
     assert len(batch_adds()) == 1
-
-
-def cluster_state_change() -> str:
-    """HyperPod's "SageMaker HyperPod Cluster State Change" EventBridge event, as SQS delivers it."""
-    return json.dumps(
-        {
-            "version": "0",
-            "id": str(uuid.uuid4()),
-            "detail-type": "SageMaker HyperPod Cluster State Change",
-            "source": "aws.sagemaker",
-            "account": moto_ext.ACCOUNT,
-            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "region": REGION,
-            "resources": [moto_ext.sagemaker_cluster(REGION, CLUSTER).arn],
-            "detail": {"ClusterName": CLUSTER, "ClusterStatus": "InService"},
-        }
-    )
 
 
 async def test_a_group_added_with_update_cluster_takes_effect_without_a_restart(

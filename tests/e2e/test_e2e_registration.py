@@ -26,6 +26,7 @@ from e2e_harness import (
     eventually,
     hyperpod_provider_id,
     join,
+    joined_before,
     ready,
     round_of,
     running,
@@ -140,16 +141,7 @@ async def test_a_node_that_joined_before_hpscaler_ran_counts_against_its_pools_l
 ) -> None:
     cloud = await build_cloud(admin, endpoint)
     # A node of the Spot group that joined before hpscaler ran, with two pods filling it.
-    await admin.sagemaker.batch_add_cluster_nodes(
-        ClusterName=CLUSTER, NodesToAdd=[{"InstanceGroupName": SPOT_GROUP, "IncrementTargetCountBy": 1}]
-    )
-    (old,) = moto_ext.cluster_nodes(REGION, CLUSTER)
-    name = join(kube, old)
-    kube.patch(
-        "nodes",
-        name,
-        {"spec": {"taints": None}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}},
-    )
+    _, name = await joined_before(admin, kube, SPOT_GROUP)
     for pod in ("web-0", "web-1"):
         kube.create(web_pod(pod, node=name))
     kube.create(web_pod("web-2"))  # needs a node of its own

@@ -17,7 +17,7 @@ from e2e_harness import (
     batch_adds,
     build_cloud,
     eventually,
-    join,
+    joined_before,
     running,
     spot_warning,
     write_config,
@@ -70,16 +70,7 @@ async def test_a_spot_notice_in_a_group_hpscaler_does_not_manage_is_left_to_hype
     cloud = await build_cloud(
         admin, endpoint, [*DEFAULT_GROUPS, {"Name": STATIC, "Zones": "a", "Capacity": "Spot"}]
     )
-    await admin.sagemaker.batch_add_cluster_nodes(
-        ClusterName=CLUSTER, NodesToAdd=[{"InstanceGroupName": STATIC, "IncrementTargetCountBy": 1}]
-    )
-    (static,) = moto_ext.cluster_nodes(REGION, CLUSTER)
-    name = join(kube, static)
-    kube.patch(
-        "nodes",
-        name,
-        {"spec": {"taints": None}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}},
-    )
+    static, name = await joined_before(admin, kube, STATIC)
     config = await write_config(tmp_path / "config", admin, cloud, kube)
 
     async with running(config) as service:
