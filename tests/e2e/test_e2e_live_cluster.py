@@ -8,11 +8,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import moto_ext
 import pytest
 import structlog
 import yaml
 from aws_harness import CLUSTER, REGION, Admin, add_group
+from click.testing import CliRunner, Result
 from e2e_harness import (
     DEFAULT_GROUPS,
     ON_DEMAND_GROUP,
@@ -31,6 +33,7 @@ from e2e_harness import (
     write_config,
 )
 
+from hpscaler.cli import main
 from hpscaler.config import load_config
 from hpscaler.daemon.cluster_sync import PrerequisitesNotMet
 from hpscaler.service.run import Service, StartupError
@@ -247,3 +250,30 @@ async def test_node_class_status_lists_the_live_groups_types_subnets_and_capacit
     ]
     ready = {c["type"]: c["status"] for c in kube.get("hyperpodnodeclasses", "c5")["status"]["conditions"]}
     assert ready == {"InstanceGroupReady": "True", "SubnetsReady": "True", "Ready": "True"}
+
+
+async def test_check_config_on_an_exported_cluster_refuses_what_run_would_refuse(
+    tmp_path: Path, admin: Admin, cloud: Cloud, kube: FakeApiServer
+) -> None:
+    await admin.sagemaker.update_cluster(
+        ClusterName=CLUSTER, AutoScaling={"Mode": "Enable", "AutoScalerType": "Karpenter"}
+    )
+    config = await write_config(tmp_path / "config", admin, cloud, kube, Setup(cluster_file=False))
+
+    def cli(*args: str) -> Result:
+        return CliRunner().invoke(main, list(args))
+
+    exported = await anyio.to_thread.run_sync(
+        cli,
+        "export-cluster",
+        CLUSTER,
+        "--config",
+        str(config / "hpscaler.yaml"),
+        "--output",
+        str(config / "cluster.json"),
+    )
+    assert exported.exit_code == 0, exported.output
+    checked = await anyio.to_thread.run_sync(cli, "check-config", str(config))
+
+    assert checked.exit_code == 2, checked.output
+    assert f"update-cluster --cluster-name {CLUSTER} --auto-scaling" in checked.output
