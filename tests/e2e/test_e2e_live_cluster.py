@@ -5,6 +5,7 @@ prerequisites are not met refused before anything is done."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from e2e_harness import (
 
 from hpscaler.cli import main
 from hpscaler.config import load_config
+from hpscaler.daemon import app, cluster_sync
 from hpscaler.daemon.cluster_sync import PrerequisitesNotMet
 from hpscaler.service.run import Service, StartupError
 from hpscaler.testing import FakeApiServer
@@ -277,3 +279,20 @@ async def test_check_config_on_an_exported_cluster_refuses_what_run_would_refuse
 
     assert checked.exit_code == 2, checked.output
     assert f"update-cluster --cluster-name {CLUSTER} --auto-scaling" in checked.output
+
+
+async def test_the_groups_are_read_again_periodically_without_any_event(
+    tmp_path: Path, admin: Admin, cloud: Cloud, kube: FakeApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every 5 minutes in production; every half second here, through the same loop.
+    monkeypatch.setattr(app, "refresh_cluster", partial(cluster_sync.refresh_cluster, interval=0.5))
+    config = await write_config(tmp_path / "config", admin, cloud, kube, Setup(cluster_file=False))
+    subnet = (await admin.sagemaker.describe_cluster(ClusterName=CLUSTER))["VpcConfig"]["Subnets"][0]
+    async with running(config) as service:
+        daemon = await eventually(lambda: service.daemon, what="the daemon")
+        await eventually(lambda: daemon.ctx.stats.counters["cluster_refreshes"] >= 1, what="a refresh")
+        await add_group(admin, "late-od", subnet, capacity="OnDemand")
+        await eventually(lambda: "late-od" in daemon.ctx.groups, what="the new group read")
+        assert daemon.ctx.groups["late-od"].capacity_type.value == "on-demand"
+    described = [r for r in moto_ext.requests("DescribeCluster") if r.from_hpscaler]
+    assert len(described) >= 3  # start-up, then the periodic reads
