@@ -48,7 +48,7 @@ T = TypeVar("T")
 # --- polling --------------------------------------------------------------------------------------
 
 
-async def eventually(probe: Callable[[], T | None], seconds: float = 15.0, what: str = "the condition") -> T:
+async def eventually(probe: Callable[[], T | None], seconds: float = 30.0, what: str = "the condition") -> T:
     """Poll `probe` until it returns something truthy (returned); fail after `seconds`."""
     with anyio.move_on_after(seconds):
         while True:
