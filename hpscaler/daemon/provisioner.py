@@ -33,6 +33,8 @@ from hpscaler.scheduling.scheduler import solve
 from hpscaler.scheduling.types import InFlightNode, Plan, SchedulingInput
 
 MAX_FALLBACK_ROUNDS = 12
+Offering = tuple[str, str, str]
+"""(group, zone, instance type) of a node asked for; zone and type "" unless sent in the request."""
 MAX_TOKEN_SALTS = 4
 REFUSED = (CapacityError, NotFoundError, InvalidRequestError)  # errors that refuse a request's groups
 
@@ -210,7 +212,7 @@ class Provisioner:
         if not self._gang_launches:
             return False
         node_zones = {name: node.zone for name, node in ctx.cache.nodes.items()}
-        node_zones.update({lid: self._group_zone(r.group) for lid, r in ctx.inflight.items()})
+        node_zones.update({lid: r.zone or self._group_zone(r.group) for lid, r in ctx.inflight.items()})
         stranded = stranded_launches(plan, self._gang_launches, ctx.cache.pods, node_zones)
         for gang, ids in stranded.items():
             ctx.log.warning("gang_launches_cancelled", gang=gang, nodes=ids, reason="gang planned elsewhere")
@@ -315,14 +317,22 @@ class Provisioner:
         extra = {p.key: p for p in extra_pending}
         pod_ids: dict[str, str] = {}
         pools: dict[str, str] = {}
-        group_pods: dict[str, list[str]] = {}
-        # What each new node will be labelled with, in plan order: registration puts it there.
-        group_labels: dict[str, list[tuple[tuple[str, str], ...]]] = {}
+        group_pods: dict[Offering, list[str]] = {}
+        # What each new node will be labelled with, in plan order per offering: registration puts it
+        # there. Per offering, not per group: the calls for two zones of one group may go in any order.
+        group_labels: dict[Offering, list[tuple[tuple[str, str], ...]]] = {}
+        multi_zone = {g.name for g in ctx.config.instance_groups if len(g.zones) > 1}
+        multi_type = {g.name for g in ctx.config.instance_groups if len(g.instance_types) > 1}
         # One pass over the plan: this runs between the window closing and the first call.
         for node in plan.new_nodes:
             pools[node.instance_group] = node.node_pool
-            group_pods.setdefault(node.instance_group, []).extend(node.pods)
-            group_labels.setdefault(node.instance_group, []).append(tuple(sorted(node.labels.items())))
+            offering = (
+                node.instance_group,
+                node.zone if node.instance_group in multi_zone else "",
+                node.instance_type if node.instance_group in multi_type else "",
+            )
+            group_pods.setdefault(offering, []).extend(node.pods)
+            group_labels.setdefault(offering, []).append(tuple(sorted(node.labels.items())))
             for key in node.pods:
                 current = live.get(key)
                 pod_ids[key] = _decision_id(key, extra.get(key, current), current)
@@ -351,8 +361,8 @@ class Provisioner:
     async def _send(self, request: AddRequest) -> tuple[AddResult | None, bool]:
         """Send one request; returns (answer, whether the API rejected it outright).
 
-        A replay that answers NotFound means the token was used before for nodes cancelled since:
-        this is a new decision, so it is re-sent under a new token.
+        A replay that answers NotFound (or a node seen going away) means the token was used before for
+        nodes cancelled or lost since: this is a new decision, so it is re-sent under a new token.
         """
         ctx = self.ctx
         for attempt in range(MAX_TOKEN_SALTS):
@@ -371,7 +381,12 @@ class Provisioner:
                 # the same request cannot succeed, another group may. Other errors wait for a round.
                 return None, isinstance(exc, REFUSED)
             ctx.stats.counters["batch_add_calls"] += 1
-            if not any(a.status is NodeStatus.NOT_FOUND for a in result.successful):
+            # A replay answers with the nodes' latest status: one deleted, going or gone since
+            # (ShuttingDown, then Failure when its termination fails) is no capacity for a new decision.
+            if not any(
+                a.status in (NodeStatus.NOT_FOUND, NodeStatus.SHUTTING_DOWN) or a.logical_id in ctx.gone
+                for a in result.successful
+            ):
                 return result, False
             ctx.log.info("client_token_replayed_cancelled_nodes", token=sent.client_token)
         return None, False
@@ -380,31 +395,35 @@ class Provisioner:
         self,
         result: AddResult,
         pools: dict[str, str],
-        for_pods: dict[str, tuple[str, ...]],
-        group_labels: dict[str, list[tuple[tuple[str, str], ...]]],
+        for_pods: dict[Offering, tuple[str, ...]],
+        group_labels: dict[Offering, list[tuple[tuple[str, str], ...]]],
         now: float,
         asked: dict[str, tuple[str, str]] | None = None,
     ) -> bool:
         ctx = self.ctx
         for added in result.successful:
             if added.logical_id not in ctx.inflight and added.status is not NodeStatus.NOT_FOUND:
-                planned = group_labels.get(added.group)
+                zone, instance_type = (asked or {}).get(added.group, ("", ""))
+                offering = (added.group, zone, instance_type)
+                planned = group_labels.get(offering)
                 ctx.inflight[added.logical_id] = InFlight(
                     added.logical_id,
                     added.group,
                     pools.get(added.group, ""),
                     now,
-                    for_pods.get(added.group, ()),
+                    for_pods.get(offering, ()),
                     labels=planned.pop(0) if planned else (),
-                    zone=(asked or {}).get(added.group, ("", ""))[0],
-                    instance_type=(asked or {}).get(added.group, ("", ""))[1],
+                    zone=zone,
+                    instance_type=instance_type,
                 )
                 ctx.stats.counters[f"nodes_created:{added.group}"] += 1
         for group_name, count in _counts(result).items():
             ctx.log.info("nodes_requested", group=group_name, count=count)
         for failure in result.failed:
             group = ctx.groups.get(failure.group)
-            zone = group.zones[0] if group and group.zones else ""
+            # The zone asked for (a group appears once per call), else the group's first.
+            zone = (asked or {}).get(failure.group, ("", ""))[0]
+            zone = zone or (group.zones[0] if group and group.zones else "")
             ctx.unavailable.mark(failure.group, zone, now, f"{failure.error_code}: {failure.message}")
             ctx.log.warning(
                 "nodes_refused", group=failure.group, code=failure.error_code, count=failure.count

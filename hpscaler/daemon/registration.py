@@ -78,9 +78,11 @@ class Registrar:
         await self.ctx.synced.wait()
         seen = -1
         while True:
-            await self.ctx.changed.wait()
             if self.ctx.cache.node_generation == seen:
-                continue  # pod events: nothing joined or changed that registration cares about
+                # Pod events: nothing joined or changed that registration cares about. Checked
+                # before waiting: a node that joined during the last sweep or refresh is seen now.
+                await self.ctx.changed.wait()
+                continue
             seen = self.ctx.cache.node_generation
             if self.waiting():
                 await self.sweep()

@@ -27,7 +27,8 @@ def gang_launches(
     found: GangLaunches = {}
     for record in inflight:
         gangs = {gang_key(pods[key]) for key in record.for_pods if key in pods and pods[key].gang}
-        zone = group_zone.get(record.group, "")
+        # The zone asked for in AvailabilityZones, else the group's only zone.
+        zone = record.zone or group_zone.get(record.group, "")
         for gang in sorted(gangs):
             found.setdefault(gang, {}).setdefault(zone, []).append(record.logical_id)
     return found

@@ -131,7 +131,7 @@ async def make_world(
     """Subnets in us-west-2{zones} and a cluster whose default VPC config is the first subnet.
 
     A group dict may name `Zones` (letters) for its OverrideVpcConfig; `Count` is InstanceCount;
-    `Taints` replaces the KubernetesConfig taints (by default the start-up taint alone).
+    `Labels` and `Taints` are its KubernetesConfig labels and taints (by default none).
     """
     vpc = (await admin.ec2.create_vpc(CidrBlock="10.0.0.0/16"))["Vpc"]["VpcId"]
     subnets: dict[str, str] = {}
@@ -162,8 +162,8 @@ async def make_world(
             }
         if "Capacity" in group:
             spec["CapacityRequirements"] = {group["Capacity"]: {}}
-        if "Taints" in group:
-            spec["KubernetesConfig"] = {"Taints": group["Taints"]}
+        if "Taints" in group or "Labels" in group:
+            spec["KubernetesConfig"] = {k: group[k] for k in ("Labels", "Taints") if k in group}
         specs.append(spec)
     await admin.sagemaker.create_cluster(
         ClusterName=CLUSTER,

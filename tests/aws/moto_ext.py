@@ -5,20 +5,28 @@ moto dispatches an action to the response-class method named after it (BatchAddC
 adding methods is enough; the state lives on moto's own objects (clusters, nodes, EC2 backend), so
 `/moto-api/reset` wipes it and moto's list_cluster_nodes sees the nodes added here.
 
-Added: SageMaker BatchAddClusterNodes (ClientToken idempotency, 5-group/50-node limits, Failed
-entries), BatchDeleteClusterNodes (NodeLogicalIds and NodeIds, "a combined maximum of 50
-identifiers"), ListClusterEvents, UpdateCluster (instance groups added or replaced, with
+Added: SageMaker BatchAddClusterNodes (ClientToken idempotency: a replay within 8 hours answers "the
+same set of NodeLogicalIds with their latest status", NotFound once deleted; 5-group/50-node limits;
+Failed entries; nodes placed in the AvailabilityZones asked for), BatchDeleteClusterNodes
+(NodeLogicalIds and NodeIds, "a combined maximum of 50 identifiers", per-node failures with the
+codes of API_BatchDeleteClusterNodeLogicalIdsError, `refuse_delete`), node statuses of
+ClusterInstanceStatus with their InstanceStatus.Message (`set_node_status`: Pending, Running,
+Failure, ShuttingDown, SystemUpdating, DeepHealthCheckInProgress, NotFound), ListClusterEvents,
+UpdateCluster (instance groups added or replaced, with
 NodeProvisioningMode, NodeRecovery and AutoScaling), and in CreateCluster/DescribeCluster the
 cluster settings moto drops (NodeProvisioningMode, NodeRecovery, AutoScaling as
 ClusterAutoScalingConfigOutput) and instance-group KubernetesConfig in DescribeCluster's shape
 (CurrentLabels/CurrentTaints, API_ClusterKubernetesConfigDetails); EC2 GetSpotPlacementScores
 (settable scores, injectable failures, fewer than 3 types score 1 as on AWS) and settable Spot
-prices.
+prices (`moto_ec2`).
+Cluster settings a test changes directly: `set_cluster_settings` (a cluster created without
+continuous provisioning has no NodeProvisioningMode). A group's KubernetesConfig, which HyperPod
+reconciles onto its nodes: `group_kubernetes_config`.
 Fixed: list_cluster_nodes pagination (moto pages by a missing `arn` attribute and loops) and node
 logical ids / placement in ListClusterNodes and DescribeClusterNode.
-Recorded: every SageMaker, EC2 and SQS request that reaches the server (`requests()`), with its
-parameters as the client serialised them, so tests that cannot hook the client (a daemon started by
-the CLI, a subprocess) still see and validate each call. A reset forgets them.
+Recorded: every SageMaker, EC2 and SQS request that reaches the server (`requests()`, from
+`moto_log`). EC2's additions are in `moto_ec2`; both are installed by `install` and their public
+names are importable from here.
 """
 
 from __future__ import annotations
@@ -26,133 +34,41 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import threading
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from moto.core.exceptions import ServiceException
-from moto.core.parse import PROTOCOL_PARSERS
-from moto.core.request import determine_request_protocol
-from moto.core.responses import ActionResult, BaseResponse
-from moto.core.utils import get_service_model
-from moto.ec2.exceptions import EC2ClientError
+from moto.core.responses import ActionResult
 from moto.ec2.models import ec2_backends
-from moto.ec2.responses import EC2Response
-from moto.moto_api._internal.models import MotoAPIBackend
-from moto.sagemaker.exceptions import ResourceNotFound, SagemakerClientError, ValidationError
-from moto.sagemaker.models import Cluster, ClusterNode, sagemaker_backends
+from moto.sagemaker.exceptions import SagemakerClientError, ValidationError
+from moto.sagemaker.models import Cluster, ClusterNode
 from moto.sagemaker.responses import SageMakerResponse
+from moto_ec2 import ACCOUNT as ACCOUNT
+from moto_ec2 import fail_placement_scores as fail_placement_scores
+from moto_ec2 import install_ec2
+from moto_ec2 import placement_requests as placement_requests
+from moto_ec2 import set_placement_scores as set_placement_scores
+from moto_ec2 import set_spot_prices as set_spot_prices
+from moto_events import add_event as add_event
+from moto_events import cluster_events as cluster_events
+from moto_events import install_events
+from moto_events import sagemaker_cluster as sagemaker_cluster
+from moto_log import AwsRequest as AwsRequest
+from moto_log import install_log
+from moto_log import requests as requests
 
-ACCOUNT = "123456789012"  # moto's default account
 MAX_GROUPS_PER_ADD = 5
 MAX_NODES_PER_ADD = 50
 MAX_IDS_PER_DELETE = 50  # NodeLogicalIds and NodeIds together
 TOKEN_TTL_SECONDS = 8 * 3600.0
 
-RECORDED_SERVICES = frozenset({"sagemaker", "ec2", "sqs"})
-
 _instance_numbers = itertools.count(1)
 _installed = False
 
 
-# --- the request log ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AwsRequest:
-    """One request as it reached the server."""
-
-    service: str  # botocore's service name: "sagemaker", "ec2", "sqs"
-    operation: str  # "BatchAddClusterNodes"
-    params: dict[str, Any]  # JSON protocols: the body as sent; query protocols: parsed by the model
-    time: float  # time.monotonic() on arrival (the server runs in the test's process)
-    user_agent: str  # hpscaler's clients say "app/hpscaler"
-
-    @property
-    def from_hpscaler(self) -> bool:
-        """Sent by hpscaler's own clients (not by a test arranging the world)."""
-        return "app/hpscaler" in self.user_agent
-
-
-_requests: list[AwsRequest] = []
-_requests_lock = threading.Lock()
-
-
-def requests(operation: str | None = None) -> list[AwsRequest]:
-    """The requests received since the last reset, oldest first (of one operation, or all)."""
-    with _requests_lock:
-        return [r for r in _requests if operation is None or r.operation == operation]
-
-
-def _request_params(response: BaseResponse, operation: str) -> dict[str, Any]:
-    request = response.normalized_request
-    model = get_service_model(response.boto3_service_name)
-    protocol = determine_request_protocol(model, request.content_type)
-    if protocol == "json":  # exactly what the client sent, unknown keys included
-        body = response.body or "{}"
-        params: dict[str, Any] = json.loads(body)
-        return params
-    parser = PROTOCOL_PARSERS[protocol](model.operation_model(operation), map_type=dict)
-    parsed = parser.parse(
-        {
-            "method": request.method,
-            "values": request.values,
-            "headers": request.headers,
-            "body": request.data,
-            "url_path": request.path,
-            "url_params": getattr(response, "uri_match", None),
-        }
-    )
-    return dict(parsed)
-
-
-_moto_call_action = BaseResponse.call_action
-
-
-def _recorded_call_action(self: BaseResponse) -> Any:
-    service = self.boto3_service_name
-    if service in RECORDED_SERVICES:
-        operation = ""
-        try:
-            operation = self._get_action()
-            params = _request_params(self, operation)
-        except Exception as exc:  # recorded all the same: the validating test then fails on it
-            params = {"__unparsable__": repr(exc)}
-        with _requests_lock:
-            _requests.append(
-                AwsRequest(
-                    service,
-                    operation,
-                    params,
-                    time.monotonic(),
-                    str(self.normalized_request.headers.get("User-Agent", "")),
-                )
-            )
-    return _moto_call_action(self)
-
-
-_moto_reset = MotoAPIBackend.reset
-
-
-def _reset(self: MotoAPIBackend) -> None:
-    _moto_reset(self)
-    with _requests_lock:
-        _requests.clear()
-
-
 # --- state, kept on moto's objects so a reset wipes it ---------------------------------------------
-
-
-def sagemaker_cluster(region: str, name: str) -> Cluster:
-    """The moto cluster (name or ARN), for tests that arrange state directly."""
-    backend = sagemaker_backends[ACCOUNT][region]
-    cluster = backend.clusters.get(name.split("/")[-1])
-    if cluster is None:
-        raise ResourceNotFound(f"Cluster {name} not found")
-    return cluster
 
 
 def _tokens(cluster: Cluster) -> dict[str, tuple[float, str, dict[str, Any]]]:
@@ -162,83 +78,49 @@ def _tokens(cluster: Cluster) -> dict[str, tuple[float, str, dict[str, Any]]]:
     return tokens
 
 
-def cluster_events(cluster: Cluster) -> list[dict[str, Any]]:
-    """The cluster's event log (appended to by the added operations and by tests)."""
-    if not hasattr(cluster, "hps_events"):
-        cluster.hps_events = []
-    events: list[dict[str, Any]] = cluster.hps_events
-    return events
-
-
-def add_event(
-    cluster: Cluster,
-    description: str,
-    *,
-    group: str = "",
-    instance_id: str = "",
-    level: str = "Info",
-    time: datetime | None = None,
-    failure_message: str = "",
-) -> dict[str, Any]:
-    """Append one ListClusterEvents entry (`failure_message`: its metadata, for DescribeClusterEvent)."""
-    event = {
-        "EventId": uuid.uuid4().hex,
-        "ClusterArn": cluster.arn,
-        "ClusterName": cluster.cluster_name,
-        "ResourceType": "Instance" if instance_id else ("InstanceGroup" if group else "Cluster"),
-        "EventTime": time or datetime.now(UTC),
-        "Description": description,
-        "EventLevel": level,
-    }
-    if group:
-        event["InstanceGroupName"] = group
-    if instance_id:
-        event["InstanceId"] = instance_id
-    if failure_message:
-        event["hps_failure"] = failure_message
-    cluster_events(cluster).append(event)
-    return event
-
-
-def _ec2_state(region: str) -> dict[str, Any]:
-    backend = ec2_backends[ACCOUNT][region]
-    if not hasattr(backend, "hps_state"):
-        backend.hps_state = {"scores": {}, "fail": [], "sps_requests": [], "prices": None}
-    state: dict[str, Any] = backend.hps_state
-    return state
-
-
-def set_placement_scores(region: str, scores: dict[str, int]) -> None:
-    """Score per zone id that GetSpotPlacementScores answers (for requests of 3+ types)."""
-    _ec2_state(region)["scores"] = dict(scores)
-
-
-def fail_placement_scores(region: str, code: str, times: int = 1) -> None:
-    """Make the next `times` GetSpotPlacementScores requests fail with error `code`."""
-    _ec2_state(region)["fail"].extend([code] * times)
-
-
-def placement_requests(region: str) -> list[dict[str, Any]]:
-    """Every GetSpotPlacementScores request that reached the server, in order."""
-    requests: list[dict[str, Any]] = _ec2_state(region)["sps_requests"]
-    return requests
-
-
-def set_spot_prices(region: str, prices: list[dict[str, Any]]) -> None:
-    """SpotPriceHistory records DescribeSpotPriceHistory answers with (filtered by type)."""
-    _ec2_state(region)["prices"] = copy.deepcopy(prices)
-
-
 def _logical_id(node: ClusterNode) -> str:
     return getattr(node, "hps_logical_id", None) or f"lid-{node.instance_id}"
 
 
-def set_node_status(region: str, cluster_name: str, logical_id: str, status: str) -> None:
-    """Move a node to another status (a launch completing, failing, ...); CurrentCount follows."""
+# ClusterInstanceStatus (API_ClusterInstanceStatusDetails): what ListClusterNodes and
+# DescribeClusterNode report in InstanceStatus.Status. The continuous-provisioning page defines each:
+# Pending "is being provisioned or rebooted", DeepHealthCheckInProgress can take hours, Failure is
+# retried by HyperPod by itself, ShuttingDown "will either transition to Failure status if termination
+# encounters issues, or will be successfully removed", SystemUpdating while HyperPod patches the node.
+NODE_STATUSES = frozenset(
+    {
+        "Running",
+        "Failure",
+        "Pending",
+        "ShuttingDown",
+        "SystemUpdating",
+        "DeepHealthCheckInProgress",
+        "NotFound",
+    }
+)
+
+
+def set_node_status(region: str, cluster_name: str, logical_id: str, status: str, message: str = "") -> None:
+    """Move a node to another status (a launch completing, failing, ...) with the InstanceStatus
+    `Message` that says why (e.g. a capacity error); CurrentCount follows."""
+    if status not in NODE_STATUSES:
+        raise ValueError(f"{status!r} is not a ClusterInstanceStatus ({sorted(NODE_STATUSES)})")
     cluster = sagemaker_cluster(region, cluster_name)
     node = next(n for n in cluster.nodes.values() if _logical_id(n) == logical_id)
     node.status = status
+    node.hps_message = message
     _recount(cluster)
+
+
+def group_kubernetes_config(
+    region: str, cluster_name: str, group_name: str
+) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """The labels and taints HyperPod puts on every node of the group: its KubernetesConfig, which
+    HyperPod reconciles onto the nodes (API_ClusterKubernetesConfigNodeDetails)."""
+    cluster = sagemaker_cluster(region, cluster_name)
+    group = next(g for g in cluster.instance_groups if g["InstanceGroupName"] == group_name)
+    config = group.get("KubernetesConfig") or {}
+    return dict(config.get("CurrentLabels") or {}), list(config.get("CurrentTaints") or [])
 
 
 @dataclass(frozen=True)
@@ -364,8 +246,24 @@ def _add_to_group(cluster: Cluster, group: dict[str, Any], spec: dict[str, Any])
     }
 
 
+def _latest(result: dict[str, Any], cluster: Cluster) -> dict[str, Any]:
+    """A recorded answer with each node's current status: "NotFound" once it is deleted."""
+    statuses = {_logical_id(n): n.status for n in cluster.nodes.values()}
+    replayed = copy.deepcopy(result)
+    for entry in replayed["Successful"]:
+        entry["Status"] = statuses.get(entry["NodeLogicalId"], "NotFound")
+    return replayed
+
+
 def batch_add_cluster_nodes(self: SageMakerResponse) -> ActionResult:
-    """BatchAddClusterNodes as documented: limits, per-group failures, 8-hour ClientToken replay."""
+    """BatchAddClusterNodes as documented: limits, per-group failures, 8-hour ClientToken replay.
+
+    API_BatchAddClusterNodes, ClientToken: "This token is valid for 8 hours. If you retry the request
+    with the same client token within this timeframe and the same parameters, the API returns the same
+    set of NodeLogicalIds with their latest status." Successful entries carry the AvailabilityZones and
+    InstanceTypes asked for (API_NodeAdditionResult), and a node lands in the zone asked for
+    (API_AddClusterNodeSpecification: "the availability zones in which to add nodes").
+    """
     cluster = sagemaker_cluster(self.region, self._get_param("ClusterName"))
     specs = self._get_param("NodesToAdd") or []
     if not 1 <= len(specs) <= MAX_GROUPS_PER_ADD:
@@ -384,7 +282,7 @@ def batch_add_cluster_nodes(self: SageMakerResponse) -> ActionResult:
                 raise SagemakerClientError(
                     "IdempotentParameterMismatch", "ClientToken reused with different parameters"
                 )
-            return ActionResult(copy.deepcopy(used[2]))
+            return ActionResult(_latest(used[2], cluster))
     successful: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     groups = {g["InstanceGroupName"]: g for g in cluster.instance_groups}
@@ -436,7 +334,7 @@ def batch_delete_cluster_nodes(self: SageMakerResponse) -> ActionResult:
                     {key: node_id, "Code": "NodeIdNotFound", "Message": f"{node_id} not found"}
                 )
                 continue
-            if code := _delete_refusals(cluster).pop(_logical_id(node), ""):
+            if code := _refusal(cluster, _logical_id(node)):
                 result[bad].append(
                     {key: node_id, "Code": code, "Message": f"{node_id} cannot be deleted now"}
                 )
@@ -457,16 +355,28 @@ def batch_delete_cluster_nodes(self: SageMakerResponse) -> ActionResult:
     return ActionResult({k: v for k, v in result.items() if v})
 
 
-def _delete_refusals(cluster: Cluster) -> dict[str, str]:
+def _delete_refusals(cluster: Cluster) -> dict[str, list[str]]:
     if not hasattr(cluster, "hps_delete_refusals"):
         cluster.hps_delete_refusals = {}
-    refusals: dict[str, str] = cluster.hps_delete_refusals
+    refusals: dict[str, list[str]] = cluster.hps_delete_refusals
     return refusals
 
 
-def refuse_delete(region: str, cluster_name: str, logical_id: str, code: str = "InvalidNodeStatus") -> None:
-    """Make the next BatchDeleteClusterNodes of this node fail for it alone (a per-node failure)."""
-    _delete_refusals(sagemaker_cluster(region, cluster_name))[logical_id] = code
+def _refusal(cluster: Cluster, logical_id: str) -> str:
+    """The error code this delete of the node fails with, if one is queued ("" = it goes)."""
+    queued = _delete_refusals(cluster).get(logical_id)
+    return queued.pop() if queued else ""
+
+
+def refuse_delete(
+    region: str, cluster_name: str, logical_id: str, code: str = "InvalidNodeStatus", times: int = 1
+) -> None:
+    """Make the next `times` BatchDeleteClusterNodes of this node fail for it alone, with one of the
+    codes of API_BatchDeleteClusterNodeLogicalIdsError (NodeIdNotFound | InvalidNodeStatus |
+    NodeIdInUse), while the other ids of the request are deleted (a per-node failure)."""
+    _delete_refusals(sagemaker_cluster(region, cluster_name)).setdefault(logical_id, []).extend(
+        [code] * times
+    )
 
 
 # DescribeCluster fields moto's Cluster does not keep, with what AWS answers when they were not set.
@@ -496,6 +406,17 @@ def _apply_cluster_settings(cluster: Cluster, params: dict[str, Any]) -> None:
     for group in cluster.instance_groups:
         if "KubernetesConfig" in group:
             group["KubernetesConfig"] = _described_kubernetes_config(group["KubernetesConfig"])
+
+
+def set_cluster_settings(region: str, cluster_name: str, **settings: Any) -> None:
+    """Make DescribeCluster answer these settings (NodeProvisioningMode, NodeRecovery, AutoScaling);
+    None: as a cluster created without it (`NodeProvisioningMode` is then absent: its only value is
+    Continuous, and a cluster created without it provisions in the standard mode)."""
+    cluster = sagemaker_cluster(region, cluster_name)
+    for key, value in settings.items():
+        if key not in _CLUSTER_SETTINGS:
+            raise ValueError(f"{key} is not one of {sorted(_CLUSTER_SETTINGS)}")
+        setattr(cluster, f"hps_{key}", value)
 
 
 _moto_create_cluster = SageMakerResponse.create_cluster
@@ -543,52 +464,6 @@ def _cluster_describe(self: Cluster) -> dict[str, Any]:
     return described
 
 
-def _epoch(value: Any) -> float | None:
-    """A timestamp parameter as epoch seconds (JSON protocols send numbers)."""
-    if value is None:
-        return None
-    return value.timestamp() if isinstance(value, datetime) else float(value)
-
-
-def list_cluster_events(self: SageMakerResponse) -> ActionResult:
-    """ListClusterEvents with the time, group, node and type filters, sorting and pagination."""
-    cluster = sagemaker_cluster(self.region, self._get_param("ClusterName"))
-    events = list(cluster_events(cluster))
-    after, before = _epoch(self._get_param("EventTimeAfter")), _epoch(self._get_param("EventTimeBefore"))
-    if after is not None:
-        events = [e for e in events if e["EventTime"].timestamp() > after]
-    if before is not None:
-        events = [e for e in events if e["EventTime"].timestamp() < before]
-    for param, field in (
-        ("InstanceGroupName", "InstanceGroupName"),
-        ("NodeId", "InstanceId"),
-        ("ResourceType", "ResourceType"),
-    ):
-        if self._get_param(param):
-            events = [e for e in events if e.get(field) == self._get_param(param)]
-    events.sort(key=lambda e: e["EventTime"], reverse=self._get_param("SortOrder") == "Descending")
-    start = int(self._get_param("NextToken") or 0)
-    size = int(self._get_param("MaxResults") or 10)
-    page = [{k: v for k, v in e.items() if not k.startswith("hps_")} for e in events[start : start + size]]
-    result: dict[str, Any] = {"Events": page}
-    if start + size < len(events):
-        result["NextToken"] = str(start + size)
-    return ActionResult(result)
-
-
-def describe_cluster_event(self: SageMakerResponse) -> ActionResult:
-    """DescribeClusterEvent: the summary plus EventDetails.EventMetadata (API_ClusterEventDetail)."""
-    cluster = sagemaker_cluster(self.region, self._get_param("ClusterName"))
-    wanted = self._get_param("EventId")
-    found = next((e for e in cluster_events(cluster) if e["EventId"] == wanted), None)
-    if found is None:
-        raise ResourceNotFound(f"Event {wanted} not found")
-    detail = {k: v for k, v in found.items() if not k.startswith("hps_")}
-    if found.get("hps_failure"):
-        detail["EventDetails"] = {"EventMetadata": {"Instance": {"FailureMessage": found["hps_failure"]}}}
-    return ActionResult({"EventDetails": detail})
-
-
 def describe_cluster_node(self: SageMakerResponse) -> ActionResult:
     """moto's, plus lookup by NodeLogicalId."""
     cluster = sagemaker_cluster(self.region, self._get_param("ClusterName"))
@@ -610,57 +485,31 @@ _moto_summary = ClusterNode.summary
 _moto_describe = ClusterNode.describe
 
 
+def _instance_status(node: ClusterNode) -> dict[str, str]:
+    """InstanceStatus: moto says "message" for every node; AWS says why only when there is a reason."""
+    message = getattr(node, "hps_message", "")
+    return {"Status": node.status, **({"Message": message} if message else {})}
+
+
 def _summary(self: ClusterNode) -> dict[str, Any]:
-    return {**_moto_summary(self), "NodeLogicalId": _logical_id(self)}
+    return {
+        **_moto_summary(self),
+        "NodeLogicalId": _logical_id(self),
+        "InstanceStatus": _instance_status(self),
+    }
 
 
 def _describe(self: ClusterNode) -> dict[str, Any]:
-    details = {**_moto_describe(self), "NodeLogicalId": _logical_id(self)}
+    details = {
+        **_moto_describe(self),
+        "NodeLogicalId": _logical_id(self),
+        "InstanceStatus": _instance_status(self),
+    }
     if getattr(self, "hps_zone", ""):
         details["Placement"] = {"AvailabilityZone": self.hps_zone, "AvailabilityZoneId": self.hps_zone_id}
     if getattr(self, "hps_capacity", ""):
         details["CapacityType"] = self.hps_capacity
     return details
-
-
-# --- EC2 ------------------------------------------------------------------------------------------
-
-
-def get_spot_placement_scores(self: EC2Response) -> ActionResult:
-    """Scores per zone id as set by the test; a request of fewer than 3 types scores 1 everywhere."""
-    state = _ec2_state(self.region)
-    types = list(self._get_param("InstanceTypes") or [])
-    state["sps_requests"].append(
-        {
-            "InstanceTypes": types,
-            "TargetCapacity": self._get_param("TargetCapacity"),
-            "SingleAvailabilityZone": self._get_param("SingleAvailabilityZone"),
-            "RegionNames": list(self._get_param("RegionNames") or []),
-        }
-    )
-    if state["fail"]:
-        code = state["fail"].pop(0)
-        raise EC2ClientError(code, f"injected failure {code}")
-    low = len(set(types)) < 3
-    scores = [
-        {"Region": self.region, "AvailabilityZoneId": zone_id, "Score": 1 if low else score}
-        for zone_id, score in sorted(state["scores"].items())
-    ]
-    return ActionResult({"SpotPlacementScores": scores})
-
-
-_moto_spot_prices = EC2Response.describe_spot_price_history
-
-
-def describe_spot_price_history(self: EC2Response) -> ActionResult:
-    """The test's price records when set, else moto's constant ones."""
-    prices = _ec2_state(self.region)["prices"]
-    if prices is None:
-        return _moto_spot_prices(self)
-    wanted = set(self._get_param("InstanceTypes") or [])
-    return ActionResult(
-        {"SpotPriceHistory": [p for p in prices if not wanted or p["InstanceType"] in wanted]}
-    )
 
 
 def install() -> None:
@@ -670,8 +519,7 @@ def install() -> None:
         return
     SageMakerResponse.batch_add_cluster_nodes = batch_add_cluster_nodes
     SageMakerResponse.batch_delete_cluster_nodes = batch_delete_cluster_nodes
-    SageMakerResponse.list_cluster_events = list_cluster_events
-    SageMakerResponse.describe_cluster_event = describe_cluster_event
+    install_events()
     SageMakerResponse.describe_cluster_node = describe_cluster_node
     SageMakerResponse.create_cluster = create_cluster
     SageMakerResponse.update_cluster = update_cluster
@@ -680,8 +528,6 @@ def install() -> None:
     ClusterNode.describe = _describe
     # moto paginates ListClusterNodes by an `arn` nodes do not have, and then repeats page one.
     ClusterNode.arn = property(lambda node: node.instance_id)
-    EC2Response.get_spot_placement_scores = get_spot_placement_scores
-    EC2Response.describe_spot_price_history = describe_spot_price_history
-    BaseResponse.call_action = _recorded_call_action
-    MotoAPIBackend.reset = _reset
+    install_ec2()
+    install_log()
     _installed = True

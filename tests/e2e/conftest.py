@@ -17,6 +17,7 @@ for _harness in ("aws", "kube"):
         sys.path.insert(0, str(_TESTS / _harness))
 
 import pytest  # noqa: E402
+import structlog  # noqa: E402
 from aiobotocore.session import AioSession, get_session  # noqa: E402
 from aws_harness import REGION, Admin, fake_aws_environment, moto_server, reset_moto  # noqa: E402
 from e2e_harness import Cloud, build_cloud  # noqa: E402
@@ -76,3 +77,12 @@ async def kube() -> AsyncIterator[FakeApiServer]:
     async with FakeApiServer() as server:
         yield server
         USED.update((r.group, r.resource, r.verb) for r in server.requests if r.verb)
+
+
+@pytest.fixture(autouse=True)
+def structlog_config() -> Iterator[None]:
+    """Give back structlog's configuration: `plan --live` configures logging for its process (at
+    warning), which would hide info events from the capture_logs of tests run after this one."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)

@@ -11,9 +11,10 @@ import contextlib
 import json
 import os
 import signal
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ from botocore.validate import validate_parameters
 from hpscaler.backends.registry import open_backends
 from hpscaler.catalogue import load_catalogue
 from hpscaler.config import load_config
+from hpscaler.daemon.app import Daemon
 from hpscaler.service.run import BackendOpener, Service
 from hpscaler.testing import FakeApiServer
 
@@ -46,7 +48,7 @@ T = TypeVar("T")
 # --- polling --------------------------------------------------------------------------------------
 
 
-async def eventually(probe: Callable[[], T | None], seconds: float = 15.0, what: str = "the condition") -> T:
+async def eventually(probe: Callable[[], T | None], seconds: float = 30.0, what: str = "the condition") -> T:
     """Poll `probe` until it returns something truthy (returned); fail after `seconds`."""
     with anyio.move_on_after(seconds):
         while True:
@@ -66,23 +68,41 @@ class Cloud:
 
     endpoint: str
     queue_url: str
-    zone_id: str
+    zone_id: str  # of us-west-2a
+    zone_ids: dict[str, str] = field(default_factory=dict)  # zone name -> zone id
 
 
-async def build_cloud(admin: Admin, endpoint: str) -> Cloud:
-    """A cluster with a Spot and an On-Demand group of ml.c5.xlarge in one zone, and the queue."""
-    world = await make_world(
-        admin,
-        [
-            {"Name": SPOT_GROUP, "Zones": "a", "Capacity": "Spot", "InstanceType": INSTANCE_TYPE},
-            {"Name": ON_DEMAND_GROUP, "Zones": "a", "Capacity": "OnDemand", "InstanceType": INSTANCE_TYPE},
-        ],
-        zones=("a", "b"),
-    )
+DEFAULT_GROUPS: tuple[dict[str, Any], ...] = (
+    {"Name": SPOT_GROUP, "Zones": "a", "Capacity": "Spot", "InstanceType": INSTANCE_TYPE},
+    {"Name": ON_DEMAND_GROUP, "Zones": "a", "Capacity": "OnDemand", "InstanceType": INSTANCE_TYPE},
+)
+
+
+async def build_cloud(
+    admin: Admin, endpoint: str, groups: Sequence[dict[str, Any]] = DEFAULT_GROUPS
+) -> Cloud:
+    """A cluster with subnets in us-west-2a and b, `groups` (by default a Spot and an On-Demand group
+    of ml.c5.xlarge in us-west-2a; see `aws_harness.make_world`), and the queue."""
+    world = await make_world(admin, list(groups), zones=("a", "b"))
     zone_id = world.zone_ids[ZONE]
     moto_ext.set_placement_scores(REGION, {zone_id: 9})
     queue_url = (await admin.sqs.create_queue(QueueName=QUEUE))["QueueUrl"]
-    return Cloud(endpoint, queue_url, zone_id)
+    return Cloud(endpoint, queue_url, zone_id, dict(world.zone_ids))
+
+
+# A launch failure message HyperPod reports for lack of capacity (InstanceStatus.Message).
+CAPACITY = "InsufficientInstanceCapacity: We currently do not have sufficient ml.c5.xlarge capacity"
+
+
+def set_status(logical_ids: Iterable[str], status: str, message: str = "") -> None:
+    """HyperPod moves these nodes to `status` (ClusterInstanceStatus), saying why in `message`."""
+    for logical_id in logical_ids:
+        moto_ext.set_node_status(REGION, CLUSTER, logical_id, status, message)
+
+
+def deletes() -> list[moto_ext.AwsRequest]:
+    """The BatchDeleteClusterNodes requests moto received, oldest first."""
+    return moto_ext.requests("BatchDeleteClusterNodes")
 
 
 def validate_request(request: moto_ext.AwsRequest) -> None:
@@ -108,21 +128,40 @@ def check_batch_add(request: moto_ext.AwsRequest) -> dict[str, int]:
     return {e["InstanceGroupName"]: e["IncrementTargetCountBy"] for e in entries}
 
 
-def spot_warning(instance_id: str) -> str:
-    """The EventBridge "EC2 Spot Instance Interruption Warning" event, as SQS delivers it."""
-    now = datetime.now(UTC)
+def eventbridge(detail_type: str, source: str, resource: str, detail: dict[str, Any]) -> str:
+    """An EventBridge event as SQS delivers it to the interruption queue."""
     return json.dumps(
         {
             "version": "0",
             "id": str(uuid.uuid4()),
-            "detail-type": "EC2 Spot Instance Interruption Warning",
-            "source": "aws.ec2",
+            "detail-type": detail_type,
+            "source": source,
             "account": moto_ext.ACCOUNT,
-            "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "region": REGION,
-            "resources": [f"arn:aws:ec2:{ZONE}:instance/{instance_id}"],
-            "detail": {"instance-id": instance_id, "instance-action": "terminate"},
+            "resources": [resource],
+            "detail": detail,
         }
+    )
+
+
+def spot_warning(instance_id: str) -> str:
+    """The EventBridge "EC2 Spot Instance Interruption Warning" event, as SQS delivers it."""
+    return eventbridge(
+        "EC2 Spot Instance Interruption Warning",
+        "aws.ec2",
+        f"arn:aws:ec2:{ZONE}:instance/{instance_id}",
+        {"instance-id": instance_id, "instance-action": "terminate"},
+    )
+
+
+def cluster_state_change() -> str:
+    """HyperPod's "SageMaker HyperPod Cluster State Change" EventBridge event, as SQS delivers it."""
+    return eventbridge(
+        "SageMaker HyperPod Cluster State Change",
+        "aws.sagemaker",
+        moto_ext.sagemaker_cluster(REGION, CLUSTER).arn,
+        {"ClusterName": CLUSTER, "ClusterStatus": "InService"},
     )
 
 
@@ -146,7 +185,29 @@ def write_kubeconfig(path: Path, server: FakeApiServer) -> Path:
     return path
 
 
-async def write_config(directory: Path, admin: Admin, cloud: Cloud, server: FakeApiServer) -> Path:
+@dataclass(frozen=True)
+class Setup:
+    """What a test changes in the configuration `write_config` writes (the defaults: one NodePool
+    `default` labelled `tier: web` over the Spot and On-Demand groups, consolidation off)."""
+
+    groups: tuple[str, ...] = (SPOT_GROUP, ON_DEMAND_GROUP)  # the HyperpodNodeClass's, in order
+    requirements: tuple[dict[str, Any], ...] = (
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot", "on-demand"]},
+    )
+    labels: Mapping[str, str] = field(default_factory=lambda: {"tier": "web"})
+    taints: tuple[dict[str, str], ...] = ()
+    startup_taints: tuple[dict[str, str], ...] = ()
+    disruption: Mapping[str, Any] = field(default_factory=dict)  # the NodePool's spec.disruption
+    limits: Mapping[str, str] = field(default_factory=dict)  # the NodePool's spec.limits
+    settings: Mapping[str, Any] = field(default_factory=dict)  # merged into HpscalerConfig.spec
+    # Write DescribeCluster's document as cluster.json (`run` reads the live cluster either way; the
+    # file's own checks refuse, e.g., a managed group spanning zones, which a live cluster may have).
+    cluster_file: bool = True
+
+
+async def write_config(
+    directory: Path, admin: Admin, cloud: Cloud, server: FakeApiServer, setup: Setup | None = None
+) -> Path:
     """The configuration directory `hpscaler run --config` gets, as a user would write it.
 
     The cluster document is DescribeCluster's output with DescribeSubnets' `Subnets`, asked of moto
@@ -162,13 +223,16 @@ async def write_config(directory: Path, admin: Admin, cloud: Cloud, server: Fake
     cluster["Subnets"] = [
         {k: s[k] for k in ("SubnetId", "AvailabilityZone", "AvailabilityZoneId")} for s in subnets
     ]
-    return _write_config(directory, cluster, cloud, server)
+    return _write_config(directory, cluster, cloud, server, setup or Setup())
 
 
-def _write_config(directory: Path, cluster: dict[str, Any], cloud: Cloud, server: FakeApiServer) -> Path:
+def _write_config(
+    directory: Path, cluster: dict[str, Any], cloud: Cloud, server: FakeApiServer, setup: Setup
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     kubeconfig = write_kubeconfig(directory.parent / f"{directory.name}-kubeconfig", server)
-    (directory / "cluster.json").write_text(json.dumps(cluster, default=str, indent=1))
+    if setup.cluster_file:
+        (directory / "cluster.json").write_text(json.dumps(cluster, default=str, indent=1))
     documents: list[dict[str, Any]] = [
         {
             "apiVersion": "hpscaler.io/v1alpha1",
@@ -190,13 +254,14 @@ def _write_config(directory: Path, cluster: dict[str, Any], cloud: Cloud, server
                 "health": {"bind": "127.0.0.1", "port": 0},
                 "logging": {"level": "info", "format": "json"},
                 "shutdownSeconds": SHUTDOWN_SECONDS,
+                **setup.settings,
             },
         },
         {
             "apiVersion": "karpenter.sagemaker.amazonaws.com/v1",
             "kind": "HyperpodNodeClass",
             "metadata": {"name": "c5"},
-            "spec": {"instanceGroups": [SPOT_GROUP, ON_DEMAND_GROUP]},
+            "spec": {"instanceGroups": list(setup.groups)},
         },
         {
             "apiVersion": "karpenter.sh/v1",
@@ -204,35 +269,41 @@ def _write_config(directory: Path, cluster: dict[str, Any], cloud: Cloud, server
             "metadata": {"name": "default"},
             "spec": {
                 "template": {
-                    "metadata": {"labels": {"tier": "web"}},
+                    "metadata": {"labels": dict(setup.labels)},
                     "spec": {
                         "nodeClassRef": {
                             "group": "karpenter.sagemaker.amazonaws.com",
                             "kind": "HyperpodNodeClass",
                             "name": "c5",
                         },
-                        "requirements": [
-                            {
-                                "key": "karpenter.sh/capacity-type",
-                                "operator": "In",
-                                "values": ["spot", "on-demand"],
-                            }
-                        ],
+                        "requirements": [dict(r) for r in setup.requirements],
+                        **({"taints": [dict(t) for t in setup.taints]} if setup.taints else {}),
+                        **(
+                            {"startupTaints": [dict(t) for t in setup.startup_taints]}
+                            if setup.startup_taints
+                            else {}
+                        ),
                     },
-                }
+                },
+                **({"disruption": dict(setup.disruption)} if setup.disruption else {}),
+                **({"limits": dict(setup.limits)} if setup.limits else {}),
             },
         },
     ]
     (directory / "hpscaler.yaml").write_text(yaml.safe_dump_all(documents))
-    load_config(directory)  # the test's own mistakes fail here, not inside the daemon
+    # The test's own mistakes fail here, not inside the daemon.
+    load_config(directory, require_instance_groups=setup.cluster_file)
     return directory
 
 
 # --- Kubernetes: the test as kubelet, kube-scheduler and controllers ------------------------------
 
 
-def web_pod(name: str, *, node: str = "") -> dict[str, Any]:
-    """A web replica (1500m CPU) owned by a ReplicaSet; Running on `node` if given, else pending."""
+def web_pod(name: str, *, node: str = "", **spec_fields: Any) -> dict[str, Any]:
+    """A web replica (1500m CPU) owned by a ReplicaSet; Running on `node` if given, else pending.
+
+    `spec_fields` replace fields of the pod spec (nodeSelector, tolerations, topologySpreadConstraints).
+    """
     spec: dict[str, Any] = {
         "containers": [
             {"name": "web", "image": "nginx", "resources": {"requests": {"cpu": "1500m", "memory": "1Gi"}}}
@@ -240,6 +311,7 @@ def web_pod(name: str, *, node: str = "") -> dict[str, Any]:
         "terminationGracePeriodSeconds": 30,
         # The NodePool's template label: no node has it until hpscaler registers the node.
         "nodeSelector": {"tier": "web"},
+        **spec_fields,
     }
     status: dict[str, Any] = {"phase": "Pending"}
     if node:
@@ -296,18 +368,22 @@ def join(
     server: FakeApiServer,
     node: moto_ext.NodeFacts,
     provider_id: Callable[[moto_ext.NodeFacts], str] = eks_provider_id,
+    name: str = "",
 ) -> str:
-    """HyperPod finishes the launch and the kubelet registers the Node; its name.
+    """HyperPod finishes the launch and the kubelet registers the Node (`name`, by default HyperPod's
+    `hyperpod-<instance id>`); its name.
 
-    The Node carries only what HyperPod puts on it (instance type, zone, hostname, instance group;
-    these groups have no KubernetesConfig labels or taints), nothing of Karpenter's, and the kubelet
+    The Node carries only what HyperPod puts on it (instance type, zone, hostname, instance group,
+    and its group's KubernetesConfig labels and taints), nothing of Karpenter's, and the kubelet
     registers it NotReady with the `node.kubernetes.io/not-ready` taint. `ready` finishes the join.
     """
     moto_ext.set_node_status(REGION, CLUSTER, node.logical_id, "Running")
     spec = load_catalogue().get(node.instance_type)
     assert spec is not None
     allocatable = spec.allocatable()
-    name = node_name(node.instance_id)
+    name = name or node_name(node.instance_id)
+    group_labels, group_taints = moto_ext.group_kubernetes_config(REGION, CLUSTER, node.group)
+    taints = [{k.lower(): v for k, v in t.items()} for t in group_taints]
     server.create(
         {
             "apiVersion": "v1",
@@ -315,13 +391,14 @@ def join(
             "metadata": {
                 "name": name,
                 "labels": {
+                    **group_labels,
                     "node.kubernetes.io/instance-type": node.instance_type,
                     "kubernetes.io/hostname": name,
                     "topology.kubernetes.io/zone": node.zone,
                     "sagemaker.amazonaws.com/instance-group-name": node.group,
                 },
             },
-            "spec": {"providerID": provider_id(node), "taints": [NOT_READY]},
+            "spec": {"providerID": provider_id(node), "taints": [*taints, NOT_READY]},
             "status": {
                 "allocatable": {
                     "cpu": f"{allocatable['cpu']}m",
@@ -333,6 +410,22 @@ def join(
         }
     )
     return name
+
+
+async def joined_before(admin: Admin, server: FakeApiServer, group: str) -> tuple[moto_ext.NodeFacts, str]:
+    """A node of `group` that HyperPod added and that joined, Ready, before hpscaler ran (no patch of
+    hpscaler's on it); what HyperPod knows of it and its Node name."""
+    await admin.sagemaker.batch_add_cluster_nodes(
+        ClusterName=CLUSTER, NodesToAdd=[{"InstanceGroupName": group, "IncrementTargetCountBy": 1}]
+    )
+    node = moto_ext.cluster_nodes(REGION, CLUSTER)[-1]
+    name = join(server, node)
+    server.patch(
+        "nodes",
+        name,
+        {"spec": {"taints": None}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}},
+    )
+    return node, name
 
 
 async def ready(server: FakeApiServer, name: str) -> dict[str, Any]:
@@ -438,6 +531,31 @@ async def scale_up(
 
 
 # --- the daemon, in-process -----------------------------------------------------------------------
+
+
+class ShiftedClock:
+    """The wall clock, moved forward by the test: launch timeouts and hours of deep health checks
+    pass at once, without sleeping. Installed as the daemon's clock (`daemon.ctx.clock`, which every
+    decision reads); the service's leader lease keeps wall time, so leadership is not lost."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        """Wall time plus what the test has advanced."""
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` pass for the daemon's decisions."""
+        self.offset += seconds
+
+
+async def round_of(daemon: Daemon) -> None:
+    """One provisioning round that read HyperPod (listed its nodes over the wire), run now."""
+    for _ in range(10):  # a round that could not read HyperPod plans nothing: again
+        if await daemon.provisioner.reconcile("e2e") is not None:
+            return
+    raise AssertionError("no provisioning round could read HyperPod")
 
 
 @contextlib.asynccontextmanager

@@ -50,10 +50,27 @@ def agent(cpu: str, **spec: Any) -> dict[str, Any]:
 async def test_new_nodes_reserve_the_daemonsets_watched_over_http(
     tmp_path: Path, admin: Admin, cloud: Cloud, kube: FakeApiServer
 ) -> None:
-    # 1500m web pods, two per ml.c5.xlarge (3920m); an agent taking 1000m leaves room for one.
-    kube.create(agent("1000m", tolerations=[{"operator": "Exists"}]))
-    # Selects nodes no NodePool makes: it reserves nothing.
+    # 1500m web pods, two per ml.c5.xlarge (3920m) without agents. An agent on every node (800m)
+    # and one on the NodePool's nodes (200m, by the template label registration puts on) leave
+    # 2920m: room for one.
+    kube.create(agent("800m", tolerations=[{"operator": "Exists"}]))
+    kube.create(agent("200m", nodeSelector={"tier": "web"}))
+    # Select nodes no NodePool makes here: they reserve nothing (else nothing would fit).
     kube.create(agent("3", nodeSelector={"karpenter.k8s.aws/instance-gpu-count": "8"}))
+    on_demand_only = {
+        "nodeSelectorTerms": [
+            {
+                "matchExpressions": [
+                    {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}
+                ]
+            }
+        ]
+    }
+    kube.create(
+        agent(
+            "2", affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": on_demand_only}}
+        )
+    )
     for name in WEB:
         kube.create(web_pod(name))
     config = await write_config(tmp_path / "config", admin, cloud, kube)
@@ -62,7 +79,7 @@ async def test_new_nodes_reserve_the_daemonsets_watched_over_http(
         (add,) = await eventually(lambda: batch_adds()[:1], what="BatchAddClusterNodes")
         assert check_batch_add(add) == {SPOT_GROUP: 4}
         daemon = await eventually(lambda: service.daemon, what="the daemon")
-        assert sorted(daemon.ctx.cache.daemonsets) == ["kube-system/agent-1000m", "kube-system/agent-3"]
+        assert len(daemon.ctx.cache.daemonsets) == 4
         launched = moto_ext.cluster_nodes(REGION, CLUSTER)
         names = [join(kube, node) for node in launched]
         for name in names:

@@ -19,6 +19,7 @@ from e2e_harness import (
     SHUTDOWN_SECONDS,
     SPOT_GROUP,
     Cloud,
+    Setup,
     batch_adds,
     check_batch_add,
     eventually,
@@ -86,3 +87,25 @@ async def test_hpscaler_run_process_provisions_then_exits_0_on_sigterm(
     # Nothing was asked of HyperPod twice, and the nodes are the ones the request added.
     assert len(batch_adds()) == 1
     assert [n.group for n in moto_ext.cluster_nodes(REGION, CLUSTER)] == [SPOT_GROUP] * 2
+
+
+async def test_hpscaler_run_exits_2_naming_the_fix_on_a_cluster_without_continuous_provisioning(
+    tmp_path: Path, admin: Admin, cloud: Cloud, kube: FakeApiServer
+) -> None:
+    moto_ext.set_cluster_settings(REGION, CLUSTER, NodeProvisioningMode=None)  # created without it
+    kube.create(web_pod("web-0"))
+    config = await write_config(tmp_path / "config", admin, cloud, kube, Setup(cluster_file=False))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HPSCALER_", "KUBERNETES_SERVICE_"))}
+
+    with anyio.fail_after(START_SECONDS + 30):
+        result = await anyio.run_process(
+            [str(HPSCALER), "run", "--config", str(config)], check=False, env=env, stderr=subprocess.STDOUT
+        )
+
+    output = result.stdout.decode()
+    assert result.returncode == 2, output
+    assert (
+        f"aws sagemaker update-cluster --cluster-name {CLUSTER} --node-provisioning-mode Continuous" in output
+    )
+    assert "Traceback" not in output
+    assert [r for r in batch_adds() if r.from_hpscaler] == []

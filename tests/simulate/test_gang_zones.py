@@ -116,3 +116,14 @@ def test_launches_left_in_another_zone_are_stranded() -> None:
     bound = {**pods, "ml/w0": replace(members["ml/w0"], node_name="a-0")}
     refused_rest = Plan(unschedulable=[Unschedulable(k, "no room in zone-a") for k in list(members)[1:]])
     assert stranded_launches(refused_rest, launches, bound, zones) == {}
+
+
+def test_launches_into_one_zone_of_a_multi_zone_group_are_counted_in_that_zone() -> None:
+    """A group with subnets in two zones: a launch asked for with AvailabilityZones [zone-b] is a
+    zone-b launch, not one in the group's first zone (else the gang is "finished" in zone a and
+    asked for twice)."""
+    members = {p.key: p for p in (_member(i) for i in range(2))}
+    records = [InFlight(f"b-{i}", "multi", "pool", 0.0, tuple(members), zone="zone-b") for i in range(2)]
+    launches = gang_launches(records, members, {"multi": "zone-a"})
+    assert launches == {"ml/train": {"zone-b": ["b-0", "b-1"]}}
+    assert launch_zones(launches) == {"ml/train": "zone-b"}
