@@ -289,17 +289,9 @@ def _resolve_groups(
                         severity,
                     )
                 )
+            # A group may span zones: BatchAddClusterNodes takes the zone per request
+            # (NodesToAdd[].AvailabilityZones), and the plan names one, as it does for a live cluster.
             by_zone = {s.availability_zone: s.availability_zone_id for s in found}
-            if len(by_zone) > 1:
-                out.issues.append(
-                    origin.issue(
-                        ids_loc,
-                        f"the subnets span {len(by_zone)} availability zones ({', '.join(by_zone)})",
-                        "HyperPod autoscaling needs single-AZ instance groups: use subnets of one zone "
-                        "and create one instance group per zone",
-                        severity,
-                    )
-                )
             capacity = spec.capacity_requirements
             config = spec.kubernetes_config
             group = InstanceGroup(

@@ -408,18 +408,21 @@ def test_nodeclassref_must_name_an_existing_hyperpod_nodeclass(tmp_path: Path) -
     assert issue.field == "spec.template.spec.nodeClassRef.kind"
 
 
-def test_group_subnets_must_resolve_to_one_zone(tmp_path: Path) -> None:
+def test_group_subnets_must_resolve_and_may_span_zones(tmp_path: Path) -> None:
     cluster = seed_cluster()
     cluster["InstanceGroups"][0]["OverrideVpcConfig"]["Subnets"] = ["subnet-az1", "subnet-az2"]
     cluster["InstanceGroups"][1]["OverrideVpcConfig"]["Subnets"] = ["subnet-missing"]
     world(tmp_path, instance_groups_json=json.dumps(cluster, indent=2))
-    multi, missing = errors_of(tmp_path)
-    assert_names(multi, "instance-groups.json", "InstanceGroup auto-spot-c5-2x-az1",
-                 "InstanceGroups[0].OverrideVpcConfig.Subnets")  # fmt: skip
-    assert "2 availability zones" in multi.message and "single-AZ" in multi.fix
+    (missing,) = errors_of(tmp_path)
     assert_names(missing, "instance-groups.json", "InstanceGroup auto-spot-c5-2x-az2",
                  "InstanceGroups[1].OverrideVpcConfig.Subnets[0]")  # fmt: skip
     assert "describe-subnets" in missing.fix and missing.line is not None
+
+    # A multi-zone group is read with both zones, as the live cluster's is: each launch names one.
+    cluster["InstanceGroups"][1]["OverrideVpcConfig"]["Subnets"] = ["subnet-az2"]
+    world(tmp_path, instance_groups_json=json.dumps(cluster, indent=2))
+    groups = {g.name: g for g in load_config(tmp_path, catalogue=STUB).instance_groups}
+    assert len(groups["auto-spot-c5-2x-az1"].zones) == 2
 
 
 def test_unreferenced_group_problems_are_warnings(tmp_path: Path) -> None:
