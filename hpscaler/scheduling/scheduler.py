@@ -42,6 +42,7 @@ from hpscaler.scheduling.index import RoundIndex
 from hpscaler.scheduling.options import Option
 from hpscaler.scheduling.packing import PodClass, Shape
 from hpscaler.scheduling.placement import Packing
+from hpscaler.scheduling.podwise import many_demands, place_podwise
 from hpscaler.scheduling.preferences import (
     Relaxation,
     avoids_prefer_no_schedule,
@@ -51,6 +52,7 @@ from hpscaler.scheduling.preferences import (
 )
 from hpscaler.scheduling.resize import Sizer, right_size
 from hpscaler.scheduling.signatures import class_signature, node_target
+from hpscaler.scheduling.targets import Target
 from hpscaler.scheduling.types import Plan, PlannedNode, SchedulingInput, Unschedulable
 from hpscaler.scheduling.verdicts import TopologyVerdicts
 
@@ -98,10 +100,15 @@ class _Solver:
         # Fullest nodes first, so emptier ones stay free for consolidation; then in-flight nodes, then
         # the room left on nodes opened for gangs.
         packing = self.packing
-        order = sorted(
-            packing.bins,
-            key=lambda b: (b.kind != "existing", float(np.sum(b.residual / np.maximum(b.capacity, 1.0)))),
-        )
+        if many_demands(self.index):
+            # Nodes x distinct demands would dominate the round: pod by pod instead (see `podwise`).
+            place_podwise(self.index, packing, self.verdicts)
+            order: list[Target] = []
+        else:
+            order = sorted(
+                packing.bins,
+                key=lambda b: (b.kind != "existing", float(np.sum(b.residual / np.maximum(b.capacity, 1.0)))),
+            )
         for b in (*order, *packing.new_bins):
             self.filler.fill(b)
 
