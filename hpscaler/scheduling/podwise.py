@@ -80,6 +80,15 @@ class _BestFit:
         # What the targets have left, one row per resource, kept in step as pods are placed (`placed`).
         self.free = np.array([t.residual for t in targets]).T.copy()
         self.admitting: dict[int, npt.NDArray[np.bool_]] = {}  # options key -> which targets admit it
+        # Targets in the same topology domains (all keys but the hostname) get one verdict from a class
+        # whose checks ignore the hostname.
+        numbers: dict[tuple[str | None, ...], int] = {}
+        keys = index.topology_keys
+        self.domains = np.array(
+            [numbers.setdefault(tuple(t.labels.get(k) for k in keys), len(numbers)) for t in targets]
+        )
+        # Class index -> the targets its topology closes for the rest of the pass (see `best`).
+        self.shut: dict[int, npt.NDArray[np.bool_]] = {}
 
     def placed(self, at: int) -> None:
         """Take in what the target at `at` has left after a placement."""
@@ -100,6 +109,9 @@ class _BestFit:
         cls = shape.cls
         free = self.free
         fit = self.admits(cls).copy()
+        shut = self.shut.get(cls.index)
+        if shut is not None:
+            fit &= ~shut
         # Resource by resource over contiguous rows: numpy's `all(axis=1)` on a narrow matrix is slower.
         for dim, need in enumerate(shape.demand.tolist()):
             if need > 0:
@@ -108,16 +120,26 @@ class _BestFit:
         if not cls.topology.constrained:
             at = int(room.argmin())
             return at if fit[at] else None
-        closed: list[Target] = []  # targets with room that topology closes to the class
+        checks = cls.topology
+        # Anti-affinity and hostname spreads (no eligible domains: the minimum is 0) only count up while
+        # pods are placed, so a target they close stays closed: it is not looked at again.
+        lasting = not checks.affinity and all(not spread.domains for spread in checks.spreads)
+        closed = np.zeros(len(fit), dtype=bool)  # targets with room that topology closes to the class
         while True:
             at = int(room.argmin())
             if not fit[at]:
-                for target in closed:  # new nodes may move the counts that close them
-                    self.verdicts.park_closed(target, cls)
+                for i in np.flatnonzero(closed).tolist():  # new nodes may move the counts that close them
+                    self.verdicts.park_closed(self.targets[i], cls)
                 return None
-            target = self.targets[at]
-            if topo.allowed(cls.topology, target.labels):
+            if topo.allowed(checks, self.targets[at].labels):
                 return at
-            closed.append(target)
-            fit[at] = False
-            room[at] = np.inf
+            if checks.host_keyed:
+                closed[at] = True
+                if lasting:
+                    if shut is None:
+                        shut = self.shut[cls.index] = np.zeros(len(fit), dtype=bool)
+                    shut[at] = True
+            else:
+                closed |= fit & (self.domains == self.domains[at])
+            fit &= ~closed
+            room[closed] = np.inf

@@ -7,7 +7,9 @@ nodes. Three things differ:
   that fits; with fixed-size HyperPod instance types that leaves one resource idle (measured
   1.21-1.24x the lower bound in node count). Here a node is opened for the largest pod left and then
   filled with the pods whose demand best matches what the node has left (largest dot product of
-  normalised demand and residual capacity; see `packing`).
+  normalised demand and residual capacity; see `packing`). With many distinct pod sizes, filling the
+  cluster's nodes that way costs nodes x sizes: existing and in-flight nodes then take the pods one by
+  one, largest first, each on the best-fitting node (see `podwise`).
 * Pods are grouped into shapes (same constraints, same requests), and shapes with equal requests into
   demand groups, so the work per placement depends on the number of distinct demands, not on the
   number of pods or classes. Labels only split pods into different classes when some topology

@@ -108,3 +108,15 @@ def test_a_node_topology_closed_is_reopened_once_new_nodes_move_the_counts() -> 
     assert _names(plan) == {"old-a": ["db0", "db2"]}
     assert [n.pods for n in plan.new_nodes] == [["default/db1"]]
     assert plan.unschedulable == []
+
+
+def test_nodes_anti_affinity_closes_are_skipped_for_every_pod_of_the_class() -> None:
+    db = {"app": "db"}
+    anti = (PodAffinityTerm(LABEL_HOSTNAME, LabelSelector(tuple(db.items()))),)
+    nodes = [_node(f"n{i}", 7000) for i in range(4)]
+    for node in nodes[:3]:  # a database pod runs on three of the four nodes
+        node.pods.append(Pod("default", f"db-{node.name}", {"cpu": 100}, node_name=node.name, labels=db))
+    pods = [_pod(f"web{i}", 1000 + i, pod_anti_affinity=anti) for i in range(3)]
+    plan = _plan(pods, nodes)
+    assert _names(plan) == {"n3": ["web0", "web1", "web2"]}
+    assert plan.new_nodes == []
