@@ -10,6 +10,10 @@ checks). What every node has left is one matrix, a row per resource, so the sear
 passes over the nodes per pod (about 10 us at 2,000 nodes), and a node's column is updated when it
 takes a pod.
 
+The scheduler uses the same `BestFit` for the new nodes of such a round (`_Solver.place_on_new_podwise`):
+a pod no node takes opens a node of the best option for it, and once every pod is placed each new
+node is resized to the cheapest option that holds what it got, as Karpenter launches a NodeClaim.
+
 Nodes topology closed to a class whose pod found no node are parked for it (`TopologyVerdicts`), as
 the fill parks them, so `Filler.place_on_parked` can reopen them once new nodes move the counts.
 """
@@ -57,7 +61,7 @@ def place_podwise(index: RoundIndex, packing: Packing, verdicts: TopologyVerdict
     )
     if not targets or not shapes:
         return
-    fitter = _BestFit(index, targets, verdicts, dominant_dim(shapes, np.array([t.residual for t in targets])))
+    fitter = BestFit(index, targets, verdicts, dominant_dim(shapes, np.array([t.residual for t in targets])))
     for shape in shapes:
         while shape.remaining > 0:
             at = fitter.best(shape)
@@ -67,28 +71,47 @@ def place_podwise(index: RoundIndex, packing: Packing, verdicts: TopologyVerdict
             fitter.placed(at)
 
 
-class _BestFit:
+class BestFit:
     """Finds the target a pod goes to, with what every target has left as one matrix."""
 
     def __init__(
-        self, index: RoundIndex, targets: list[Target], verdicts: TopologyVerdicts, dim: int
+        self,
+        index: RoundIndex,
+        targets: Sequence[Target],
+        verdicts: TopologyVerdicts | None,
+        dim: int,
     ) -> None:
         self.index = index
-        self.targets = targets
-        self.verdicts = verdicts
+        self.targets = list(targets)
+        self.verdicts = verdicts  # None: targets topology closes are not parked
         self.dim = dim
         # What the targets have left, one row per resource, kept in step as pods are placed (`placed`).
-        self.free = np.array([t.residual for t in targets]).T.copy()
+        width = len(index.dims)
+        self.free = np.array([t.residual for t in targets]).reshape(len(self.targets), width).T.copy()
         self.admitting: dict[int, npt.NDArray[np.bool_]] = {}  # options key -> which targets admit it
         # Targets in the same topology domains (all keys but the hostname) get one verdict from a class
         # whose checks ignore the hostname.
-        numbers: dict[tuple[str | None, ...], int] = {}
-        keys = index.topology_keys
-        self.domains = np.array(
-            [numbers.setdefault(tuple(t.labels.get(k) for k in keys), len(numbers)) for t in targets]
-        )
+        self.numbers: dict[tuple[str | None, ...], int] = {}
+        self.domains = np.array([self.domain(t) for t in targets], dtype=np.int64)
         # Class index -> the targets its topology closes for the rest of the pass (see `best`).
         self.shut: dict[int, npt.NDArray[np.bool_]] = {}
+        self.class_of: dict[int, int] = {}  # options key -> a class of that key
+
+    def domain(self, target: Target) -> int:
+        """The number of `target`'s topology domains."""
+        values = tuple(target.labels.get(k) for k in self.index.topology_keys)
+        return self.numbers.setdefault(values, len(self.numbers))
+
+    def append(self, target: Target) -> None:
+        """Add a target (a new node just opened)."""
+        self.targets.append(target)
+        self.free = np.column_stack((self.free, target.residual))
+        self.domains = np.append(self.domains, self.domain(target))
+        for key, admitting in self.admitting.items():
+            cls = self.index.classes[self.class_of[key]]
+            self.admitting[key] = np.append(admitting, target.admits(cls, self.index))
+        for index, shut in self.shut.items():
+            self.shut[index] = np.append(shut, False)
 
     def placed(self, at: int) -> None:
         """Take in what the target at `at` has left after a placement."""
@@ -97,8 +120,9 @@ class _BestFit:
     def admits(self, cls: PodClass) -> npt.NDArray[np.bool_]:
         found = self.admitting.get(cls.options_key)
         if found is None:
+            self.class_of[cls.options_key] = cls.index
             found = self.admitting[cls.options_key] = np.array(
-                [t.admits(cls, self.index) for t in self.targets]
+                [t.admits(cls, self.index) for t in self.targets], dtype=bool
             )
         return found
 
@@ -106,6 +130,8 @@ class _BestFit:
         """The position of the target the next pod of `shape` goes to: of those that admit it, hold it and
         whose topology allows it, the one with the least room left on the dominant resource (the first of
         equals). None if there is none; then the targets only topology closed are parked for the class."""
+        if not self.targets:
+            return None
         cls = shape.cls
         free = self.free
         fit = self.admits(cls).copy()
@@ -128,8 +154,9 @@ class _BestFit:
         while True:
             at = int(room.argmin())
             if not fit[at]:
-                for i in np.flatnonzero(closed).tolist():  # new nodes may move the counts that close them
-                    self.verdicts.park_closed(self.targets[i], cls)
+                if self.verdicts is not None:  # new nodes may move the counts that close them
+                    for i in np.flatnonzero(closed).tolist():
+                        self.verdicts.park_closed(self.targets[i], cls)
                 return None
             if topo.allowed(checks, self.targets[at].labels):
                 return at

@@ -1,7 +1,8 @@
-"""Pod-centric placement onto existing nodes (`podwise`), used when a round has many distinct pod sizes.
+"""Pod-centric placement (`podwise`), used when a round has many distinct pod sizes.
 
 The threshold is lowered to 1 here so that small inputs take the path: each pod, largest first, goes to
-the existing node with the least room left that holds it, that admits it and whose topology allows it.
+the node (existing first, then new) with the least room left that holds it, that admits it and whose
+topology allows it; a new node is opened only for a pod no node takes.
 """
 
 from __future__ import annotations
@@ -120,3 +121,29 @@ def test_nodes_anti_affinity_closes_are_skipped_for_every_pod_of_the_class() -> 
     plan = _plan(pods, nodes)
     assert _names(plan) == {"n3": ["web0", "web1", "web2"]}
     assert plan.new_nodes == []
+
+
+def test_new_nodes_take_pods_one_by_one_and_launch_as_the_cheapest_type_that_holds_them() -> None:
+    group = InstanceGroup("spot-a", ("ml.c5.xlarge", C5, "ml.c5.4xlarge"), CapacityType.SPOT, (ZA,))
+    pods = [_pod("p3000", 3000), _pod("p2000", 2000), _pod("p1000", 1000)]
+    plan = solve(
+        SchedulingInput(
+            pods=pods,
+            node_pools=[NodePool("default", "nc")],
+            node_classes=[NodeClass("nc", ("spot-a",))],
+            groups=[group],
+            catalogue=CAT,
+        )
+    )
+    (node,) = plan.new_nodes
+    assert sorted(node.pods) == ["default/p1000", "default/p2000", "default/p3000"]
+    assert node.instance_type == C5
+
+
+def test_pods_anti_affine_to_each_other_get_a_new_node_each() -> None:
+    labels = {"app": "db"}
+    anti = (PodAffinityTerm(LABEL_HOSTNAME, LabelSelector(tuple(labels.items()))),)
+    pods = [_pod(f"db{i}", 500 + i, labels=labels, pod_anti_affinity=anti) for i in range(3)]
+    plan = _plan([*pods, _pod("web", 400)], [])
+    assert sorted(len(n.pods) for n in plan.new_nodes) == [1, 1, 2]
+    assert all(sum(p.startswith("default/db") for p in n.pods) == 1 for n in plan.new_nodes)
