@@ -21,6 +21,7 @@ the fill parks them, so `Filler.place_on_parked` can reopen them once new nodes 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -85,17 +86,23 @@ class BestFit:
         self.targets = list(targets)
         self.verdicts = verdicts  # None: targets topology closes are not parked
         self.dim = dim
+        # Arrays over the targets have room for `capacity` of them, so a new node is added in place.
+        self.capacity = max(16, len(self.targets))
         # What the targets have left, one row per resource, kept in step as pods are placed (`placed`).
-        width = len(index.dims)
-        self.free = np.array([t.residual for t in targets]).reshape(len(self.targets), width).T.copy()
-        self.admitting: dict[int, npt.NDArray[np.bool_]] = {}  # options key -> which targets admit it
+        self.free = np.zeros((len(index.dims), self.capacity))
+        for i, target in enumerate(self.targets):
+            self.free[:, i] = target.residual
+        # Options key -> which targets admit its classes, worked out for the first `admitted[key]`.
+        self.admitting: dict[int, npt.NDArray[np.bool_]] = {}
+        self.admitted: dict[int, int] = {}
         # Targets in the same topology domains (all keys but the hostname) get one verdict from a class
         # whose checks ignore the hostname.
         self.numbers: dict[tuple[str | None, ...], int] = {}
-        self.domains = np.array([self.domain(t) for t in targets], dtype=np.int64)
+        self.domains = np.zeros(self.capacity, dtype=np.int64)
+        for i, target in enumerate(self.targets):
+            self.domains[i] = self.domain(target)
         # Class index -> the targets its topology closes for the rest of the pass (see `best`).
         self.shut: dict[int, npt.NDArray[np.bool_]] = {}
-        self.class_of: dict[int, int] = {}  # options key -> a class of that key
 
     def domain(self, target: Target) -> int:
         """The number of `target`'s topology domains."""
@@ -104,26 +111,31 @@ class BestFit:
 
     def append(self, target: Target) -> None:
         """Add a target (a new node just opened)."""
+        at = len(self.targets)
+        if at == self.capacity:
+            self.capacity *= 2
+            self.free = _grown(self.free, self.capacity)
+            self.domains = _grown(self.domains, self.capacity)
+            self.admitting = {k: _grown(a, self.capacity) for k, a in self.admitting.items()}
+            self.shut = {k: _grown(a, self.capacity) for k, a in self.shut.items()}
         self.targets.append(target)
-        self.free = np.column_stack((self.free, target.residual))
-        self.domains = np.append(self.domains, self.domain(target))
-        for key, admitting in self.admitting.items():
-            cls = self.index.classes[self.class_of[key]]
-            self.admitting[key] = np.append(admitting, target.admits(cls, self.index))
-        for index, shut in self.shut.items():
-            self.shut[index] = np.append(shut, False)
+        self.free[:, at] = target.residual
+        self.domains[at] = self.domain(target)
 
     def placed(self, at: int) -> None:
         """Take in what the target at `at` has left after a placement."""
         self.free[:, at] = self.targets[at].residual
 
     def admits(self, cls: PodClass) -> npt.NDArray[np.bool_]:
-        found = self.admitting.get(cls.options_key)
+        """Which targets admit `cls` (labels, taints); False past the last target."""
+        key = cls.options_key
+        found = self.admitting.get(key)
         if found is None:
-            self.class_of[cls.options_key] = cls.index
-            found = self.admitting[cls.options_key] = np.array(
-                [t.admits(cls, self.index) for t in self.targets], dtype=bool
-            )
+            found = self.admitting[key] = np.zeros(self.capacity, dtype=bool)
+        done = self.admitted.get(key, 0)
+        if done < len(self.targets):
+            found[done : len(self.targets)] = [t.admits(cls, self.index) for t in self.targets[done:]]
+            self.admitted[key] = len(self.targets)
         return found
 
     def best(self, shape: Shape) -> int | None:
@@ -164,9 +176,16 @@ class BestFit:
                 closed[at] = True
                 if lasting:
                     if shut is None:
-                        shut = self.shut[cls.index] = np.zeros(len(fit), dtype=bool)
+                        shut = self.shut[cls.index] = np.zeros(self.capacity, dtype=bool)
                     shut[at] = True
             else:
                 closed |= fit & (self.domains == self.domains[at])
             fit &= ~closed
             room[closed] = np.inf
+
+
+def _grown(array: npt.NDArray[np.generic], capacity: int) -> npt.NDArray[Any]:
+    """`array` with its last axis extended to `capacity` (zeros, False)."""
+    grown = np.zeros((*array.shape[:-1], capacity), dtype=array.dtype)
+    grown[..., : array.shape[-1]] = array
+    return grown
