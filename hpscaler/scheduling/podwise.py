@@ -122,6 +122,11 @@ class BestFit:
         self.free[:, at] = target.residual
         self.domains[at] = self.domain(target)
 
+    def refresh(self) -> None:
+        """Take in what every target has left (after placements made without `placed`)."""
+        for i, target in enumerate(self.targets):
+            self.free[:, i] = target.residual
+
     def placed(self, at: int) -> None:
         """Take in what the target at `at` has left after a placement."""
         self.free[:, at] = self.targets[at].residual

@@ -160,7 +160,9 @@ class _Solver:
                     if at is not None:
                         packing.place(shape, fitter.targets[at])
                         fitter.placed(at)
-                    elif not self.filler.place_on_parked(shape):
+                    elif self.filler.place_on_parked(shape):
+                        fitter.refresh()  # the parked node may be one of the fitter's, and was filled
+                    else:
                         option = packing.best_option(shape)
                         if option is None:
                             break
