@@ -39,10 +39,13 @@ SizeKey = tuple[PeerKey, frozenset[int]]
 Demands = dict[tuple[tuple[str, int], ...], tuple[list[float], Vector]]  # a pod's requests -> its demand row
 
 
-def right_size(sizer: Sizer) -> None:
-    """Resize, then split, the new nodes of a finished packing (see the module docstring)."""
+def right_size(sizer: Sizer, split: bool = True) -> None:
+    """Resize, then (unless `split` is False) split, the new nodes of a finished packing (see the module
+    docstring)."""
     packing = sizer.packing
     _apply_switches(packing, sizer.cheaper_options(packing.new_bins))
+    if not split:
+        return
     pieces = _apply_splits(sizer.index, packing, sizer.cheaper_splits(packing.new_bins))
     if pieces:
         _apply_switches(packing, sizer.cheaper_options(pieces))

@@ -7,7 +7,10 @@ nodes. Three things differ:
   that fits; with fixed-size HyperPod instance types that leaves one resource idle (measured
   1.21-1.24x the lower bound in node count). Here a node is opened for the largest pod left and then
   filled with the pods whose demand best matches what the node has left (largest dot product of
-  normalised demand and residual capacity; see `packing`).
+  normalised demand and residual capacity; see `packing`). With many distinct pod sizes, filling the
+  cluster's nodes that way costs nodes x sizes: the pods are then placed one by one, largest first,
+  each on the best-fitting existing or in-flight node, else the best-fitting new node opened so far,
+  else a new node (see `podwise` and `place_on_new_podwise`).
 * Pods are grouped into shapes (same constraints, same requests), and shapes with equal requests into
   demand groups, so the work per placement depends on the number of distinct demands, not on the
   number of pods or classes. Labels only split pods into different classes when some topology
@@ -42,6 +45,7 @@ from hpscaler.scheduling.index import RoundIndex
 from hpscaler.scheduling.options import Option
 from hpscaler.scheduling.packing import PodClass, Shape
 from hpscaler.scheduling.placement import Packing
+from hpscaler.scheduling.podwise import BestFit, dominant_dim, many_demands, place_podwise
 from hpscaler.scheduling.preferences import (
     Relaxation,
     avoids_prefer_no_schedule,
@@ -51,6 +55,7 @@ from hpscaler.scheduling.preferences import (
 )
 from hpscaler.scheduling.resize import Sizer, right_size
 from hpscaler.scheduling.signatures import class_signature, node_target
+from hpscaler.scheduling.targets import Target
 from hpscaler.scheduling.types import Plan, PlannedNode, SchedulingInput, Unschedulable
 from hpscaler.scheduling.verdicts import TopologyVerdicts
 
@@ -98,10 +103,15 @@ class _Solver:
         # Fullest nodes first, so emptier ones stay free for consolidation; then in-flight nodes, then
         # the room left on nodes opened for gangs.
         packing = self.packing
-        order = sorted(
-            packing.bins,
-            key=lambda b: (b.kind != "existing", float(np.sum(b.residual / np.maximum(b.capacity, 1.0)))),
-        )
+        if many_demands(self.index):
+            # Nodes x distinct demands would dominate the round: pod by pod instead (see `podwise`).
+            place_podwise(self.index, packing, self.verdicts)
+            order: list[Target] = []
+        else:
+            order = sorted(
+                packing.bins,
+                key=lambda b: (b.kind != "existing", float(np.sum(b.residual / np.maximum(b.capacity, 1.0)))),
+            )
         for b in (*order, *packing.new_bins):
             self.filler.fill(b)
 
@@ -113,6 +123,9 @@ class _Solver:
             (s for s in self.index.shapes if not s.gang),
             key=lambda s: (-sizes[s.index], not s.cls.topology.constrained, s.index),
         )
+        if many_demands(self.index):
+            self.place_on_new_podwise(order)
+            return
         while order:
             progress = False
             for shape in order:
@@ -125,6 +138,37 @@ class _Solver:
                     if option is None:
                         break
                     self.open_and_fill(shape, option)
+                    progress = True
+            if not progress:
+                return
+            # What was placed may open domains (pod affinity, spread) to constrained pods left over.
+            order = [s for s in order if s.remaining > 0 and s.cls.topology.constrained]
+
+    def place_on_new_podwise(self, order: list[Shape]) -> None:
+        """With many distinct pod sizes: each pod in `order` to the best-fitting new node opened so far,
+        else to a parked node, else to a new node of the best option for it (as Karpenter adds pods to
+        NodeClaims, and without the trial fills of `open_and_fill`, which cost nodes x demands here);
+        `right_size` then launches each as the cheapest option that holds what it got."""
+        packing = self.packing
+        dim = dominant_dim(order, np.array(self.index.option_vectors))
+        fitter = BestFit(self.index, packing.new_bins, None, dim)
+        while order:
+            progress = False
+            for shape in order:
+                while shape.remaining > 0:
+                    at = fitter.best(shape)
+                    if at is not None:
+                        packing.place(shape, fitter.targets[at])
+                        fitter.placed(at)
+                    elif self.filler.place_on_parked(shape):
+                        fitter.refresh()  # the parked node may be one of the fitter's, and was filled
+                    else:
+                        option = packing.best_option(shape)
+                        if option is None:
+                            break
+                        node = packing.open_node(option)
+                        packing.place(shape, node)
+                        fitter.append(node)
                     progress = True
             if not progress:
                 return
@@ -170,7 +214,9 @@ class _Solver:
         self.place_on_existing()
         self.place_on_new()
         if packing.new_bins:
-            right_size(self.sizer())
+            # Pod by pod, each new node is a NodeClaim: launched as the cheapest option that holds what it
+            # got, not split into several (that would add nodes the pods' order did not ask for).
+            right_size(self.sizer(), split=not many_demands(self.index))
         plan = Plan(unschedulable=packing.unschedulable)
         for b in packing.bins:
             if b.placed:

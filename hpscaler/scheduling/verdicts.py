@@ -131,6 +131,14 @@ class TopologyVerdicts:
             return  # a fresh node in the same domain would do: this host stays closed for good
         cls.parked.setdefault(b.signature, {})[b.name] = b
 
+    def park_closed(self, b: Bin, cls: PodClass) -> None:
+        """Park `b`, which topology closes to `cls` now, whatever the class's checks read (for callers
+        that do not go through `closed_classes`)."""
+        if cls.topology.host_keyed:
+            self.park(b, cls)
+        else:
+            cls.parked.setdefault(b.signature, {})[b.name] = b
+
     def flush(self) -> None:
         """Park the bins closed to classes whose checks ignore the hostname (their verdict does not
         depend on when they are parked). Parked bins are read only by `Filler.place_on_parked` and

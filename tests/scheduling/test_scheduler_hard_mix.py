@@ -115,10 +115,13 @@ def _problems(plan: Plan, pods: list[Pod], nodes: list[Node]) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize(("seed", "existing"), [(1, 0), (2, 0), (3, 30), (4, 30)])
-def test_the_hard_mix_gets_a_valid_plan(seed: int, existing: int) -> None:
+# 600 pods are past `podwise.MANY_DEMANDS`: the existing nodes are filled pod by pod.
+@pytest.mark.parametrize(
+    ("seed", "existing", "count"), [(1, 0, 300), (2, 0, 300), (3, 30, 300), (4, 30, 300), (5, 60, 600)]
+)
+def test_the_hard_mix_gets_a_valid_plan(seed: int, existing: int, count: int) -> None:
     rng = random.Random(seed)
-    pods, nodes = _pods(rng, 300), _nodes(rng, existing)
+    pods, nodes = _pods(rng, count), _nodes(rng, existing)
     inp = SchedulingInput(
         pods=pods,
         node_pools=[NodePool("default", "nc")],
