@@ -18,6 +18,15 @@ import anyio
 from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import AddResult, HyperPodNode, NodeStatus
 from hpscaler.daemon.context import DaemonContext
+from hpscaler.daemon.events import (
+    ApiCalled,
+    CancelRefused,
+    CloudProviderError,
+    LaunchFailed,
+    NodeCreated,
+    ReconcileCoalesced,
+    ReconcileRan,
+)
 from hpscaler.daemon.registration import Registrar
 from hpscaler.daemon.state import instance_id_of, joined_instance_ids
 from hpscaler.model import Node, Pod
@@ -75,7 +84,7 @@ class Provisioner:
         ticket = self._requested
         async with self.ctx.plan_lock:
             if not extra_pending and self._covered >= ticket:
-                self.ctx.stats.counters["reconciles_coalesced"] += 1
+                self.ctx.record(ReconcileCoalesced())
                 return self._last_result
             covered = self._requested  # every request made so far: their changes are in the cache
             result = await self._round(reason, extra_pending)
@@ -89,8 +98,8 @@ class Provisioner:
             try:
                 nodes = await self.ctx.backends.hyperpod.list_nodes()
             except BackendError as exc:
-                self.ctx.stats.counters["cloudprovider_errors"] += 1
-                self.ctx.stats.counters["reconciles"] += 1  # a round that ran: the loop is alive
+                self.ctx.record(CloudProviderError("ListClusterNodes", str(exc)))
+                self.ctx.record(ReconcileRan(reason))  # a round that ran: the loop is alive
                 self.ctx.log.warning("list_nodes_failed", error=str(exc), reason=reason)
                 return None
             self.registrar.expect(nodes)
@@ -117,7 +126,7 @@ class Provisioner:
                 if not refused:
                     break  # the plan is in flight
         self.ctx.notify()
-        self.ctx.stats.counters["reconciles"] += 1
+        self.ctx.record(ReconcileRan(reason))
         if plan is not None:
             self.last_plan = plan
             await self._report(plan)
@@ -142,18 +151,16 @@ class Provisioner:
             registered_instances={i for i in map(instance_id_of, ctx.cache.nodes.values()) if i},
             gone=ctx.gone,
         )
-        ctx.node_states = {n.instance_id: n.status for n in nodes if n.instance_id}
-        listed = {n.logical_id for n in nodes}
-        ctx.gone = {i for i in ctx.gone if i in listed} | set(review.going)
+        ctx.hyperpod_listed(nodes, review.going)
         for logical_id in review.health_checking:
-            ctx.inflight[logical_id].health_checked_at = now
+            ctx.mark_health_checked(logical_id, now)
         for node in review.adopted:
             pool = ctx.pool_for_group(node.group)
             if pool is not None:
-                ctx.inflight[node.logical_id] = InFlight(node.logical_id, node.group, pool.name, now)
+                ctx.track_launch(InFlight(node.logical_id, node.group, pool.name, now))
                 ctx.log.info("inflight_adopted", node=node.logical_id, group=node.group)
         for logical_id in (*review.joined, *review.vanished):
-            record = ctx.inflight.pop(logical_id, None)
+            record = ctx.settle_launch(logical_id)
             if record is not None and logical_id in review.joined:
                 group = ctx.groups.get(record.group)
                 zone = record.zone or (group.zones[0] if group is not None and group.zones else "")
@@ -173,7 +180,7 @@ class Provisioner:
                     reason=give_up.reason,
                     retry_in=round(until - now),
                 )
-            ctx.stats.counters["launch_failures"] += 1
+            ctx.record(LaunchFailed(give_up.group, give_up.logical_id, give_up.reason))
         await self._cancel([g.logical_id for g in review.give_up])
         return len(review.adopted)
 
@@ -183,21 +190,21 @@ class Provisioner:
         try:
             result = await ctx.backends.hyperpod.batch_delete_nodes(ids)
         except BackendError as exc:
-            ctx.stats.counters["cloudprovider_errors"] += 1
+            ctx.record(CloudProviderError("BatchDeleteClusterNodes", str(exc)))
             ctx.log.warning("cancel_launches_failed", nodes=ids, error=str(exc))
             return
-        ctx.stats.counters["batch_delete_calls"] += 1
+        ctx.record(ApiCalled("BatchDeleteClusterNodes"))
         for logical_id in (
             *result.deleted,
             *(f.logical_id for f in result.failed if f.code == "NodeIdNotFound"),
         ):
-            ctx.inflight.pop(logical_id, None)
-            ctx.gone.add(logical_id)
+            ctx.cancel_launch(logical_id)
         ctx.log.info("launches_cancelled", nodes=list(result.deleted))
         refused = [(f.logical_id, f.code, f.message) for f in result.failed if f.code != "NodeIdNotFound"]
         if refused:
             # Still in flight and still given up: the next round cancels them again.
-            ctx.stats.counters["cancel_failures"] += len(refused)
+            for logical_id, code, _ in refused:
+                ctx.record(CancelRefused(logical_id, code))
             ctx.log.warning("cancel_launches_refused", nodes=refused, retry="next provisioning round")
 
     async def _cancel_stranded_gang_launches(self, plan: Plan) -> bool:
@@ -361,10 +368,10 @@ class Provisioner:
             try:
                 result = await ctx.backends.hyperpod.batch_add_nodes(body)
             except BackendError as exc:
-                ctx.stats.counters["cloudprovider_errors"] += 1
+                ctx.record(CloudProviderError("BatchAddClusterNodes", str(exc)))
                 ctx.log.warning("batch_add_failed", error=str(exc), code=exc.code, token=body["ClientToken"])
                 return None, not exc.retryable
-            ctx.stats.counters["batch_add_calls"] += 1
+            ctx.record(ApiCalled("BatchAddClusterNodes"))
             if not any(a.status is NodeStatus.NOT_FOUND for a in result.successful):
                 return result, False
             ctx.log.info("client_token_replayed_cancelled_nodes", token=body["ClientToken"])
@@ -383,7 +390,7 @@ class Provisioner:
         for added in result.successful:
             if added.logical_id not in ctx.inflight and added.status is not NodeStatus.NOT_FOUND:
                 planned = group_labels.get(added.group)
-                ctx.inflight[added.logical_id] = InFlight(
+                record = InFlight(
                     added.logical_id,
                     added.group,
                     pools.get(added.group, ""),
@@ -393,7 +400,8 @@ class Provisioner:
                     zone=(asked or {}).get(added.group, ("", ""))[0],
                     instance_type=(asked or {}).get(added.group, ("", ""))[1],
                 )
-                ctx.stats.counters[f"nodes_created:{added.group}"] += 1
+                ctx.track_launch(record)
+                ctx.record(NodeCreated(added.group, added.logical_id))
         for group_name, count in _counts(result).items():
             ctx.log.info("nodes_requested", group=group_name, count=count)
         for failure in result.failed:

@@ -10,6 +10,7 @@ import anyio
 from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import WatchEvent, WatchKind
 from hpscaler.daemon.context import DaemonContext
+from hpscaler.daemon.events import WatchLost, WatchResynced
 
 RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 # A fresh list now and then heals a cache that missed an event without noticing (a proxy that
@@ -29,11 +30,10 @@ async def run_watcher(ctx: DaemonContext, resync_seconds: float = RESYNC_SECONDS
                         failures = 0
                         _apply(ctx, event)
         except BackendError as exc:
-            ctx.stats.counters["watch_errors"] += 1
-            ctx.log.warning("watch_lost", error=str(exc))
+            ctx.record(WatchLost(str(exc)))
         else:
             if resync.cancelled_caught:
-                ctx.stats.counters["watch_resyncs"] += 1
+                ctx.record(WatchResynced())
                 continue
         delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
         failures += 1
@@ -63,7 +63,7 @@ def _apply(ctx: DaemonContext, event: WatchEvent) -> None:
         _forget_gone(ctx)
     elif event.pod is not None:
         if event.kind is WatchKind.DELETED:
-            ctx.displaced.pop(event.pod.key, None)  # gone: its controller's replacement is pending by itself
+            ctx.undisplace([event.pod.key])  # gone: its controller's replacement is pending by itself
         _track_latency(ctx, event.kind, event.pod.key, event.pod.phase, bool(event.pod.node_name), now)
     elif event.node is not None and event.kind is WatchKind.DELETED:
         _node_gone(ctx, event.node.name)
@@ -84,7 +84,7 @@ def _track_latency(
 
 
 def _node_gone(ctx: DaemonContext, name: str) -> None:
-    ctx.disrupting.pop(name, None)
+    ctx.unmark_for_deletion(name)
     # A node that vanished takes its pods; the controllers' replacements open a window anyway,
     # but triggering now saves the wait for the first of them.
     ctx.batcher.trigger()
@@ -94,5 +94,4 @@ def _forget_gone(ctx: DaemonContext) -> None:
     """After a (re-)list: forget what vanished while no watch reported its deletion."""
     for name in [n for n in ctx.disrupting if n not in ctx.cache.nodes]:
         _node_gone(ctx, name)
-    for key in [k for k in ctx.displaced if k not in ctx.cache.pods]:
-        del ctx.displaced[key]
+    ctx.undisplace([k for k in ctx.displaced if k not in ctx.cache.pods])

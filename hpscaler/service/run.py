@@ -41,6 +41,7 @@ from hpscaler.config.validate import ConfigIssue
 from hpscaler.daemon.app import Daemon
 from hpscaler.daemon.cluster_sync import PrerequisitesNotMet, startup_cluster
 from hpscaler.daemon.context import Backends
+from hpscaler.daemon.events import ReconcileRan
 from hpscaler.logs import Format, configure, parse_format, parse_level
 from hpscaler.service import systemd
 from hpscaler.service.health import health_server
@@ -187,7 +188,7 @@ class Service:
         if daemon is None:
             return True, "leader, starting" if self.elector and self.elector.is_leader else "standby"
         now = self.clock.now()
-        current = daemon.ctx.stats.counters.get("reconciles", 0)
+        current = daemon.ctx.stats.events.count(ReconcileRan)
         ident, count, since = self._progress
         if ident != id(daemon) or current != count:
             self._progress = (id(daemon), current, now)

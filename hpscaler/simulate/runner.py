@@ -21,6 +21,7 @@ from hpscaler.clock import LoopClock
 from hpscaler.config import LoadedConfig
 from hpscaler.daemon.app import Daemon
 from hpscaler.daemon.context import Backends
+from hpscaler.daemon.events import ProvisioningRequestStep
 from hpscaler.fake import Offering, World
 from hpscaler.fake.kubernetes import copy_pod
 from hpscaler.logs import set_time_source
@@ -383,7 +384,8 @@ async def run_scenario(scenario: Scenario, config: LoadedConfig, *, trace: bool 
         missed=driver.missed,
     )
     if driver.queue is not None:
-        report["provisioningRequests"] = driver.queue.report(daemon.ctx.stats.counters["provreq_released"])
+        released = daemon.ctx.stats.events.count(ProvisioningRequestStep, step="released")
+        report["provisioningRequests"] = driver.queue.report(released)
     if trace:
         report["trace"] = build_trace(world, recorder.start, clock.now(), recorder.pending_trace)
     return report
