@@ -19,7 +19,7 @@ from hpscaler.daemon.cluster_sync import refresh_cluster, request_cluster_refres
 from hpscaler.daemon.consolidator import Consolidator
 from hpscaler.daemon.context import Backends, DaemonContext
 from hpscaler.daemon.interruption import InterruptionHandler
-from hpscaler.daemon.persistence import load_backoffs, persist_backoffs
+from hpscaler.daemon.persistence import load_state, persist_state
 from hpscaler.daemon.provisioner import Provisioner
 from hpscaler.daemon.provreq import ProvisioningRequests
 from hpscaler.daemon.recovery import clear_orphaned_taints
@@ -59,7 +59,7 @@ class Daemon:
             self.ctx.live_groups = config.instance_groups
         self.state_path = Path(settings.state_path) if settings.state_path else None
         if self.state_path is not None:
-            load_backoffs(self.ctx, self.state_path)
+            load_state(self.ctx, self.state_path)
         self.provisioner = Provisioner(self.ctx)
         self.interruptions = InterruptionHandler(self.ctx, self.provisioner)
         if live_groups:  # HyperPod's cluster state-change event: groups may have been added or changed
@@ -100,7 +100,7 @@ class Daemon:
                 tg.start_soon(sync_node_config, self.ctx)
                 tg.start_soon(refresh_cluster, self.ctx)
                 if self.state_path is not None:
-                    tg.start_soon(persist_backoffs, self.ctx, self.state_path)
+                    tg.start_soon(persist_state, self.ctx, self.state_path)
                 if handle_signals:
                     tg.start_soon(self._stop_on_signal)
                 task_status.started(self)
