@@ -89,7 +89,6 @@ class Consolidator:
     async def run(self) -> None:
         """Poll every `pollSeconds`; carry out each removal in its own task."""
         settings = self.ctx.config.settings.consolidation
-        await self.ctx.synced.wait()
         seen: tuple[int, int, frozenset[str], frozenset[str]] | None = None
         recheck_at = 0.0
         async with anyio.create_task_group() as tg:
@@ -109,7 +108,7 @@ class Consolidator:
                 seen, recheck_at = state, decision.recheck_at
                 for removal in decision.remove:
                     self.ctx.mark_for_deletion(removal.node, f"consolidation:{removal.reason}")
-                    tg.start_soon(self.execute, removal)
+                    tg.start_soon(self.execute, removal, name=f"consolidation:{removal.node}")
 
     async def execute(self, removal: Removal) -> None:
         """Validate, drain and delete one node; undo the taint if it must stay after all."""

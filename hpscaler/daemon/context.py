@@ -76,7 +76,6 @@ class DaemonContext:
     scores: dict[str, float] = field(default_factory=dict)
     stats: Stats = field(default_factory=Stats)
     batcher: Batcher = field(default_factory=Batcher)
-    synced: anyio.Event = field(default_factory=anyio.Event)
     plan_lock: anyio.Lock = field(default_factory=anyio.Lock)
     # The cluster's instance groups as DescribeCluster last answered, when they come from the live
     # cluster (`hpscaler run`); None when the configuration's groups are used (plan, simulate).

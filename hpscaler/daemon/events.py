@@ -139,6 +139,15 @@ class RegistrationFailed(DaemonEvent):
     error: str
 
 
+@dataclass(frozen=True, slots=True)
+class PodEventDropped(DaemonEvent):
+    """A pod Event was dropped: the queue to the API server is full (`daemon.posting`)."""
+
+    NAME = "pod_event_dropped"
+    pod: str
+    reason: str
+
+
 # -- consolidation and drains ----------------------------------------------------------------
 
 

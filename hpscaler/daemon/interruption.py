@@ -91,7 +91,6 @@ class InterruptionHandler:
     async def run(self) -> None:
         """Receive from every source and dispatch until cancelled."""
         sources = self.sources()
-        await self.ctx.synced.wait()
         async with anyio.create_task_group() as tg:
             for index, source in enumerate(sources):
                 name = getattr(source, "name", type(source).__name__)
@@ -113,7 +112,9 @@ class InterruptionHandler:
                     self._active[key] = message
                     continue
                 self._active[key] = message
-                tg.start_soon(self._handle_and_ack, key, source, message)
+                tg.start_soon(
+                    self._handle_and_ack, key, source, message, name=f"interruption:{message.message_id}"
+                )
 
     async def _handle_and_ack(
         self, key: tuple[int, str], source: InterruptionSource, message: QueueMessage

@@ -27,6 +27,7 @@ from hpscaler.daemon.events import (
     ReconcileCoalesced,
     ReconcileRan,
 )
+from hpscaler.daemon.posting import EventPoster, PodEvent
 from hpscaler.daemon.registration import Registrar
 from hpscaler.daemon.state import instance_id_of, joined_instance_ids
 from hpscaler.model import Node, Pod
@@ -55,17 +56,16 @@ class Provisioner:
         self._last_result: Plan | None = None
         self.registrar = Registrar(ctx, refresh=lambda: self.reconcile("registration"))
         self._gang_launches: GangLaunches = {}  # of the last plan's round
+        self.events = EventPoster(ctx)  # pod Events go out in the background (`run` it)
 
     async def run_batches(self) -> None:
         """Plan each time a batching window closes."""
-        await self.ctx.synced.wait()
         while True:
             await self.ctx.batcher.wait()
             await self.reconcile("batch")
 
     async def run_launch_monitor(self, interval: float) -> None:
         """Check in-flight launches and re-plan for pods still pending, every `interval` seconds."""
-        await self.ctx.synced.wait()
         while True:
             await anyio.sleep(interval)
             if self.ctx.batcher.open:
@@ -129,7 +129,7 @@ class Provisioner:
         self.ctx.record(ReconcileRan(reason))
         if plan is not None:
             self.last_plan = plan
-            await self._report(plan)
+            self._report(plan)
         return plan
 
     # -- launches -----------------------------------------------------------------------------
@@ -413,8 +413,11 @@ class Provisioner:
             )
         return bool(result.failed)
 
-    async def _report(self, plan: Plan) -> None:
-        """Tell users through pod Events what was decided (once per pod and decision)."""
+    def _report(self, plan: Plan) -> None:
+        """Tell users through pod Events what was decided (once per pod and decision).
+
+        The events are queued, not sent: the caller holds `plan_lock` (see `daemon.posting`).
+        """
         ctx = self.ctx
         decisions: dict[str, tuple[str, str, bool]] = {}
         for node in plan.new_nodes:
@@ -436,11 +439,8 @@ class Provisioner:
             pod = ctx.cache.pods.get(key)
             if pod is None:
                 continue
-            self._reported[key] = message
-            try:
-                await ctx.backends.kubernetes.record_event(pod, reason, message, warning=warning)
-            except BackendError as exc:
-                ctx.log.debug("event_failed", pod=key, error=str(exc))
+            if self.events.post(PodEvent(pod, reason, message, warning)):
+                self._reported[key] = message
         if len(self._reported) > 4 * max(1, len(ctx.cache.pods)):
             self._reported = {k: v for k, v in self._reported.items() if k in ctx.cache.pods}
 

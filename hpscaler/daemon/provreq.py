@@ -54,7 +54,6 @@ class ProvisioningRequests:
 
     async def run(self) -> None:
         """Decide every `interval` seconds until cancelled."""
-        await self.ctx.synced.wait()
         while True:
             again = await self.round()
             if not again:

@@ -18,7 +18,6 @@ from hpscaler.daemon.events import OrphanedTaintCleared
 
 async def clear_orphaned_taints(ctx: DaemonContext, retry_seconds: float = 30.0) -> None:
     """Once synced, untaint nodes a previous incarnation marked for consolidation but never removed."""
-    await ctx.synced.wait()
     while True:
         if await _clear_once(ctx):
             return

@@ -76,7 +76,6 @@ class Registrar:
         list did not show, gets a provisioning round at once (once per node): it lists HyperPod's
         nodes, so the node is registered now rather than at the next launch check.
         """
-        await self.ctx.synced.wait()
         seen = -1
         while True:
             await self.ctx.changed.wait()

@@ -107,7 +107,6 @@ class NodeSignalSource:
 
     async def receive(self) -> Sequence[QueueMessage]:
         """Wait for a Node change (or the recheck period) and return the signals not delivered yet."""
-        await self.ctx.synced.wait()
         while True:
             if self.ctx.cache.generation != self._generation:
                 self._generation = self.ctx.cache.generation

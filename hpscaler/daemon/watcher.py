@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+from anyio.abc import TaskStatus
 
 from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import WatchEvent, WatchKind
@@ -18,9 +19,19 @@ RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 RESYNC_SECONDS = 600.0
 
 
-async def run_watcher(ctx: DaemonContext, resync_seconds: float = RESYNC_SECONDS) -> None:
-    """Consume the Kubernetes watch forever, re-listing after every lost stream and every resync period."""
+async def run_watcher(
+    ctx: DaemonContext,
+    resync_seconds: float = RESYNC_SECONDS,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Consume the Kubernetes watch forever, re-listing after every lost stream and every resync period.
+
+    Reports itself started (`await tg.start(run_watcher, ctx)`) once the first list is in the
+    cache: the loops that decide from the cache start only then.
+    """
     failures = 0
+    synced = False
     while True:
         ctx.cache.begin_relist()
         try:
@@ -29,6 +40,9 @@ async def run_watcher(ctx: DaemonContext, resync_seconds: float = RESYNC_SECONDS
                     async for event in events:
                         failures = 0
                         _apply(ctx, event)
+                        if event.kind is WatchKind.SYNCED and not synced:
+                            synced = True
+                            _first_sync(ctx, task_status)
         except BackendError as exc:
             ctx.record(WatchLost(str(exc)))
         else:
@@ -57,9 +71,6 @@ def _apply(ctx: DaemonContext, event: WatchEvent) -> None:
         ctx.batcher.trigger()
     ctx.notify()
     if event.kind is WatchKind.SYNCED:
-        if not ctx.synced.is_set():
-            ctx.log.info("cluster_synced", pods=len(ctx.cache.pods), nodes=len(ctx.cache.nodes))
-        ctx.synced.set()
         _forget_gone(ctx)
     elif event.pod is not None:
         if event.kind is WatchKind.DELETED:
@@ -67,6 +78,11 @@ def _apply(ctx: DaemonContext, event: WatchEvent) -> None:
         _track_latency(ctx, event.kind, event.pod.key, event.pod.phase, bool(event.pod.node_name), now)
     elif event.node is not None and event.kind is WatchKind.DELETED:
         _node_gone(ctx, event.node.name)
+
+
+def _first_sync(ctx: DaemonContext, task_status: TaskStatus[None]) -> None:
+    ctx.log.info("cluster_synced", pods=len(ctx.cache.pods), nodes=len(ctx.cache.nodes))
+    task_status.started()
 
 
 def _track_latency(

@@ -431,12 +431,12 @@ class Service:
                 async with anyio.create_task_group() as tg:
                     self.port = port
                     if self.handle_signals:
-                        await tg.start(self._signals)
-                        tg.start_soon(self._reloader)
-                    tg.start_soon(self._shutdown_when_asked, tg.cancel_scope)
-                    tg.start_soon(self._watchdog)
-                    tg.start_soon(self._announce_ready)
-                    tg.start_soon(elector.run, lambda: self.lead(backends))
+                        await tg.start(self._signals, name="service:signals")
+                        tg.start_soon(self._reloader, name="service:reloader")
+                    tg.start_soon(self._shutdown_when_asked, tg.cancel_scope, name="service:shutdown")
+                    tg.start_soon(self._watchdog, name="service:watchdog")
+                    tg.start_soon(self._announce_ready, name="service:ready")
+                    tg.start_soon(elector.run, lambda: self.lead(backends), name="service:leader-election")
                     log.info(
                         "service_started",
                         holder=self.holder,

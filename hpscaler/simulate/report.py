@@ -88,7 +88,7 @@ class Recorder:
         """Follow pods through the watch and sample the cluster every `sample_seconds`."""
         self.start = self.clock.now()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._sampler)
+            tg.start_soon(self._sampler, name="simulate:sampler")
             task_status.started()
             async for event in self.world.kubernetes.watch():
                 pod = event.pod

@@ -357,13 +357,13 @@ async def run_scenario(scenario: Scenario, config: LoadedConfig, *, trace: bool 
     set_time_source(clock.now)  # log lines carry the simulated time, like everything else
     try:
         async with anyio.create_task_group() as tg:
-            await tg.start(world.run)
-            await tg.start(recorder.run)
-            await tg.start(checker.run)
-            await tg.start(daemon.run)
-            tg.start_soon(driver.run)
+            await tg.start(world.run, name="simulate:world")
+            await tg.start(recorder.run, name="simulate:recorder")
+            await tg.start(checker.run, name="simulate:invariants")
+            await tg.start(daemon.run, name="simulate:daemon")
+            tg.start_soon(driver.run, name="simulate:workloads")
             if driver.queue is not None:
-                tg.start_soon(driver.queue.run)
+                tg.start_soon(driver.queue.run, name="simulate:kueue")
             await anyio.sleep(scenario.duration)
             recorder.sample()
             checker.check()
