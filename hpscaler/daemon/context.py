@@ -55,12 +55,26 @@ class Stats:
 
     events: EventCounts = field(default_factory=EventCounts)
     # pod key -> when hpscaler first saw it pending (for pending -> running latency)
-    first_pending: dict[str, float] = field(default_factory=dict)
+    _first_pending: dict[str, float] = field(default_factory=dict, init=False)
     # Recent samples only: a daemon runs for months, its memory must not grow with uptime.
     pending_to_running: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES))
     decision_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES))
     taint_latency: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES))
     violations: list[str] = field(default_factory=list)
+
+    def pod_pending(self, key: str, now: float) -> None:
+        """The pod waits for a node; the first time it was seen waiting counts."""
+        self._first_pending.setdefault(key, now)
+
+    def pod_running(self, key: str, now: float) -> None:
+        """The pod runs on a node: one pending -> running sample, if it was seen waiting."""
+        started = self._first_pending.pop(key, None)
+        if started is not None:
+            self.pending_to_running.append(now - started)
+
+    def pod_gone(self, key: str) -> None:
+        """The pod was deleted: no sample."""
+        self._first_pending.pop(key, None)
 
 
 @dataclass(slots=True)

@@ -249,7 +249,7 @@ class Provisioner:
                 pending_keys.add(pod.key)
         now = ctx.clock.now()
         for pod in pending:
-            ctx.stats.first_pending.setdefault(pod.key, now)
+            ctx.stats.pod_pending(pod.key, now)
         self._gang_launches = (
             gang_launches(
                 ctx.inflight.values(), ctx.cache.pods, {name: self._group_zone(name) for name in ctx.groups}

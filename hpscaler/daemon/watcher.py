@@ -89,14 +89,11 @@ def _track_latency(
     ctx: DaemonContext, kind: WatchKind, key: str, phase: str, bound: bool, now: float
 ) -> None:
     if kind is WatchKind.DELETED:
-        ctx.stats.first_pending.pop(key, None)
-        return
-    if bound and phase == "Running":
-        started = ctx.stats.first_pending.pop(key, None)
-        if started is not None:
-            ctx.stats.pending_to_running.append(now - started)
+        ctx.stats.pod_gone(key)
+    elif bound and phase == "Running":
+        ctx.stats.pod_running(key, now)
     elif not bound:
-        ctx.stats.first_pending.setdefault(key, now)
+        ctx.stats.pod_pending(key, now)
 
 
 def _node_gone(ctx: DaemonContext, name: str) -> None:

@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 
 from hpscaler.backends.types import HyperPodNode, NodeStatus
 from hpscaler.clock import LoopClock
-from hpscaler.daemon.context import Backends, DaemonContext
+from hpscaler.daemon.context import Backends, DaemonContext, Stats
 from hpscaler.daemon.events import (
     DaemonEvent,
     EventCounts,
@@ -156,3 +156,16 @@ def test_event_counts_by_label() -> None:
     assert counts.count(NodeDisrupted) == 0 and counts.by(NodeDisrupted, "reason") == {}
     with pytest.raises(ValueError):
         counts.count(InterruptionReceived, zone="us-west-2a")  # not a label: a mistake, not 0
+
+
+def test_pending_to_running_latency_counts_from_the_first_sighting() -> None:
+    stats = Stats()
+    stats.pod_pending("default/a", 10.0)
+    stats.pod_pending("default/a", 15.0)  # seen again while still waiting: the first time counts
+    stats.pod_pending("default/b", 12.0)
+    stats.pod_gone("default/b")  # deleted before it ran: no sample
+    stats.pod_running("default/a", 40.0)
+    stats.pod_running("default/a", 50.0)  # later updates of a running pod add nothing
+    stats.pod_running("default/b", 60.0)
+    stats.pod_running("default/never-seen-pending", 70.0)
+    assert list(stats.pending_to_running) == [30.0]
