@@ -132,11 +132,10 @@ class Registrar:
             ctx.record(RegistrationFailed(node.name, str(exc)))
             return False
         # The watch brings the change soon; until then the cache must not ask for a second patch.
-        ctx.cache.nodes[node.name] = dataclasses.replace(
-            node,
-            labels={**node.labels, **patch.labels},
-            taints=(*node.taints, *patch.taints),
+        registered = dataclasses.replace(
+            node, labels={**node.labels, **patch.labels}, taints=(*node.taints, *patch.taints)
         )
+        ctx.cache.assume_node(registered)
         if any(t.key == UNREGISTERED_TAINT_KEY for t in node.taints):
             ctx.log.warning(
                 "group_taint_never_removed",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import structlog
 from daemon_harness import SPOT_AZ1, pinned_seed_config
 from structlog.testing import capture_logs
 
-from hpscaler.backends.types import HyperPodNode, NodeStatus
+from hpscaler.backends.types import HyperPodNode, NodeStatus, WatchEvent, WatchKind
 from hpscaler.clock import LoopClock
 from hpscaler.daemon.context import Backends, DaemonContext, Stats
 from hpscaler.daemon.events import (
@@ -18,8 +20,9 @@ from hpscaler.daemon.events import (
     NodeDisrupted,
     ReconcileRan,
 )
+from hpscaler.daemon.state import ClusterCache
 from hpscaler.fake import World
-from hpscaler.model import Pod, as_pending
+from hpscaler.model import Node, Pod, as_pending
 from hpscaler.provisioning.launches import InFlight
 
 
@@ -169,3 +172,15 @@ def test_pending_to_running_latency_counts_from_the_first_sighting() -> None:
     stats.pod_running("default/b", 60.0)
     stats.pod_running("default/never-seen-pending", 70.0)
     assert list(stats.pending_to_running) == [30.0]
+
+
+def test_a_node_write_is_assumed_until_the_watch_brings_it_back() -> None:
+    cache = ClusterCache()
+    node = Node("node-a", {}, {"cpu": 8000})
+    cache.apply(WatchEvent(WatchKind.ADDED, node=node), 0.0)
+    generation = cache.node_generation
+    cache.assume_node(replace(node, labels={"karpenter.sh/registered": "true"}))
+    assert cache.nodes["node-a"].labels == {"karpenter.sh/registered": "true"}
+    assert cache.node_generation == generation + 1
+    cache.assume_node(Node("node-gone", {}, {"cpu": 8000}))  # deleted meanwhile: not brought back
+    assert set(cache.nodes) == {"node-a"}
