@@ -8,6 +8,7 @@ never see a client library type. Resource amounts are integers in canonical unit
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -217,6 +218,17 @@ def as_pending(pod: Pod) -> Pod:
     return replace(pod, node_name="", phase="Pending")
 
 
+def is_provisionable(pod: Pod) -> bool:
+    """Pods worth provisioning for (Karpenter's IsProvisionable): pending, unbound, not DaemonSet-owned."""
+    return (
+        pod.phase == "Pending"
+        and not pod.node_name
+        and not pod.is_daemonset
+        and pod.owner_kind != "Node"
+        and not pod.terminating
+    )
+
+
 @dataclass(slots=True)
 class Node:
     """A Kubernetes node as the scheduler and consolidation see it."""
@@ -252,6 +264,19 @@ class Node:
         """Allocatable minus what the node's pods request (never below zero)."""
         used = self.used()
         return {name: max(0, amount - used.get(name, 0)) for name, amount in self.allocatable.items()}
+
+
+_INSTANCE_ID = re.compile(r"(i-[0-9a-f]+)$")
+
+
+def instance_id_of(node: Node) -> str:
+    """The EC2 instance id behind a node: the providerID's trailing `i-...`.
+
+    EKS nodes have `aws:///us-west-2a/i-0abc...`; HyperPod nodes register as
+    `aws:///usw2-az1/sagemaker/cluster/hyperpod-<cluster id>-i-0abc...`.
+    """
+    match = _INSTANCE_ID.search(node.provider_id)
+    return match.group(1) if match else ""
 
 
 @dataclass(frozen=True, slots=True)

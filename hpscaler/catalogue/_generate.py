@@ -6,11 +6,12 @@ Run by hand after editing a table (or when botocore's ``ClusterInstanceType`` en
     python -m hpscaler.catalogue._generate --check    # exit 1 if the packaged JSON is stale
     python -m hpscaler.catalogue._generate OUT.json   # write somewhere else
 
-The output depends only on the tables, so it is byte-for-byte reproducible; ``tests/test_catalogue.py``
-regenerates it and compares. Sources of the facts: EC2 instance type documentation and
-DescribeInstanceTypes values as published for Karpenter / the EKS AMI (vCPU, memory, GPUs, EFA, ENI
-limits), EC2 Linux On-Demand list prices in us-east-1 (early 2026). Entries marked ``# estimate`` are
-educated guesses for types without a published EC2 price or spec at the time of writing.
+The output depends only on the tables, so it is byte-for-byte reproducible;
+``tests/catalogue/test_catalogue.py`` regenerates it and compares. Sources of the facts: EC2 instance
+type documentation and DescribeInstanceTypes values as published for Karpenter / the EKS AMI (vCPU,
+memory, GPUs, EFA, ENI limits), EC2 Linux On-Demand list prices in us-east-1 (early 2026). Entries marked
+``# estimate`` are educated guesses for types without a published EC2 price or spec at the time of
+writing.
 """
 
 from __future__ import annotations

@@ -17,32 +17,28 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from hpscaler.catalogue import Catalogue, load_catalogue
-from hpscaler.config.documents import (
-    CLUSTER_KEYS,
-    ClusterDocument,
-    HyperpodNodeClassDocument,
-    Loc,
-    NodePoolDocument,
-    SubnetDoc,
-)
-from hpscaler.config.reading import Raw, load_documents, read_path
-from hpscaler.config.settings import HpscalerConfigDocument, Settings
-from hpscaler.config.validate import (
+from hpscaler.config.aws_documents import CLUSTER_KEYS, ClusterDocument, SubnetDoc
+from hpscaler.config.checks import (
     ClassEntry,
-    ConfigError,
-    ConfigIssue,
     GroupEntry,
     InstanceCatalogue,
-    Origin,
     PoolEntry,
-    Severity,
     check_capacity_type_unchanged,
     check_catalogue,
     check_node_classes,
     check_node_pools,
     check_settings,
-    near_misses,
     region_of,
+)
+from hpscaler.config.documents import HyperpodNodeClassDocument, Loc, NodePoolDocument
+from hpscaler.config.reading import Raw, load_documents, read_path
+from hpscaler.config.settings import HpscalerConfigDocument, Settings
+from hpscaler.config.validate import (
+    ConfigError,
+    ConfigIssue,
+    Origin,
+    Severity,
+    near_misses,
     suggest,
     translate,
 )

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 
 from hpscaler.catalogue import Catalogue
-from hpscaler.config.validate import ConfigIssue, InstanceCatalogue, PoolEntry, Severity, suggest
+from hpscaler.config.checks import InstanceCatalogue, PoolEntry
+from hpscaler.config.validate import ConfigIssue, Severity, suggest
 from hpscaler.model import LABEL_ARCH, LABEL_CAPACITY_TYPE, LABEL_INSTANCE_TYPE, LABEL_ZONE
 
 CAPACITY_TYPES = ("spot", "on-demand")

@@ -3,35 +3,13 @@
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from hpscaler.backends.types import HyperPodNode, NodeStatus, WatchEvent, WatchKind
 from hpscaler.model import LABEL_REGISTERED, Node, Pod
-
-_INSTANCE_ID = re.compile(r"(i-[0-9a-f]+)$")
-
-
-def instance_id_of(node: Node) -> str:
-    """The EC2 instance id behind a node: the providerID's trailing `i-...`.
-
-    EKS nodes have `aws:///us-west-2a/i-0abc...`; HyperPod nodes register as
-    `aws:///usw2-az1/sagemaker/cluster/hyperpod-<cluster id>-i-0abc...`.
-    """
-    match = _INSTANCE_ID.search(node.provider_id)
-    return match.group(1) if match else ""
-
-
-def is_provisionable(pod: Pod) -> bool:
-    """Pods worth provisioning for (Karpenter's IsProvisionable): pending, unbound, not DaemonSet-owned."""
-    return (
-        pod.phase == "Pending"
-        and not pod.node_name
-        and not pod.is_daemonset
-        and pod.owner_kind != "Node"
-        and not pod.terminating
-    )
+from hpscaler.model import instance_id_of as instance_id_of  # re-exported: moved to the model
+from hpscaler.model import is_provisionable as is_provisionable
 
 
 @dataclass(slots=True)

@@ -14,11 +14,10 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from hpscaler.config.settings import Settings
-from hpscaler.daemon.state import is_provisionable
 from hpscaler.kube.backend import kubernetes_backend
 from hpscaler.kube.convert import JSON, KubeApiError, call_json, metadata
 from hpscaler.kube.objects import ManifestError, load_manifests, node_from_manifest, pod_from_manifest
-from hpscaler.model import Node, Pod
+from hpscaler.model import Node, Pod, is_provisionable
 
 PAGE_SIZE = 500
 TIMEOUT_SECONDS = 30.0

@@ -15,7 +15,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hpscaler.backends.types import HyperPodNode
-from hpscaler.daemon.state import instance_id_of
 from hpscaler.model import (
     LABEL_HOSTNAME,
     LABEL_INSTANCE_GROUP,
@@ -27,6 +26,7 @@ from hpscaler.model import (
     NodePool,
     Pod,
     Taint,
+    instance_id_of,
 )
 from hpscaler.scheduling.options import template_labels
 

@@ -26,7 +26,7 @@ from hpscaler.config import (
 )
 from hpscaler.model import CapacityType, DisruptionBudget, InstanceGroup, Requirement, Taint
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SEED = REPO / "config" / "examples"
 SEED_FILES = ("nodeclass.yaml", "nodepool.yaml", "instance-groups.json")
 

@@ -17,7 +17,7 @@ from hpscaler.simulate.runner import simulate
 from hpscaler.simulate.scenario import load_scenario
 from hpscaler.simulate.trace import capacity_losses
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MULTI_AZ = REPO / "config" / "scenarios" / "multi-az"
 SPOT = "auto-spot-c5-2x-az1"
 

@@ -18,7 +18,7 @@ from hpscaler.aws.eventbridge import parse_message
 from hpscaler.backends.types import HyperPodEventKind, InterruptionKind, InterruptionMessage, JunkMessage
 from hpscaler.cli import main
 
-DATA = Path(__file__).parent / "data" / "interruption-messages"
+DATA = Path(__file__).parents[1] / "data" / "interruption-messages"
 EXTRACTED: dict[str, Any] = json.loads((DATA / "extracted.json").read_text())["messages"]
 HYPERPOD: dict[str, Any] = json.loads((DATA / "hyperpod-reference.json").read_text())["body"]
 
@@ -150,7 +150,7 @@ def test_state_change_kinds_parse_lower_case() -> None:
 
 
 def test_check_config_warns_when_no_notice_source_is_configured(tmp_path: Path) -> None:
-    examples = Path(__file__).parents[1] / "config" / "examples"  # backends: the real aws one
+    examples = Path(__file__).parents[2] / "config" / "examples"  # backends: the real aws one
     result = CliRunner().invoke(main, ["check-config", str(examples)])
     assert result.exit_code == 0
     assert "no interruption notice source is configured" in result.stderr

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from hpscaler.config.settings import Settings
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "hpscaler" / "examples" / "hpscaler.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "hpscaler" / "examples" / "hpscaler.yaml"
 # The settings the example deliberately sets to something else (marked "example" in the file).
 NOT_DEFAULT = {
     "clusterName",

@@ -14,7 +14,7 @@ from hpscaler.cli import main
 from hpscaler.kube.objects import ManifestError, load_manifest_file, load_manifests
 from hpscaler.model import Gang, Pod
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TRAINING = REPO / "config" / "workloads" / "training"
 SEED = REPO / "config" / "examples"
 

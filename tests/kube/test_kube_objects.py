@@ -17,7 +17,7 @@ from hpscaler.kube.objects import (
 )
 from hpscaler.model import Gang, LabelSelector, Requirement, Taint, Toleration
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GI = 2**30
 
 

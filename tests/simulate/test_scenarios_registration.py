@@ -12,7 +12,7 @@ from hpscaler.daemon.registration import Registrar
 from hpscaler.simulate.runner import simulate
 from hpscaler.simulate.scenario import ScenarioError, load_scenario
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "config" / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[2] / "config" / "scenarios"
 LAUNCH_AND_JOIN = 90 + 30  # the world's launchSeconds + joinSeconds
 
 

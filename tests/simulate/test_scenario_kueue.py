@@ -11,7 +11,7 @@ from hpscaler.simulate.report import report_table
 from hpscaler.simulate.runner import simulate
 from hpscaler.simulate.scenario import ScenarioError, load_scenario
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "config" / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[2] / "config" / "scenarios"
 
 
 @pytest.fixture(scope="module")

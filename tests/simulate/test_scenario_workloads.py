@@ -13,7 +13,7 @@ from hpscaler.simulate.runner import simulate
 from hpscaler.simulate.scenario import ScenarioError, Workload, load_scenario
 from hpscaler.simulate.workloads import submission, template_pod, workload_pods
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 GPU = REPO / "config" / "examples" / "gpu"
 GPU_SCENARIO = GPU / "scenarios" / "gpu-spot-fallback.yaml"
 TOLERATE_GPU = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
