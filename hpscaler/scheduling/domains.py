@@ -12,32 +12,31 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 
-from hpscaler.model import Taint, TopologySpread, tolerates_all
+from hpscaler.model import LABEL_HOSTNAME, Taint, TopologySpread, tolerates_all
+from hpscaler.scheduling.index import RoundIndex
 from hpscaler.scheduling.packing import PodClass
-from hpscaler.scheduling.placement import Placer
 from hpscaler.scheduling.requirements import first_conflict, term_fits_labels
 
 
-def _nodes(placer: Placer) -> Iterator[tuple[Mapping[str, str], Sequence[Taint]]]:
+def _nodes(index: RoundIndex) -> Iterator[tuple[Mapping[str, str], Sequence[Taint]]]:
     """Labels and taints of every existing and in-flight node (one per existing-node signature)."""
-    for target in placer.signature_targets.values():
+    for target in index.signature_targets.values():
         if isinstance(target, tuple):
             yield target
-    for b in placer.bins:
-        if b.kind == "inflight" and b.option is not None:
-            yield b.labels, b.option.taints
+    for flight, option in index.inflight:
+        yield {**option.labels, LABEL_HOSTNAME: flight.name}, option.taints
 
 
-def spread_domains(placer: Placer, cls: PodClass, spread: TopologySpread) -> frozenset[str]:
+def spread_domains(index: RoundIndex, cls: PodClass, spread: TopologySpread) -> frozenset[str]:
     """The values of `spread`'s key on the nodes its policies count, for pods of `cls`."""
     key = spread.topology_key
     pod = cls.pod
     honor_affinity = spread.node_affinity_policy == "Honor"
     honor_taints = spread.node_taints_policy == "Honor"
     found: set[str] = set()
-    for option in placer.options:
+    for option in index.options:
         value = option.labels.get(key)
-        if value is None or value in found or (option.group.name, option.zone) in placer.inp.unavailable:
+        if value is None or value in found or (option.group.name, option.zone) in index.inp.unavailable:
             continue
         if honor_affinity and all(first_conflict(term, option.node_sets) is not None for term in cls.terms):
             continue
@@ -46,7 +45,7 @@ def spread_domains(placer: Placer, cls: PodClass, spread: TopologySpread) -> fro
         ):
             continue
         found.add(value)
-    for labels, taints in _nodes(placer):
+    for labels, taints in _nodes(index):
         value = labels.get(key)
         if value is None or value in found:
             continue

@@ -27,7 +27,7 @@ _RUN_SLACK = 1e-9  # relative: float noise must not end a run one pod early or l
 
 def fits(demand: Vector, free: Vector) -> bool:
     """Whether `demand` fits into `free` on every resource."""
-    return bool(np.all(demand <= free + EPS))
+    return bool((demand <= free + EPS).all())  # the method: np.all's wrapper costs more than the test
 
 
 @dataclass(slots=True)
@@ -67,6 +67,22 @@ class Bin:
         """The node's availability zone ("" if unknown)."""
         return self.labels.get(LABEL_ZONE, "")
 
+    def fits(self, demand: Vector) -> bool:
+        """Whether one pod of `demand` fits into what is left."""
+        return fits(demand, self.residual)
+
+    def add(self, shape: Shape, count: int = 1) -> None:
+        """Put `count` pods of `shape` (its next ones) onto this node: its own state only."""
+        start = shape.next
+        self.residual -= shape.demand * count if count > 1 else shape.demand
+        self.placed.extend(shape.pods[start : start + count])
+        self.classes.add(shape.cls.index)
+
+    def remove(self, shape: Shape, count: int) -> None:
+        """Undo the last `add` of `count` pods of `shape`."""
+        self.residual += shape.demand * count
+        del self.placed[len(self.placed) - count :]
+
 
 @dataclass(slots=True, eq=False)
 class Shape:
@@ -91,10 +107,12 @@ class Candidates:
     """What may go onto the bins of one signature, compacted as shapes and classes run out of pods."""
 
     lists: list[list[int]]  # per demand group: shape indexes, in shape order
-    classes: list[int]  # class indexes
+    live: set[int]  # indexes of the classes with pods left
     plain: bool  # no class has topology checks: what fits depends on resources alone
     groups: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     stale: bool = True  # `groups` may still hold groups whose list ran empty
+    nonempty: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))  # per group
+    spent_seen: int = 0  # how far into `Packing.spent` `live` is current
 
 
 def demand_groups(shapes: list[Shape], width: int) -> Vector:

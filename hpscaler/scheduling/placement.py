@@ -1,143 +1,90 @@
-"""Placement primitives of one scheduling round: the state the packer works on and how it changes.
+"""The packing state of one scheduling round, and the changes placing pods makes to it.
 
-`Placer` holds the round's launch options, pod classes, shapes and bins, and places pods: onto a bin
-(`place`), onto a new node (`open_bin`, ranked by `best_option`), in bulk onto a bin (`fill`: the
-bin-centric packing of `packing`), and onto bins topology closed for a while and has reopened
-(`place_on_parked`). While gangs are placed, and while a new node is on trial, every change is
-journaled so it can be undone.
-
-Topology can close a node to a pod for a while: a zone spread closes a zone until the others catch
-up, a pod affinity until a matching pod arrives. A node with room that was closed that way is
-remembered (parked) for the pod's class and tried again before a new node is opened for it.
+`Packing` holds what placing pods changes: the targets (existing, in-flight and new nodes, see
+`targets`), the pods left per demand group, NodePool usage, the pods that cannot be placed, and a log
+of the classes whose topology verdicts placements may have changed. A placement (`place`) adds pods to
+a target and counts them in topology; `open_node` adds a new node. While gangs are placed, and while a
+new node is on trial, every change is journaled so it can be undone (`rollback`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+
 import numpy as np
 import numpy.typing as npt
 
-from hpscaler.model import LABEL_HOSTNAME, PODS_RESOURCE, Taint, tolerates_all
+from hpscaler.model import Node
 from hpscaler.scheduling import topology as topo
-from hpscaler.scheduling.options import Option, build_options
-from hpscaler.scheduling.packing import (
-    EPS,
-    Bin,
-    Candidates,
-    PodClass,
-    Shape,
-    Vector,
-    best_row,
-    fits,
-    run_length,
-)
-from hpscaler.scheduling.ranking import OptionTable
-from hpscaler.scheduling.requirements import KeySets, term_fits_labels
-from hpscaler.scheduling.types import SchedulingInput, Unschedulable
+from hpscaler.scheduling.index import RoundIndex
+from hpscaler.scheduling.membership import PoolMembership
+from hpscaler.scheduling.options import Option
+from hpscaler.scheduling.packing import PodClass, Shape
+from hpscaler.scheduling.targets import ExistingNode, InFlightTarget, NewNode, Target
+from hpscaler.scheduling.types import Unschedulable
 
-_PROBE_HOST = "\x00probe"  # hostname of a node that does not exist yet: an empty hostname domain
+Journal = list[tuple[str, int, Target, int]]  # ("place", shape, target, count) or ("open", -1, node, 0)
 
 
-class Placer:
-    """The state of one scheduling round and the ways to place pods (see the module docstring)."""
+class Packing:
+    """What placing pods changes in one round (see the module docstring)."""
 
-    def __init__(self, inp: SchedulingInput) -> None:
-        self.inp = inp
-        self.options = build_options(
-            inp.node_pools,
-            inp.node_classes,
-            inp.groups,
-            inp.catalogue,
-            inp.daemonsets,
-            inp.placement_scores,
-            inp.region,
-        )
-        self.pending = [p for p in inp.pods if not p.node_name and not p.is_daemonset]
-        self.pending.sort(key=lambda p: (p.created, p.key))
-        names = {PODS_RESOURCE, "cpu", "memory"}
-        for pod in self.pending:
-            names.update(pod.requests)
-        self.dims = sorted(names)
-        self.dim_index = {name: i for i, name in enumerate(self.dims)}
-        vectors: dict[int, Vector] = {}  # options of one instance type usually share one allocatable
-        self.option_vectors: list[Vector] = []
-        for o in self.options:
-            vec = vectors.get(id(o.allocatable))
-            if vec is None:
-                vec = vectors[id(o.allocatable)] = self.vector(o.allocatable)
-            self.option_vectors.append(vec)
-        self.topology = topo.Topology()
-        self.topology_keys: tuple[str, ...] = ()
-        self.classes: list[PodClass] = []
-        self.shapes: list[Shape] = []
-        # Per options signature (see `_options_signature`): compatible options, their table, node terms.
-        self.option_sets: list[list[Option]] = []
-        self.option_id_sets: list[frozenset[int]] = []
-        self.option_terms: list[tuple[KeySets, ...]] = []
-        self.option_tables: dict[int, OptionTable] = {}
-        self.group_demand: Vector = np.zeros((0, len(self.dims)))
-        self.group_left: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
-        self.sizes: list[float] = []
-        self.bins: list[Bin] = []  # existing and in-flight nodes
-        self.zone_bins: dict[str, list[Bin]] = {}
-        self.new_bins: list[Bin] = []
-        self.new_zone_bins: dict[str, list[Bin]] = {}
+    def __init__(self, index: RoundIndex) -> None:
+        self.index = index
+        self.bins: list[Target] = []  # existing and in-flight nodes
+        self.zone_bins: dict[str, list[Target]] = {}
+        self.new_bins: list[NewNode] = []
+        self.new_zone_bins: dict[str, list[NewNode]] = {}
         self.taken_names: set[str] = set()
-        # Changes to undo: kept only while gangs are placed and while a new node is on trial.
-        self.journal: list[tuple[str, int, Bin, int]] | None = None
-        # Per bin signature: the shapes (by demand group) and classes that may go onto such bins.
-        self.candidates: dict[int, Candidates] = {}
-        self.candidate_sets: dict[tuple[bool, ...], Candidates] = {}  # by which classes are compatible
-        # (signature, capacity, residual, demands with pods) -> the runs a fill placed from that state.
-        self.patterns: dict[tuple[int, bytes, bytes, bytes], list[tuple[int, int]]] = {}
-        # (class, bin signature) -> (topology stamp, closed?) for classes whose checks ignore the hostname.
-        self.verdicts: dict[tuple[int, int], tuple[int, bool]] = {}
-        # Per bin signature: the classes topology closes a fresh host of it to, kept current from
-        # `changed` (classes whose checks read a count that changed, in order), and how far into
-        # `changed` it is. `watchers`: group id -> classes whose checks read the group.
-        self.closed_by_signature: dict[int, tuple[set[int], int]] = {}
-        self.changed: list[int] = []
-        self.watchers: dict[int, list[int]] = {}
-        self.watched_classes = -1  # how many classes `watchers` covers
-        self.seeded_hosts: dict[str, list[topo.TopologyGroup]] | None = None
-        self._class_groups: dict[int, set[int]] = {}
-        self._single_class: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
-        self.spent_classes = 0  # classes placed in full so far; candidate lists drop them when it moves
-        self.spent_seen: dict[int, int] = {}
-        self._class_groups_for = -1
-        self.compat_cache: dict[tuple[int, int], bool] = {}
-        self.bin_zone_cache: dict[int, frozenset[str]] = {}
-        self.node_signatures: dict[tuple[object, ...], int] = {}
-        self.existing_zones: dict[int, str] = {}  # existing-node signature -> zone
-        self.signature_targets: dict[int, tuple[dict[str, str], tuple[Taint, ...]] | Option] = {}
-        self.signature_probes: dict[int, dict[str, str]] = {}
-        self.domain_probes: dict[tuple[str | None, ...], dict[str, str]] = {}
-        self.option_domains: dict[int, tuple[str | None, ...]] = {}
         self.usage: dict[str, dict[str, int]] = {}
         self.unschedulable: list[Unschedulable] = []
-        # (options signature, demand group) -> options not to open for it; and the (signature, group,
-        # option) triples tried already (see `_Solver.open_and_fill`).
-        self.excluded: dict[tuple[int, int], set[int]] = {}
-        self.vetted: set[tuple[int, int, int]] = set()
+        self.group_left: npt.NDArray[np.int64] = np.zeros(len(index.group_demand), dtype=np.int64)
+        for shape in index.shapes:
+            if shape.group >= 0:
+                self.group_left[shape.group] += shape.remaining
+        self.spent: list[int] = []  # classes placed in full, in order (a rollback may give one pods again)
+        # Classes whose checks read a count that changed, in order (see `verdicts`).
+        self.changed: list[int] = []
+        # Changes to undo: kept only while gangs are placed and while a new node is on trial.
+        self.journal: Journal | None = None
+        self.rollbacks = 0  # how many rollbacks were made: shapes may have pods again after one
+        self.on_rollback: list[Callable[[], None]] = []  # called before a rollback
         self.ignore_limits = False  # set only to find out whether limits are what keeps a gang out
 
-    def vector(self, resources: dict[str, int], pods: int = 0) -> Vector:
-        vec = np.zeros(len(self.dims))
-        for name, amount in resources.items():
-            index = self.dim_index.get(name)
-            if index is not None:
-                vec[index] += amount
-        vec[self.dim_index[PODS_RESOURCE]] += pods
-        return vec
+    def add_cluster(self) -> None:
+        """Add the existing and in-flight nodes, count their NodePool usage and seed their pods."""
+        index = self.index
+        membership = PoolMembership(index.inp.node_pools, index.inp.node_classes)
+        for node, signature, labels in index.node_targets:
+            self.taken_names.add(node.name)
+            self._add_target(ExistingNode.of(node, signature, labels, index))
+            self.add_usage(membership.pool_name_of(node), self._node_capacity(node))
+            for pod in node.pods:
+                index.topology.seed(pod, labels)
+        for flight in index.inp.inflight:
+            self.taken_names.add(flight.name)
+        for flight, option in index.inflight:
+            target = InFlightTarget.of(flight, option, index)
+            for pod in flight.pods:
+                index.topology.seed(pod, target.labels)
+            self._add_target(target)
+            self.add_usage(option.node_pool.name, option.capacity)
 
-    def option_table(self, key: int) -> OptionTable:
-        table = self.option_tables.get(key)
-        if table is None:
-            options = self.option_sets[key]
-            usable = [(o.group.name, o.zone) not in self.inp.unavailable for o in options]
-            table = self.option_tables[key] = OptionTable(options, self.option_vectors, usable)
-        return table
+    def _add_target(self, target: Target) -> None:
+        self.bins.append(target)
+        self.zone_bins.setdefault(target.zone, []).append(target)
+
+    def _node_capacity(self, node: Node) -> dict[str, int]:
+        type_name = node.labels.get("node.kubernetes.io/instance-type", "")
+        catalogue = self.index.inp.catalogue
+        if type_name in catalogue:
+            return catalogue.get(type_name).capacity()
+        return dict(node.allocatable)
+
+    # -- NodePool limits ------------------------------------------------------------------------
 
     def add_usage(self, pool: str, capacity: dict[str, int], sign: int = 1) -> None:
+        """Count (or with `sign=-1`, un-count) a node of `capacity` in `pool`'s usage."""
         if not pool:
             return
         usage = self.usage.setdefault(pool, {})
@@ -146,6 +93,7 @@ class Placer:
         usage["nodes"] = usage.get("nodes", 0) + sign
 
     def within_limits(self, option: Option) -> bool:
+        """Whether one more node of `option` keeps its NodePool within its limits."""
         usage = self.usage.get(option.node_pool.name, {})
         for name, limit in option.node_pool.limits:
             extra = 1 if name == "nodes" else option.capacity.get(name, 0)
@@ -153,88 +101,29 @@ class Placer:
                 return False
         return True
 
-    def compatible(self, cls: PodClass, signature: int) -> bool:
-        key = (cls.options_key, signature)
-        found = self.compat_cache.get(key)
-        if found is None:
-            target = self.signature_targets[signature]
-            if isinstance(target, Option):
-                found = target.index in cls.option_ids
-            else:
-                labels, taints = target
-                prefer = cls.pod.avoids_prefer_no_schedule
-                found = tolerates_all(cls.pod.tolerations, taints, prefer=prefer) is None and any(
-                    term_fits_labels(term, labels) for term in cls.terms
-                )
-            self.compat_cache[key] = found
-        return found
+    # -- changes --------------------------------------------------------------------------------
 
-    def bin_zones(self, cls: PodClass) -> frozenset[str]:
-        """Zones of the existing and in-flight nodes pods of `cls` may run on."""
-        zones = self.bin_zone_cache.get(cls.options_key)
-        if zones is None:
-            found = {zone for sig, zone in self.existing_zones.items() if zone and self.compatible(cls, sig)}
-            found.update(
-                b.zone
-                for b in self.bins
-                if b.kind == "inflight" and b.zone and self.compatible(cls, b.signature)
-            )
-            zones = self.bin_zone_cache[cls.options_key] = frozenset(found)
-        return zones
-
-    def candidates_for(self, signature: int) -> Candidates:
-        """The shapes and classes with pods left that may go onto bins of `signature`."""
-        found = self.candidates.get(signature)
-        if found is None:
-            by_class = tuple(self.compatible(c, signature) for c in self.classes)
-            # Signatures that admit the same classes (most launch options) share one set of lists.
-            found = self.candidate_sets.get(by_class)
-            if found is None:
-                lists: list[list[int]] = [[] for _ in range(len(self.group_demand))]
-                classes: set[int] = set()
-                for shape in self.shapes:
-                    if shape.group >= 0 and by_class[shape.cls.index] and shape.remaining > 0:
-                        lists[shape.group].append(shape.index)
-                        classes.add(shape.cls.index)
-                plain = not any(self.classes[c].topology.constrained for c in classes)
-                found = self.candidate_sets[by_class] = Candidates(lists, sorted(classes), plain)
-            self.candidates[signature] = found
-        if found.stale:
-            found.stale = False
-            found.groups = np.array([g for g, members in enumerate(found.lists) if members], dtype=np.int64)
-        return found
-
-    def probe(self, labels: dict[str, str]) -> dict[str, str]:
-        """Labels of a node that does not exist yet in the same topology domains as `labels`."""
-        domains = tuple(labels.get(k) for k in self.topology_keys)
-        found = self.domain_probes.get(domains)
-        if found is None:
-            found = {k: v for k, v in zip(self.topology_keys, domains, strict=True) if v is not None}
-            found[LABEL_HOSTNAME] = _PROBE_HOST
-            self.domain_probes[domains] = found
-        return found
-
-    def signature_probe(self, b: Bin) -> dict[str, str]:
-        found = self.signature_probes.get(b.signature)
-        if found is None:
-            found = self.signature_probes[b.signature] = self.probe(b.labels)
-        return found
-
-    def place(self, shape: Shape, b: Bin, count: int = 1) -> None:
-        start = shape.next
+    def place(self, shape: Shape, target: Target, count: int = 1) -> None:
+        """Add the next `count` pods of `shape` to `target`."""
+        target.add(shape, count)
         shape.next += count
         shape.cls.left -= count
         if shape.cls.left <= 0:
-            self.spent_classes += 1
+            self.spent.append(shape.cls.index)
         if shape.group >= 0:
             self.group_left[shape.group] -= count
-        b.residual -= shape.demand * count if count > 1 else shape.demand
-        b.placed.extend(shape.pods[start : start + count])
-        b.classes.add(shape.cls.index)
-        topo.record(shape.cls.topology, b.labels, count)
+        topo.record(shape.cls.topology, target.labels, count)
         self.note_change(shape.cls)
         if self.journal is not None:
-            self.journal.append(("place", shape.index, b, count))
+            self.journal.append(("place", shape.index, target, count))
+
+    def note_change(self, cls: PodClass) -> None:
+        """Record that the counts `cls` changes were changed: classes reading them may see new verdicts."""
+        checks = cls.topology
+        if checks.increments or checks.owns:
+            watchers = self.index.watchers()
+            for group in (*checks.increments, *checks.owns):
+                self.changed.extend(watchers.get(id(group), ()))
 
     def fresh_name(self, group: str, number: int) -> str:
         """An unused hostname for a new node of `group`, numbered `number` or the next free number."""
@@ -245,397 +134,70 @@ class Placer:
         self.taken_names.add(name)
         return name
 
-    def open_bin(self, option: Option) -> Bin:
-        name = self.fresh_name(option.group.name, len(self.new_bins) + 1)
-        cap = self.option_vectors[option.index]
-        b = Bin(name, "new", {**option.labels, LABEL_HOSTNAME: name}, cap.copy(), cap, option.index, option)
-        self.new_bins.append(b)
-        self.new_zone_bins.setdefault(b.zone, []).append(b)
+    def open_node(self, option: Option) -> NewNode:
+        """Add an empty new node of `option`."""
+        node = NewNode.of(self.fresh_name(option.group.name, len(self.new_bins) + 1), option, self.index)
+        self.new_bins.append(node)
+        self.new_zone_bins.setdefault(node.zone, []).append(node)
         self.add_usage(option.node_pool.name, option.capacity)
         if self.journal is not None:
-            self.journal.append(("open", -1, b, 0))
-        return b
+            self.journal.append(("open", -1, node, 0))
+        return node
 
     def rollback(self, mark: int) -> None:
+        """Undo the journaled changes after the first `mark`."""
         assert self.journal is not None
+        for hook in self.on_rollback:
+            hook()
+        shapes = self.index.shapes
         while len(self.journal) > mark:
-            op, index, b, count = self.journal.pop()
+            op, position, target, count = self.journal.pop()
             if op == "place":
-                shape = self.shapes[index]
+                shape = shapes[position]
                 shape.next -= count
                 shape.cls.left += count
                 if shape.group >= 0:
                     self.group_left[shape.group] += count
-                b.residual += shape.demand * count
-                del b.placed[len(b.placed) - count :]
-                topo.record(shape.cls.topology, b.labels, -count)
+                target.remove(shape, count)
+                topo.record(shape.cls.topology, target.labels, -count)
                 self.note_change(shape.cls)
             else:
                 self.new_bins.pop()
-                self.new_zone_bins[b.zone].pop()
-                self.taken_names.discard(b.name)
-                assert b.option is not None
-                self.add_usage(b.option.node_pool.name, b.option.capacity, sign=-1)
-                for cls in self.classes:
-                    cls.parked.get(b.signature, {}).pop(b.name, None)
-        # Shapes may have pods again: the candidate lists dropped the ones that ran out.
-        self.candidates.clear()
-        self.candidate_sets.clear()
+                self.new_zone_bins[target.zone].pop()
+                self.taken_names.discard(target.name)
+                assert target.option is not None
+                self.add_usage(target.option.node_pool.name, target.option.capacity, sign=-1)
+                for cls in self.index.classes:
+                    cls.parked.get(target.signature, {}).pop(target.name, None)
+        self.rollbacks += 1
 
-    def can_place(self, shape: Shape, b: Bin) -> bool:
-        if shape.remaining <= 0 or not fits(shape.demand, b.residual):
-            return False
-        return not shape.cls.topology.constrained or topo.allowed(shape.cls.topology, b.labels)
+    def fail(self, shape: Shape, reason: str) -> None:
+        """Report the pods of `shape` left as unschedulable for `reason`."""
+        while shape.remaining > 0:
+            self.unschedulable.append(Unschedulable(shape.pods[shape.next].key, reason))
+            shape.next += 1
+            shape.cls.left -= 1
 
-    def fill(self, b: Bin) -> None:
-        """Fill a bin with the shapes whose demand best matches its residual capacity."""
-        candidates = self.candidates_for(b.signature)
-        active = candidates.groups
-        if not active.size:
-            return
-        closed = self.closed_classes(b, candidates)
-        if closed is None:
-            return
-        cursor: dict[int, int] = {}  # demand group -> first shape of its list not ruled out for this bin
-        # Only this bin's placements change what is left while it fills: drop demands with no pods now,
-        # and afterwards only the one just placed can run out.
-        active = active[self.group_left[active] > 0]
-        # Without topology, the fill is a function of the residual and of which demands have pods left:
-        # bins opened alike (most of them, on a fixed-size group) repeat a recorded sequence of runs.
-        key: tuple[int, bytes, bytes, bytes] | None = None
-        if candidates.plain:
-            key = (b.signature, b.capacity.tobytes(), b.residual.tobytes(), active.tobytes())
-            recorded = self.patterns.get(key)
-            if recorded is not None:
-                if all(self.place_run(b, g, n, candidates, cursor, closed) == n for g, n in recorded):
-                    return
-                key = None
-                active = active[self.group_left[active] > 0]  # the replay placed some of them
-        runs: list[tuple[int, int]] | None = [] if key is not None else None
-        seen_closed: set[int] = set()  # closed classes whose demands `still_open` has dropped already
-        demand = self.group_demand[active]
-        scale = np.where(b.capacity > 0, 1.0 / np.maximum(b.capacity, EPS) ** 2, 0.0)
-        # Every demand with one pod left (every pod a different size): no runs to work out, so the
-        # demands that no longer fit are dropped only when the best one does not fit, not on every pass.
-        lazy = bool(np.all(self.group_left[active] <= 1))
-        stale = True
-        while active.size:
-            if stale or not lazy:
-                keep = np.all(demand <= b.residual + EPS, axis=1)
-                if not keep.all():
-                    active, demand = active[keep], demand[keep]
-                    if not active.size:
-                        break
-                stale = False
-            row, scores = best_row(demand, b.residual, scale)
-            if lazy and not fits(demand[row], b.residual):
-                stale = True  # the best score belongs to a demand that no longer fits
-                continue
-            group = int(active[row])
-            if not self.head_open(b, group, candidates, cursor, closed):
-                # Nothing of this demand may go onto the bin any more. Classes topology closed to it rule
-                # out shapes of other demands too: drop every demand that has nothing else left.
-                runs = None
-                if closed <= seen_closed:  # no class closed since the last drop: only this demand goes
-                    active, demand = np.delete(active, row), np.delete(demand, row, axis=0)
-                    continue
-                keep = self.still_open(active, candidates, cursor, closed, group, seen_closed)
-                active, demand = active[keep], demand[keep]
-                continue
-            # A demand with one pod left places one: no need to work out a run (every pod a
-            # different size makes this the common case).
-            count = 1 if self.group_left[group] <= 1 else run_length(demand, b.residual, scale, row, scores)
-            placed = self.place_run(b, group, count, candidates, cursor, closed, checked=True)
-            if runs is not None and placed == count:
-                runs.append((group, count))
-            else:
-                runs = None
-            if self.group_left[group] <= 0:
-                runs = None  # the sequence depended on how many pods of this demand were left
-                # Fits nothing and scores below everything: the next filtering pass drops it.
-                demand[row] = np.inf if not lazy else -1.0
-        if key is not None and runs is not None:
-            self.patterns[key] = runs
+    # -- new nodes ------------------------------------------------------------------------------
 
-    def closed_classes(self, b: Bin, candidates: Candidates) -> set[int] | None:
-        """The classes with pods left that topology closes `b` to now (None: all of them).
-
-        Checking each class once up front is cheaper than finding out shape by shape, and a bin that
-        is closed to everything left (common once only constrained pods remain) is done at once. The
-        verdicts for a fresh host of the bin's signature are kept per signature and brought up to date
-        from the classes whose counts changed; only classes whose checks read a hostname count this
-        bin holds are checked against the bin itself. So a bin costs its own pods, not every class.
-        """
-        live = candidates.classes
-        if self.spent_classes != self.spent_seen.get(id(candidates)):
-            self.spent_seen[id(candidates)] = self.spent_classes
-            if any(self.classes[c].left <= 0 for c in live):
-                live[:] = [c for c in live if self.classes[c].left > 0]
-        closed = self.signature_closed(b).intersection(live)
-        for index in self.host_affected(b):
-            cls = self.classes[index]
-            if cls.left > 0 and cls.topology.host_keyed:
-                if topo.allowed(cls.topology, b.labels):
-                    closed.discard(index)
-                else:
-                    closed.add(index)
-        closed.intersection_update(live)
-        for index in closed:
-            self.park(b, self.classes[index])
-        return closed if len(closed) < len(live) else None
-
-    def note_change(self, cls: PodClass) -> None:
-        """Record that the counts `cls` changes were changed: classes reading them may see new verdicts."""
-        checks = cls.topology
-        if checks.increments or checks.owns:
-            watchers = self.class_watchers()
-            for group in (*checks.increments, *checks.owns):
-                self.changed.extend(watchers.get(id(group), ()))
-
-    def class_watchers(self) -> dict[int, list[int]]:
-        if self.watched_classes != len(self.classes):
-            self.watchers = {}
-            for cls in self.classes:
-                for group in cls.topology.watched:
-                    self.watchers.setdefault(id(group), []).append(cls.index)
-            self.watched_classes = len(self.classes)
-        return self.watchers
-
-    def signature_closed(self, b: Bin) -> set[int]:
-        """The constrained classes topology closes a fresh host of `b`'s signature to now."""
-        entry = self.closed_by_signature.get(b.signature)
-        probe = self.signature_probe(b)
-        if entry is None or len(self.classes) != self.watched_classes:
-            self.class_watchers()
-            closed = {
-                c.index
-                for c in self.classes
-                if c.topology.constrained and not topo.allowed(c.topology, probe)
-            }
-        else:
-            closed, seen = entry
-            for index in set(self.changed[seen:]):
-                if topo.allowed(self.classes[index].topology, probe):
-                    closed.discard(index)
-                else:
-                    closed.add(index)
-        self.closed_by_signature[b.signature] = (closed, len(self.changed))
-        return set(closed)
-
-    def host_affected(self, b: Bin) -> set[int]:
-        """Classes whose checks read a hostname count that `b`'s host holds (their verdict on `b` may
-        differ from a fresh host's)."""
-        if self.seeded_hosts is None:
-            self.seeded_hosts = {}
-            for group in {id(g): g for c in self.classes for g in c.topology.watched}.values():
-                if group.key == LABEL_HOSTNAME:
-                    for host in (*group.counts, *group.owners):
-                        self.seeded_hosts.setdefault(host, []).append(group)
-        groups = list(self.seeded_hosts.get(b.name, ()))
-        for index in b.classes:
-            checks = self.classes[index].topology
-            groups.extend(g for g in (*checks.increments, *checks.owns) if g.key == LABEL_HOSTNAME)
-        if not groups:
-            return set()
-        watchers = self.class_watchers()
-        return {c for g in groups for c in watchers.get(id(g), ())}
-
-    def closed_to(self, cls: PodClass, b: Bin) -> bool:
-        """Whether topology forbids one more pod of `cls` on `b` now."""
-        checks = cls.topology
-        if checks.host_keyed:
-            return not topo.allowed(checks, b.labels)
-        # Without hostname checks every bin of a signature gets the same verdict until a count changes.
-        key = (cls.index, b.signature)
-        stamp = checks.stamp()
-        found = self.verdicts.get(key)
-        if found is None or found[0] != stamp:
-            found = self.verdicts[key] = (stamp, not topo.allowed(checks, b.labels))
-        return found[1]
-
-    def place_run(
-        self,
-        b: Bin,
-        group: int,
-        count: int,
-        candidates: Candidates,
-        cursor: dict[int, int],
-        closed: set[int],
-        checked: bool = False,
-    ) -> int:
-        """Place up to `count` pods of demand `group` onto `b`, shapes in order; how many were placed.
-
-        `checked`: `head_open` has just found the shape at the cursor open to the bin.
-        """
-        at = cursor.get(group, 0)
-        placed = 0
-        while placed < count:
-            shape = self.live_shape(candidates, group, at)
-            if shape is None:
-                break
-            cls = shape.cls
-            if cls.index in closed:
-                at += 1
-                continue
-            if cls.topology.constrained:
-                if not checked and self.closed_to(cls, b):
-                    # Topology is a property of the class: the bin is closed to all its shapes.
-                    closed.add(cls.index)
-                    self.park(b, cls)
-                    at += 1
-                    continue
-                self.place(shape, b)
-                placed += 1
-            else:
-                take = min(count - placed, shape.remaining)
-                self.place(shape, b, take)
-                placed += take
-            checked = False
-        cursor[group] = at
-        return placed
-
-    def live_shape(self, candidates: Candidates, group: int, at: int) -> Shape | None:
-        """The shape at position `at` of `group`'s list once spent shapes there are dropped (None: past
-        the end)."""
-        members = candidates.lists[group]
-        while at < len(members):
-            shape = self.shapes[members[at]]
-            if shape.remaining > 0:
-                return shape
-            del members[at]  # for every bin of the signature: shapes never get pods back
-            candidates.stale = True
-        return None
-
-    def head_open(
-        self, b: Bin, group: int, candidates: Candidates, cursor: dict[int, int], closed: set[int]
-    ) -> bool:
-        """Move the cursor of `group` to its first shape that may go onto `b` now; whether there is one."""
-        at = cursor.get(group, 0)
-        while (shape := self.live_shape(candidates, group, at)) is not None:
-            cls = shape.cls
-            if cls.index not in closed:
-                if not cls.topology.constrained or not self.closed_to(cls, b):
-                    break
-                closed.add(cls.index)
-                self.park(b, cls)
-            at += 1
-        cursor[group] = at
-        return shape is not None
-
-    def still_open(
-        self,
-        active: npt.NDArray[np.int64],
-        candidates: Candidates,
-        cursor: dict[int, int],
-        closed: set[int],
-        group: int,
-        seen_closed: set[int],
-    ) -> npt.NDArray[np.bool_]:
-        """Which demand groups of `active` have a shape left whose class is not known to be closed.
-
-        Only `group` and the demands of classes closed since the last call (not in `seen_closed`) can
-        have changed their answer; the others are kept without looking (a demand whose shapes ran out
-        is dropped when it is picked next). Demands of a single shape (every pod a different size makes
-        most of them so) are decided by their class at once; the others shape by shape.
-        """
-        fresh = closed - seen_closed
-        seen_closed |= fresh
-        single, multi = self.group_classes()
-        keep = np.ones(len(active), dtype=bool)
-        suspects = {group}
-        if fresh:
-            by_class = np.zeros(len(self.classes), dtype=bool)
-            by_class[list(fresh)] = True
-            owner = single[active]
-            keep[(owner >= 0) & by_class[np.maximum(owner, 0)]] = False
-            for index in fresh:
-                suspects.update(multi.get(index, ()))
-        suspect = np.zeros(len(self.group_demand), dtype=bool)
-        suspect[list(suspects)] = True
-        for row in np.flatnonzero(suspect[active]).tolist():
-            members = int(active[row])
-            at = cursor.get(members, 0)
-            while (
-                shape := self.live_shape(candidates, members, at)
-            ) is not None and shape.cls.index in closed:
-                at += 1
-            cursor[members] = at
-            keep[row] = shape is not None
-        return keep
-
-    def group_classes(self) -> tuple[npt.NDArray[np.int64], dict[int, set[int]]]:
-        """Per demand group, the class of its only shape (-1: it has several); and per class, the
-        groups of several shapes it has a shape in."""
-        if self._class_groups_for != len(self.shapes):
-            single = np.full(len(self.group_demand), -1, dtype=np.int64)
-            count = np.zeros(len(self.group_demand), dtype=np.int64)
-            for shape in self.shapes:
-                if shape.group >= 0:
-                    count[shape.group] += 1
-                    single[shape.group] = shape.cls.index
-            single[count != 1] = -1
-            self._class_groups = {}
-            for shape in self.shapes:
-                if shape.group >= 0 and count[shape.group] > 1:
-                    self._class_groups.setdefault(shape.cls.index, set()).add(shape.group)
-            self._single_class = single
-            self._class_groups_for = len(self.shapes)
-        return self._single_class, self._class_groups
-
-    def park(self, b: Bin, cls: PodClass) -> None:
-        """Remember a bin topology closed to `cls`, unless only its host is closed."""
-        if cls.topology.host_keyed and topo.allowed(cls.topology, self.signature_probe(b)):
-            return  # a fresh node in the same domain would do: this host stays closed for good
-        cls.parked.setdefault(b.signature, {})[b.name] = b
-
-    def place_on_parked(self, shape: Shape) -> bool:
-        """Place one pod of `shape` on a parked bin that topology has reopened; existing nodes first."""
-        cls = shape.cls
-        for signature in sorted(cls.parked, key=lambda s: (s < len(self.options), s)):
-            bins = cls.parked[signature]
-            if not bins:
-                del cls.parked[signature]
-                continue
-            # A hostname affinity opens single hosts (the ones its targets went to), never a fresh one.
-            host_affine = cls.topology.host_affine
-            if not host_affine and not topo.allowed(
-                cls.topology, self.signature_probe(next(iter(bins.values())))
-            ):
-                continue  # the domain is still closed
-            for name, b in list(bins.items()):
-                if cls.min_demand is not None and not fits(cls.min_demand, b.residual):
-                    del bins[name]  # full for every shape of the class: for good
-                    continue
-                if not fits(shape.demand, b.residual):
-                    continue
-                if not topo.allowed(cls.topology, b.labels):
-                    if not host_affine:
-                        del bins[name]  # its host is closed to the class: for good
-                    continue
-                self.place(shape, b)
-                self.fill(b)
-                return True
-        return False
-
-    def best_option(self, shape: Shape, zone: str = "") -> Option | None:
-        """The best-ranked launch option that can take one pod of `shape` on a new node now."""
-        constrained = shape.cls.topology.constrained
-        verdicts: dict[tuple[str | None, ...], bool] = {}
-        excluded = self.excluded.get((shape.cls.options_key, shape.group), ())
-        for option in self.option_table(shape.cls.options_key).ranked(shape.demand):
+    def best_option(self, shape: Shape, zone: str = "", excluded: Collection[int] = ()) -> Option | None:
+        """The best-ranked launch option (in `zone`, if given; not in `excluded`) that can take one pod
+        of `shape` on a new node now."""
+        index = self.index
+        checks = shape.cls.topology
+        constrained = checks.constrained
+        verdicts: dict[int, bool] = {}  # per topology domains (see `RoundIndex.option_domains`)
+        for option in index.option_table(shape.cls.options_key).ranked(shape.demand):
             if (zone and option.zone != zone) or option.index in excluded:
                 continue
-            if option.node_pool.limits and not self.ignore_limits and not self.within_limits(option):
-                continue
             if constrained:
-                domains = self.option_domains.get(option.index)
-                if domains is None:
-                    domains = tuple(option.labels.get(k) for k in self.topology_keys)
-                    self.option_domains[option.index] = domains
+                domains = index.option_domains(option)
                 ok = verdicts.get(domains)
                 if ok is None:
-                    ok = verdicts[domains] = topo.allowed(shape.cls.topology, self.probe(option.labels))
+                    ok = verdicts[domains] = topo.allowed(checks, index.domain_probe(domains))
                 if not ok:
                     continue
+            if option.node_pool.limits and not self.ignore_limits and not self.within_limits(option):
+                continue
             return option
         return None

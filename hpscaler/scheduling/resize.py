@@ -25,40 +25,42 @@ import numpy as np
 
 from hpscaler.model import LABEL_HOSTNAME, CapacityType, Pod
 from hpscaler.scheduling import topology as topo
+from hpscaler.scheduling.index import RoundIndex
 from hpscaler.scheduling.options import ON_DEMAND_TIER, SPOT_TIER, Option
 from hpscaler.scheduling.packing import EPS, Bin, Vector
-from hpscaler.scheduling.placement import Placer
+from hpscaler.scheduling.placement import Packing
 from hpscaler.scheduling.ranking import SizeTable
 
 _CHEAPER = 1e-9  # a change must save more than float noise
 _SPLIT_TRIES = 3  # options tried per node, cheapest lower bound first
 
-PeerKey = tuple[str, tuple[int, int, float], tuple[str | None, ...]]
+PeerKey = tuple[str, tuple[int, int, float], tuple[str, int]]
 SizeKey = tuple[PeerKey, frozenset[int]]
-Demands = dict[tuple[tuple[str, int], ...], list[float]]  # a pod's requests -> its demand row
+Demands = dict[tuple[tuple[str, int], ...], tuple[list[float], Vector]]  # a pod's requests -> its demand row
 
 
 def right_size(sizer: Sizer) -> None:
     """Resize, then split, the new nodes of a finished packing (see the module docstring)."""
-    placer = sizer.placer
-    _apply_switches(placer, sizer.cheaper_options(placer.new_bins))
-    pieces = _apply_splits(placer, sizer.cheaper_splits(placer.new_bins))
+    packing = sizer.packing
+    _apply_switches(packing, sizer.cheaper_options(packing.new_bins))
+    pieces = _apply_splits(sizer.index, packing, sizer.cheaper_splits(packing.new_bins))
     if pieces:
-        _apply_switches(placer, sizer.cheaper_options(pieces))
+        _apply_switches(packing, sizer.cheaper_options(pieces))
 
 
 class Sizer:
     """The options each new node may switch to, built once per round."""
 
-    def __init__(self, placer: Placer) -> None:
-        self.placer = placer
+    def __init__(self, index: RoundIndex, packing: Packing) -> None:
+        self.index = index
+        self.packing = packing
         self.peers: dict[PeerKey, list[Option]] = {}
         # Without topology keys the peer key is one per (pool, group, zone): compute it once for each.
         by_offering: dict[tuple[str, str, str], PeerKey] = {}
-        for o in placer.options:
-            if (o.group.name, o.zone) in placer.inp.unavailable:
+        for o in index.options:
+            if (o.group.name, o.zone) in index.inp.unavailable:
                 continue
-            if placer.topology_keys:
+            if index.topology_keys:
                 key = self.peer_key(o)
             else:
                 offering = (o.node_pool.name, o.group.name, o.zone)
@@ -68,8 +70,7 @@ class Sizer:
 
     def peer_key(self, option: Option) -> PeerKey:
         """NodePool, rank tier, zone and topology domains of `option`."""
-        keys = self.placer.topology_keys
-        domains = (option.zone, *(option.labels.get(k) for k in keys)) if keys else (option.zone,)
+        domains = (option.zone, self.index.option_domains(option))
         tier = SPOT_TIER if option.capacity_type is CapacityType.SPOT else ON_DEMAND_TIER
         return (option.node_pool.name, (-option.node_pool.weight, tier, -option.score), domains)
 
@@ -77,7 +78,7 @@ class Sizer:
         found: dict[SizeKey, list[Bin]] = {}
         for b in bins:
             if b.option is not None and len(b.placed) >= min_pods:
-                sets = frozenset(self.placer.classes[c].options_key for c in b.classes)
+                sets = frozenset(self.index.classes[c].options_key for c in b.classes)
                 found.setdefault((self.peer_key(b.option), sets), []).append(b)
         return found
 
@@ -86,9 +87,9 @@ class Sizer:
         unit among the options up to each one (a bound on what any number of them costs)."""
         found = self.tables.get(key)
         if found is None:
-            allowed = frozenset.intersection(*(self.placer.option_id_sets[k] for k in key[1]))
+            allowed = frozenset.intersection(*(self.index.option_id_sets[k] for k in key[1]))
             options = [o for o in self.peers.get(key[0], ()) if o.index in allowed]
-            table = SizeTable(options, self.placer.option_vectors)
+            table = SizeTable(options, self.index.option_vectors)
             with np.errstate(divide="ignore", invalid="ignore"):
                 unit = np.where(table.alloc > 0, table.price[:, None] / table.alloc, np.inf)
             best_unit = np.minimum.accumulate(unit, axis=0) if len(options) else unit
@@ -97,7 +98,7 @@ class Sizer:
 
     def cheaper_options(self, bins: Sequence[Bin]) -> list[tuple[Bin, Option]]:
         """For each bin a cheaper single option can hold, the cheapest such option within limits."""
-        placer = self.placer
+        packing = self.packing
         switches: list[tuple[Bin, Option]] = []
         for key, members in self.by_key(bins, 1).items():
             table = self.table(key)[0]
@@ -108,7 +109,7 @@ class Sizer:
                 if pos < 0 or table.price[pos] >= current.price - _CHEAPER:
                     continue
                 choice = table.options[pos]
-                if not _within_limits(placer, current, choice, 1):
+                if not _within_limits(packing, current, choice, 1):
                     # The cheapest may break a limit: take the next cheapest that holds the load.
                     holds = np.flatnonzero(np.all(loads[row] <= table.alloc + EPS, axis=1))
                     choice = next(
@@ -116,7 +117,7 @@ class Sizer:
                             table.options[p]
                             for p in holds.tolist()
                             if table.price[p] < current.price - _CHEAPER
-                            and _within_limits(placer, current, table.options[p], 1)
+                            and _within_limits(packing, current, table.options[p], 1)
                         ),
                         current,
                     )
@@ -129,11 +130,11 @@ class Sizer:
     ) -> list[tuple[Bin, Option, list[list[Pod]]]]:
         """For each bin whose pods fit on several nodes of one option that cost less in all (than the
         bin's option, or than `ceiling`), those nodes."""
-        placer = self.placer
+        index = self.index
         splits: list[tuple[Bin, Option, list[list[Pod]]]] = []
         demands: Demands = {}
         for key, members in self.by_key(bins, 2).items():
-            members = [b for b in members if not any(_host_affinity(placer, c) for c in b.classes)]
+            members = [b for b in members if not any(_host_affinity(index, c) for c in b.classes)]
             table, best_unit = self.table(key)
             if not members or not table.options:
                 continue
@@ -154,25 +155,30 @@ class Sizer:
                 bound = max(2 * float(price[0]), float(np.max(load[need] * best_unit[cut - 1, need])))
                 if bound >= current[row] - _CHEAPER:
                     continue
-                found = _best_split(placer, b, load, alloc[:cut], price[:cut], float(current[row]), demands)
+                found = _best_split(index, b, load, alloc[:cut], price[:cut], float(current[row]), demands)
                 if found is not None:
                     choice, parts = found
                     splits.append((b, table.options[choice], parts))
         return splits
 
-    def split_beats_resize(self, b: Bin) -> bool:
-        """Whether what is packed on `b` costs less on several nodes of one option than on any single one."""
+    def beating_split(self, b: Bin) -> Option | None:
+        """The option of several nodes that hold what is packed on `b` for less than any single node
+        does (None: no such split)."""
         assert b.option is not None
         single = self.cheaper_options([b])
         best = single[0][1].price if single else b.option.price
-        return any(
-            _within_limits(self.placer, b.option, option, len(parts))
-            for _, option, parts in self.cheaper_splits([b], ceiling=best)
+        return next(
+            (
+                option
+                for _, option, parts in self.cheaper_splits([b], ceiling=best)
+                if _within_limits(self.packing, b.option, option, len(parts))
+            ),
+            None,
         )
 
 
 def _best_split(
-    placer: Placer,
+    index: RoundIndex,
     b: Bin,
     load: Vector,
     alloc: Vector,
@@ -189,26 +195,28 @@ def _best_split(
     for i in np.argsort(bounds, kind="stable")[:_SPLIT_TRIES].tolist():
         if bounds[i] >= best_cost:
             break
-        parts = _first_fit(placer, b.placed, alloc[i], demands)
+        parts = _first_fit(index, b.placed, alloc[i], demands)
         if parts is not None and len(parts) * float(price[i]) < best_cost:
             best, best_cost = (i, parts), len(parts) * float(price[i])
     return best
 
 
 def _first_fit(
-    placer: Placer,
+    index: RoundIndex,
     pods: Sequence[Pod],
     alloc: Vector,
     demands: Demands,
 ) -> list[list[Pod]] | None:
     """First-fit decreasing (by largest share) of `pods` onto nodes of `alloc`; None if one is too big."""
     capacity = alloc.tolist()
-    sized: list[tuple[float, int, Pod, list[float]]] = []
+    sized: list[tuple[float, int, Pod, Vector]] = []
     for order, pod in enumerate(pods):
         key = tuple(pod.requests.items())
-        demand = demands.get(key)
-        if demand is None:
-            demand = demands[key] = placer.vector(pod.requests, pods=1).tolist()
+        found = demands.get(key)
+        if found is None:
+            vector = index.vector(pod.requests, pods=1)
+            found = demands[key] = (vector.tolist(), vector)
+        demand, row = found
         # A few resources per pod: plain floats beat numpy calls here.
         share = 0.0
         for need, cap in zip(demand, capacity, strict=True):
@@ -218,30 +226,31 @@ def _first_fit(
                 share = max(share, need / cap)
         if share > 1.0 + EPS:
             return None
-        sized.append((-share, order, pod, demand))
+        sized.append((-share, order, pod, row))
     sized.sort(key=lambda item: (item[0], item[1]))
-    free: list[list[float]] = []
+    free = np.empty((len(sized), len(capacity)))  # what each part has left, one row per part
     parts: list[list[Pod]] = []
-    for _, _, pod, demand in sized:
-        for room, part in zip(free, parts, strict=True):
-            if all(need <= left + EPS for need, left in zip(demand, room, strict=True)):
-                for i, need in enumerate(demand):
-                    room[i] -= need
-                part.append(pod)
-                break
-        else:
-            free.append([cap - need for cap, need in zip(capacity, demand, strict=True)])
-            parts.append([pod])
+    for _, _, pod, row in sized:
+        count = len(parts)
+        if count:
+            room = np.all(row <= free[:count] + EPS, axis=1)
+            first = int(room.argmax())
+            if room[first]:
+                free[first] -= row
+                parts[first].append(pod)
+                continue
+        free[count] = alloc - row
+        parts.append([pod])
     return parts
 
 
-def _host_affinity(placer: Placer, index: int) -> bool:
-    return any(group.key == topo.HOSTNAME for group, _ in placer.classes[index].topology.affinity)
+def _host_affinity(index: RoundIndex, cls: int) -> bool:
+    return any(group.key == topo.HOSTNAME for group, _ in index.classes[cls].topology.affinity)
 
 
-def _within_limits(placer: Placer, old: Option, new: Option, count: int) -> bool:
+def _within_limits(packing: Packing, old: Option, new: Option, count: int) -> bool:
     """Whether replacing a node of `old` by `count` nodes of `new` keeps the NodePool within its limits."""
-    usage = placer.usage.get(new.node_pool.name, {})
+    usage = packing.usage.get(new.node_pool.name, {})
     for name, limit in new.node_pool.limits:
         grow = count - 1 if name == "nodes" else count * new.capacity.get(name, 0) - old.capacity.get(name, 0)
         if grow > 0 and usage.get(name, 0) + grow > limit:
@@ -249,43 +258,45 @@ def _within_limits(placer: Placer, old: Option, new: Option, count: int) -> bool
     return True
 
 
-def _switch(placer: Placer, b: Bin, option: Option) -> None:
+def _switch(packing: Packing, b: Bin, option: Option) -> None:
     old = b.option
     assert old is not None
-    placer.add_usage(old.node_pool.name, old.capacity, sign=-1)
-    placer.add_usage(option.node_pool.name, option.capacity)
-    cap = placer.option_vectors[option.index]
+    packing.add_usage(old.node_pool.name, old.capacity, sign=-1)
+    packing.add_usage(option.node_pool.name, option.capacity)
+    cap = packing.index.option_vectors[option.index]
     b.residual = cap - (b.capacity - b.residual)
     b.capacity, b.option, b.signature = cap, option, option.index
     if option.group is not old.group:
-        placer.taken_names.discard(b.name)
-        b.name = placer.fresh_name(option.group.name, int(b.name.rsplit("-", 1)[1]))
+        packing.taken_names.discard(b.name)
+        b.name = packing.fresh_name(option.group.name, int(b.name.rsplit("-", 1)[1]))
     b.labels = {**option.labels, LABEL_HOSTNAME: b.name}
 
 
-def _apply_switches(placer: Placer, switches: list[tuple[Bin, Option]]) -> None:
+def _apply_switches(packing: Packing, switches: list[tuple[Bin, Option]]) -> None:
     for b, option in switches:
-        _switch(placer, b, option)
+        _switch(packing, b, option)
 
 
-def _apply_splits(placer: Placer, splits: list[tuple[Bin, Option, list[list[Pod]]]]) -> list[Bin]:
+def _apply_splits(
+    index: RoundIndex, packing: Packing, splits: list[tuple[Bin, Option, list[list[Pod]]]]
+) -> list[Bin]:
     """Replace each bin by its parts (the first part stays on the bin); the bins of all parts."""
     pieces: list[Bin] = []
     for b, option, parts in splits:
         old = b.option
         assert old is not None
-        if not _within_limits(placer, old, option, len(parts)):
+        if not _within_limits(packing, old, option, len(parts)):
             continue
-        _switch(placer, b, option)
+        _switch(packing, b, option)
         cap = b.capacity
-        for index, part in enumerate(parts):
-            used = np.sum([placer.vector(p.requests, pods=1) for p in part], axis=0)
-            if index == 0:
+        for number, part in enumerate(parts):
+            used = np.sum([index.vector(p.requests, pods=1) for p in part], axis=0)
+            if number == 0:
                 piece = b
                 piece.placed = part
                 piece.residual = cap - used
             else:
-                piece = placer.open_bin(option)
+                piece = packing.open_node(option)
                 piece.placed, piece.residual, piece.classes = part, cap - used, set(b.classes)
             pieces.append(piece)
     return pieces
