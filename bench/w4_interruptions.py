@@ -137,10 +137,8 @@ async def hpscaler_storm(nodes: int) -> dict[str, Any]:
             await all_replaced.wait()
         elapsed = time.perf_counter() - t0
         stats = list(daemon.ctx.stats.taint_latency)
-        requested = sum(
-            int(e["IncrementTargetCountBy"]) for b in world.hyperpod.add_bodies for e in b["NodesToAdd"]
-        )
-        add_calls = len(world.hyperpod.add_bodies)
+        requested = sum(r.node_count for r in world.hyperpod.add_requests)
+        add_calls = len(world.hyperpod.add_requests)
         daemon.stop()
         tg.cancel_scope.cancel()
     return {

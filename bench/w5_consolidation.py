@@ -43,7 +43,7 @@ from hpscaler.model import (
     Pod,
     as_pending,
 )
-from hpscaler.scheduling.consolidation import decide_consolidation
+from hpscaler.scheduling.disruption import decide_consolidation
 from hpscaler.scheduling.scheduler import solve
 from hpscaler.scheduling.types import SchedulingInput
 

@@ -37,7 +37,7 @@ def _child(n_pods: int, n_nodes: int) -> dict[str, Any]:
     from hpscaler.daemon.app import Daemon
     from hpscaler.daemon.context import Backends
     from hpscaler.model import Disruption, DisruptionBudget
-    from hpscaler.scheduling.consolidation import decide_consolidation
+    from hpscaler.scheduling.disruption import decide_consolidation
     from hpscaler.scheduling.types import SchedulingInput
 
     quiet_logs()

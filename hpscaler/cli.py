@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from hpscaler import __version__
+from hpscaler.aws.bodies import add_nodes_body
 from hpscaler.cluster_cli import export_cluster, prerequisite_findings, report_findings
 from hpscaler.config import ConfigError, LoadedConfig, default_config_path, load_config
 from hpscaler.config.settings import MAX_PLACEMENT_SCORE, MIN_PLACEMENT_SCORE
@@ -303,7 +304,7 @@ def plan(
     )
     outcomes = with_final_nodes(outcomes, result)
     if output == "json":
-        body = plan_to_json(result, requests)
+        body = plan_to_json(result, [add_nodes_body(r) for r in requests])
         if found.requests:
             body["provisioningRequests"] = [o.to_json() for o in outcomes]
         click.echo(json.dumps(body, indent=2))

@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from hpscaler.model import InstanceGroup, Node, Pod
-from hpscaler.provisioning.batching import GroupAddition, batch_additions
+from hpscaler.provisioning.batching import AddRequest, GroupAddition, batch_additions
 from hpscaler.quantity import format_resource
 from hpscaler.scheduling.membership import PoolMembership, planning_nodes
 from hpscaler.scheduling.scheduler import solve
@@ -52,8 +52,8 @@ def plan_pods(
     nodes: Sequence[Node],
     daemonsets: Sequence[Pod],
     inp_base: SchedulingInput,
-) -> tuple[Plan, list[dict[str, Any]]]:
-    """Solve for `pods` on `nodes` and derive the exact BatchAddClusterNodes bodies.
+) -> tuple[Plan, list[AddRequest]]:
+    """Solve for `pods` on `nodes` and derive the BatchAddClusterNodes calls the daemon would make.
 
     A pod already bound to a node (`spec.nodeName`) is not the scheduler's to place: it counts as
     running on that node (it takes room there and shows under the node), or, when no such node is
@@ -101,14 +101,15 @@ def plan_pods(
     plan.unschedulable.extend(lost)
     pod_ids = {p.key: p.uid or p.key for p in pods}
     requests = batch_additions(cluster, group_additions(plan, inp.groups, pod_ids))
-    return plan, [r.body() for r in requests]
+    return plan, requests
 
 
 PLAN_SCHEMA_VERSION = 1  # raised when a field of `plan --output json` changes meaning or goes away
 
 
-def plan_to_json(plan: Plan, requests: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The stable JSON contract of `hpscaler plan --output json`."""
+def plan_to_json(plan: Plan, requests: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The stable JSON contract of `hpscaler plan --output json`; `requests` are the exact request
+    bodies (`hpscaler.aws.bodies.add_nodes_body`)."""
     return {
         "schemaVersion": PLAN_SCHEMA_VERSION,
         "newNodes": [
@@ -133,7 +134,7 @@ def plan_to_json(plan: Plan, requests: Sequence[dict[str, Any]]) -> dict[str, An
     }
 
 
-def plan_to_table(plan: Plan, requests: Sequence[dict[str, Any]]) -> str:
+def plan_to_table(plan: Plan, requests: Sequence[AddRequest]) -> str:
     """A readable summary of the plan."""
     lines: list[str] = []
     if plan.new_nodes:
@@ -155,9 +156,7 @@ def plan_to_table(plan: Plan, requests: Sequence[dict[str, Any]]) -> str:
         lines.extend(f"  {u.pod}: {u.reason}" for u in plan.unschedulable)
     if requests:
         lines.append(f"BatchAddClusterNodes calls ({len(requests)}):")
-        for body in requests:
-            parts = ", ".join(
-                f"{e['InstanceGroupName']} +{e['IncrementTargetCountBy']}" for e in body["NodesToAdd"]
-            )
-            lines.append(f"  {body['ClientToken']}: {parts}")
+        for request in requests:
+            parts = ", ".join(f"{e.group} +{e.count}" for e in request.entries)
+            lines.append(f"  {request.client_token}: {parts}")
     return "\n".join(lines)

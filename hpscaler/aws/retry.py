@@ -1,4 +1,5 @@
-"""Calling AWS: one retry policy (tenacity) for every request, and errors turned into `BackendError`.
+"""Calling AWS: one retry policy (tenacity) for every request, and errors turned into `BackendError`
+(the subclass the code stands for: `hpscaler.aws.errors`).
 
 botocore's own retries are switched off in `session.py`, so the policy here is the only one: it
 retries throttling, 5xx answers, timeouts and lost connections with jittered exponential backoff,
@@ -24,6 +25,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from hpscaler.aws.errors import backend_error
 from hpscaler.backends.protocols import BackendError
 from hpscaler.config.settings import Settings
 
@@ -153,8 +155,8 @@ async def call_aws(
     except ClientError as exc:
         code = error_code(exc)
         message = str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
-        raise BackendError(
-            f"{service}:{operation} failed: {code}: {message}", retryable=is_retryable(exc), code=code
+        raise backend_error(
+            f"{service}:{operation} failed: {code}: {message}", code=code, retryable=is_retryable(exc)
         ) from exc
     except TRANSPORT_ERRORS as exc:
         raise BackendError(
@@ -162,8 +164,8 @@ async def call_aws(
         ) from exc
     except ParamValidationError as exc:
         # A request the service model rejects is a bug here, never worth repeating.
-        raise BackendError(
-            f"{service}:{operation} request is invalid: {exc}", retryable=False, code="ParamValidationError"
+        raise backend_error(
+            f"{service}:{operation} request is invalid: {exc}", code="ParamValidationError", retryable=False
         ) from exc
     response.pop("ResponseMetadata", None)
     return response

@@ -12,6 +12,7 @@ from typing import Any, cast, get_args
 import anyio
 import structlog
 
+from hpscaler.aws.bodies import add_nodes_body
 from hpscaler.aws.retry import RetryPolicy, call_aws
 from hpscaler.aws.subnets import SubnetZones
 from hpscaler.backends.protocols import BackendError
@@ -27,7 +28,7 @@ from hpscaler.backends.types import (
     NodeStatus,
 )
 from hpscaler.model import CapacityType, InstanceGroup, Taint, TaintEffect
-from hpscaler.provisioning.batching import MAX_LOGICAL_IDS_PER_DELETE
+from hpscaler.provisioning.batching import MAX_LOGICAL_IDS_PER_DELETE, AddRequest
 
 log = structlog.get_logger("hpscaler.aws")
 
@@ -187,14 +188,12 @@ class SageMakerHyperPod:
         self._placements = {i: p for i, p in self._placements.items() if i in live}
         return [self._node(s) for s in summaries]
 
-    async def batch_add_nodes(self, body: Mapping[str, object]) -> AddResult:
-        """BatchAddClusterNodes with `body` as is. Retried only with a ClientToken: HyperPod then
+    async def batch_add_nodes(self, request: AddRequest) -> AddResult:
+        """BatchAddClusterNodes for `request`. Retried only with a ClientToken: HyperPod then
         replays the first answer for 8 hours instead of adding the nodes twice.
         """
-        params = dict(body)
-        response = await self._call(
-            "BatchAddClusterNodes", params, idempotent=bool(params.get("ClientToken"))
-        )
+        params = add_nodes_body(request)
+        response = await self._call("BatchAddClusterNodes", params, idempotent=bool(request.client_token))
         added = tuple(
             AddedNode(str(s["NodeLogicalId"]), str(s["InstanceGroupName"]), _node_status(s.get("Status")))
             for s in response.get("Successful") or []
@@ -211,7 +210,7 @@ class SageMakerHyperPod:
         log.info(
             "nodes_requested",
             cluster=self.cluster_name,
-            token=params.get("ClientToken", ""),
+            token=request.client_token,
             added=len(added),
             failed=[(f.group, f.error_code, f.count) for f in failed],
         )

@@ -4,7 +4,8 @@ Rules of this package:
 - One small `typing.Protocol` per outside system (`protocols`); the daemon talks only to these.
 - The data crossing them (`types`) is plain dataclasses and enums over `hpscaler.model`, so the
   pure core may import it; nothing here does I/O.
-- A failed call raises `BackendError`; `retryable` says whether trying again may help.
+- A failed call raises `BackendError` (`errors`); `retryable` says whether trying again may help, and
+  its subclasses what happened: `CapacityError`, `NotFoundError`, `InvalidRequestError`.
 - Implementations live elsewhere: `hpscaler.fake` (a first-class backend, tested like the others),
   `hpscaler.aws`, `hpscaler.kube`, and plugins found through the `hpscaler.backends` entry points
   (`registry`, the only module here that reads the configuration).
@@ -15,11 +16,12 @@ from typing import TYPE_CHECKING
 from hpscaler.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from hpscaler.backends.errors import BackendError, CapacityError, InvalidRequestError, NotFoundError
     from hpscaler.backends.protocols import (
-        BackendError,
         HyperPodCluster,
         InterruptionSource,
         KubernetesCluster,
+        LeaseStore,
         NodeConfigSource,
         PlacementScores,
         ProvisioningRequestSource,
@@ -66,6 +68,7 @@ __all__ = [
     "BackendError",
     "BackendNotFound",
     "BackendSet",
+    "CapacityError",
     "ClusterDescription",
     "ClusterEvent",
     "ClusterNodeConfig",
@@ -79,11 +82,14 @@ __all__ = [
     "InterruptionKind",
     "InterruptionMessage",
     "InterruptionSource",
+    "InvalidRequestError",
     "JunkMessage",
     "KubernetesCluster",
     "Lease",
+    "LeaseStore",
     "NodeConfigSource",
     "NodeStatus",
+    "NotFoundError",
     "PlacementScores",
     "ProvisioningRequestSource",
     "SpotPriceSource",
@@ -100,11 +106,12 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
+        "errors": ("BackendError", "CapacityError", "InvalidRequestError", "NotFoundError"),
         "protocols": (
-            "BackendError",
             "HyperPodCluster",
             "InterruptionSource",
             "KubernetesCluster",
+            "LeaseStore",
             "NodeConfigSource",
             "PlacementScores",
             "ProvisioningRequestSource",

@@ -2,7 +2,8 @@
 
 Implementations: the in-memory fakes in `hpscaler.fake` (which also power the simulator), the real
 AWS and Kubernetes backends, and third-party backends found through the `hpscaler.backends` entry
-point group. Every method may raise `BackendError` for a failure the caller should retry later.
+point group. Every method may raise `BackendError` (see `hpscaler.backends.errors` for what its
+subclasses tell the caller to do).
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+from hpscaler.backends.errors import BackendError as BackendError
+from hpscaler.backends.errors import CapacityError as CapacityError
+from hpscaler.backends.errors import InvalidRequestError as InvalidRequestError
+from hpscaler.backends.errors import NotFoundError as NotFoundError
 from hpscaler.backends.types import (
     AddResult,
     ClusterDescription,
@@ -25,16 +30,8 @@ from hpscaler.backends.types import (
     WatchEvent,
 )
 from hpscaler.model import InstanceGroup, Pod, Taint
+from hpscaler.provisioning.batching import AddRequest
 from hpscaler.provisioning.provreq import RequestCondition, RequestSet
-
-
-class BackendError(Exception):
-    """A call to an outside system failed; `retryable` says whether trying again may help."""
-
-    def __init__(self, message: str, *, retryable: bool = True, code: str = "") -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.code = code
 
 
 @runtime_checkable
@@ -88,6 +85,15 @@ class KubernetesCluster(Protocol):
         """Emit a Kubernetes Event on a pod so `kubectl describe pod` shows the decision."""
         ...
 
+
+@runtime_checkable
+class LeaseStore(Protocol):
+    """coordination.k8s.io/v1 Leases, for leader election between replicas (`service.leader`).
+
+    Kubernetes backends implement it next to `KubernetesCluster`; `hpscaler run` refuses a
+    Kubernetes backend that does not.
+    """
+
     async def acquire_lease(self, name: str, holder: str, duration_seconds: float) -> Lease:
         """Take or renew the named Lease if it is free, expired or ours; return who holds it now."""
         ...
@@ -105,8 +111,8 @@ class HyperPodCluster(Protocol):
         """Every node of the cluster, all pages."""
         ...
 
-    async def batch_add_nodes(self, body: Mapping[str, object]) -> AddResult:
-        """BatchAddClusterNodes with exactly this request body (ClientToken included)."""
+    async def batch_add_nodes(self, request: AddRequest) -> AddResult:
+        """BatchAddClusterNodes for `request` (ClientToken included); the backend builds the body."""
         ...
 
     async def batch_delete_nodes(

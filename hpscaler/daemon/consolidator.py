@@ -14,7 +14,7 @@ from hpscaler.daemon.provisioner import Provisioner
 from hpscaler.daemon.state import instance_id_of
 from hpscaler.model import LABEL_NODEPOOL, Node, NodePool, as_pending
 from hpscaler.provisioning.bookings import with_holders
-from hpscaler.scheduling.consolidation import ConsolidationDecision, Removal, decide_consolidation
+from hpscaler.scheduling.disruption import ConsolidationDecision, Removal, decide_consolidation
 from hpscaler.scheduling.types import SchedulingInput
 
 DRAIN_GIVE_UP_SECONDS = 300.0

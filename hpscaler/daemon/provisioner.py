@@ -12,9 +12,11 @@ import gc
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 
 import anyio
 
+from hpscaler.backends.errors import CapacityError, InvalidRequestError, NotFoundError
 from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import AddResult, HyperPodNode, NodeStatus
 from hpscaler.daemon.context import DaemonContext
@@ -42,6 +44,7 @@ from hpscaler.scheduling.types import InFlightNode, Plan, SchedulingInput
 
 MAX_FALLBACK_ROUNDS = 12
 MAX_TOKEN_SALTS = 4
+REFUSED = (CapacityError, NotFoundError, InvalidRequestError)  # errors that refuse a request's groups
 
 
 class Provisioner:
@@ -339,14 +342,14 @@ class Provisioner:
             if result is None:
                 if rejected:
                     for entry in request.entries:
-                        group = ctx.groups.get(entry["InstanceGroupName"])
-                        zones = entry.get("AvailabilityZones") or (group.zones if group else ())
+                        group = ctx.groups.get(entry.group)
+                        zones = entry.zones or (group.zones if group else ())
                         zone = zones[0] if zones else ""
-                        ctx.unavailable.mark(entry["InstanceGroupName"], zone, now, "refused by the API")
+                        ctx.unavailable.mark(entry.group, zone, now, "refused by the API")
                     refused = True
                 continue
             asked = {
-                e["InstanceGroupName"]: (e.get("AvailabilityZones", [""])[0], e.get("InstanceTypes", [""])[0])
+                e.group: (e.zones[0] if e.zones else "", e.instance_types[0] if e.instance_types else "")
                 for e in request.entries  # a group appears once per call
             }
             refused |= self._record(result, pools, for_pods, group_labels, now, asked)
@@ -360,21 +363,24 @@ class Provisioner:
         """
         ctx = self.ctx
         for attempt in range(MAX_TOKEN_SALTS):
-            body = request.body()
+            sent = request
             if attempt:
-                body["ClientToken"] = client_token(
+                token = client_token(
                     request.cluster, request.entries, [request.client_token], salt=f"retry-{attempt}"
                 )
+                sent = replace(request, client_token=token)
             try:
-                result = await ctx.backends.hyperpod.batch_add_nodes(body)
+                result = await ctx.backends.hyperpod.batch_add_nodes(sent)
             except BackendError as exc:
                 ctx.record(CloudProviderError("BatchAddClusterNodes", str(exc)))
-                ctx.log.warning("batch_add_failed", error=str(exc), code=exc.code, token=body["ClientToken"])
-                return None, not exc.retryable
+                ctx.log.warning("batch_add_failed", error=str(exc), code=exc.code, token=sent.client_token)
+                # Refused for this request's groups (no capacity or quota, nothing found, or invalid):
+                # the same request cannot succeed, another group may. Other errors wait for a round.
+                return None, isinstance(exc, REFUSED)
             ctx.record(ApiCalled("BatchAddClusterNodes"))
             if not any(a.status is NodeStatus.NOT_FOUND for a in result.successful):
                 return result, False
-            ctx.log.info("client_token_replayed_cancelled_nodes", token=body["ClientToken"])
+            ctx.log.info("client_token_replayed_cancelled_nodes", token=sent.client_token)
         return None, False
 
     def _record(

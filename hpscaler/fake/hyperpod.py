@@ -1,24 +1,15 @@
-"""An in-memory SageMaker HyperPod cluster in continuous provisioning mode, with Spot and metering.
+"""An in-memory SageMaker HyperPod cluster in continuous provisioning mode: the `HyperPodCluster` API.
 
 Continuous provisioning: BatchAddClusterNodes raises the target count and returns at once; nodes
-launch in the background, and a launch that finds no capacity fails and is retried until it
-succeeds or the node is deleted. Billing runs per instance from launch to shutdown.
+launch in the background (`fake.lifecycle`, which also holds the node states and cluster events),
+and a launch that finds no capacity (`fake.capacity`) fails and is retried until it succeeds or the
+node is deleted. Billing runs per instance from launch to shutdown (`fake.metering`).
 
-Node states follow ClusterInstanceStatus as the continuous-provisioning page defines them
-(/work/shared/seed-examples/hyperpod-continuous-provisioning.txt): Pending "is being provisioned or
-rebooted", ShuttingDown "will either transition to Failure status if termination encounters issues,
-or will be successfully removed", SystemUpdating during AMI patching, DeepHealthCheckInProgress for
-"a few mins to several hours". Tests move nodes through them with `set_node_status` and
-`termination_failures`. BatchDeleteClusterNodes takes NodeLogicalIds and NodeIds "with a combined
-maximum of 50 identifiers" and reports per-node failures (BatchDeleteClusterNodesError codes
-NodeIdNotFound, InvalidNodeStatus, NodeIdInUse); `refuse_delete` injects one.
-
-Cluster events follow the "SageMaker HyperPod cluster events reference": ResourceType Instance,
-EventLevel Info|Warn|Error (never "Warning"), a Description and, for a failed creation, the
-metadata's FailureMessage. A failed launch uses the reference's own example ("Instance creation in
-Cluster C and InstanceGroup G failed", FailureMessage "We currently do not have sufficient
-capacity ..."). The reference shows no record for a Spot termination; the fake reports one at Warn
-in the same style, and a deletion hpscaler asked for reports none that looks like a loss.
+BatchAddClusterNodes is validated as the API reference says (`fake.requests`) and replays a
+ClientToken's answer for 8 hours. BatchDeleteClusterNodes takes NodeLogicalIds and NodeIds "with a
+combined maximum of 50 identifiers" and reports per-node failures (BatchDeleteClusterNodesError
+codes NodeIdNotFound, InvalidNodeStatus, NodeIdInUse); `refuse_delete` injects one. Tests move
+nodes through their states with `set_node_status` and `termination_failures`.
 
 A Spot notice reaches hpscaler only through the sources a scenario names (`notice_via`): the SQS
 queue (EC2's EventBridge warning, if it reaches the account at all), the node agent (IMDS) or
@@ -27,16 +18,12 @@ HyperPod's taint, each after `notice_delay` seconds. HyperPod's own events carry
 
 from __future__ import annotations
 
-import copy
-import itertools
-import json
-import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
-from hpscaler.backends.protocols import BackendError
+from hpscaler.backends.errors import InvalidRequestError
 from hpscaler.backends.types import (
     AddedNode,
     AddFailure,
@@ -46,44 +33,23 @@ from hpscaler.backends.types import (
     DeleteFailure,
     DeleteResult,
     HyperPodNode,
-    InterruptionKind,
-    InterruptionMessage,
     NodeStatus,
 )
 from hpscaler.catalogue import Catalogue
 from hpscaler.clock import Clock
+from hpscaler.fake.capacity import Offering, OfferingCapacity
 from hpscaler.fake.cluster_document import ClusterSettings, describe_cluster_document
-from hpscaler.fake.kubernetes import FaultInjector, Timers
+from hpscaler.fake.faults import FaultInjector
+from hpscaler.fake.lifecycle import ClusterNode, LaunchTiming, NodeLifecycle
+from hpscaler.fake.metering import MeterRecord
 from hpscaler.fake.requests import validate_add
 from hpscaler.fake.signals import FakeInterruptionQueue
 from hpscaler.fake.specs import InstanceSpecLike, resolve_specs
+from hpscaler.fake.timers import Timers
 from hpscaler.model import CapacityType, InstanceGroup
-from hpscaler.provisioning.batching import MAX_LOGICAL_IDS_PER_DELETE
+from hpscaler.provisioning.batching import MAX_LOGICAL_IDS_PER_DELETE, AddRequest, NodesToAdd
 
 TOKEN_TTL_SECONDS = 8 * 3600.0
-INSUFFICIENT_CAPACITY = "InsufficientInstanceCapacity"
-Offering = tuple[str, str, CapacityType]  # instance type, zone (name or id), capacity type
-
-
-@dataclass(slots=True)
-class MeterRecord:
-    """Billing of one instance: from launch until it shuts down or terminates."""
-
-    logical_id: str
-    instance_id: str
-    group: str
-    instance_type: str
-    zone: str
-    capacity_type: CapacityType
-    price_per_hour: float
-    on_demand_price_per_hour: float
-    start: float
-    end: float | None = None
-    end_reason: str = ""
-
-    def seconds(self, now: float) -> float:
-        """Billed seconds so far."""
-        return (self.end if self.end is not None else now) - self.start
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,50 +63,9 @@ class Reclaim:
 
 
 @dataclass(frozen=True, slots=True)
-class CapacityChange:
-    """An offering's capacity set by a test or the simulator (None: unlimited)."""
-
-    time: float
-    offering: Offering
-    count: int | None
-
-
-@dataclass(slots=True)
-class _Node:
-    logical_id: str
-    group: str
-    capacity_type: CapacityType
-    instance_types: tuple[str, ...]  # allowed, in preference order
-    zones: tuple[str, ...]
-    status: NodeStatus = NodeStatus.PENDING
-    instance_id: str = ""
-    instance_type: str = ""
-    zone: str = ""
-    launch_time: float = 0.0
-    message: str = ""
-    attempt: int = 0  # stale timers compare it and do nothing
-    meter: MeterRecord | None = None
-    interrupted: bool = False
-    reserved: tuple[str, str] | None = None  # (type, zone) the capacity check found room in
-
-    def view(self) -> HyperPodNode:
-        return HyperPodNode(
-            self.logical_id,
-            self.group,
-            self.status,
-            self.instance_id,
-            self.instance_type,
-            self.zone,
-            self.capacity_type,
-            self.launch_time,
-            self.message,
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class _TokenUse:
     time: float
-    fingerprint: str
+    fingerprint: tuple[str, tuple[NodesToAdd, ...]]
     added: tuple[tuple[str, str], ...]  # (logical id, group)
     failed: tuple[AddFailure, ...]
 
@@ -175,11 +100,7 @@ class FakeHyperPod:
         self.timers = timers if timers is not None else Timers()
         self.faults = FaultInjector()
         self.interruptions = interruptions if interruptions is not None else FakeInterruptionQueue()
-        self.launch_seconds = launch_seconds
-        self.capacity_error_seconds = capacity_error_seconds
         self.join_seconds = join_seconds  # used by the World to make the K8s node Ready
-        self.retry_seconds = retry_seconds
-        self.shutdown_seconds = shutdown_seconds
         self.notice_seconds = notice_seconds
         self.state_change_messages = state_change_messages
         self.notice_via = tuple(notice_via)
@@ -189,33 +110,39 @@ class FakeHyperPod:
         self.on_notice: list[Callable[[str, str, float], None]] = []
         self.specs = resolve_specs([t for g in groups for t in g.instance_types], specs, catalogue)
         self.calls: Counter[str] = Counter()
-        self.add_bodies: list[dict[str, object]] = []
+        self.add_requests: list[AddRequest] = []  # every BatchAddClusterNodes call, as made
         self.delete_requests: list[tuple[str, ...]] = []
-        self.launched: Counter[tuple[str, CapacityType]] = Counter()
         self.interrupted = 0  # Spot instances reclaimed, with notice or without
         self.reclaims: list[Reclaim] = []
         self.rebalances: list[tuple[float, str]] = []  # (time, instance id) of each recommendation
-        self.capacity_changes: list[CapacityChange] = []
-        self.on_running: list[Callable[[HyperPodNode], None]] = []
-        self.on_gone: list[Callable[[HyperPodNode, str], None]] = []
         self.settings = ClusterSettings()  # NodeProvisioningMode, NodeRecovery, AutoScaling
         self.delete_refusals: dict[str, tuple[str, int]] = {}  # logical id -> (code, deletes refused)
-        self.termination_failures: set[str] = set()  # logical ids whose shutdown ends in Failure
         self._groups = {g.name: g for g in groups}
-        self._targets = {g.name: 0 for g in groups}
-        self._capacity: dict[Offering, int | None] = dict(capacity or {})
-        self._nodes: dict[str, _Node] = {}
+        self._capacity = OfferingCapacity(dict(capacity or {}))
         self._tokens: dict[str, _TokenUse] = {}
-        self._events: list[ClusterEvent] = []
-        self._meters: list[MeterRecord] = []
-        self._rng = random.Random(seed)
-        self._ids = itertools.count(1)
-        self._event_ids = itertools.count(1)
+        timing = LaunchTiming(launch_seconds, capacity_error_seconds, retry_seconds, shutdown_seconds)
+        self.lifecycle = NodeLifecycle(
+            cluster_name,
+            clock,
+            self.timers,
+            self._groups,
+            self.specs,
+            self._capacity,
+            timing=timing,
+            seed=seed,
+        )
+        self.lifecycle.on_terminated.append(self._state_change)
+        # The lifecycle's own lists and counters, under the names tests and the World use.
+        self.on_running = self.lifecycle.on_running
+        self.on_gone = self.lifecycle.on_gone
+        self.launched = self.lifecycle.launched
+        self.termination_failures = self.lifecycle.termination_failures
+        self.capacity_changes = self._capacity.changes
         for group in groups:
             if not group.zones:
                 raise ValueError(f"instance group {group.name} needs at least one zone to launch in")
             # As CreateCluster with InstanceCount: the initial nodes launch like any other.
-            self._add(group, group.target_count, group.instance_types, group.zones)
+            self.lifecycle.add(group, group.target_count, group.instance_types, group.zones)
 
     async def run(self) -> None:
         """Launch, retry and shut down nodes as their timers fall due, until cancelled."""
@@ -241,27 +168,27 @@ class FakeHyperPod:
         """Events strictly newer than `since`."""
         self.calls["list_events"] += 1
         self.faults.check("list_events")
-        return [e for e in self._events if e.time > since]
+        return [e for e in self.lifecycle.events if e.time > since]
 
-    async def batch_add_nodes(self, body: Mapping[str, object]) -> AddResult:
+    async def batch_add_nodes(self, request: AddRequest) -> AddResult:
         """Validate, replay an idempotent token, or raise target counts and queue new nodes."""
         self.calls["batch_add_nodes"] += 1
-        self.add_bodies.append(copy.deepcopy(dict(body)))
+        self.add_requests.append(request)
         self.faults.check("batch_add_nodes")
-        entries = validate_add(body, self.cluster_name, self._groups)
+        entries = validate_add(request, self.cluster_name, self._groups)
         now = self.clock.now()
-        token = body.get("ClientToken")
-        fingerprint = json.dumps(body, sort_keys=True, default=str)
-        if isinstance(token, str):
+        token = request.client_token
+        fingerprint = (request.cluster, request.entries)
+        if token:
             used = self._tokens.get(token)
             if used is not None and now - used.time < TOKEN_TTL_SECONDS:
                 if used.fingerprint != fingerprint:
-                    raise BackendError(
-                        "ClientToken reused with different parameters",
-                        retryable=False,
-                        code="IdempotentParameterMismatch",
+                    raise InvalidRequestError(
+                        "ClientToken reused with different parameters", code="IdempotentParameterMismatch"
                     )
-                return AddResult(tuple(AddedNode(i, g, self._status(i)) for i, g in used.added), used.failed)
+                return AddResult(
+                    tuple(AddedNode(i, g, self.lifecycle.status(i)) for i, g in used.added), used.failed
+                )
         added: list[tuple[str, str]] = []
         failed: list[AddFailure] = []
         for name, count, types, zones in entries:
@@ -273,23 +200,21 @@ class FakeHyperPod:
                     AddFailure(name, "InvalidInstanceGroupStatus", count, f"group is {group.status}")
                 )
             else:
-                added.extend((i, name) for i in self._add(group, count, types, zones))
-        if isinstance(token, str):
+                added.extend((i, name) for i in self.lifecycle.add(group, count, types, zones))
+        if token:
             self._tokens[token] = _TokenUse(now, fingerprint, tuple(added), tuple(failed))
         return AddResult(tuple(AddedNode(i, g, NodeStatus.PENDING) for i, g in added), tuple(failed))
 
     async def batch_delete_nodes(
         self, logical_ids: Sequence[str], instance_ids: Sequence[str] = ()
     ) -> DeleteResult:
-        """ShuttingDown at once (billing stops, target drops), removed after `shutdown_seconds`.
+        """ShuttingDown at once (billing stops, target drops), removed when its shutdown is over.
 
         Like the AWS backend, it sends one request per 50 identifiers (each counted and recorded).
         """
         ids = [(i, True) for i in logical_ids] + [(i, False) for i in instance_ids]
         if not ids:
-            raise BackendError(
-                "NodeLogicalIds or NodeIds must hold an id", retryable=False, code="ValidationException"
-            )
+            raise InvalidRequestError("NodeLogicalIds or NodeIds must hold an id", code="ValidationException")
         deleted: list[str] = []
         failed: list[DeleteFailure] = []
         for start in range(0, len(ids), MAX_LOGICAL_IDS_PER_DELETE):
@@ -306,10 +231,10 @@ class FakeHyperPod:
         self.faults.check("batch_delete_nodes")
         deleted: list[str] = []
         failed: list[DeleteFailure] = []
-        by_instance = {n.instance_id: n.logical_id for n in self._nodes.values() if n.instance_id}
+        by_instance = {n.instance_id: n.logical_id for n in self.lifecycle.nodes.values() if n.instance_id}
         wanted = [(i, i) for i in logical_ids] + [(i, by_instance.get(i, "")) for i in instance_ids]
         for given, logical_id in wanted:
-            node = self._nodes.get(logical_id)
+            node = self.lifecycle.nodes.get(logical_id)
             if node is None:
                 failed.append(DeleteFailure(given, "NodeIdNotFound", f"node {given} not found"))
                 continue
@@ -320,13 +245,7 @@ class FakeHyperPod:
                 failed.append(DeleteFailure(given, code, f"node {given} cannot be deleted now"))
                 continue
             deleted.append(given)
-            if node.status == NodeStatus.SHUTTING_DOWN:
-                continue
-            node.status, node.message = NodeStatus.SHUTTING_DOWN, ""
-            node.attempt += 1
-            self._targets[node.group] -= 1
-            self._stop_billing(node, "deleted")
-            self.timers.call_later(self.shutdown_seconds, partial(self._finish, logical_id, "deleted"))
+            self.lifecycle.shut_down(node)
         return DeleteResult(tuple(deleted), tuple(failed))
 
     # --- test-, world- and simulator-facing methods --------------------------------------------
@@ -336,13 +255,11 @@ class FakeHyperPod:
         self.specs.update(resolve_specs([t for g in groups for t in g.instance_types], self.specs))
         for group in groups:
             self._groups[group.name] = group
-            self._targets.setdefault(group.name, 0)
+            self.lifecycle.targets.setdefault(group.name, 0)
 
     def set_node_status(self, logical_id: str, status: NodeStatus, message: str = "") -> None:
         """Move a node to a status HyperPod sets on its own (reboot, patching, deep health checks)."""
-        node = self._nodes[logical_id]
-        node.status, node.message = status, message
-        node.attempt += 1  # launch timers of the previous status do nothing
+        self.lifecycle.set_status(logical_id, status, message)
 
     def refuse_delete(self, logical_id: str, code: str = "InvalidNodeStatus", times: int = 1) -> None:
         """Make the next `times` BatchDeleteClusterNodes of this node fail for it alone, with `code`."""
@@ -350,9 +267,11 @@ class FakeHyperPod:
 
     def groups(self) -> list[InstanceGroup]:
         """Instance groups with their live current and target counts."""
-        running = Counter(n.group for n in self._nodes.values() if n.status == NodeStatus.RUNNING)
+        nodes = self.lifecycle.nodes.values()
+        running = Counter(n.group for n in nodes if n.status == NodeStatus.RUNNING)
+        targets = self.lifecycle.targets
         return [
-            replace(g, current_count=running[g.name], target_count=self._targets[g.name])
+            replace(g, current_count=running[g.name], target_count=targets[g.name])
             for g in self._groups.values()
         ]
 
@@ -362,28 +281,26 @@ class FakeHyperPod:
 
     def nodes(self) -> list[HyperPodNode]:
         """Every node not yet removed, in creation order (no API call counted)."""
-        return [n.view() for n in self._nodes.values()]
+        return [n.view() for n in self.lifecycle.nodes.values()]
 
     def node_by_instance(self, instance_id: str) -> HyperPodNode | None:
         """The node an instance backs, if it is still there."""
-        node = self._by_instance(instance_id)
+        node = self.lifecycle.by_instance(instance_id)
         return node.view() if node else None
 
     def events(self) -> list[ClusterEvent]:
         """All cluster events so far."""
-        return list(self._events)
+        return list(self.lifecycle.events)
 
     def set_capacity(
         self, instance_type: str, zone: str, capacity_type: CapacityType, count: int | None
     ) -> None:
         """Limit concurrently running instances of an offering (None: unlimited)."""
-        offering = (instance_type, zone, capacity_type)
-        self._capacity[offering] = count
         try:
             now = self.clock.now()
         except RuntimeError:  # set-up code outside the event loop
             now = 0.0
-        self.capacity_changes.append(CapacityChange(now, offering, count))
+        self._capacity.set((instance_type, zone, capacity_type), count, now)
 
     def capacity(self, instance_type: str, zone: str, capacity_type: CapacityType) -> int | None:
         """The offering's capacity as set (None: unlimited)."""
@@ -392,12 +309,12 @@ class FakeHyperPod:
     def has_room(self, group: str) -> bool:
         """Whether a launch in the group would find capacity now, in some type and zone it allows."""
         config = self._groups[group]
-        probe = _Node("", group, config.capacity_type, config.instance_types, config.zones)
-        return any(self._has_room(t, z, probe) for t in config.instance_types for z in config.zones)
+        probe = ClusterNode("", group, config.capacity_type, config.instance_types, config.zones)
+        return any(self.lifecycle.has_room(t, z, probe) for t in config.instance_types for z in config.zones)
 
     def interrupt(self, instance_id: str, *, notice: bool = True) -> None:
         """Reclaim a Spot instance: a 2-minute notice then termination, or termination right away."""
-        node = self._by_instance(instance_id)
+        node = self.lifecycle.by_instance(instance_id)
         if node is None:
             raise ValueError(f"no live instance {instance_id}")
         if node.interrupted:
@@ -406,7 +323,7 @@ class FakeHyperPod:
         self.interrupted += 1
         self.reclaims.append(Reclaim(self.clock.now(), instance_id, node.group, notice))
         if not notice:
-            self._terminate(node.logical_id, "spot-interruption")
+            self.lifecycle.terminate(node.logical_id, "spot-interruption")
             return
         deadline = self.clock.now() + self.notice_seconds
         for via in self.notice_via:
@@ -417,240 +334,35 @@ class FakeHyperPod:
             else:
                 self._deliver_notice(via, instance_id, deadline)
         self.timers.call_later(
-            self.notice_seconds, partial(self._terminate, node.logical_id, "spot-interruption")
+            self.notice_seconds, partial(self.lifecycle.terminate, node.logical_id, "spot-interruption")
         )
-
-    def _deliver_notice(self, via: str, instance_id: str, deadline: float) -> None:
-        if via == "sqs":
-            self.interruptions.put(
-                InterruptionMessage(
-                    self.interruptions.new_id(),
-                    InterruptionKind.SPOT_INTERRUPTION,
-                    instance_id,
-                    deadline - self.notice_seconds,
-                    deadline=deadline,
-                    source="sqs",
-                )
-            )
-        for callback in self.on_notice:
-            callback(via, instance_id, deadline)
 
     def rebalance(self, instance_id: str) -> None:
         """A rebalance recommendation: a message only, the instance stays."""
         self.rebalances.append((self.clock.now(), instance_id))
-        self.interruptions.put(
-            InterruptionMessage(
-                self.interruptions.new_id(), InterruptionKind.REBALANCE, instance_id, self.clock.now()
-            )
-        )
+        self.interruptions.put_rebalance(instance_id, self.clock.now())
 
     def meter_records(self) -> list[MeterRecord]:
         """Copies of every instance's billing record, in launch order."""
-        return [replace(m) for m in self._meters]
+        return self.lifecycle.meter.records()
 
     def cost(self) -> float:
         """USD billed so far at each instance's own price."""
-        now = self.clock.now()
-        return sum(m.seconds(now) * m.price_per_hour for m in self._meters) / 3600.0
+        return self.lifecycle.meter.cost(self.clock.now())
 
     def on_demand_equivalent_cost(self) -> float:
         """What the same instance-seconds would have cost On-Demand."""
-        now = self.clock.now()
-        return sum(m.seconds(now) * m.on_demand_price_per_hour for m in self._meters) / 3600.0
+        return self.lifecycle.meter.on_demand_equivalent_cost(self.clock.now())
 
     # --- internals -----------------------------------------------------------------------------
 
-    def _add(self, group: InstanceGroup, count: int, types: Sequence[str], zones: Sequence[str]) -> list[str]:
-        ids: list[str] = []
-        for _ in range(count):
-            logical_id = f"{group.name}-{next(self._ids)}"
-            node = _Node(logical_id, group.name, group.capacity_type, tuple(types), tuple(zones))
-            self._nodes[logical_id] = node
-            self._schedule_launch(node, self.launch_seconds)
-            ids.append(logical_id)
-        self._targets[group.name] += count
-        return ids
+    def _deliver_notice(self, via: str, instance_id: str, deadline: float) -> None:
+        if via == "sqs":
+            self.interruptions.put_spot_warning(instance_id, deadline - self.notice_seconds, deadline)
+        for callback in self.on_notice:
+            callback(via, instance_id, deadline)
 
-    def _schedule_launch(self, node: _Node, delay: float) -> None:
-        node.attempt += 1
-        # EC2 answers "insufficient capacity" within seconds; only a launch that gets capacity
-        # takes the full launch time. So the capacity verdict comes early, the node later.
-        check = min(delay, self.capacity_error_seconds)
-        self.timers.call_later(
-            check, partial(self._check_capacity, node.logical_id, node.attempt, delay - check)
-        )
-
-    def _check_capacity(self, logical_id: str, attempt: int, rest: float) -> None:
-        node = self._nodes.get(logical_id)
-        if node is None or node.attempt != attempt or node.status != NodeStatus.PENDING:
-            return
-        room = next(
-            ((t, z) for t in node.instance_types for z in node.zones if self._has_room(t, z, node)), None
-        )
-        if room is not None:
-            # EC2 answers a launch at once (RunInstances fails with InsufficientInstanceCapacity, or
-            # the instance is pending): a launch that got capacity holds it while it boots, so the
-            # launches of one request beyond the room fail early, not when the others come up.
-            node.reserved = room
-            self.timers.call_later(rest, partial(self._launch, logical_id, attempt))
-        else:
-            self._fail_launch(node)
-
-    def _fail_launch(self, node: _Node) -> None:
-        node.status, node.message = NodeStatus.FAILURE, INSUFFICIENT_CAPACITY
-        kinds = "/".join(node.instance_types)
-        self._event(
-            node.group,
-            "",
-            "Error",
-            f"Instance creation in Cluster {self.cluster_name} and InstanceGroup {node.group} failed",
-            failure_message=f"We currently do not have sufficient capacity to launch new {kinds} "
-            f"instances ({INSUFFICIENT_CAPACITY} in {'/'.join(node.zones)}). Please try again.",
-        )
-        node.attempt += 1
-        self.timers.call_later(self.retry_seconds, partial(self._retry, node.logical_id, node.attempt))
-
-    def _launch(self, logical_id: str, attempt: int) -> None:
-        node = self._nodes.get(logical_id)
-        if node is None or node.attempt != attempt or node.status != NodeStatus.PENDING:
-            return
-        now = self.clock.now()
-        offering = next(
-            ((t, z) for t in node.instance_types for z in node.zones if self._has_room(t, z, node)), None
-        )
-        if offering is None:
-            self._fail_launch(node)
-            return
-        node.instance_type, node.zone = offering
-        node.instance_id = self._new_instance_id()
-        node.status, node.message, node.launch_time = NodeStatus.RUNNING, "", now
-        spec = self.specs[node.instance_type]
-        node.meter = MeterRecord(
-            logical_id,
-            node.instance_id,
-            node.group,
-            node.instance_type,
-            node.zone,
-            node.capacity_type,
-            spec.price(node.capacity_type),
-            spec.price(CapacityType.ON_DEMAND),
-            now,
-        )
-        self._meters.append(node.meter)
-        self.launched[(node.group, node.capacity_type)] += 1
-        self._event(node.group, node.instance_id, "Info", f"Node {logical_id} is Running in {node.zone}")
-        for callback in self.on_running:
-            callback(node.view())
-
-    def _retry(self, logical_id: str, attempt: int) -> None:
-        node = self._nodes.get(logical_id)
-        if node is not None and node.attempt == attempt and node.status == NodeStatus.FAILURE:
-            node.status = NodeStatus.PENDING
-            self._schedule_launch(node, self.launch_seconds)
-
-    def _terminate(self, logical_id: str, reason: str) -> None:
-        node = self._nodes.get(logical_id)
-        if node is None:
-            return
-        if node.status != NodeStatus.SHUTTING_DOWN:
-            self._targets[node.group] -= 1
-        self._stop_billing(node, reason)
-        self._event(
-            node.group,
-            node.instance_id,
-            "Warn",
-            f"Instance {node.instance_id} in Cluster {self.cluster_name} and InstanceGroup {node.group} "
-            f"was terminated ({reason})",
-        )
-        if self.state_change_messages and node.instance_id and node.instance_id not in self.silent_instances:
-            self.interruptions.put(
-                InterruptionMessage(
-                    self.interruptions.new_id(),
-                    InterruptionKind.STATE_CHANGE,
-                    node.instance_id,
-                    self.clock.now(),
-                    state="terminated",
-                )
-            )
-        self._finish(logical_id, reason)
-
-    def _finish(self, logical_id: str, reason: str) -> None:
-        failing = self._nodes.get(logical_id)
-        if failing is not None and logical_id in self.termination_failures:
-            self.termination_failures.discard(logical_id)
-            failing.status, failing.message = NodeStatus.FAILURE, "termination failed"
-            self._targets[failing.group] += 1  # still a node of the group; deleting it again counts
-            return
-        node = self._nodes.pop(logical_id, None)
-        if node is None:
-            return
-        view = node.view()
-        for callback in self.on_gone:
-            callback(view, reason)
-
-    def _stop_billing(self, node: _Node, reason: str) -> None:
-        if node.meter is not None and node.meter.end is None:
-            node.meter.end, node.meter.end_reason = self.clock.now(), reason
-
-    def _has_room(self, instance_type: str, zone: str, node: _Node) -> bool:
-        group = self._groups[node.group]
-        keys = [(instance_type, zone, node.capacity_type)]
-        if zone in group.zones and len(group.zone_ids) == len(group.zones):
-            keys.append((instance_type, group.zone_ids[group.zones.index(zone)], node.capacity_type))
-        limit = next((self._capacity[k] for k in keys if k in self._capacity), None)
-        if limit is None:
-            return True
-        # An instance holds its capacity until it is gone, including while it shuts down; a launch
-        # holds the capacity its check found while it is pending.
-        holding = sum(
-            1
-            for n in self._nodes.values()
-            if n is not node
-            and n.capacity_type == node.capacity_type
-            and (
-                (n.instance_id and (n.instance_type, n.zone) == (instance_type, zone))
-                or (
-                    not n.instance_id
-                    and n.status == NodeStatus.PENDING
-                    and n.reserved == (instance_type, zone)
-                )
-            )
-        )
-        return holding < limit
-
-    def _new_instance_id(self) -> str:
-        return f"i-{self._rng.getrandbits(68):017x}"
-
-    def _by_instance(self, instance_id: str) -> _Node | None:
-        return next((n for n in self._nodes.values() if instance_id and n.instance_id == instance_id), None)
-
-    def _status(self, logical_id: str) -> NodeStatus:
-        node = self._nodes.get(logical_id)
-        return node.status if node else NodeStatus.NOT_FOUND
-
-    def _event(
-        self, group: str, instance_id: str, level: str, description: str, *, failure_message: str = ""
-    ) -> None:
-        event_id = f"evt-{next(self._event_ids):06d}"
-        self._events.append(
-            ClusterEvent(
-                event_id,
-                self.clock.now(),
-                group,
-                instance_id,
-                level,
-                description,
-                resource_type="Instance",
-                failure_message=failure_message,
-            )
-        )
-
-
-def _string_list(
-    value: object, default: Sequence[str], invalid: Callable[[str], BackendError]
-) -> tuple[str, ...]:
-    if value is None:
-        return tuple(default)
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise invalid(f"expected a non-empty list of strings, got {value!r}")
-    return tuple(value)
+    def _state_change(self, instance_id: str) -> None:
+        """EC2's "instance state-change notification" for an instance that was terminated."""
+        if self.state_change_messages and instance_id not in self.silent_instances:
+            self.interruptions.put_terminated(instance_id, self.clock.now())

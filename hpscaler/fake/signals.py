@@ -9,8 +9,8 @@ from dataclasses import dataclass, replace
 
 import anyio
 
-from hpscaler.backends.types import InterruptionMessage, JunkMessage
-from hpscaler.fake.kubernetes import FaultInjector
+from hpscaler.backends.types import InterruptionKind, InterruptionMessage, JunkMessage
+from hpscaler.fake.faults import FaultInjector
 
 QueueMessage = InterruptionMessage | JunkMessage
 
@@ -90,6 +90,30 @@ class FakeInterruptionQueue:
         # Wake every waiting receive(); each re-checks and waits on a fresh event if it got nothing.
         self._arrived.set()
         self._arrived = anyio.Event()
+
+    def put_spot_warning(self, instance_id: str, time: float, deadline: float) -> None:
+        """EC2 Spot Instance Interruption Warning, as EventBridge delivers it (two minutes ahead)."""
+        message = InterruptionMessage(
+            self.new_id(),
+            InterruptionKind.SPOT_INTERRUPTION,
+            instance_id,
+            time,
+            deadline=deadline,
+            source="sqs",
+        )
+        self.put(message)
+
+    def put_rebalance(self, instance_id: str, time: float) -> None:
+        """EC2 Instance Rebalance Recommendation: a message only, the instance stays."""
+        self.put(InterruptionMessage(self.new_id(), InterruptionKind.REBALANCE, instance_id, time))
+
+    def put_terminated(self, instance_id: str, time: float) -> None:
+        """EC2 Instance State-change Notification for an instance that was terminated."""
+        self.put(
+            InterruptionMessage(
+                self.new_id(), InterruptionKind.STATE_CHANGE, instance_id, time, state="terminated"
+            )
+        )
 
     def put_junk(self, error: str = "not an EC2 interruption event") -> JunkMessage:
         """Enqueue a message hpscaler cannot parse."""

@@ -26,10 +26,12 @@ from hpscaler.backends.protocols import (
 from hpscaler.backends.types import HyperPodNode, InterruptionKind, NodeStatus
 from hpscaler.catalogue import Catalogue
 from hpscaler.clock import Clock, LoopClock
-from hpscaler.fake.hyperpod import FakeHyperPod, Offering
-from hpscaler.fake.kubernetes import FakeKubernetes, Timers
+from hpscaler.fake.capacity import Offering
+from hpscaler.fake.hyperpod import FakeHyperPod
+from hpscaler.fake.kubernetes import FakeKubernetes
 from hpscaler.fake.signals import FakeInterruptionQueue, FakePlacementScores
 from hpscaler.fake.specs import InstanceSpecLike
+from hpscaler.fake.timers import Timers
 from hpscaler.model import (
     LABEL_HOSTNAME,
     LABEL_INSTANCE_GROUP,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 MAX_GROUPS_PER_CALL = 5
@@ -34,27 +34,44 @@ class GroupAddition:
     reasons: tuple[str, ...] = ()  # pod keys or uids; they make the ClientToken
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class NodesToAdd:
+    """One group's share of a `BatchAddClusterNodes` call (an AddClusterNodeSpecification)."""
+
+    group: str
+    count: int
+    zones: tuple[str, ...] = ()  # AvailabilityZones, when the plan chose some
+    instance_types: tuple[str, ...] = ()  # InstanceTypes, when the plan chose some
+
+
+@dataclass(frozen=True, slots=True)
 class AddRequest:
-    """One `BatchAddClusterNodes` call."""
+    """One `BatchAddClusterNodes` call; the AWS backend turns it into the request body."""
 
     cluster: str
     client_token: str
-    entries: list[dict[str, Any]] = field(default_factory=list)
+    entries: tuple[NodesToAdd, ...] = ()
 
     @property
     def node_count(self) -> int:
         """Nodes this call adds."""
-        return sum(int(e["IncrementTargetCountBy"]) for e in self.entries)
+        return sum(e.count for e in self.entries)
 
-    def body(self) -> dict[str, Any]:
-        """The request parameters exactly as sent."""
-        return {"ClusterName": self.cluster, "ClientToken": self.client_token, "NodesToAdd": self.entries}
+
+def _token_fields(entry: NodesToAdd) -> dict[str, Any]:
+    # Hashed under the API's field names, as the tokens were before requests became typed: a daemon
+    # upgraded while its launches are in flight recomputes the same tokens and adds nothing twice.
+    fields: dict[str, Any] = {"InstanceGroupName": entry.group, "IncrementTargetCountBy": entry.count}
+    if entry.zones:
+        fields["AvailabilityZones"] = list(entry.zones)
+    if entry.instance_types:
+        fields["InstanceTypes"] = list(entry.instance_types)
+    return fields
 
 
 def client_token(
     cluster: str,
-    entries: Sequence[dict[str, Any]],
+    entries: Sequence[NodesToAdd],
     reasons: Sequence[str],
     salt: str = "",
     *,
@@ -66,7 +83,8 @@ def client_token(
     (a large group split into chunks of 50 with no pods left to tell them apart), and a shared token
     would make HyperPod answer the second with the first's result instead of adding its nodes.
     """
-    payload = json.dumps([cluster, list(entries), sorted(reasons), salt, sequence], sort_keys=True)
+    fields = [_token_fields(e) for e in entries]
+    payload = json.dumps([cluster, fields, sorted(reasons), salt, sequence], sort_keys=True)
     return "hps-" + hashlib.sha256(payload.encode()).hexdigest()[:40]
 
 
@@ -80,7 +98,7 @@ def batch_additions(
 ) -> list[AddRequest]:
     """Pack additions into as few requests as the limits allow: ceil(nodes / 50) when groups allow."""
     requests: list[AddRequest] = []
-    current: list[dict[str, Any]] = []
+    current: list[NodesToAdd] = []
     current_reasons: list[str] = []
     nodes_in_call = 0
 
@@ -88,24 +106,19 @@ def batch_additions(
         nonlocal current, current_reasons, nodes_in_call
         if current:
             token = client_token(cluster, current, current_reasons, salt, sequence=len(requests))
-            requests.append(AddRequest(cluster, token, current))
+            requests.append(AddRequest(cluster, token, tuple(current)))
         current, current_reasons, nodes_in_call = [], [], 0
 
     for addition in sorted(additions, key=lambda a: (-a.count, a.group, a.zones, a.instance_types)):
         left = addition.count
         reasons = list(addition.reasons)
         while left > 0:
-            in_call = any(e["InstanceGroupName"] == addition.group for e in current)
+            in_call = any(e.group == addition.group for e in current)
             # A group appears once per call: two zones of one group go in two calls.
             if nodes_in_call >= max_nodes or len(current) >= max_groups or in_call:
                 close()
             take = min(left, max_nodes - nodes_in_call)
-            entry: dict[str, Any] = {"InstanceGroupName": addition.group, "IncrementTargetCountBy": take}
-            if addition.zones:
-                entry["AvailabilityZones"] = list(addition.zones)
-            if addition.instance_types:
-                entry["InstanceTypes"] = list(addition.instance_types)
-            current.append(entry)
+            current.append(NodesToAdd(addition.group, take, addition.zones, addition.instance_types))
             # Each chunk's token covers the share of pods it was sized for.
             share = max(1, round(len(reasons) * take / left)) if reasons else 0
             current_reasons.extend(reasons[:share])

@@ -6,9 +6,9 @@ Rules of this package:
   the same functions and get the same answers.
 - No I/O, no clock, no config loading: no anyio, aiobotocore, kubernetes_asyncio, yaml, pydantic,
   time or `hpscaler.config` (the import-linter contract in pyproject.toml enforces it). Times come
-  in as numbers; durations are parsed before they get here.
+  in as numbers; durations are parsed before they get here, or with the pure `hpscaler.durations`.
 - Semantics are Kubernetes' and Karpenter's; a module that departs from them says where and why.
-- Consolidation decisions are a package of their own, with their own exports.
+- Consolidation decisions are a package of their own (`disruption`), with their own exports.
 """
 
 from typing import TYPE_CHECKING

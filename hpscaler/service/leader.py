@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import structlog
 
-from hpscaler.backends.protocols import BackendError, KubernetesCluster
+from hpscaler.backends.protocols import BackendError, LeaseStore
 from hpscaler.backends.types import Lease
 from hpscaler.clock import Clock
 
@@ -37,7 +37,7 @@ class LeaderElector:
 
     def __init__(
         self,
-        kube: KubernetesCluster,
+        kube: LeaseStore,
         *,
         name: str,
         holder: str,

@@ -32,7 +32,7 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from hpscaler.backends.protocols import BackendError, HyperPodCluster
+from hpscaler.backends.protocols import BackendError, HyperPodCluster, LeaseStore
 from hpscaler.backends.registry import BackendNotFound, BackendSet, check_backends, open_backends
 from hpscaler.catalogue import Catalogue
 from hpscaler.clock import Clock, SystemClock
@@ -400,6 +400,11 @@ class Service:
                 assert backends.hyperpod is not None
                 if self.live_cluster:
                     self.config = await self._read_cluster(backends.hyperpod)
+                if not isinstance(backends.kubernetes, LeaseStore):
+                    raise StartupError(
+                        "the Kubernetes backend keeps no Leases (hpscaler.backends.protocols.LeaseStore), "
+                        "which leader election needs: pick one that does in spec.backends.kubernetes"
+                    )
                 kube = settings.kubernetes
                 elector = LeaderElector(
                     backends.kubernetes,

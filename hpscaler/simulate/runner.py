@@ -23,7 +23,7 @@ from hpscaler.daemon.app import Daemon
 from hpscaler.daemon.context import Backends
 from hpscaler.daemon.events import ProvisioningRequestStep
 from hpscaler.fake import Offering, World
-from hpscaler.fake.kubernetes import copy_pod
+from hpscaler.fake.copies import copy_pod
 from hpscaler.logs import set_time_source
 from hpscaler.model import CapacityType, Gang, LabelSelector, Pod
 from hpscaler.quantity import parse_resource

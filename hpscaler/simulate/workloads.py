@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from hpscaler.daemon.drain import CHECKPOINT_ANNOTATION
-from hpscaler.fake.kubernetes import copy_pod
+from hpscaler.fake.copies import copy_pod
 from hpscaler.kube.objects import ManifestError, load_manifests, pod_from_manifest
 from hpscaler.model import ANNOTATION_DO_NOT_DISRUPT, Gang, Pod
 

@@ -18,6 +18,7 @@ from hpscaler.aws.placement import SpotPlacementScores
 from hpscaler.aws.sagemaker import SageMakerHyperPod
 from hpscaler.aws.session import SERVICES, AwsClients
 from hpscaler.aws.sqs import SqsInterruptions
+from hpscaler.provisioning.batching import AddRequest, NodesToAdd
 from hpscaler.testing.spy import public_coroutines, spy
 
 SOURCE = Path(hpscaler.aws.__file__).parent
@@ -73,18 +74,11 @@ async def test_every_request_validates_against_the_service_model(
     spy(hp, called)
     await hp.describe_cluster()
     added = await hp.batch_add_nodes(
-        {
-            "ClusterName": CLUSTER,
-            "ClientToken": "hps-contract",
-            "NodesToAdd": [
-                {
-                    "InstanceGroupName": "multi",
-                    "IncrementTargetCountBy": 2,
-                    "AvailabilityZones": ["us-west-2b"],
-                    "InstanceTypes": ["ml.c5.xlarge"],
-                }
-            ],
-        }
+        AddRequest(
+            CLUSTER,
+            "hps-contract",
+            (NodesToAdd("multi", 2, zones=("us-west-2b",), instance_types=("ml.c5.xlarge",)),),
+        )
     )
     await hp.list_nodes()
     await hp.batch_delete_nodes([a.logical_id for a in added.successful])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -20,8 +20,10 @@ from structlog.testing import capture_logs
 from hpscaler.aws.retry import RetryPolicy, is_retryable
 from hpscaler.aws.sagemaker import SageMakerHyperPod
 from hpscaler.aws.session import aws_clients, endpoint_for
+from hpscaler.backends.errors import CapacityError, InvalidRequestError, NotFoundError
 from hpscaler.backends.protocols import BackendError
 from hpscaler.config.settings import Aws, Settings
+from hpscaler.provisioning.batching import AddRequest, NodesToAdd
 
 QUICK = RetryPolicy(max_attempts=3, multiplier=0.01, max_wait=0.04)
 DESCRIBED = {
@@ -33,10 +35,7 @@ DESCRIBED = {
     ],
     "NodeProvisioningMode": "Continuous",
 }
-ADD_BODY = {
-    "ClusterName": CLUSTER,
-    "NodesToAdd": [{"InstanceGroupName": "g", "IncrementTargetCountBy": 1}],
-}
+ADD_REQUEST = AddRequest(CLUSTER, "", (NodesToAdd("g", 1),))
 ADDED = {
     "Successful": [{"NodeLogicalId": "g-1", "InstanceGroupName": "g", "Status": "Pending"}],
     "Failed": [],
@@ -93,8 +92,8 @@ async def run(
         if operation == "describe":
             return await hp.describe_cluster()
         if operation == "add":
-            return await hp.batch_add_nodes(ADD_BODY)
-        return await hp.batch_add_nodes({**ADD_BODY, "ClientToken": "hps-token"})
+            return await hp.batch_add_nodes(ADD_REQUEST)
+        return await hp.batch_add_nodes(replace(ADD_REQUEST, client_token="hps-token"))
 
 
 async def test_throttling_and_5xx_are_retried_with_jittered_backoff(
@@ -126,6 +125,29 @@ async def test_validation_error_is_not_retried(server: ScriptedServer, session: 
 
     assert len(server.requests) == 1
     assert (raised.value.code, raised.value.retryable) == ("ValidationException", False)
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        ("ResourceLimitExceeded", CapacityError),  # BatchAddClusterNodes' quota error (service model)
+        ("ResourceNotFound", NotFoundError),  # every cluster operation's not-found error
+        ("ValidationException", InvalidRequestError),
+        ("IdempotentParameterMismatch", InvalidRequestError),
+        ("AccessDeniedException", BackendError),  # nothing the daemon can do about it but report it
+    ],
+)
+async def test_batch_add_errors_arrive_as_what_they_mean(
+    server: ScriptedServer, session: RecordingSession, code: str, kind: type[BackendError]
+) -> None:
+    server.script = [error(400, code)]
+
+    with pytest.raises(BackendError) as raised:
+        await run(server.url, session, operation="add-with-token")
+
+    assert type(raised.value) is kind
+    assert (raised.value.code, raised.value.retryable) == (code, False)
+    assert len(server.requests) == 1  # none of them is worth sending again as it is
 
 
 async def test_giving_up_keeps_the_error_code_and_says_retryable(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import moto_ext
 import pytest
@@ -10,9 +11,11 @@ from aws_harness import CLUSTER, FAST, REGION, Admin, Recorder, make_world
 
 from hpscaler.aws.sagemaker import SageMakerHyperPod
 from hpscaler.aws.session import AwsClients
+from hpscaler.backends.errors import InvalidRequestError
 from hpscaler.backends.protocols import BackendError, HyperPodCluster
 from hpscaler.backends.types import NodeStatus
 from hpscaler.model import CapacityType, Taint
+from hpscaler.provisioning.batching import AddRequest, NodesToAdd
 
 GROUPS = [
     {"Name": "spot-a", "Zones": "a", "Capacity": "Spot", "Count": 2},
@@ -25,8 +28,21 @@ def hyperpod(clients: AwsClients, page_size: int = 100) -> SageMakerHyperPod:
     return SageMakerHyperPod(clients.sagemaker, clients.ec2, CLUSTER, retry=FAST, page_size=page_size)
 
 
-def body(token: str, *entries: dict[str, object]) -> dict[str, object]:
-    return {"ClusterName": CLUSTER, "ClientToken": token, "NodesToAdd": list(entries)}
+def body(token: str, *entries: dict[str, Any]) -> AddRequest:
+    """An AddRequest written as the API's entries, so the tests read like the requests on the wire."""
+    return AddRequest(
+        CLUSTER,
+        token,
+        tuple(
+            NodesToAdd(
+                e["InstanceGroupName"],
+                e.get("IncrementTargetCountBy", 0),
+                tuple(e.get("AvailabilityZones", ())),
+                tuple(e.get("InstanceTypes", ())),
+            )
+            for e in entries
+        ),
+    )
 
 
 async def test_is_a_hyperpod_cluster(clients: AwsClients) -> None:
@@ -204,16 +220,18 @@ async def test_batch_add_replays_a_client_token(admin: Admin, clients: AwsClient
             body("t-replay", {"InstanceGroupName": "spot-a", "IncrementTargetCountBy": 3})
         )
     assert raised.value.code == "IdempotentParameterMismatch"
-    assert not raised.value.retryable
+    assert isinstance(raised.value, InvalidRequestError) and not raised.value.retryable
 
 
 async def test_batch_add_limits_are_enforced(admin: Admin, clients: AwsClients, recorder: Recorder) -> None:
     await make_world(admin, GROUPS)
     hp = hyperpod(clients)
-    # A request the model forbids (no IncrementTargetCountBy) never leaves the client ...
+    # A request the model forbids (IncrementTargetCountBy below its minimum of 1) never leaves the
+    # client ...
     with pytest.raises(BackendError) as raised:
-        await hp.batch_add_nodes(body("t-bad", {"InstanceGroupName": "spot-a"}))
+        await hp.batch_add_nodes(body("t-bad", {"InstanceGroupName": "spot-a", "IncrementTargetCountBy": 0}))
     assert (raised.value.code, raised.value.retryable) == ("ParamValidationError", False)
+    assert isinstance(raised.value, InvalidRequestError)
     # ... while the 5-group and 50-node limits are the service's to enforce (botocore checks
     # only minimums), and they are not worth retrying.
     with pytest.raises(BackendError) as raised:

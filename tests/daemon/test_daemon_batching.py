@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
 from hpscaler.daemon.batcher import Batcher, window_end
+from hpscaler.provisioning.batching import AddRequest
 
 times = st.floats(min_value=0, max_value=1e6, allow_nan=False)
 
@@ -107,13 +108,8 @@ async def test_maximum_counts_from_the_first_trigger_even_if_nobody_was_waiting(
     assert round(closed - start, 3) == 10.0
 
 
-def _nodes_requested(bodies: list[dict[str, object]]) -> int:
-    total = 0
-    for body in bodies:
-        entries = body["NodesToAdd"]
-        assert isinstance(entries, list)
-        total += sum(int(e["IncrementTargetCountBy"]) for e in entries)
-    return total
+def _nodes_requested(requests: list[AddRequest]) -> int:
+    return sum(r.node_count for r in requests)
 
 
 @pytest.mark.looptime
@@ -132,11 +128,11 @@ async def test_a_burst_of_200_pods_is_one_plan_in_ceil_nodes_over_50_calls(
         assert anyio.current_time() - last_pod <= 1.5  # the window closed 1 idle second after the burst
         await anyio.sleep(30)
         nodes = math.ceil(200 / per_node)
-        bodies = h.world.hyperpod.add_bodies
+        bodies = h.world.hyperpod.add_requests
         assert len(bodies) == math.ceil(nodes / 50)
         assert _nodes_requested(bodies) == nodes
         assert len(h.ctx.inflight) == nodes
         planned = {key for record in h.ctx.inflight.values() for key in record.for_pods}
         assert planned == {f"default/burst-{i}" for i in range(200)}
         await wait_for(lambda: len(h.running_pods()) == 200, 300)
-        assert len(h.world.hyperpod.add_bodies) == math.ceil(nodes / 50)
+        assert len(h.world.hyperpod.add_requests) == math.ceil(nodes / 50)

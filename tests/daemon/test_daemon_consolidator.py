@@ -23,7 +23,7 @@ from hpscaler.model import (
     NodePool,
     Pod,
 )
-from hpscaler.scheduling.consolidation import allowed_disruptions, decide_consolidation
+from hpscaler.scheduling.disruption import allowed_disruptions, decide_consolidation
 from hpscaler.scheduling.types import SchedulingInput
 
 # --- on the fakes ----------------------------------------------------------------------------------

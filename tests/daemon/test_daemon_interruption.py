@@ -176,8 +176,8 @@ async def test_a_lost_instance_whose_node_lingers_is_deleted_and_replaced_once(
         assert {k.key for k in kube.kills} == victims
         await wait_for(lambda: len(h.running_pods()) == 6, 300)
         # One node for the three pods: their replacements were not planned on top of their twins.
-        added = hyperpod.add_bodies[calls:]
-        assert [e["IncrementTargetCountBy"] for b in added for e in b["NodesToAdd"]] == [1]  # type: ignore[attr-defined]
+        added = hyperpod.add_requests[calls:]
+        assert [e.count for r in added for e in r.entries] == [1]
         assert kube.counters.evictions == 0
         assert h.ctx.stats.events.count(InterruptionOutcome, outcome="handled") == 1
 

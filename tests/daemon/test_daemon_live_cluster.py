@@ -19,6 +19,7 @@ from hpscaler.daemon.context import Backends
 from hpscaler.daemon.drain import DISRUPTED_TAINT
 from hpscaler.daemon.events import ClusterRefreshed, NodeDeleteFailed, NodeDeleteRefused, NodeDisrupted
 from hpscaler.daemon.state import instance_id_of
+from hpscaler.provisioning.batching import NodesToAdd
 
 
 @asynccontextmanager
@@ -65,8 +66,8 @@ async def test_a_group_added_with_update_cluster_is_planned_with_without_a_resta
         await wait_for(lambda: len(h.running_pods()) == 1, 300)
 
         assert SPOT_AZ1 in h.ctx.groups
-        (body,) = h.world.hyperpod.add_bodies
-        assert body["NodesToAdd"] == [{"InstanceGroupName": SPOT_AZ1, "IncrementTargetCountBy": 1}]
+        (request,) = h.world.hyperpod.add_requests
+        assert request.entries == (NodesToAdd(SPOT_AZ1, 1),)
 
 
 @pytest.mark.looptime
@@ -224,9 +225,8 @@ async def test_a_multi_zone_group_is_asked_for_the_zone_the_plan_chose(
         assert record.zone == "us-west-2b"
         await wait_for(lambda: len(h.running_pods()) == 1, 300)
 
-        (body,) = h.world.hyperpod.add_bodies
-        assert body["NodesToAdd"] == [  # not every zone of the group: the one the plan chose
-            {"InstanceGroupName": "multi", "IncrementTargetCountBy": 1, "AvailabilityZones": ["us-west-2b"]}
-        ]
+        (request,) = h.world.hyperpod.add_requests
+        # Not every zone of the group: the one the plan chose.
+        assert request.entries == (NodesToAdd("multi", 1, zones=("us-west-2b",)),)
         (node,) = h.world.kubernetes.nodes()
         assert node.zone == "us-west-2b"

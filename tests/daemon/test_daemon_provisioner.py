@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import anyio
 import pytest
@@ -18,6 +18,7 @@ from daemon_harness import (
     with_settings,
 )
 
+from hpscaler.backends.errors import CapacityError, InvalidRequestError, NotFoundError
 from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import AddResult, HyperPodNode, NodeStatus
 from hpscaler.catalogue import Catalogue
@@ -25,6 +26,7 @@ from hpscaler.config import LoadedConfig
 from hpscaler.daemon.events import LaunchFailed
 from hpscaler.fake import FakeHyperPod
 from hpscaler.model import CapacityType
+from hpscaler.provisioning.batching import AddRequest
 
 NO_SPOT = {(C5_2X, ZONE_A, CapacityType.SPOT): 0}
 
@@ -44,13 +46,8 @@ def groups_running(h: Harness, keys: Sequence[str]) -> set[str] | None:
     return {h.group_of(p) for p in found if p is not None}
 
 
-def requested_groups(bodies: Sequence[Mapping[str, object]]) -> list[str]:
-    names: list[str] = []
-    for body in bodies:
-        entries = body["NodesToAdd"]
-        assert isinstance(entries, list)
-        names.extend(str(e["InstanceGroupName"]) for e in entries)
-    return names
+def requested_groups(requests: Sequence[AddRequest]) -> list[str]:
+    return [e.group for r in requests for e in r.entries]
 
 
 @pytest.mark.looptime
@@ -63,7 +60,7 @@ async def test_spot_out_of_capacity_is_cancelled_backed_off_and_falls_back_to_on
         hyperpod, unavailable = h.world.hyperpod, h.ctx.unavailable
         first = add_pods(h, "a", 6)
         await wait_for(lambda: hyperpod.calls["batch_add_nodes"] == 1, 5)
-        assert requested_groups(hyperpod.add_bodies) == [SPOT_AZ1]
+        assert requested_groups(hyperpod.add_requests) == [SPOT_AZ1]
         spot_ids = set(h.ctx.inflight)
         assert len(spot_ids) == 2
         # EC2 answers within seconds; HyperPod reports Failure and would retry it forever.
@@ -72,7 +69,7 @@ async def test_spot_out_of_capacity_is_cancelled_backed_off_and_falls_back_to_on
         failed_at = h.world.clock.now()
         # The failed launches were cancelled before the fallback was asked for.
         assert set(hyperpod.delete_requests[0]) == spot_ids
-        assert requested_groups(hyperpod.add_bodies[1:]) == [ON_DEMAND_AZ1]
+        assert requested_groups(hyperpod.add_requests[1:]) == [ON_DEMAND_AZ1]
         assert unavailable.is_unavailable(SPOT_AZ1, ZONE_A, failed_at)
         entry = unavailable.entries[(SPOT_AZ1, ZONE_A)]
         assert (entry.failures, entry.until - entry.last_failure) == (1, 60)
@@ -95,7 +92,7 @@ async def test_spot_out_of_capacity_is_cancelled_backed_off_and_falls_back_to_on
         calls = hyperpod.calls["batch_add_nodes"]
         third = add_pods(h, "c", 3)
         await wait_for(lambda: groups_running(h, third) == {SPOT_AZ1}, 300)
-        assert requested_groups(hyperpod.add_bodies[calls:]) == [SPOT_AZ1]
+        assert requested_groups(hyperpod.add_requests[calls:]) == [SPOT_AZ1]
         # The launch monitor sees the nodes join within its 10 s tick; a success forgets the history.
         await wait_for(lambda: (SPOT_AZ1, ZONE_A) not in unavailable.entries, 10)
 
@@ -109,7 +106,7 @@ async def test_a_group_refused_by_the_api_falls_back_in_the_same_round(
         keys = add_pods(h, "a", 3)
         await wait_for(lambda: hyperpod.calls["batch_add_nodes"] >= 1, 5)
         # Both calls in one round, at the same virtual instant: the refusal costs no waiting.
-        assert requested_groups(hyperpod.add_bodies) == [SPOT_AZ1, ON_DEMAND_AZ1]
+        assert requested_groups(hyperpod.add_requests) == [SPOT_AZ1, ON_DEMAND_AZ1]
         entry = h.ctx.unavailable.entries[(SPOT_AZ1, ZONE_A)]
         assert "InvalidInstanceGroupStatus" in entry.reason
         assert [r.group for r in h.ctx.inflight.values()] == [ON_DEMAND_AZ1]
@@ -118,32 +115,46 @@ async def test_a_group_refused_by_the_api_falls_back_in_the_same_round(
 
 
 @pytest.mark.looptime
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        InvalidRequestError("no such group", code="ValidationException"),
+        CapacityError("quota of ml.c5.2xlarge for cluster usage reached", code="ResourceLimitExceeded"),
+        NotFoundError("resource not found", code="ResourceNotFound"),
+    ],
+)
 async def test_a_request_the_api_rejects_outright_falls_back_in_the_same_round(
-    seed_config: LoadedConfig, catalogue: Catalogue
+    seed_config: LoadedConfig, catalogue: Catalogue, refusal: BackendError
 ) -> None:
     async with running(seed_config, catalogue) as h:
         hyperpod = h.world.hyperpod
-        hyperpod.faults.fail_next(
-            "batch_add_nodes", BackendError("no such group", retryable=False, code="ValidationException")
-        )
+        hyperpod.faults.fail_next("batch_add_nodes", refusal)
         keys = add_pods(h, "a", 3)
         await wait_for(lambda: hyperpod.calls["batch_add_nodes"] >= 1, 5)
-        assert requested_groups(hyperpod.add_bodies) == [SPOT_AZ1, ON_DEMAND_AZ1]
+        assert requested_groups(hyperpod.add_requests) == [SPOT_AZ1, ON_DEMAND_AZ1]
         assert h.ctx.unavailable.is_unavailable(SPOT_AZ1, ZONE_A, h.world.clock.now())
         await wait_for(lambda: groups_running(h, keys) == {ON_DEMAND_AZ1}, 300)
 
 
 @pytest.mark.looptime
-async def test_a_retryable_api_error_is_retried_later_with_the_same_plan(
-    seed_config: LoadedConfig, catalogue: Catalogue
+@pytest.mark.parametrize(
+    "error",
+    [
+        BackendError("throttled", code="ThrottlingException"),
+        # Not retryable as it is, but no refusal of the group either: no fallback, no backoff.
+        BackendError("not allowed", retryable=False, code="AccessDeniedException"),
+    ],
+)
+async def test_an_api_error_that_refuses_no_group_is_retried_later_with_the_same_plan(
+    seed_config: LoadedConfig, catalogue: Catalogue, error: BackendError
 ) -> None:
     async with running(seed_config, catalogue) as h:
         hyperpod = h.world.hyperpod
-        hyperpod.faults.fail_next("batch_add_nodes")  # throttled, say
+        hyperpod.faults.fail_next("batch_add_nodes", error)
         keys = add_pods(h, "a", 3)
         await wait_for(lambda: hyperpod.calls["batch_add_nodes"] == 2, 30)
-        assert requested_groups(hyperpod.add_bodies) == [SPOT_AZ1, SPOT_AZ1]
-        assert hyperpod.add_bodies[0]["ClientToken"] == hyperpod.add_bodies[1]["ClientToken"]
+        assert requested_groups(hyperpod.add_requests) == [SPOT_AZ1, SPOT_AZ1]
+        assert hyperpod.add_requests[0].client_token == hyperpod.add_requests[1].client_token
         assert not h.ctx.unavailable.entries
         await wait_for(lambda: groups_running(h, keys) == {SPOT_AZ1}, 300)
 
@@ -154,8 +165,8 @@ class AnswerLost:
     def __init__(self, inner: FakeHyperPod) -> None:
         self.inner = inner
 
-    async def batch_add_nodes(self, body: Mapping[str, object]) -> AddResult:
-        await self.inner.batch_add_nodes(body)
+    async def batch_add_nodes(self, request: AddRequest) -> AddResult:
+        await self.inner.batch_add_nodes(request)
         raise BackendError("connection reset by peer", code="RequestTimeout")
 
     def __getattr__(self, name: str) -> object:
@@ -226,7 +237,7 @@ async def test_a_restart_between_sending_and_recording_replays_the_token_and_add
         second = h.new_daemon(hyperpod=ListedLate(hyperpod, calls=1))
         await h.tg.start(second.run)
         await wait_for(lambda: hyperpod.calls["batch_add_nodes"] == 2, 5)
-        first_body, second_body = hyperpod.add_bodies
+        first_body, second_body = hyperpod.add_requests
         assert second_body == first_body
         assert set(second.ctx.inflight) == ids
         await wait_for(lambda: groups_running(h, keys) == {SPOT_AZ1}, 300)
@@ -244,9 +255,9 @@ async def test_nodes_are_requested_before_any_event_is_written_and_remember_thei
         events_at_call: list[int] = []
         send = hyperpod.batch_add_nodes
 
-        async def batch_add_nodes(body: Mapping[str, object]) -> AddResult:
+        async def batch_add_nodes(request: AddRequest) -> AddResult:
             events_at_call.append(len(kube.events))
-            return await send(body)
+            return await send(request)
 
         monkeypatch.setattr(hyperpod, "batch_add_nodes", batch_add_nodes)
         before = len(kube.events)

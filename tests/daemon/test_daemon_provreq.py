@@ -38,7 +38,7 @@ def state(h: Harness, key: str, kind: str) -> tuple[str, str] | None:
 
 
 def requested_groups(h: Harness) -> set[str]:
-    return {str(e["InstanceGroupName"]) for body in h.world.hyperpod.add_bodies for e in body["NodesToAdd"]}
+    return {e.group for request in h.world.hyperpod.add_requests for e in request.entries}
 
 
 def ready_nodes(h: Harness) -> int:
@@ -98,7 +98,7 @@ async def test_check_capacity_answers_without_provisioning(
         )
         assert state(h, wait, PROVISIONED) == ("False", "CapacityIsNotFound")
         assert state(h, once, FAILED) == ("True", "CapacityIsNotFound")
-        assert not h.world.hyperpod.add_bodies and ready_nodes(h) == 2
+        assert not h.world.hyperpod.add_requests and ready_nodes(h) == 2
         # A booked node's instance is reclaimed without notice: the capacity is revoked.
         instance = next(n.instance_id for n in h.world.hyperpod.nodes())
         h.world.hyperpod.interrupt(instance, notice=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Mapping
 
 import anyio
 import anyio.lowlevel
@@ -20,6 +19,7 @@ from hpscaler.daemon.drain import CHECKPOINT_ANNOTATION
 from hpscaler.daemon.events import ReconcileRan
 from hpscaler.daemon.state import instance_id_of
 from hpscaler.fake import FakeHyperPod
+from hpscaler.provisioning.batching import AddRequest
 
 
 class SlowAdd:
@@ -30,10 +30,10 @@ class SlowAdd:
         self.seconds = seconds
         self.sending = anyio.Event()
 
-    async def batch_add_nodes(self, body: Mapping[str, object]) -> AddResult:
+    async def batch_add_nodes(self, request: AddRequest) -> AddResult:
         self.sending.set()
         await anyio.sleep(self.seconds)
-        return await self.inner.batch_add_nodes(body)
+        return await self.inner.batch_add_nodes(request)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)

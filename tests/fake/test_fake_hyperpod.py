@@ -10,11 +10,13 @@ from typing import Any
 import anyio
 import pytest
 
+from hpscaler.backends.errors import InvalidRequestError, NotFoundError
 from hpscaler.backends.protocols import BackendError, HyperPodCluster
 from hpscaler.backends.types import InterruptionKind, InterruptionMessage, NodeStatus
 from hpscaler.clock import LoopClock
 from hpscaler.fake import INSUFFICIENT_CAPACITY, FakeHyperPod, StaticSpec, instance_group
 from hpscaler.model import CapacityType
+from hpscaler.provisioning.batching import AddRequest, NodesToAdd
 
 SPECS = {
     "ml.c5.2xlarge": StaticSpec({"cpu": 7910, "memory": 14 * 1024**3, "pods": 58}, 0.48, 0.12),
@@ -32,15 +34,10 @@ def make(**kw: Any) -> FakeHyperPod:
 
 
 def body(
-    *entries: tuple[str, int], token: str | None = "tok-1", cluster: str = "my-cluster"
-) -> dict[str, Any]:
-    request: dict[str, Any] = {
-        "ClusterName": cluster,
-        "NodesToAdd": [{"InstanceGroupName": g, "IncrementTargetCountBy": n} for g, n in entries],
-    }
-    if token is not None:
-        request["ClientToken"] = token
-    return request
+    *entries: tuple[str, int] | NodesToAdd, token: str = "tok-1", cluster: str = "my-cluster"
+) -> AddRequest:
+    nodes = tuple(e if isinstance(e, NodesToAdd) else NodesToAdd(*e) for e in entries)
+    return AddRequest(cluster, token, nodes)
 
 
 @asynccontextmanager
@@ -67,29 +64,29 @@ async def test_implements_the_protocol() -> None:
         body(("od", 0)),
         body(("od", 51)),
         body(("od", 30), ("spot", 21)),  # 51 in total
-        body(("od", 1), cluster="other"),
         body(("od", 1), token="x" * 65),
         body(("od", 1), token="tab\there"),
-        {**body(("od", 1)), "Surprise": 1},
-        {
-            "ClusterName": "my-cluster",
-            "NodesToAdd": [{"InstanceGroupName": "od", "IncrementTargetCountBy": True}],
-        },
-        {"ClusterName": "my-cluster", "NodesToAdd": [{"IncrementTargetCountBy": 1}]},
-        {
-            "ClusterName": "my-cluster",
-            "NodesToAdd": [
-                {"InstanceGroupName": "spot", "IncrementTargetCountBy": 1, "AvailabilityZones": ["xx"]}
-            ],
-        },
+        body(NodesToAdd("", 1)),  # no InstanceGroupName
+        body(NodesToAdd("spot", 1, zones=("xx",))),
+        body(NodesToAdd("spot", 1, zones=("us-west-2c",))),  # not a zone of the group
+        body(NodesToAdd("spot", 1, instance_types=("ml.p5.48xlarge",))),  # not a type of the group
     ],
 )
-async def test_batch_add_validation(request_body: dict[str, Any]) -> None:
+async def test_batch_add_validation(request_body: AddRequest) -> None:
     fake = make()
     with pytest.raises(BackendError) as error:
         await fake.batch_add_nodes(request_body)
     assert (error.value.code, error.value.retryable) == ("ValidationException", False)
-    assert fake.nodes() == [] and fake.calls["batch_add_nodes"] == 1 and fake.add_bodies == [request_body]
+    assert isinstance(error.value, InvalidRequestError)
+    assert fake.nodes() == [] and fake.calls["batch_add_nodes"] == 1 and fake.add_requests == [request_body]
+
+
+async def test_batch_add_to_another_cluster_is_not_found() -> None:
+    fake = make()
+    with pytest.raises(NotFoundError) as error:
+        await fake.batch_add_nodes(body(("od", 1), cluster="other"))
+    assert (error.value.code, error.value.retryable) == ("ResourceNotFound", False)
+    assert fake.nodes() == []
 
 
 async def test_batch_add_accepts_the_limits_and_reports_unknown_groups() -> None:
@@ -116,6 +113,7 @@ async def test_same_client_token_replays_for_eight_hours() -> None:
     with pytest.raises(BackendError) as mismatch:
         await fake.batch_add_nodes(body(("od", 3)))
     assert mismatch.value.code == "IdempotentParameterMismatch"
+    assert isinstance(mismatch.value, InvalidRequestError)
     async with running(fake):
         await fake.batch_delete_nodes([first.successful[0].logical_id])
         await anyio.sleep(100)
@@ -264,8 +262,7 @@ async def test_initial_target_counts_launch_and_zone_restriction() -> None:
     async with running(fake):
         await anyio.sleep(91)
         assert [(n.status, n.zone) for n in fake.nodes()] == [(NodeStatus.RUNNING, "us-west-2b")] * 2
-        restricted = body(("warm", 1), cluster="c")
-        restricted["NodesToAdd"][0]["AvailabilityZones"] = ["us-west-2a"]
+        restricted = body(NodesToAdd("warm", 1, zones=("us-west-2a",)), cluster="c")
         await fake.batch_add_nodes(restricted)
         await anyio.sleep(91)
         assert fake.nodes()[-1].status == NodeStatus.FAILURE  # may not fall back to us-west-2b
@@ -361,8 +358,7 @@ async def test_a_failed_termination_ends_in_failure_and_describe_reports_the_clu
 
 async def test_availability_zones_are_zone_names() -> None:
     fake = make()
-    request = body(("spot", 1))
-    request["NodesToAdd"][0]["AvailabilityZones"] = ["usw2-az2"]  # a zone id: the API's pattern refuses it
+    request = body(NodesToAdd("spot", 1, zones=("usw2-az2",)))  # a zone id: the API's pattern refuses it
     with pytest.raises(BackendError) as refused:
         await fake.batch_add_nodes(request)
     assert refused.value.code == "ValidationException"

@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
+from hpscaler.backends.errors import NotFoundError
 from hpscaler.backends.protocols import BackendError, KubernetesCluster
 from hpscaler.backends.types import WatchEvent, WatchKind
 from hpscaler.clock import LoopClock
@@ -143,9 +144,11 @@ async def test_taints_and_annotations() -> None:
     kube.add_pod(make_pod("p"))
     await kube.annotate_pod("default", "p", {"karpenter.sh/do-not-disrupt": "true"})
     assert kube.pod("default/p").annotations == {"karpenter.sh/do-not-disrupt": "true"}  # type: ignore[union-attr]
-    with pytest.raises(BackendError) as missing:
+    with pytest.raises(NotFoundError) as missing:
         await kube.taint_node("ghost", add=[Taint("a", "NoSchedule")])
-    assert missing.value.code == "NotFound"
+    assert (missing.value.code, missing.value.retryable) == ("NotFound", False)
+    with pytest.raises(NotFoundError):
+        await kube.annotate_pod("default", "ghost", {"k": "v"})
 
 
 @pytest.mark.looptime

@@ -29,6 +29,7 @@ from hpscaler.model import (
     Taint,
     Toleration,
 )
+from hpscaler.provisioning.batching import AddRequest, NodesToAdd
 
 SPECS = {
     "ml.c5.2xlarge": StaticSpec(
@@ -64,12 +65,7 @@ async def test_instance_becomes_a_labelled_node_that_turns_ready_after_join_seco
     world = make_world()
     world.kubernetes.add_pod(web_pod("w0"))
     async with running(world):
-        await world.hyperpod.batch_add_nodes(
-            {
-                "ClusterName": "fake-cluster",
-                "NodesToAdd": [{"InstanceGroupName": "od", "IncrementTargetCountBy": 1}],
-            }
-        )
+        await world.hyperpod.batch_add_nodes(AddRequest("fake-cluster", "", (NodesToAdd("od", 1),)))
         await anyio.sleep(89)
         assert world.kubernetes.nodes() == []
         await anyio.sleep(2)
@@ -101,12 +97,7 @@ async def test_spot_interruption_kills_undrained_pods_and_they_come_back_pending
     world.kubernetes.add_pod(web_pod("w0", tolerations=tolerant))
     world.kubernetes.add_pod(web_pod("w1", tolerations=tolerant))
     async with running(world):
-        await world.hyperpod.batch_add_nodes(
-            {
-                "ClusterName": "fake-cluster",
-                "NodesToAdd": [{"InstanceGroupName": "spot", "IncrementTargetCountBy": 1}],
-            }
-        )
+        await world.hyperpod.batch_add_nodes(AddRequest("fake-cluster", "", (NodesToAdd("spot", 1),)))
         await anyio.sleep(121)
         (instance,) = world.hyperpod.nodes()
         (node,) = world.kubernetes.nodes()
@@ -213,14 +204,7 @@ async def scenario(seed: int) -> dict[str, Any]:
         )
     async with running(world):
         await world.hyperpod.batch_add_nodes(
-            {
-                "ClusterName": "fake-cluster",
-                "ClientToken": "scenario",
-                "NodesToAdd": [
-                    {"InstanceGroupName": "spot", "IncrementTargetCountBy": 4},
-                    {"InstanceGroupName": "od", "IncrementTargetCountBy": 1},
-                ],
-            }
+            AddRequest("fake-cluster", "scenario", (NodesToAdd("spot", 4), NodesToAdd("od", 1)))
         )
         await anyio.sleep(2 * 3600)
     return world.report()
@@ -247,12 +231,7 @@ async def test_two_virtual_hours_are_deterministic_and_reclaim_spot() -> None:
 @pytest.mark.looptime
 async def test_world_run_is_structured_and_stops_when_cancelled() -> None:
     world = make_world()
-    await world.hyperpod.batch_add_nodes(
-        {
-            "ClusterName": "fake-cluster",
-            "NodesToAdd": [{"InstanceGroupName": "od", "IncrementTargetCountBy": 1}],
-        }
-    )
+    await world.hyperpod.batch_add_nodes(AddRequest("fake-cluster", "", (NodesToAdd("od", 1),)))
     with anyio.move_on_after(60):
         await world.run()
     assert [n.status for n in world.hyperpod.nodes()] == [NodeStatus.PENDING]
@@ -269,12 +248,7 @@ async def test_specs_come_from_the_catalogue_unless_injected() -> None:
     world = World.from_groups(instance_group("od", "ml.c5.2xlarge"))
     spec = load_catalogue().get("ml.c5.2xlarge")
     async with running(world):
-        await world.hyperpod.batch_add_nodes(
-            {
-                "ClusterName": "fake-cluster",
-                "NodesToAdd": [{"InstanceGroupName": "od", "IncrementTargetCountBy": 1}],
-            }
-        )
+        await world.hyperpod.batch_add_nodes(AddRequest("fake-cluster", "", (NodesToAdd("od", 1),)))
         await anyio.sleep(3690)
         (node,) = world.kubernetes.nodes()
     assert node.allocatable == spec.allocatable()

@@ -20,7 +20,7 @@ from kube_harness import (
     until_synced,
 )
 
-from hpscaler.backends.protocols import BackendError, KubernetesCluster
+from hpscaler.backends.protocols import BackendError, KubernetesCluster, LeaseStore
 from hpscaler.backends.types import WatchKind
 from hpscaler.config import LoadedConfig
 from hpscaler.config.settings import Settings
@@ -39,6 +39,7 @@ def keys(events: list[Any]) -> list[tuple[str, str]]:
 
 def test_backend_implements_the_protocol(backend: KubernetesBackend) -> None:
     assert isinstance(backend, KubernetesCluster)
+    assert isinstance(backend, LeaseStore)  # leader election's own interface
 
 
 # --- watch ------------------------------------------------------------------------------------------

@@ -216,11 +216,8 @@ async def test_daemon_provisions_atomically_and_expires_the_booking_over_the_wir
         server.create(provreq("train", BEST_EFFORT_ATOMIC, 3))
         await eventually(lambda: condition(server, "train", "Provisioned") is not None, 10)
         assert condition(server, "train", "Provisioned") == ("False", "CapacityIsBeingProvisioned")
-        assert (
-            sum(int(e["IncrementTargetCountBy"]) for b in world.hyperpod.add_bodies for e in b["NodesToAdd"])
-            == 3
-        )
-        assert len(world.hyperpod.add_bodies) == 1  # all at once
+        assert sum(r.node_count for r in world.hyperpod.add_requests) == 3
+        assert len(world.hyperpod.add_requests) == 1  # all at once
         # The nodes register with the API server: Provisioned.
         for i in range(3):
             server.create(seed_node(f"hp-{i}"))

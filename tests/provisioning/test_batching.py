@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from collections import Counter
@@ -13,6 +15,7 @@ from botocore.validate import validate_parameters
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hpscaler.aws.bodies import add_nodes_body
 from hpscaler.provisioning.batching import (
     MAX_GROUPS_PER_CALL,
     MAX_LOGICAL_IDS_PER_DELETE,
@@ -31,7 +34,7 @@ CLUSTER = "my-cluster"
 
 
 def assert_valid(request: AddRequest) -> None:
-    body = request.body()
+    body = add_nodes_body(request)
     validate_parameters(body, ADD_SHAPE)  # raises ParamValidationError
     # botocore checks minimums and types only; the maximums and patterns are checked here.
     assert TOKEN.match(body["ClientToken"])
@@ -47,7 +50,7 @@ def totals(requests: list[AddRequest]) -> Counter[str]:
     counts: Counter[str] = Counter()
     for request in requests:
         for entry in request.entries:
-            counts[entry["InstanceGroupName"]] += entry["IncrementTargetCountBy"]
+            counts[entry.group] += entry.count
     return counts
 
 
@@ -83,7 +86,7 @@ def test_zones_and_instance_types_sent_only_when_chosen() -> None:
     ]
     (request,) = batch_additions(CLUSTER, additions)
     assert_valid(request)
-    entries = {e["InstanceGroupName"]: e for e in request.entries}
+    entries = {e["InstanceGroupName"]: e for e in add_nodes_body(request)["NodesToAdd"]}
     assert set(entries["fixed"]) == {"InstanceGroupName", "IncrementTargetCountBy"}
     assert entries["flexible"]["AvailabilityZones"] == ["us-west-2b"]
     assert entries["flexible"]["InstanceTypes"] == ["ml.m5.2xlarge"]
@@ -106,6 +109,19 @@ def test_client_token_is_deterministic_and_tracks_pods() -> None:
     ]
     assert same != other_cluster
     assert all(TOKEN.match(t) for t in same)
+
+
+def test_client_tokens_are_those_of_earlier_releases() -> None:
+    # Tokens hash the entries under the API's field names, as before requests were typed: a daemon
+    # upgraded while its launches are in flight must recompute the same tokens, or it adds twice.
+    additions = [
+        GroupAddition("fixed", 2, reasons=("uid-a", "uid-b")),
+        GroupAddition("flexible", 3, zones=("us-west-2b",), instance_types=("ml.m5.2xlarge",)),
+    ]
+    (request,) = batch_additions(CLUSTER, additions)
+    payload = [CLUSTER, add_nodes_body(request)["NodesToAdd"], ["uid-a", "uid-b"], "", 0]
+    expected = "hps-" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:40]
+    assert request.client_token == expected == "hps-e60f92c3e07c413bebf992b73fdbdf88bece4fad"
 
 
 def test_nothing_to_add_means_no_calls() -> None:
@@ -147,7 +163,7 @@ def test_any_additions_split_within_limits(spec: dict[str, tuple[int, list[str],
         assert request.node_count == MAX_NODES_PER_CALL or len(request.entries) == MAX_GROUPS_PER_CALL
     assert len({r.client_token for r in requests}) == len(requests)
     # Same plan, same calls: a restarted daemon replays rather than adding twice.
-    assert [r.body() for r in batch_additions(CLUSTER, additions)] == [r.body() for r in requests]
+    assert batch_additions(CLUSTER, additions) == requests
 
 
 @pytest.mark.parametrize("count", [0, 1, 98, 99, 100, 250])

@@ -4,7 +4,7 @@ refused group backs off and the same round falls back to the next group, with no
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -16,6 +16,7 @@ from faulty import all_running, launched
 from hpscaler.backends.types import AddFailure, AddResult
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
+from hpscaler.provisioning.batching import AddRequest
 
 
 def error_codes() -> list[str]:
@@ -37,18 +38,14 @@ class RefusingGroup:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def batch_add_nodes(self, body: Mapping[str, Any]) -> AddResult:
-        entries = list(body["NodesToAdd"])
-        refused = [e for e in entries if e["InstanceGroupName"] == self.group]
-        rest = [e for e in entries if e["InstanceGroupName"] != self.group]
-        failed = tuple(
-            AddFailure(self.group, self.code, e["IncrementTargetCountBy"], f"refused: {self.code}")
-            for e in refused
-        )
+    async def batch_add_nodes(self, request: AddRequest) -> AddResult:
+        refused = [e for e in request.entries if e.group == self.group]
+        rest = tuple(e for e in request.entries if e.group != self.group)
+        failed = tuple(AddFailure(self.group, self.code, e.count, f"refused: {self.code}") for e in refused)
         self.refused += len(failed)
         if not rest:
             return AddResult((), failed)
-        result: AddResult = await self.inner.batch_add_nodes({**body, "NodesToAdd": rest})
+        result: AddResult = await self.inner.batch_add_nodes(replace(request, entries=rest))
         return AddResult(result.successful, result.failed + failed)
 
 

@@ -28,6 +28,7 @@ from hpscaler.clock import Clock, LoopClock
 from hpscaler.config import LoadedConfig, default_config_path, load_config
 from hpscaler.fake import World
 from hpscaler.model import Pod
+from hpscaler.provisioning.batching import AddRequest
 from hpscaler.service.run import Service
 
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -81,7 +82,7 @@ class CountingHyperPod:
 
     def __init__(self, inner: HyperPodCluster) -> None:
         self.inner = inner
-        self.adds: list[Mapping[str, object]] = []
+        self.adds: list[AddRequest] = []
         self.gate: anyio.Event | None = None  # while set to an unset Event, calls wait on it
         self.hang: set[str] = set()  # names of the calls the gate holds
 
@@ -97,10 +98,10 @@ class CountingHyperPod:
         await self._pass("list_nodes")
         return await self.inner.list_nodes()
 
-    async def batch_add_nodes(self, body: Mapping[str, object]) -> AddResult:
+    async def batch_add_nodes(self, request: AddRequest) -> AddResult:
         await self._pass("batch_add_nodes")
-        result = await self.inner.batch_add_nodes(body)
-        self.adds.append(body)
+        result = await self.inner.batch_add_nodes(request)
+        self.adds.append(request)
         return result
 
     async def batch_delete_nodes(self, logical_ids: Sequence[str]) -> DeleteResult:
@@ -119,11 +120,7 @@ class CountingHyperPod:
 
     def nodes_requested(self) -> int:
         """Nodes asked for in this replica's BatchAdd calls."""
-        return sum(
-            int(item["IncrementTargetCountBy"])
-            for body in self.adds
-            for item in body["NodesToAdd"]  # type: ignore[attr-defined]
-        )
+        return sum(request.node_count for request in self.adds)
 
 
 def opener(

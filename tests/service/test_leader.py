@@ -6,6 +6,7 @@ import anyio
 import pytest
 
 from hpscaler.backends.protocols import BackendError
+from hpscaler.backends.types import Lease
 from hpscaler.clock import LoopClock
 from hpscaler.fake import FakeKubernetes
 from hpscaler.service.leader import LeaderElector
@@ -94,8 +95,8 @@ async def test_a_leader_that_loses_its_lease_stops_acting_at_once() -> None:
         assert work_a.running
         # Someone else takes the lease (e.g. after a network partition healed).
         await anyio.sleep(LEASE + 1)
-        kube._leases["hpscaler-leader"] = kube._leases["hpscaler-leader"].__class__(
-            holder="intruder", renewed=kube.clock.now(), duration_seconds=LEASE
+        kube.leases.put(
+            "hpscaler-leader", Lease(holder="intruder", renewed=kube.clock.now(), duration_seconds=LEASE)
         )
         await anyio.sleep(RENEW + 0.1)  # the next renewal sees it
         assert not work_a.running and not a.is_leader

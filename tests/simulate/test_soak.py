@@ -23,6 +23,7 @@ from hpscaler.daemon.app import Daemon
 from hpscaler.daemon.context import Backends
 from hpscaler.fake import StaticSpec, World
 from hpscaler.model import ANNOTATION_DO_NOT_DISRUPT, CapacityType, Node, Pod
+from hpscaler.provisioning.batching import AddRequest, NodesToAdd
 from hpscaler.simulate.chaos import plan_chaos, planned_counts
 from hpscaler.simulate.invariants import InvariantChecker, Ledger, clock_text
 from hpscaler.simulate.report import report_table
@@ -242,12 +243,7 @@ async def test_checker_reports_nodepool_limits_and_cost_above_on_demand() -> Non
     async with checked_world(multi_az(), specs=specs) as (world, checker):
         for _ in range(3):  # 150 nodes of 8 CPUs: above the NodePool's 1000-CPU limit
             await world.hyperpod.batch_add_nodes(
-                {
-                    "ClusterName": world.hyperpod.cluster_name,
-                    "NodesToAdd": [
-                        {"InstanceGroupName": "auto-spot-c5-2x-az1", "IncrementTargetCountBy": 50}
-                    ],
-                }
+                AddRequest(world.hyperpod.cluster_name, "", (NodesToAdd("auto-spot-c5-2x-az1", 50),))
             )
         await anyio.sleep(150)
     kinds = {v.kind: clock_text(v.t) for v in checker.violations}

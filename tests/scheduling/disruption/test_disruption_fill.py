@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from hpscaler.catalogue import load_catalogue
@@ -22,8 +23,9 @@ from hpscaler.model import (
     TopologySpread,
     as_pending,
 )
-from hpscaler.scheduling import consolidation
-from hpscaler.scheduling.consolidation import decide_consolidation
+from hpscaler.scheduling.disruption import decide_consolidation
+from hpscaler.scheduling.disruption.fill import _fullest_first
+from hpscaler.scheduling.disruption.room import Room
 from hpscaler.scheduling.scheduler import solve
 from hpscaler.scheduling.types import SchedulingInput
 
@@ -122,13 +124,13 @@ def test_zone_spread_pods_consolidate_without_a_full_solve_and_the_decision_repl
 ) -> None:
     nodes = _cluster(seed)
     calls: list[int] = []
-    full = consolidation._Room._solve
+    full = Room.solve
 
-    def counted(self: consolidation._Room, *args: object) -> object:
+    def counted(self: Room, *args: object) -> object:
         calls.append(1)
         return full(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(consolidation._Room, "_solve", counted)
+    monkeypatch.setattr(Room, "solve", counted)
     gone = removed(nodes)
     assert gone  # the cluster does consolidate
     assert calls == []  # zone spreads alone never need the full scheduler
@@ -149,3 +151,25 @@ def test_a_zone_spread_blocks_a_move_into_the_fullest_zone() -> None:
     # Moving w4 from c into us-west-2a would leave c with 0 and us-west-2a with 3: refused.
     nodes[3] = node("c", pod("w4", 500, topology_spread=web), zone="us-west-2c")
     assert "c" not in removed(nodes)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_past_the_first_chunk_of_nodes_decisions_still_replay(seed: int) -> None:
+    # More nodes than `fill` orders at once: the later chunks are reached and stay exact.
+    nodes = _cluster(seed, 150)
+    gone = removed(nodes)
+    assert len(gone) > 64
+    assert _replay(nodes, gone) == 0
+
+
+def test_nodes_come_fullest_first_in_chunks_with_ties_in_node_order() -> None:
+    # 200 nodes with 5 distinct loads: every chunk boundary falls inside a run of equal loads.
+    nodes = [node(f"n{i:03d}", pod(f"p{i:03d}", 1000 * (i % 5) + 500), zone=ZONES[0]) for i in range(200)]
+    room = Room(nodes, BASE)
+    rows = np.arange(200, dtype=np.int64)[::2]  # every other node, as `place` passes a subset
+    cols = np.array([room.col["cpu"], room.col["memory"], room.col["pods"]], dtype=np.int64)
+    chunks = list(_fullest_first(room, rows, cols))
+    assert len(chunks) > 1
+    load = room.load(cols)
+    expected = sorted(rows.tolist(), key=lambda r: (load[r], r))
+    assert np.concatenate(chunks).tolist() == expected

@@ -32,8 +32,8 @@ from hpscaler.model import (
     Toleration,
     TopologySpread,
 )
-from hpscaler.scheduling import consolidation
-from hpscaler.scheduling.consolidation import ConsolidationDecision, decide_consolidation
+from hpscaler.scheduling.disruption import ConsolidationDecision, decide_consolidation
+from hpscaler.scheduling.disruption.room import Room
 from hpscaler.scheduling.types import SchedulingInput
 
 GIB = 2**30
@@ -155,7 +155,7 @@ def _cluster(rng: random.Random, count: int, constrained: bool = False) -> list[
 
 
 def _through_the_scheduler(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(consolidation._Room, "_unconstrained", lambda self, p: False)
+    monkeypatch.setattr(Room, "unconstrained", lambda self, p: False)
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -167,6 +167,19 @@ def test_the_residual_model_decides_as_the_scheduler_does(seed: int, monkeypatch
     assert fast.remove == slow.remove
     assert fast.kept == slow.kept
     assert fast.remove  # the cases do exercise removals
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_on_more_nodes_than_fill_orders_at_once_the_residual_model_still_decides_as_the_scheduler(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nodes = _cluster(random.Random(seed), 120)
+    fast = decide(nodes)
+    _through_the_scheduler(monkeypatch)
+    slow = decide(nodes)
+    assert fast.remove == slow.remove
+    assert fast.kept == slow.kept
+    assert len(fast.remove) > 20
 
 
 @pytest.mark.parametrize("seed", range(6))
