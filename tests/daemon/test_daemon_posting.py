@@ -54,7 +54,7 @@ async def test_a_stalled_event_sink_delays_no_planning(
 
         # The Events API still hangs, and the next pods still get their node asked for at once.
         kube.add_pod(web_pod("w-1", cpu=5000))
-        await wait_for(lambda: len(h.world.hyperpod.add_bodies) == 2, 60)
+        await wait_for(lambda: len(h.world.hyperpod.add_requests) == 2, 60)
         assert not sink.opened.is_set() and not kube.events
 
         sink.opened.set()

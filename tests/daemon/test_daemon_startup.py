@@ -58,13 +58,13 @@ async def test_the_deciding_loops_start_once_the_cluster_is_listed(
         await anyio.sleep(120)
         assert not daemon.synced.is_set()
         assert "daemon:watcher" in task_names() and not DECIDING & task_names()
-        assert not h.world.hyperpod.add_bodies  # nothing decided from a half-known cluster
+        assert not h.world.hyperpod.add_requests  # nothing decided from a half-known cluster
 
         kube.release.set()
         with anyio.fail_after(5):
             await daemon.synced.wait()
         assert task_names() >= DECIDING
-        await wait_for(lambda: len(h.world.hyperpod.add_bodies) == 1, 60)
+        await wait_for(lambda: len(h.world.hyperpod.add_requests) == 1, 60)
         daemon.stop()
         await daemon.stopped.wait()
         assert not {n for n in task_names() if n.startswith("daemon:")}  # no orphan left running
