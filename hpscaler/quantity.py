@@ -6,6 +6,7 @@ a plain count for GPUs, EFA interfaces, Neuron devices and pods). Integers keep 
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -80,6 +81,18 @@ def parse_resource(name: str, value: object) -> int:
 
     Rounds up, as the kubelet does when it admits a pod, so a plan never under-counts a request.
     """
+    if type(value) is str:
+        # 100,000 pods ask for a few dozen distinct quantities: parse each once.
+        return _parse_text(name, value)
+    return _parse(name, value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(name: str, value: str) -> int:
+    return _parse(name, value)  # a refused quantity raises, and exceptions are not cached
+
+
+def _parse(name: str, value: object) -> int:
     amount = parse_decimal(value)
     if amount < 0:
         raise QuantityError(f"{name}: {value!r} is negative")

@@ -29,7 +29,7 @@ try:
 except ImportError:  # PyYAML built without libyaml: correct, only slower
     from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
 
-__all__ = ["DEFAULT_LIMITS", "YamlDocument", "YamlInputError", "YamlLimits", "read_documents"]
+__all__ = ["DEFAULT_LIMITS", "YamlDocument", "YamlInputError", "YamlLimits", "read_documents", "yaml_error"]
 
 # Below this size the bounds are always checked; above it only when the text can hold an alias.
 # Without aliases the node count is bounded by the text's size and libyaml bounds the depth.
@@ -123,12 +123,16 @@ def _measure(root: yaml.Node, limits: YamlLimits) -> int:
     return expanded
 
 
-def _error(exc: BaseException, text: str) -> YamlInputError:
+def yaml_error(exc: BaseException, text: str | bytes) -> YamlInputError:
+    """The `YamlInputError` for an exception PyYAML (or a constructor it called) raised on `text`."""
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         mark = exc.problem_mark
         return YamlInputError(exc.problem or str(exc), mark.line + 1, mark.column + 1)
     if isinstance(exc, yaml.reader.ReaderError):
-        line = text.count("\n", 0, max(exc.position, 0)) + 1 if isinstance(exc.position, int) else None
+        line = None
+        if isinstance(exc.position, int):
+            end = max(exc.position, 0)
+            line = (text.count(b"\n", 0, end) if isinstance(text, bytes) else text.count("\n", 0, end)) + 1
         return YamlInputError(
             f"unacceptable character #x{exc.character:04x} (control characters are not allowed)"
             if isinstance(exc.character, int)
@@ -173,7 +177,7 @@ def read_documents(
         raise
     except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
         # ValueError/OverflowError: e.g. `2001-13-45` resolves as a timestamp that datetime refuses.
-        raise _error(exc, text) from None
+        raise yaml_error(exc, text) from None
     finally:
         if loader is not None:
             loader.dispose()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,7 @@ class Recorder:
     removed_unscheduled: int = 0  # pods deleted (scaled away) before they were ever bound
     pending_trace: list[tuple[float, int]] = field(default_factory=list)  # (time, pending) at each change
     start: float = 0.0
+    on_sample: Callable[[float], None] | None = None  # told the simulated seconds at each sample (progress)
 
     def note(self, text: str) -> None:
         """Remember a scenario action for the timeline."""
@@ -83,6 +84,8 @@ class Recorder:
                 "cost": round(self.world.hyperpod.cost(), 4),
             }
         )
+        if self.on_sample is not None:
+            self.on_sample(self.clock.now() - self.start)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Follow pods through the watch and sample the cluster every `sample_seconds`."""

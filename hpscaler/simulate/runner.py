@@ -330,14 +330,25 @@ def load_scenario_config(scenario: Scenario) -> LoadedConfig:
     return scenario_config(scenario)
 
 
-async def run_scenario(scenario: Scenario, config: LoadedConfig, *, trace: bool = False) -> dict[str, Any]:
-    """Run the scenario to its end and return the report (with the exact `trace` when asked)."""
+async def run_scenario(
+    scenario: Scenario,
+    config: LoadedConfig,
+    *,
+    trace: bool = False,
+    progress: Callable[[float, float], None] | None = None,
+) -> dict[str, Any]:
+    """Run the scenario to its end and return the report (with the exact `trace` when asked).
+
+    `progress` is told (simulated seconds, scenario duration) at every sample of the timeline.
+    """
     clock = LoopClock(EPOCH)
     world = _world(scenario, config, clock)
     catalogue = config.catalogue()
     backends = Backends(world.kubernetes, world.hyperpod, world.placement, world.interruptions)
     daemon = Daemon(config, backends, catalogue, clock)
     recorder = Recorder(clock, world, scenario.sample_seconds)
+    if progress is not None:
+        recorder.on_sample = lambda seconds: progress(seconds, scenario.duration)
     plan = plan_chaos(scenario, config.instance_groups)
     driver = Driver(scenario, world, recorder, plan=plan)
     driver.add_daemonsets()
@@ -391,15 +402,18 @@ async def run_scenario(scenario: Scenario, config: LoadedConfig, *, trace: bool 
     return report
 
 
-def simulate(scenario: Scenario, *, trace: bool = False) -> dict[str, Any]:
+def simulate(
+    scenario: Scenario, *, trace: bool = False, progress: Callable[[float, float], None] | None = None
+) -> dict[str, Any]:
     """Run a scenario on a virtual-time event loop: hours of cluster time in seconds.
 
-    `trace` adds the exact timeline (`hpscaler.simulate.trace`) that `--plot` draws.
+    `trace` adds the exact timeline (`hpscaler.simulate.trace`) that `--plot` draws; `progress` is
+    told how far the simulated time is (see `run_scenario`).
     """
     config = load_scenario_config(scenario)
     check_groups(scenario, config.instance_groups)
     result: dict[str, Any] = anyio.run(
-        partial(run_scenario, trace=trace),
+        partial(run_scenario, trace=trace, progress=progress),
         scenario,
         config,
         backend_options={"loop_factory": lambda: looptime.new_event_loop(start=0.0, _enabled=True)},

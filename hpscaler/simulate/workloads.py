@@ -14,12 +14,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from hpscaler.daemon.drain import CHECKPOINT_ANNOTATION
 from hpscaler.fake.copies import copy_pod
 from hpscaler.kube.objects import ManifestError, load_manifests, pod_from_manifest
 from hpscaler.model import ANNOTATION_DO_NOT_DISRUPT, Gang, Pod
+from hpscaler.yamlio import YamlInputError, read_documents
 
 if TYPE_CHECKING:
     from hpscaler.simulate.scenario import Workload
@@ -82,9 +81,11 @@ def _manifest_document(workload: Workload, base: Path) -> tuple[dict[str, Any], 
     if isinstance(manifest, str):
         path = (base / manifest).resolve()
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
+            # libyaml's parser and the manifest bounds, as `plan` reads manifests.
+            documents = read_documents(path.read_text(encoding="utf-8"), keep_nodes=False)
+        except (OSError, UnicodeDecodeError, YamlInputError) as exc:
             raise WorkloadError(f"manifest: cannot read {path}: {exc}") from None
+        loaded = documents[0].data if len(documents) == 1 else None
         if not isinstance(loaded, dict):
             raise WorkloadError(f"manifest: {path} does not hold one Kubernetes object")
         return loaded, str(path)

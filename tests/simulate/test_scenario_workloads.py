@@ -193,3 +193,24 @@ def test_bad_manifests_are_reported_with_the_workload(
     with pytest.raises(ScenarioError, match=r"spec\.workloads") as caught:
         load_scenario(write_scenario(tmp_path, [workload]))
     assert words in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (
+            "a0: &a0 [x]\n"
+            + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9)),
+            "aliases",
+        ),
+        ("kind: Pod\nmetadata: {name: [x\n", "invalid YAML at line 3"),
+        ("kind: Pod\n---\nkind: Pod\n", "does not hold one Kubernetes object"),
+    ],
+    ids=["billion-laughs", "syntax", "two-documents"],
+)
+def test_a_bad_manifest_file_is_refused_naming_it(tmp_path: Path, text: str, words: str) -> None:
+    """A workload's manifest file is read with the manifest bounds, as `plan` reads one."""
+    (tmp_path / "job.yaml").write_text(text)
+    with pytest.raises(ScenarioError, match=r"job\.yaml") as caught:
+        load_scenario(write_scenario(tmp_path, [{"name": "j", "manifest": "job.yaml"}]))
+    assert words in str(caught.value)
