@@ -109,7 +109,7 @@ async def trial(n_pods: int, seed: int) -> dict[str, Any]:
         await tg.start(world.run)
         # start_soon, not start: at 7b8dd05 Daemon.run never reports started (see BENCHMARKS.md).
         tg.start_soon(daemon.run)
-        await daemon.ctx.synced.wait()
+        await daemon.synced.wait()
         await anyio.sleep(0.2)  # let start-up rounds finish
         rounds.clear()
         closes.clear()

@@ -125,7 +125,7 @@ async def hpscaler_storm(nodes: int) -> dict[str, Any]:
 
         provisioner.reconcile = reconcile  # type: ignore[method-assign]
         tg.start_soon(daemon.run)  # not tg.start: see BENCHMARKS.md (Daemon.run never reports started)
-        await daemon.ctx.synced.wait()
+        await daemon.synced.wait()
         await anyio.sleep(0.3)  # start-up rounds
         instances = spot_instances(world)[:nodes]
         names = {n.name for n in world.kubernetes.nodes() if n.provider_id.rsplit("/", 1)[-1] in instances}

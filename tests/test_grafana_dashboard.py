@@ -20,6 +20,13 @@ from hpscaler.clock import LoopClock
 from hpscaler.config import load_config
 from hpscaler.daemon.app import Daemon
 from hpscaler.daemon.context import Backends
+from hpscaler.daemon.events import (
+    CloudProviderError,
+    InterruptionOutcome,
+    InterruptionReceived,
+    NodeCreated,
+    NodeDisrupted,
+)
 from hpscaler.fake import World
 from hpscaler.service.metrics import registry_for
 
@@ -45,14 +52,14 @@ async def _scrape() -> dict[str, set[str]]:
     daemon = Daemon(config, backends, config.catalogue(), world.clock)
     ctx = daemon.ctx
     group = config.instance_groups[0].name
-    for key in (
-        f"nodes_created:{group}",
-        "interruption_received:spot_interrupted",
-        "nodes_disrupted:empty",
-        "interruptions_handled",
-        "cloudprovider_errors",
+    for event in (
+        NodeCreated(group, "n-1"),
+        InterruptionReceived("spot-interruption", "sqs", "i-1"),
+        NodeDisrupted("node-1", "Empty", "general"),
+        InterruptionOutcome("handled", "i-1"),
+        CloudProviderError("ListClusterNodes", "throttled"),
     ):
-        ctx.stats.counters[key] = 1
+        ctx.record(event)
     ctx.stats.decision_seconds.append(0.01)
     ctx.stats.taint_latency.append(0.5)
     text = generate_latest(registry_for(lambda: ctx, lambda: True)).decode()

@@ -344,7 +344,11 @@ class SageMakerHyperPod:
             return
         async with anyio.create_task_group() as tg:
             for summary in unknown:
-                tg.start_soon(self._learn_placement, summary)
+                tg.start_soon(
+                    self._learn_placement,
+                    summary,
+                    name=f"hyperpod:placement:{summary.get('NodeLogicalId', '')}",
+                )
 
     async def _learn_placement(self, summary: Mapping[str, Any]) -> None:
         params: dict[str, Any] = {"ClusterName": self.cluster_name}

@@ -181,7 +181,7 @@ class Settings(_Section):
     logging: Logging = Logging()
     health: Health = Health()
     shutdown_seconds: _Seconds = 30.0  # SIGTERM: how long in-progress calls may take to finish
-    state_path: str = ""  # where out-of-capacity backoffs persist across restarts; empty: not kept
+    state_path: str = ""  # where backoffs and nodes going away persist across restarts; empty: not kept
 
     def price_overrides(self) -> dict[str, PriceOverride]:
         """`prices` in the form `Catalogue.with_prices` takes."""

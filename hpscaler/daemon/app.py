@@ -19,7 +19,7 @@ from hpscaler.daemon.cluster_sync import refresh_cluster, request_cluster_refres
 from hpscaler.daemon.consolidator import Consolidator
 from hpscaler.daemon.context import Backends, DaemonContext
 from hpscaler.daemon.interruption import InterruptionHandler
-from hpscaler.daemon.persistence import load_backoffs, persist_backoffs
+from hpscaler.daemon.persistence import load_state, persist_state
 from hpscaler.daemon.provisioner import Provisioner
 from hpscaler.daemon.provreq import ProvisioningRequests
 from hpscaler.daemon.recovery import clear_orphaned_taints
@@ -59,7 +59,7 @@ class Daemon:
             self.ctx.live_groups = config.instance_groups
         self.state_path = Path(settings.state_path) if settings.state_path else None
         if self.state_path is not None:
-            load_backoffs(self.ctx, self.state_path)
+            load_state(self.ctx, self.state_path)
         self.provisioner = Provisioner(self.ctx)
         self.interruptions = InterruptionHandler(self.ctx, self.provisioner)
         if live_groups:  # HyperPod's cluster state-change event: groups may have been added or changed
@@ -75,35 +75,45 @@ class Daemon:
         )
         self._scope: CancelScope | None = None
         self._stop_requested = False
+        self.synced = anyio.Event()  # set once the cache holds the first full list of the cluster
         self.stopped = anyio.Event()  # set once `run` has returned (every loop has ended)
 
     async def run(
         self, *, handle_signals: bool = False, task_status: TaskStatus[Daemon] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Run until cancelled, `stop()` is called, or (with handle_signals) SIGTERM/SIGINT arrives."""
+        """Run until cancelled, `stop()` is called, or (with handle_signals) SIGTERM/SIGINT arrives.
+
+        Reports itself started at once; the loops that decide from the cluster cache start when
+        the watcher has listed the cluster (`synced`).
+        """
+        ctx = self.ctx
         try:
             async with anyio.create_task_group() as tg:
                 self._scope = tg.cancel_scope
                 if self._stop_requested:
                     tg.cancel_scope.cancel()  # stopped before it started
-                tg.start_soon(run_watcher, self.ctx)
-                tg.start_soon(clear_orphaned_taints, self.ctx)
-                tg.start_soon(self.provisioner.run_batches)
-                tg.start_soon(self.provisioner.run_launch_monitor, MONITOR_SECONDS)
-                tg.start_soon(self.provisioner.registrar.run)
-                tg.start_soon(self.interruptions.run)
-                tg.start_soon(self.consolidator.run)
-                if self.provisioning_requests is not None:
-                    tg.start_soon(self.provisioning_requests.run, name="provisioning-requests")
-                tg.start_soon(refresh_scores, self.ctx)
-                tg.start_soon(refresh_spot_prices, self.ctx)
-                tg.start_soon(sync_node_config, self.ctx)
-                tg.start_soon(refresh_cluster, self.ctx)
-                if self.state_path is not None:
-                    tg.start_soon(persist_backoffs, self.ctx, self.state_path)
                 if handle_signals:
-                    tg.start_soon(self._stop_on_signal)
+                    tg.start_soon(self._stop_on_signal, name="daemon:signals")
+                tg.start_soon(refresh_scores, ctx, name="daemon:placement-scores")
+                tg.start_soon(refresh_spot_prices, ctx, name="daemon:spot-prices")
+                tg.start_soon(sync_node_config, ctx, name="daemon:node-config")
+                tg.start_soon(refresh_cluster, ctx, name="daemon:cluster-refresh")
+                if self.state_path is not None:
+                    tg.start_soon(persist_state, ctx, self.state_path, name="daemon:state-file")
+                tg.start_soon(self.provisioner.events.run, name="daemon:pod-events")
                 task_status.started(self)
+                await tg.start(run_watcher, ctx, name="daemon:watcher")
+                self.synced.set()
+                tg.start_soon(clear_orphaned_taints, ctx, name="daemon:orphaned-taints")
+                tg.start_soon(self.provisioner.run_batches, name="daemon:batches")
+                tg.start_soon(
+                    self.provisioner.run_launch_monitor, MONITOR_SECONDS, name="daemon:launch-monitor"
+                )
+                tg.start_soon(self.provisioner.registrar.run, name="daemon:registration")
+                tg.start_soon(self.interruptions.run, name="daemon:interruptions")
+                tg.start_soon(self.consolidator.run, name="daemon:consolidation")
+                if self.provisioning_requests is not None:
+                    tg.start_soon(self.provisioning_requests.run, name="daemon:provisioning-requests")
         finally:
             self.stopped.set()
         self.ctx.log.info("daemon_stopped")

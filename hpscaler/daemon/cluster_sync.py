@@ -23,6 +23,7 @@ from hpscaler.backends.types import ClusterDescription
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
 from hpscaler.daemon.context import DaemonContext
+from hpscaler.daemon.events import CloudProviderError, ClusterRefreshed
 from hpscaler.model import InstanceGroup
 from hpscaler.prerequisites import Finding, check_cluster, check_node_pools, errors
 
@@ -151,8 +152,8 @@ async def refresh_cluster(ctx: DaemonContext, interval: float = CLUSTER_REFRESH_
         try:
             described = await ctx.backends.hyperpod.describe_cluster()
         except BackendError as exc:
-            ctx.stats.counters["cloudprovider_errors"] += 1
+            ctx.record(CloudProviderError("DescribeCluster", str(exc)))
             ctx.log.warning("describe_cluster_failed", error=str(exc), kept="last instance groups")
             continue
         _apply(ctx, described)
-        ctx.stats.counters["cluster_refreshes"] += 1
+        ctx.record(ClusterRefreshed())

@@ -9,6 +9,7 @@ from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import DeleteResult, NodeStatus
 from hpscaler.daemon.context import DaemonContext
 from hpscaler.daemon.drain import DISRUPTED_TAINT, REASON_ANNOTATION, Drainer
+from hpscaler.daemon.events import ApiCalled, NodeDeleteFailed, NodeDeleteRefused, NodeDisrupted
 from hpscaler.daemon.provisioner import Provisioner
 from hpscaler.daemon.state import instance_id_of
 from hpscaler.model import LABEL_NODEPOOL, Node, NodePool, as_pending
@@ -88,7 +89,6 @@ class Consolidator:
     async def run(self) -> None:
         """Poll every `pollSeconds`; carry out each removal in its own task."""
         settings = self.ctx.config.settings.consolidation
-        await self.ctx.synced.wait()
         seen: tuple[int, int, frozenset[str], frozenset[str]] | None = None
         recheck_at = 0.0
         async with anyio.create_task_group() as tg:
@@ -107,15 +107,15 @@ class Consolidator:
                 decision = await self.decide()
                 seen, recheck_at = state, decision.recheck_at
                 for removal in decision.remove:
-                    self.ctx.disrupting[removal.node] = f"consolidation:{removal.reason}"
-                    tg.start_soon(self.execute, removal)
+                    self.ctx.mark_for_deletion(removal.node, f"consolidation:{removal.reason}")
+                    tg.start_soon(self.execute, removal, name=f"consolidation:{removal.node}")
 
     async def execute(self, removal: Removal) -> None:
         """Validate, drain and delete one node; undo the taint if it must stay after all."""
         ctx = self.ctx
         node = ctx.cache.nodes.get(removal.node)
         if node is None:
-            ctx.disrupting.pop(removal.node, None)
+            ctx.unmark_for_deletion(removal.node)
             return
         try:
             await ctx.backends.kubernetes.taint_node(node.name, add=[DISRUPTED_TAINT])
@@ -130,8 +130,7 @@ class Consolidator:
             if not await self._delete(node):
                 await self._abort(node, "HyperPod did not delete the node")
                 return
-            ctx.stats.counters[f"nodes_disrupted:{removal.reason}"] += 1
-            ctx.log.info("node_consolidated", node=node.name, reason=removal.reason, pool=removal.node_pool)
+            ctx.record(NodeDisrupted(node.name, removal.reason, removal.node_pool))
         except BackendError as exc:
             ctx.log.warning("consolidation_failed", node=node.name, error=str(exc))
             await self._abort(node, str(exc))
@@ -144,7 +143,7 @@ class Consolidator:
             if node is not None and pods:
                 # Expiry replaces before it evicts: line up new capacity for the pods first.
                 for pod in pods:
-                    ctx.displaced[pod.key] = as_pending(pod)
+                    ctx.displace(as_pending(pod))
                 await self.provisioner.reconcile("expiry")
                 await self._wait_for_inflight()
             return True
@@ -186,8 +185,7 @@ class Consolidator:
                 with attempt:
                     return await self._delete_once(node)
         except DeleteRefused as exc:
-            ctx.stats.counters["node_delete_failures"] += 1
-            ctx.log.error("node_delete_failed", node=node.name, attempts=DELETE_ATTEMPTS, error=str(exc))
+            ctx.record(NodeDeleteFailed(node.name, DELETE_ATTEMPTS, str(exc)))
         return False
 
     async def _delete_once(self, node: Node) -> bool:
@@ -207,23 +205,20 @@ class Consolidator:
             result = await ctx.backends.hyperpod.batch_delete_nodes([match.logical_id])
         else:  # listed without a logical id: delete by instance id (NodeIds), never as a logical id
             result = await ctx.backends.hyperpod.batch_delete_nodes([], [instance])
-        ctx.stats.counters["batch_delete_calls"] += 1
+        ctx.record(ApiCalled("BatchDeleteClusterNodes"))
         refused = [f for f in result.failed if f.code != "NodeIdNotFound"]
         if refused:
-            ctx.stats.counters["node_delete_refusals"] += 1
-            ctx.log.warning(
-                "node_delete_refused", node=node.name, code=refused[0].code, message=refused[0].message
-            )
+            ctx.record(NodeDeleteRefused(node.name, refused[0].code, refused[0].message))
             raise DeleteRefused(f"{refused[0].code}: {refused[0].message}")
         if match.logical_id:
-            ctx.gone.add(match.logical_id)
+            ctx.mark_gone(match.logical_id)
         return True
 
     async def _abort(self, node: Node, why: str) -> None:
         ctx = self.ctx
-        ctx.disrupting.pop(node.name, None)
-        for key in [k for k in ctx.displaced if getattr(ctx.cache.pods.get(k), "node_name", "") == node.name]:
-            ctx.displaced.pop(key, None)
+        ctx.unmark_for_deletion(node.name)
+        pods = ctx.cache.pods
+        ctx.undisplace([k for k in ctx.displaced if getattr(pods.get(k), "node_name", "") == node.name])
         try:
             await ctx.backends.kubernetes.taint_node(node.name, remove=[DISRUPTED_TAINT.key])
             await ctx.backends.kubernetes.annotate_node(node.name, {REASON_ANNOTATION: None})

@@ -13,6 +13,7 @@ import anyio
 
 from hpscaler.backends.protocols import BackendError
 from hpscaler.daemon.context import DaemonContext
+from hpscaler.daemon.events import EvictionBlocked, PdbOverridden, PodEvicted
 from hpscaler.model import Node, Pod, Taint
 
 DISRUPTED_TAINT = Taint("karpenter.sh/disrupted", "NoSchedule")
@@ -133,20 +134,18 @@ class Drainer:
                     # The instance goes away at the deadline whatever the budget says: a graceful
                     # stop now is better for the pod than being killed with its node.
                     await ctx.backends.kubernetes.delete_pod(pod.namespace, pod.name, plan.grace_seconds)
-                    ctx.stats.counters["pdb_overridden_at_deadline"] += 1
-                    ctx.log.warning("pdb_overridden_at_deadline", pod=pod.key, node=node.name)
+                    ctx.record(PdbOverridden(pod.key, node.name))
                     outcome = "evicted"
                 if outcome == "blocked":
                     blocked = True
-                    ctx.stats.counters["evictions_blocked"] += 1
+                    ctx.record(EvictionBlocked(pod.key, node.name))
                     if plan.last_moment is not None:
                         next_wake = min(next_wake, max(now + 0.05, plan.last_moment))
                 else:
                     # The twin in `displaced` stays until the pod is gone: while it terminates, its
                     # room on the new nodes must not look idle to consolidation.
                     evicted.add(pod.key)
-                    ctx.stats.counters["evictions"] += 1
-                    ctx.log.info("pod_evicted", pod=pod.key, node=node.name, grace=plan.grace_seconds)
+                    ctx.record(PodEvicted(pod.key, node.name, plan.grace_seconds))
             # Back off on PDB blocks like Karpenter's eviction queue (exponential, capped at 10 s).
             delay = min(10.0, delay * 2) if blocked else 1.0
             await anyio.sleep(max(0.05, min(next_wake, now + delay) - ctx.clock.now()))

@@ -25,8 +25,15 @@ from hpscaler.backends.protocols import BackendError, InterruptionSource
 from hpscaler.backends.types import HyperPodEventKind, InterruptionKind, InterruptionMessage, JunkMessage
 from hpscaler.daemon.context import DaemonContext
 from hpscaler.daemon.drain import INTERRUPTED_TAINT, REASON_ANNOTATION, Drainer
+from hpscaler.daemon.events import (
+    InterruptionOutcome,
+    InterruptionReceived,
+    InterruptionReceiveFailed,
+    InterruptionUnreadable,
+)
 from hpscaler.daemon.provisioner import Provisioner
 from hpscaler.daemon.signal_sources import ClusterEventSource, NodeSignalSource
+from hpscaler.daemon.state import instance_id_of
 from hpscaler.model import CapacityType, Node, Taint, as_pending
 from hpscaler.signals import decide
 
@@ -84,7 +91,6 @@ class InterruptionHandler:
     async def run(self) -> None:
         """Receive from every source and dispatch until cancelled."""
         sources = self.sources()
-        await self.ctx.synced.wait()
         async with anyio.create_task_group() as tg:
             for index, source in enumerate(sources):
                 name = getattr(source, "name", type(source).__name__)
@@ -95,10 +101,7 @@ class InterruptionHandler:
             try:
                 batch = await source.receive()
             except BackendError as exc:
-                self.ctx.stats.counters["interruption_receive_errors"] += 1
-                self.ctx.log.warning(
-                    "interruption_receive_failed", source=type(source).__name__, error=str(exc)
-                )
+                self.ctx.record(InterruptionReceiveFailed(type(source).__name__, str(exc)))
                 await anyio.sleep(5)
                 continue
             for message in batch:
@@ -109,7 +112,9 @@ class InterruptionHandler:
                     self._active[key] = message
                     continue
                 self._active[key] = message
-                tg.start_soon(self._handle_and_ack, key, source, message)
+                tg.start_soon(
+                    self._handle_and_ack, key, source, message, name=f"interruption:{message.message_id}"
+                )
 
     async def _handle_and_ack(
         self, key: tuple[int, str], source: InterruptionSource, message: QueueMessage
@@ -126,15 +131,10 @@ class InterruptionHandler:
     async def handle(self, message: QueueMessage) -> None:
         """Act on one message (acknowledging is the caller's job)."""
         ctx = self.ctx
-        counters = ctx.stats.counters
         if isinstance(message, JunkMessage):
-            counters["interruption_junk_messages"] += 1
-            ctx.log.warning(
-                "interruption_message_unreadable", message=message.message_id, error=message.error
-            )
+            ctx.record(InterruptionUnreadable(message.message_id, message.error))
             return
-        counters[f"interruption_received:{message.kind.value}"] += 1
-        counters[f"interruption_source:{message.source or 'other'}"] += 1
+        ctx.record(InterruptionReceived(message.kind.value, message.source or "other", message.instance_id))
         if message.kind is InterruptionKind.HYPERPOD_EVENT and message.state in (
             HyperPodEventKind.CLUSTER_CHANGED,
             HyperPodEventKind.CAPACITY_FAILURE,
@@ -144,13 +144,13 @@ class InterruptionHandler:
         decision = decide(message, rebalance_as_warning=ctx.config.settings.interruption.rebalance_as_warning)
         if decision.action == "none" and message.kind is not InterruptionKind.REBALANCE:
             # A state-change to pending or running is no interruption: nothing is marked handled.
-            counters["interruption_no_action"] += 1
+            ctx.record(InterruptionOutcome("no-action", message.instance_id))
             ctx.log.debug("interruption_no_action", instance=message.instance_id, reason=decision.reason)
             return
         node = ctx.cache.node_for_instance(message.instance_id) if message.instance_id else None
         group = node.instance_group if node is not None else message.group
         if group and group not in ctx.managed_groups():
-            counters["interruption_unmanaged_group"] += 1
+            ctx.record(InterruptionOutcome("unmanaged-group", message.instance_id))
             ctx.log.info(
                 "interruption_left_to_hyperpod",
                 instance=message.instance_id,
@@ -160,7 +160,7 @@ class InterruptionHandler:
             )
             return
         if node is None and not (decision.action == "replace" and group):
-            counters["interruption_not_ours"] += 1
+            ctx.record(InterruptionOutcome("not-ours", message.instance_id))
             ctx.log.info(
                 "interruption_ignored",
                 instance=message.instance_id,
@@ -182,7 +182,7 @@ class InterruptionHandler:
             previous.kind is not InterruptionKind.REBALANCE or message.kind is InterruptionKind.REBALANCE
         ):
             self._advance_deadline(previous, message)
-            ctx.stats.counters["interruption_duplicates"] += 1
+            ctx.record(InterruptionOutcome("duplicate", message.instance_id))
             return  # already draining or replaced; a second signal changes nothing else
         record = _Handled(message.kind, now, message.deadline, node.name if node else "")
         self._handled[message.instance_id] = record
@@ -211,7 +211,7 @@ class InterruptionHandler:
         if message.deadline is None or record.deadline is None or message.deadline >= record.deadline:
             return  # no deadline to compare (a lost instance), or not earlier
         record.deadline = message.deadline
-        self.ctx.stats.counters["interruption_deadline_advanced"] += 1
+        self.ctx.record(InterruptionOutcome("deadline-advanced", message.instance_id))
         self.ctx.log.info(
             "interruption_deadline_advanced", node=record.node, source=message.source, kind=message.kind.value
         )
@@ -236,7 +236,7 @@ class InterruptionHandler:
             if ctx.unavailable.mark_once(
                 group.name, zone, now, "HyperPod capacity failure", CAPACITY_SIGNAL_WINDOW
             ):
-                ctx.stats.counters["hyperpod_capacity_failures"] += 1
+                ctx.record(InterruptionOutcome("capacity-failure"))
                 ctx.log.warning("offering_backed_off", group=group.name, zone=zone, reason=message.detail)
 
     async def _drain_interrupted(self, node: Node, message: InterruptionMessage, record: _Handled) -> None:
@@ -245,7 +245,7 @@ class InterruptionHandler:
         record.deadline = message.deadline if message.deadline is not None else now + SPOT_NOTICE_SECONDS
         await ctx.backends.kubernetes.taint_node(node.name, add=[INTERRUPTED_TAINT])
         ctx.stats.taint_latency.append(ctx.clock.now() - message.time)
-        ctx.disrupting[node.name] = message.kind.value
+        ctx.mark_for_deletion(node.name, message.kind.value)
         ctx.log.info(
             "node_interrupted",
             node=node.name,
@@ -262,9 +262,9 @@ class InterruptionHandler:
                 node.instance_group, node.zone, now, "spot interruption", CAPACITY_SIGNAL_WINDOW
             )
         for twin in map(as_pending, self.drainer.pods_to_move(node.name)):
-            ctx.displaced[twin.key] = twin
+            ctx.displace(twin)
         await self.provisioner.reconcile("interruption")
-        ctx.stats.counters["interruption_replacements_requested"] += 1
+        ctx.record(InterruptionOutcome("replacement-requested", message.instance_id))
         while True:
             deadline = record.deadline
             await self.drainer.announce(node, deadline, message.kind.value)
@@ -274,7 +274,7 @@ class InterruptionHandler:
             if not scope.cancelled_caught:
                 break
         record.drain = None
-        ctx.stats.counters["interruptions_handled"] += 1
+        ctx.record(InterruptionOutcome("handled", message.instance_id))
 
     async def _rebalance(self, node: Node) -> None:
         ctx = self.ctx
@@ -288,11 +288,11 @@ class InterruptionHandler:
         await self.provisioner.reconcile(
             "rebalance", extra_pending=[as_pending(p) for p in self.drainer.pods_to_move(node.name)]
         )
-        ctx.stats.counters["rebalance_preprovisioned"] += 1
+        ctx.record(InterruptionOutcome("rebalance-preprovisioned", instance_id_of(node)))
 
     async def _replace_lost(self, node: Node, message: InterruptionMessage) -> None:
         ctx = self.ctx
-        ctx.disrupting[node.name] = "instance-" + (message.state or "lost")
+        ctx.mark_for_deletion(node.name, "instance-" + (message.state or "lost"))
         pods = self.drainer.pods_on(node.name)
         ctx.log.warning(
             "node_lost_without_notice",
@@ -309,7 +309,7 @@ class InterruptionHandler:
         # from their controllers, which the plan sees anyway; a twin as well would double their nodes.
         orphans = [as_pending(p) for p in self.drainer.pods_to_move(node.name)]
         await self.provisioner.reconcile("instance-lost", extra_pending=orphans)
-        ctx.stats.counters["interruptions_handled"] += 1
+        ctx.record(InterruptionOutcome("handled", message.instance_id))
 
     async def _replace_gone(self, message: InterruptionMessage) -> None:
         """A managed instance lost whose Node is already gone: its pods' controllers recreated them,
@@ -324,4 +324,4 @@ class InterruptionHandler:
             pods=0,
         )
         await self.provisioner.reconcile("instance-lost")
-        ctx.stats.counters["interruptions_handled"] += 1
+        ctx.record(InterruptionOutcome("handled", message.instance_id))

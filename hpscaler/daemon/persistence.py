@@ -1,4 +1,11 @@
-"""Out-of-capacity backoffs survive restarts: a restarted daemon must not retry an offering it gave up on.
+"""What a restarted daemon must not forget survives restarts, in the state file.
+
+- Out-of-capacity backoffs (`outOfCapacity`): a restarted daemon must not retry an offering it gave
+  up on.
+- Nodes going away (`goneNodes`): HyperPod's logical ids of nodes seen ShuttingDown or deleted by
+  hpscaler. A node whose termination fails shows as Failure, which otherwise reads as a launch
+  HyperPod is retrying; a restarted daemon would adopt it as capacity on its way. Ids HyperPod no
+  longer lists are dropped at the next ListClusterNodes, so the list stays small.
 
 The state is a small JSON file (`spec.statePath`; systemd's StateDirectory gives /var/lib/hpscaler).
 It is written atomically and durably (fsync of the file and its directory) whenever it changed,
@@ -12,6 +19,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -20,10 +28,13 @@ from hpscaler.daemon.context import DaemonContext
 CHECK_SECONDS = 5.0
 
 
-def load_backoffs(ctx: DaemonContext, path: Path) -> None:
-    """Restore backoffs written by an earlier run; an unreadable file is reported and ignored."""
+def load_state(ctx: DaemonContext, path: Path) -> None:
+    """Restore what an earlier run wrote; an unreadable file is reported and ignored."""
     try:
         data = json.loads(path.read_text())
+        gone = data.get("goneNodes", [])  # absent in files written before it was kept
+        if not isinstance(gone, list) or not all(isinstance(i, str) for i in gone):
+            raise ValueError(f"goneNodes must be a list of NodeLogicalIds, not {gone!r}")
         ctx.unavailable.load_json(data["outOfCapacity"])
     except FileNotFoundError:
         return
@@ -32,12 +43,19 @@ def load_backoffs(ctx: DaemonContext, path: Path) -> None:
             "state_file_ignored", path=str(path), error=str(exc), fix="delete the file; hpscaler rewrites it"
         )
         return
-    ctx.log.info("backoffs_restored", path=str(path), offerings=len(ctx.unavailable.entries))
+    for logical_id in gone:
+        ctx.mark_gone(logical_id)
+    ctx.log.info("state_restored", path=str(path), offerings=len(ctx.unavailable.entries), gone=len(gone))
 
 
-def write_backoffs(ctx: DaemonContext, path: Path) -> None:
-    """Write the current backoffs atomically and durably (see `write_atomically`)."""
-    write_atomically(path, json.dumps({"outOfCapacity": ctx.unavailable.to_json()}, indent=1))
+def state(ctx: DaemonContext) -> dict[str, Any]:
+    """The state file's content for the daemon's current state."""
+    return {"outOfCapacity": ctx.unavailable.to_json(), "goneNodes": sorted(ctx.gone)}
+
+
+def write_state(ctx: DaemonContext, path: Path) -> None:
+    """Write the current state atomically and durably (see `write_atomically`)."""
+    write_atomically(path, json.dumps(state(ctx), indent=1))
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -66,21 +84,21 @@ def write_atomically(path: Path, text: str) -> None:
         os.close(directory)
 
 
-async def persist_backoffs(ctx: DaemonContext, path: Path) -> None:
-    """Write the backoffs whenever they change, and once more when the daemon stops."""
+async def persist_state(ctx: DaemonContext, path: Path) -> None:
+    """Write the state whenever it changes, and once more when the daemon stops."""
     written = ""  # the first check always writes: the file then reflects this run from the start
     try:
         while True:
             await anyio.sleep(CHECK_SECONDS)
-            current = json.dumps(ctx.unavailable.to_json())
+            current = json.dumps(state(ctx))
             if current != written:
                 try:
-                    write_backoffs(ctx, path)
+                    write_state(ctx, path)
                     written = current
                 except OSError as exc:
                     ctx.log.warning("state_file_write_failed", path=str(path), error=str(exc))
     finally:
         try:
-            write_backoffs(ctx, path)
+            write_state(ctx, path)
         except OSError as exc:
             ctx.log.warning("state_file_write_failed", path=str(path), error=str(exc))

@@ -20,6 +20,16 @@ from hpscaler.backends.errors import CapacityError, InvalidRequestError, NotFoun
 from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import AddResult, HyperPodNode, NodeStatus
 from hpscaler.daemon.context import DaemonContext
+from hpscaler.daemon.events import (
+    ApiCalled,
+    CancelRefused,
+    CloudProviderError,
+    LaunchFailed,
+    NodeCreated,
+    ReconcileCoalesced,
+    ReconcileRan,
+)
+from hpscaler.daemon.posting import EventPoster, PodEvent
 from hpscaler.daemon.registration import Registrar
 from hpscaler.daemon.state import instance_id_of, joined_instance_ids
 from hpscaler.model import Node, Pod
@@ -51,17 +61,16 @@ class Provisioner:
         self._last_result: Plan | None = None
         self.registrar = Registrar(ctx, refresh=lambda: self.reconcile("registration"))
         self._gang_launches: GangLaunches = {}  # of the last plan's round
+        self.events = EventPoster(ctx)  # pod Events go out in the background (`run` it)
 
     async def run_batches(self) -> None:
         """Plan each time a batching window closes."""
-        await self.ctx.synced.wait()
         while True:
             await self.ctx.batcher.wait()
             await self.reconcile("batch")
 
     async def run_launch_monitor(self, interval: float) -> None:
         """Check in-flight launches and re-plan for pods still pending, every `interval` seconds."""
-        await self.ctx.synced.wait()
         while True:
             await anyio.sleep(interval)
             if self.ctx.batcher.open:
@@ -80,7 +89,7 @@ class Provisioner:
         ticket = self._requested
         async with self.ctx.plan_lock:
             if not extra_pending and self._covered >= ticket:
-                self.ctx.stats.counters["reconciles_coalesced"] += 1
+                self.ctx.record(ReconcileCoalesced())
                 return self._last_result
             covered = self._requested  # every request made so far: their changes are in the cache
             result = await self._round(reason, extra_pending)
@@ -94,8 +103,8 @@ class Provisioner:
             try:
                 nodes = await self.ctx.backends.hyperpod.list_nodes()
             except BackendError as exc:
-                self.ctx.stats.counters["cloudprovider_errors"] += 1
-                self.ctx.stats.counters["reconciles"] += 1  # a round that ran: the loop is alive
+                self.ctx.record(CloudProviderError("ListClusterNodes", str(exc)))
+                self.ctx.record(ReconcileRan(reason))  # a round that ran: the loop is alive
                 self.ctx.log.warning("list_nodes_failed", error=str(exc), reason=reason)
                 return None
             self.registrar.expect(nodes)
@@ -122,10 +131,10 @@ class Provisioner:
                 if not refused:
                     break  # the plan is in flight
         self.ctx.notify()
-        self.ctx.stats.counters["reconciles"] += 1
+        self.ctx.record(ReconcileRan(reason))
         if plan is not None:
             self.last_plan = plan
-            await self._report(plan)
+            self._report(plan)
         return plan
 
     # -- launches -----------------------------------------------------------------------------
@@ -147,18 +156,16 @@ class Provisioner:
             registered_instances={i for i in map(instance_id_of, ctx.cache.nodes.values()) if i},
             gone=ctx.gone,
         )
-        ctx.node_states = {n.instance_id: n.status for n in nodes if n.instance_id}
-        listed = {n.logical_id for n in nodes}
-        ctx.gone = {i for i in ctx.gone if i in listed} | set(review.going)
+        ctx.hyperpod_listed(nodes, review.going)
         for logical_id in review.health_checking:
-            ctx.inflight[logical_id].health_checked_at = now
+            ctx.mark_health_checked(logical_id, now)
         for node in review.adopted:
             pool = ctx.pool_for_group(node.group)
             if pool is not None:
-                ctx.inflight[node.logical_id] = InFlight(node.logical_id, node.group, pool.name, now)
+                ctx.track_launch(InFlight(node.logical_id, node.group, pool.name, now))
                 ctx.log.info("inflight_adopted", node=node.logical_id, group=node.group)
         for logical_id in (*review.joined, *review.vanished):
-            record = ctx.inflight.pop(logical_id, None)
+            record = ctx.settle_launch(logical_id)
             if record is not None and logical_id in review.joined:
                 group = ctx.groups.get(record.group)
                 zone = record.zone or (group.zones[0] if group is not None and group.zones else "")
@@ -178,7 +185,7 @@ class Provisioner:
                     reason=give_up.reason,
                     retry_in=round(until - now),
                 )
-            ctx.stats.counters["launch_failures"] += 1
+            ctx.record(LaunchFailed(give_up.group, give_up.logical_id, give_up.reason))
         await self._cancel([g.logical_id for g in review.give_up])
         return len(review.adopted)
 
@@ -188,21 +195,21 @@ class Provisioner:
         try:
             result = await ctx.backends.hyperpod.batch_delete_nodes(ids)
         except BackendError as exc:
-            ctx.stats.counters["cloudprovider_errors"] += 1
+            ctx.record(CloudProviderError("BatchDeleteClusterNodes", str(exc)))
             ctx.log.warning("cancel_launches_failed", nodes=ids, error=str(exc))
             return
-        ctx.stats.counters["batch_delete_calls"] += 1
+        ctx.record(ApiCalled("BatchDeleteClusterNodes"))
         for logical_id in (
             *result.deleted,
             *(f.logical_id for f in result.failed if f.code == "NodeIdNotFound"),
         ):
-            ctx.inflight.pop(logical_id, None)
-            ctx.gone.add(logical_id)
+            ctx.cancel_launch(logical_id)
         ctx.log.info("launches_cancelled", nodes=list(result.deleted))
         refused = [(f.logical_id, f.code, f.message) for f in result.failed if f.code != "NodeIdNotFound"]
         if refused:
             # Still in flight and still given up: the next round cancels them again.
-            ctx.stats.counters["cancel_failures"] += len(refused)
+            for logical_id, code, _ in refused:
+                ctx.record(CancelRefused(logical_id, code))
             ctx.log.warning("cancel_launches_refused", nodes=refused, retry="next provisioning round")
 
     async def _cancel_stranded_gang_launches(self, plan: Plan) -> bool:
@@ -247,7 +254,7 @@ class Provisioner:
                 pending_keys.add(pod.key)
         now = ctx.clock.now()
         for pod in pending:
-            ctx.stats.first_pending.setdefault(pod.key, now)
+            ctx.stats.pod_pending(pod.key, now)
         self._gang_launches = (
             gang_launches(
                 ctx.inflight.values(), ctx.cache.pods, {name: self._group_zone(name) for name in ctx.groups}
@@ -375,12 +382,12 @@ class Provisioner:
             try:
                 result = await ctx.backends.hyperpod.batch_add_nodes(sent)
             except BackendError as exc:
-                ctx.stats.counters["cloudprovider_errors"] += 1
+                ctx.record(CloudProviderError("BatchAddClusterNodes", str(exc)))
                 ctx.log.warning("batch_add_failed", error=str(exc), code=exc.code, token=sent.client_token)
                 # Refused for this request's groups (no capacity or quota, nothing found, or invalid):
                 # the same request cannot succeed, another group may. Other errors wait for a round.
                 return None, isinstance(exc, REFUSED)
-            ctx.stats.counters["batch_add_calls"] += 1
+            ctx.record(ApiCalled("BatchAddClusterNodes"))
             # A replay answers with the nodes' latest status: one deleted, going or gone since
             # (ShuttingDown, then Failure when its termination fails) is no capacity for a new decision.
             if not any(
@@ -406,7 +413,7 @@ class Provisioner:
                 zone, instance_type = (asked or {}).get(added.group, ("", ""))
                 offering = (added.group, zone, instance_type)
                 planned = group_labels.get(offering)
-                ctx.inflight[added.logical_id] = InFlight(
+                record = InFlight(
                     added.logical_id,
                     added.group,
                     pools.get(added.group, ""),
@@ -416,7 +423,8 @@ class Provisioner:
                     zone=zone,
                     instance_type=instance_type,
                 )
-                ctx.stats.counters[f"nodes_created:{added.group}"] += 1
+                ctx.track_launch(record)
+                ctx.record(NodeCreated(added.group, added.logical_id))
         for group_name, count in _counts(result).items():
             ctx.log.info("nodes_requested", group=group_name, count=count)
         for failure in result.failed:
@@ -430,8 +438,11 @@ class Provisioner:
             )
         return bool(result.failed)
 
-    async def _report(self, plan: Plan) -> None:
-        """Tell users through pod Events what was decided (once per pod and decision)."""
+    def _report(self, plan: Plan) -> None:
+        """Tell users through pod Events what was decided (once per pod and decision).
+
+        The events are queued, not sent: the caller holds `plan_lock` (see `daemon.posting`).
+        """
         ctx = self.ctx
         decisions: dict[str, tuple[str, str, bool]] = {}
         for node in plan.new_nodes:
@@ -453,11 +464,8 @@ class Provisioner:
             pod = ctx.cache.pods.get(key)
             if pod is None:
                 continue
-            self._reported[key] = message
-            try:
-                await ctx.backends.kubernetes.record_event(pod, reason, message, warning=warning)
-            except BackendError as exc:
-                ctx.log.debug("event_failed", pod=key, error=str(exc))
+            if self.events.post(PodEvent(pod, reason, message, warning)):
+                self._reported[key] = message
         if len(self._reported) > 4 * max(1, len(ctx.cache.pods)):
             self._reported = {k: v for k, v in self._reported.items() if k in ctx.cache.pods}
 

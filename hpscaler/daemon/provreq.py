@@ -16,6 +16,7 @@ import anyio
 
 from hpscaler.backends.protocols import BackendError, ProvisioningRequestSource
 from hpscaler.daemon.context import DaemonContext
+from hpscaler.daemon.events import ApiCalled, CloudProviderError, ProvisioningRequestStep
 from hpscaler.daemon.provisioner import Provisioner
 from hpscaler.daemon.state import joined_instance_ids, still_in_flight
 from hpscaler.provisioning.capacity import Attempt, Decision, confirm, decide
@@ -53,7 +54,6 @@ class ProvisioningRequests:
 
     async def run(self) -> None:
         """Decide every `interval` seconds until cancelled."""
-        await self.ctx.synced.wait()
         while True:
             again = await self.round()
             if not again:
@@ -65,13 +65,13 @@ class ProvisioningRequests:
         try:
             found = await self.source.provisioning_requests()
         except BackendError as exc:
-            ctx.stats.counters["provreq_read_errors"] += 1
+            ctx.record(ProvisioningRequestStep("read-failed"))
             ctx.log.warning("provisioning_requests_unreadable", error=str(exc))
             return False
         for key, why in found.invalid.items():
             ctx.log.warning("provisioning_request_invalid", request=key, error=why)
         if not found.requests:
-            ctx.held = {}
+            ctx.book({})
             return False
         nodes, _ = ctx.cache.snapshot()
         nodes = [n for n in nodes if n.name not in ctx.disrupting]
@@ -89,7 +89,7 @@ class ProvisioningRequests:
         )
         self.last = decision
         if decision.booking is not None:
-            ctx.held = decision.booking.holders
+            ctx.book(decision.booking.holders)
         for request, keys in decision.release.items():
             await self._release(request, keys)
         await self._write(decision.changes)
@@ -130,8 +130,8 @@ class ProvisioningRequests:
                 provision=False,
             ).booking
             if held is not None:
-                ctx.held = held.holders
-            ctx.stats.counters["provreq_scale_ups"] += 1
+                ctx.book(held.holders)
+            ctx.record(ProvisioningRequestStep("scaled-up", req.key))
             await self._write([outcome])
             return True
         await self._release(req.key, keys)
@@ -158,19 +158,19 @@ class ProvisioningRequests:
         """Cancel the launches made only for this request's pods: all of them or none stay."""
         ctx = self.ctx
         ids = [r.logical_id for r in ctx.inflight.values() if r.for_pods and set(r.for_pods) <= keys]
-        ctx.stats.counters["provreq_released"] += 1
+        ctx.record(ProvisioningRequestStep("released", request))
         if not ids:
             return
         ctx.log.warning("provisioning_request_partial_released", request=request, nodes=ids)
         try:
             result = await ctx.backends.hyperpod.batch_delete_nodes(ids)
         except BackendError as exc:
-            ctx.stats.counters["cloudprovider_errors"] += 1
+            ctx.record(CloudProviderError("BatchDeleteClusterNodes", str(exc)))
             ctx.log.warning("provisioning_request_release_failed", request=request, error=str(exc))
             return
-        ctx.stats.counters["batch_delete_calls"] += 1
+        ctx.record(ApiCalled("BatchDeleteClusterNodes"))
         for logical_id in result.deleted:
-            ctx.inflight.pop(logical_id, None)
+            ctx.cancel_launch(logical_id)
 
     async def _write(self, changes: list[StatusChange]) -> None:
         ctx = self.ctx
@@ -181,7 +181,7 @@ class ProvisioningRequests:
                     namespace, name, change.conditions
                 )
             except BackendError as exc:
-                ctx.stats.counters["provreq_write_errors"] += 1
+                ctx.record(ProvisioningRequestStep("write-failed", change.request))
                 ctx.log.warning("provisioning_request_status_failed", request=change.request, error=str(exc))
                 continue
             if written:

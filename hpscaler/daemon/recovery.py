@@ -13,11 +13,11 @@ import anyio
 from hpscaler.backends.protocols import BackendError
 from hpscaler.daemon.context import DaemonContext
 from hpscaler.daemon.drain import DISRUPTED_TAINT, REASON_ANNOTATION
+from hpscaler.daemon.events import OrphanedTaintCleared
 
 
 async def clear_orphaned_taints(ctx: DaemonContext, retry_seconds: float = 30.0) -> None:
     """Once synced, untaint nodes a previous incarnation marked for consolidation but never removed."""
-    await ctx.synced.wait()
     while True:
         if await _clear_once(ctx):
             return
@@ -38,6 +38,5 @@ async def _clear_once(ctx: DaemonContext) -> bool:
             ctx.log.warning("orphaned_taint_not_cleared", node=node.name, error=str(exc))
             cleared = False
             continue
-        ctx.stats.counters["orphaned_taints_cleared"] += 1
-        ctx.log.info("orphaned_taint_cleared", node=node.name, taint=DISRUPTED_TAINT.key)
+        ctx.record(OrphanedTaintCleared(node.name, DISRUPTED_TAINT.key))
     return cleared

@@ -18,6 +18,7 @@ from hpscaler.backends.types import ClusterNodeConfig
 from hpscaler.catalogue import PriceOverride
 from hpscaler.config import LoadedConfig
 from hpscaler.daemon.context import DaemonContext
+from hpscaler.daemon.events import CloudProviderError
 from hpscaler.model import CapacityType, InstanceGroup
 
 SCORE_REFRESH_SECONDS = 600.0
@@ -37,7 +38,7 @@ async def refresh_scores(ctx: DaemonContext) -> None:
                 ctx.scores = dict(await source.scores(_types(spot), target_capacity=len(spot)))
                 ctx.log.info("placement_scores_refreshed", scores=ctx.scores)
             except BackendError as exc:
-                ctx.stats.counters["cloudprovider_errors"] += 1
+                ctx.record(CloudProviderError("GetSpotPlacementScores", str(exc), provider="ec2"))
                 ctx.log.warning("placement_scores_failed", error=str(exc), kept=ctx.scores)
         await anyio.sleep(SCORE_REFRESH_SECONDS)
 
@@ -85,7 +86,7 @@ async def refresh_spot_prices(ctx: DaemonContext) -> None:
             try:
                 quotes = await source.prices(_types(spot))
             except BackendError as exc:
-                ctx.stats.counters["cloudprovider_errors"] += 1
+                ctx.record(CloudProviderError("DescribeSpotPriceHistory", str(exc), provider="ec2"))
                 ctx.log.warning("spot_prices_failed", error=str(exc))
             else:
                 pinned = [n for n, p in ctx.config.settings.prices.items() if p.spot is not None]

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import HyperPodNode, NodeStatus
 from hpscaler.daemon.context import DaemonContext
+from hpscaler.daemon.events import NodeRegistered, RegistrationFailed
 from hpscaler.daemon.state import instance_id_of
 from hpscaler.model import Node
 from hpscaler.provisioning.registration import (
@@ -75,7 +76,6 @@ class Registrar:
         list did not show, gets a provisioning round at once (once per node): it lists HyperPod's
         nodes, so the node is registered now rather than at the next launch check.
         """
-        await self.ctx.synced.wait()
         seen = -1
         while True:
             if self.ctx.cache.node_generation == seen:
@@ -131,17 +131,13 @@ class Registrar:
         try:
             await ctx.backends.kubernetes.register_node(node.name, patch.labels, patch.taints)
         except BackendError as exc:
-            ctx.stats.counters["registration_errors"] += 1
-            ctx.log.warning("node_registration_failed", node=node.name, error=str(exc))
+            ctx.record(RegistrationFailed(node.name, str(exc)))
             return False
         # The watch brings the change soon; until then the cache must not ask for a second patch.
-        ctx.cache.nodes[node.name] = dataclasses.replace(
-            node,
-            labels={**node.labels, **patch.labels},
-            taints=(*node.taints, *patch.taints),
+        registered = dataclasses.replace(
+            node, labels={**node.labels, **patch.labels}, taints=(*node.taints, *patch.taints)
         )
-        ctx.stats.counters["nodes_registered"] += 1
-        ctx.stats.counters[f"nodes_registered:{pool.name}"] += 1
+        ctx.cache.assume_node(registered)
         if any(t.key == UNREGISTERED_TAINT_KEY for t in node.taints):
             ctx.log.warning(
                 "group_taint_never_removed",
@@ -150,13 +146,14 @@ class Registrar:
                 taint=UNREGISTERED_TAINT_KEY,
                 fix="drop it from the group's KubernetesConfig.Taints (aws sagemaker update-cluster)",
             )
-        ctx.log.info(
-            "node_registered",
-            node=node.name,
-            instance=instance_id_of(node) or launched.instance_id,
-            node_pool=pool.name,
-            labels=len(patch.labels),
-            taints=[f"{t.key}:{t.effect}" for t in patch.taints],
-            ready=node.ready,
+        ctx.record(
+            NodeRegistered(
+                node=node.name,
+                instance=instance_id_of(node) or launched.instance_id,
+                node_pool=pool.name,
+                labels=len(patch.labels),
+                taints=tuple(f"{t.key}:{t.effect}" for t in patch.taints),
+                ready=node.ready,
+            )
         )
         return True

@@ -28,6 +28,7 @@ from hpscaler.backends.types import (
     JunkMessage,
 )
 from hpscaler.daemon.context import DaemonContext
+from hpscaler.daemon.events import HyperPodEventSeen
 from hpscaler.daemon.state import instance_id_of
 from hpscaler.model import Node
 
@@ -88,16 +89,8 @@ class ClusterEventSource:
 
     def _relay(self, event: ClusterEvent) -> None:
         ctx = self.ctx
-        ctx.stats.counters[f"hyperpod_events:{event.level}"] += 1
         # EventLevel is Info, Warn or Error (ClusterEventSummary in the SageMaker API reference).
-        emit = ctx.log.warning if event.level.lower() in ("warn", "warning", "error") else ctx.log.info
-        emit(
-            "hyperpod_event",
-            group=event.group,
-            instance=event.instance_id,
-            level=event.level,
-            description=event.description,
-        )
+        ctx.record(HyperPodEventSeen(event.group, event.instance_id, event.level, event.description))
 
 
 class NodeSignalSource:
@@ -114,7 +107,6 @@ class NodeSignalSource:
 
     async def receive(self) -> Sequence[QueueMessage]:
         """Wait for a Node change (or the recheck period) and return the signals not delivered yet."""
-        await self.ctx.synced.wait()
         while True:
             if self.ctx.cache.generation != self._generation:
                 self._generation = self.ctx.cache.generation

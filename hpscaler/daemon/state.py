@@ -67,6 +67,13 @@ class ClusterCache:
                 self.pod_change.setdefault(event.node.name, now)
         return False
 
+    def assume_node(self, node: Node) -> None:
+        """A change hpscaler wrote to a node, applied before the watch brings it back, so that
+        nothing decided meanwhile repeats the write. The watch's version replaces it."""
+        if node.name in self.nodes:
+            self.nodes[node.name] = node
+            self.node_generation += 1
+
     def begin_relist(self) -> None:
         """A new list is coming: collect it aside and swap it in at SYNCED, so readers never see half."""
         self._staging = ({}, {}, {})

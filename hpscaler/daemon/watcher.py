@@ -6,10 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+from anyio.abc import TaskStatus
 
 from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import WatchEvent, WatchKind
 from hpscaler.daemon.context import DaemonContext
+from hpscaler.daemon.events import WatchLost, WatchResynced
 
 RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 # A fresh list now and then heals a cache that missed an event without noticing (a proxy that
@@ -17,9 +19,19 @@ RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 RESYNC_SECONDS = 600.0
 
 
-async def run_watcher(ctx: DaemonContext, resync_seconds: float = RESYNC_SECONDS) -> None:
-    """Consume the Kubernetes watch forever, re-listing after every lost stream and every resync period."""
+async def run_watcher(
+    ctx: DaemonContext,
+    resync_seconds: float = RESYNC_SECONDS,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Consume the Kubernetes watch forever, re-listing after every lost stream and every resync period.
+
+    Reports itself started (`await tg.start(run_watcher, ctx)`) once the first list is in the
+    cache: the loops that decide from the cache start only then.
+    """
     failures = 0
+    synced = False
     while True:
         ctx.cache.begin_relist()
         try:
@@ -28,12 +40,14 @@ async def run_watcher(ctx: DaemonContext, resync_seconds: float = RESYNC_SECONDS
                     async for event in events:
                         failures = 0
                         _apply(ctx, event)
+                        if event.kind is WatchKind.SYNCED and not synced:
+                            synced = True
+                            _first_sync(ctx, task_status)
         except BackendError as exc:
-            ctx.stats.counters["watch_errors"] += 1
-            ctx.log.warning("watch_lost", error=str(exc))
+            ctx.record(WatchLost(str(exc)))
         else:
             if resync.cancelled_caught:
-                ctx.stats.counters["watch_resyncs"] += 1
+                ctx.record(WatchResynced())
                 continue
         delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
         failures += 1
@@ -57,34 +71,33 @@ def _apply(ctx: DaemonContext, event: WatchEvent) -> None:
         ctx.batcher.trigger()
     ctx.notify()
     if event.kind is WatchKind.SYNCED:
-        if not ctx.synced.is_set():
-            ctx.log.info("cluster_synced", pods=len(ctx.cache.pods), nodes=len(ctx.cache.nodes))
-        ctx.synced.set()
         _forget_gone(ctx)
     elif event.pod is not None:
         if event.kind is WatchKind.DELETED:
-            ctx.displaced.pop(event.pod.key, None)  # gone: its controller's replacement is pending by itself
+            ctx.undisplace([event.pod.key])  # gone: its controller's replacement is pending by itself
         _track_latency(ctx, event.kind, event.pod.key, event.pod.phase, bool(event.pod.node_name), now)
     elif event.node is not None and event.kind is WatchKind.DELETED:
         _node_gone(ctx, event.node.name)
+
+
+def _first_sync(ctx: DaemonContext, task_status: TaskStatus[None]) -> None:
+    ctx.log.info("cluster_synced", pods=len(ctx.cache.pods), nodes=len(ctx.cache.nodes))
+    task_status.started()
 
 
 def _track_latency(
     ctx: DaemonContext, kind: WatchKind, key: str, phase: str, bound: bool, now: float
 ) -> None:
     if kind is WatchKind.DELETED:
-        ctx.stats.first_pending.pop(key, None)
-        return
-    if bound and phase == "Running":
-        started = ctx.stats.first_pending.pop(key, None)
-        if started is not None:
-            ctx.stats.pending_to_running.append(now - started)
+        ctx.stats.pod_gone(key)
+    elif bound and phase == "Running":
+        ctx.stats.pod_running(key, now)
     elif not bound:
-        ctx.stats.first_pending.setdefault(key, now)
+        ctx.stats.pod_pending(key, now)
 
 
 def _node_gone(ctx: DaemonContext, name: str) -> None:
-    ctx.disrupting.pop(name, None)
+    ctx.unmark_for_deletion(name)
     # A node that vanished takes its pods; the controllers' replacements open a window anyway,
     # but triggering now saves the wait for the first of them.
     ctx.batcher.trigger()
@@ -94,5 +107,4 @@ def _forget_gone(ctx: DaemonContext) -> None:
     """After a (re-)list: forget what vanished while no watch reported its deletion."""
     for name in [n for n in ctx.disrupting if n not in ctx.cache.nodes]:
         _node_gone(ctx, name)
-    for key in [k for k in ctx.displaced if k not in ctx.cache.pods]:
-        del ctx.displaced[key]
+    ctx.undisplace([k for k in ctx.displaced if k not in ctx.cache.pods])

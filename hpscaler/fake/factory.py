@@ -26,6 +26,6 @@ async def fake_backends(config: LoadedConfig) -> AsyncIterator[BackendSet]:
         scores=dict(config.settings.placement_scores),
     )
     async with anyio.create_task_group() as tg:
-        await tg.start(world.run)
+        await tg.start(world.run, name="fake:world")
         yield BackendSet(world.kubernetes, world.hyperpod, world.placement, world.interruptions)
         tg.cancel_scope.cancel()

@@ -153,8 +153,8 @@ class World:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run every background behaviour until cancelled."""
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self.timers.run)
-            tg.start_soon(self._reclaim_spot)
+            tg.start_soon(self.timers.run, name="fake:timers")
+            tg.start_soon(self._reclaim_spot, name="fake:spot-reclaim")
             task_status.started()
 
     def report(self) -> dict[str, Any]:

@@ -227,7 +227,7 @@ class ProvisioningRequestClient:
         try:
             async with anyio.create_task_group() as tg:
                 for kind in (self._requests, self._templates):
-                    tg.start_soon(self._keep, kind)
+                    tg.start_soon(self._keep, kind, name=f"kube:watch:{kind.name}")
         finally:
             self.watching = False
             self._requests.objects = self._templates.objects = None

@@ -115,7 +115,15 @@ class ClusterWatch:
             try:
                 async with anyio.create_task_group() as tg:
                     for kind in _KINDS:
-                        tg.start_soon(self._follow, kind, versions[kind], known[kind], send, received)
+                        tg.start_soon(
+                            self._follow,
+                            kind,
+                            versions[kind],
+                            known[kind],
+                            send,
+                            received,
+                            name=f"kube watch {kind}",
+                        )
             except BaseExceptionGroup as group:
                 reason = _unwrap(group)
                 log.info("kube_relist", reason=str(reason))

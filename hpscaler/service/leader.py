@@ -96,7 +96,7 @@ class LeaderElector:
         self.terms += 1
         log.info("leader_elected", lease=self.name, holder=self.holder, term=self.terms)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(work)
+            tg.start_soon(work, name=f"leader:{self.name}")
             wait = self.renew_seconds
             while True:
                 await anyio.sleep(max(0.0, min(wait, deadline - self.clock.now())))

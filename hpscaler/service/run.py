@@ -41,6 +41,7 @@ from hpscaler.config.validate import ConfigIssue
 from hpscaler.daemon.app import Daemon
 from hpscaler.daemon.cluster_sync import PrerequisitesNotMet, startup_cluster
 from hpscaler.daemon.context import Backends
+from hpscaler.daemon.events import ReconcileRan
 from hpscaler.logs import Format, configure, parse_format, parse_level
 from hpscaler.service import systemd
 from hpscaler.service.health import health_server
@@ -187,7 +188,7 @@ class Service:
         if daemon is None:
             return True, "leader, starting" if self.elector and self.elector.is_leader else "standby"
         now = self.clock.now()
-        current = daemon.ctx.stats.counters.get("reconciles", 0)
+        current = daemon.ctx.stats.events.count(ReconcileRan)
         ident, count, since = self._progress
         if ident != id(daemon) or current != count:
             self._progress = (id(daemon), current, now)
@@ -435,12 +436,12 @@ class Service:
                 async with anyio.create_task_group() as tg:
                     self.port = port
                     if self.handle_signals:
-                        await tg.start(self._signals)
-                        tg.start_soon(self._reloader)
-                    tg.start_soon(self._shutdown_when_asked, tg.cancel_scope)
-                    tg.start_soon(self._watchdog)
-                    tg.start_soon(self._announce_ready)
-                    tg.start_soon(elector.run, lambda: self.lead(backends))
+                        await tg.start(self._signals, name="service:signals")
+                        tg.start_soon(self._reloader, name="service:reloader")
+                    tg.start_soon(self._shutdown_when_asked, tg.cancel_scope, name="service:shutdown")
+                    tg.start_soon(self._watchdog, name="service:watchdog")
+                    tg.start_soon(self._announce_ready, name="service:ready")
+                    tg.start_soon(elector.run, lambda: self.lead(backends), name="service:leader-election")
                     log.info(
                         "service_started",
                         holder=self.holder,

@@ -14,6 +14,7 @@ from hpscaler.backends.types import NodeStatus, WatchKind
 from hpscaler.clock import Clock
 from hpscaler.config import LoadedConfig
 from hpscaler.daemon.context import DaemonContext
+from hpscaler.daemon.events import InterruptionOutcome, InterruptionReceived, NodeDisrupted
 from hpscaler.fake import World
 from hpscaler.model import CapacityType
 from hpscaler.simulate.chaos import ChaosCounts, ChaosEvent, planned_counts
@@ -90,7 +91,7 @@ class Recorder:
         """Follow pods through the watch and sample the cluster every `sample_seconds`."""
         self.start = self.clock.now()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._sampler)
+            tg.start_soon(self._sampler, name="simulate:sampler")
             task_status.started()
             async for event in self.world.kubernetes.watch():
                 pod = event.pod
@@ -167,7 +168,7 @@ def build_report(
     launched: dict[str, dict[str, int]] = {}
     for (group, capacity_type), count in sorted(world.hyperpod.launched.items()):
         launched.setdefault(group, {})[capacity_type.value] = count
-    counters = ctx.stats.counters
+    events = ctx.stats.events
     peak, peak_at = checker.peak_nodes
     report: dict[str, Any] = {
         "schemaVersion": REPORT_SCHEMA_VERSION,
@@ -190,20 +191,16 @@ def build_report(
         "nodesPeak": {"running": peak, "t": round(peak_at)},
         "batchAddClusterNodesCalls": world.hyperpod.calls.get("batch_add_nodes", 0),
         "batchDeleteClusterNodesCalls": world.hyperpod.calls.get("batch_delete_nodes", 0),
-        "interruptionsHandled": counters.get("interruptions_handled", 0),
+        "interruptionsHandled": events.count(InterruptionOutcome, outcome="handled"),
         "interruptionMessages": world.interruptions.received,
         # Signals received per source (sqs, agent, taint, hyperpod-events), duplicates included.
-        "interruptionSignals": {
-            k.split(":", 1)[1]: v for k, v in sorted(counters.items()) if k.startswith("interruption_source:")
-        },
-        "interruptionDuplicates": counters.get("interruption_duplicates", 0),
+        "interruptionSignals": events.by(InterruptionReceived, "source"),
+        "interruptionDuplicates": events.count(InterruptionOutcome, outcome="duplicate"),
         "podsKilledBeforeGracePeriod": len(noticed_kills),
         "podsKilledWithoutNotice": sum(1 for k in kube.kills if k.key not in recorder.noticed_pods),
         "evictions": kube.counters.evictions,
         "evictionsBlockedByPDB": kube.counters.evictions_blocked,
-        "nodesConsolidated": {
-            k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("nodes_disrupted:")
-        },
+        "nodesConsolidated": events.by(NodeDisrupted, "reason"),
         "cost": round(cost, 4),
         "costAllOnDemand": round(on_demand, 4),
         "spotShare": round(spot_seconds / all_seconds, 4) if all_seconds else 0.0,

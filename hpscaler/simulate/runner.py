@@ -21,6 +21,7 @@ from hpscaler.clock import LoopClock
 from hpscaler.config import LoadedConfig
 from hpscaler.daemon.app import Daemon
 from hpscaler.daemon.context import Backends
+from hpscaler.daemon.events import ProvisioningRequestStep
 from hpscaler.fake import Offering, World
 from hpscaler.fake.copies import copy_pod
 from hpscaler.logs import set_time_source
@@ -367,13 +368,13 @@ async def run_scenario(
     set_time_source(clock.now)  # log lines carry the simulated time, like everything else
     try:
         async with anyio.create_task_group() as tg:
-            await tg.start(world.run)
-            await tg.start(recorder.run)
-            await tg.start(checker.run)
-            await tg.start(daemon.run)
-            tg.start_soon(driver.run)
+            await tg.start(world.run, name="simulate:world")
+            await tg.start(recorder.run, name="simulate:recorder")
+            await tg.start(checker.run, name="simulate:invariants")
+            await tg.start(daemon.run, name="simulate:daemon")
+            tg.start_soon(driver.run, name="simulate:workloads")
             if driver.queue is not None:
-                tg.start_soon(driver.queue.run)
+                tg.start_soon(driver.queue.run, name="simulate:kueue")
             await anyio.sleep(scenario.duration)
             recorder.sample()
             checker.check()
@@ -394,7 +395,8 @@ async def run_scenario(
         missed=driver.missed,
     )
     if driver.queue is not None:
-        report["provisioningRequests"] = driver.queue.report(daemon.ctx.stats.counters["provreq_released"])
+        released = daemon.ctx.stats.events.count(ProvisioningRequestStep, step="released")
+        report["provisioningRequests"] = driver.queue.report(released)
     if trace:
         report["trace"] = build_trace(world, recorder.start, clock.now(), recorder.pending_trace)
     return report

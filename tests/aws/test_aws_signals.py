@@ -18,6 +18,7 @@ from hpscaler.backends.types import HyperPodEventKind, InterruptionKind, Interru
 from hpscaler.clock import SystemClock
 from hpscaler.config import default_config_path, load_config
 from hpscaler.daemon.context import Backends, DaemonContext
+from hpscaler.daemon.events import HyperPodEventSeen
 from hpscaler.daemon.signal_sources import ClusterEventSource
 
 GROUPS = [{"Name": "spot-a", "Zones": "a", "Capacity": "Spot", "Count": 1}]
@@ -72,7 +73,7 @@ async def test_cluster_events_become_signals_with_their_failure_reason(
     ]
     assert CAPACITY in signals[1].detail  # type: ignore[union-attr]
     assert len(recorder.operations("DescribeClusterEvent")) == 1  # only the Error instance event
-    assert ctx.stats.counters["hyperpod_events:Warn"] == 1
+    assert ctx.stats.events.count(HyperPodEventSeen, level="Warn") == 1
 
 
 async def test_hyperpod_events_arrive_through_the_queue(admin: Admin, clients: AwsClients) -> None:

@@ -11,6 +11,7 @@ from daemon_harness import SPOT_AZ1, Harness, running, wait_for, web_pod, with_p
 from hpscaler.backends.types import DisruptionBudgetStatus
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
+from hpscaler.daemon.events import NodeDisrupted
 from hpscaler.daemon.state import instance_id_of
 from hpscaler.model import (
     ANNOTATION_DO_NOT_DISRUPT,
@@ -75,7 +76,7 @@ async def test_empty_nodes_go_after_consolidate_after_down_to_zero(
         await wait_for(lambda: not live_nodes(h), 60)
         assert h.world.clock.now() - emptied <= 60 + 10 + 15 + 1  # consolidateAfter + poll + validation
         await wait_for(lambda: not kube.nodes() and not h.world.hyperpod.nodes(), 60)
-        assert h.ctx.stats.counters["nodes_disrupted:Empty"] == 2
+        assert h.ctx.stats.events.count(NodeDisrupted, reason="Empty") == 2
         assert h.world.hyperpod.calls["batch_add_nodes"] == 1
         assert kube.counters.evictions == 0
 
@@ -100,7 +101,7 @@ async def test_an_underutilized_node_is_drained_onto_the_others_and_removed(
             ("b-r1", "Running", first.name),
         ]
         assert not kube.kills
-        assert h.ctx.stats.counters["nodes_disrupted:Underutilized"] == 1
+        assert h.ctx.stats.events.count(NodeDisrupted, reason="Underutilized") == 1
         assert h.world.hyperpod.calls["batch_add_nodes"] == 0
 
 
@@ -174,7 +175,7 @@ async def test_a_budget_of_one_node_disrupts_one_node_at_a_time(
         assert not h.world.hyperpod.nodes() and not h.world.kubernetes.nodes()
         assert most == 1
         assert [len(ids) for ids in h.world.hyperpod.delete_requests] == [1, 1, 1, 1]
-        assert h.ctx.stats.counters["nodes_disrupted:Empty"] == 4
+        assert h.ctx.stats.events.count(NodeDisrupted, reason="Empty") == 4
 
 
 # --- decide_consolidation and allowed_disruptions on plain data -------------------------------------
@@ -398,5 +399,5 @@ async def test_a_pod_that_fits_nowhere_does_not_hold_scale_down_back(
         planned = h.world.clock.now()
         await wait_for(lambda: not live_nodes(h), 30)
         assert h.world.clock.now() - planned <= 10 + 15 + 1
-        assert h.ctx.stats.counters["nodes_disrupted:Empty"] == 2
+        assert h.ctx.stats.events.count(NodeDisrupted, reason="Empty") == 2
         assert any(e.pod == "default/huge" and e.reason == "FailedScaling" for e in kube.events)

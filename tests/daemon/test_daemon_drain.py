@@ -21,6 +21,7 @@ from hpscaler.daemon.drain import (
     plan_eviction,
     rfc3339,
 )
+from hpscaler.daemon.events import PdbOverridden
 from hpscaler.daemon.state import instance_id_of
 from hpscaler.model import LabelSelector, Node, Pod
 
@@ -136,7 +137,7 @@ async def test_a_budget_that_never_allows_is_bypassed_gracefully_at_the_last_mom
         deleted = h.world.clock.now()
         assert last_moment <= deleted <= last_moment + 1
         assert all(outcome == "blocked" for k in calls for _, outcome in calls[k])
-        assert h.ctx.stats.counters["pdb_overridden_at_deadline"] == 3
+        assert h.ctx.stats.events.count(PdbOverridden) == 3
         await wait_for(lambda: kube.node(node.name) is None, 60)
         assert not kube.kills  # they stopped within their grace period instead of dying with the node
 

@@ -12,6 +12,12 @@ from hpscaler.backends.types import InterruptionKind, InterruptionMessage
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
 from hpscaler.daemon.drain import INTERRUPTED_TAINT
+from hpscaler.daemon.events import (
+    InterruptionOutcome,
+    InterruptionUnreadable,
+    ReconcileCoalesced,
+    ReconcileRan,
+)
 from hpscaler.daemon.state import instance_id_of
 from hpscaler.model import Node
 
@@ -61,7 +67,7 @@ async def test_a_spot_notice_taints_at_once_replaces_first_and_evicts_gracefully
 
         await wait_for(lambda: h.world.kubernetes.node(node.name) is None, 130)
         assert not [k for k in h.world.kubernetes.kills if k.key in victims]
-        assert h.ctx.stats.counters["interruptions_handled"] == 1
+        assert h.ctx.stats.events.count(InterruptionOutcome, outcome="handled") == 1
         # The notice, then the state-change message of the termination: both acknowledged, none stale.
         await wait_for(lambda: len(queue) == 0, 30)
         assert queue.acknowledged == 2 and queue.stale_acknowledgements == 0
@@ -108,9 +114,9 @@ async def test_junk_and_foreign_messages_are_counted_acknowledged_and_ignored(
             )
         )
         await wait_for(lambda: len(queue) == 0, 2)
-        counters = h.ctx.stats.counters
-        assert counters["interruption_junk_messages"] == 1
-        assert counters["interruption_not_ours"] == 1
+        events = h.ctx.stats.events
+        assert events.count(InterruptionUnreadable) == 1
+        assert events.count(InterruptionOutcome, outcome="not-ours") == 1
         assert queue.acknowledged == 2
         await anyio.sleep(60)
         assert bodies(h) == calls
@@ -135,7 +141,7 @@ async def test_a_duplicate_notice_for_a_node_already_draining_does_nothing_more(
             InterruptionMessage(queue.new_id(), InterruptionKind.SPOT_INTERRUPTION, instance, now, now + 118)
         )
         await anyio.sleep(2)
-        assert h.ctx.stats.counters["interruption_duplicates"] == 1
+        assert h.ctx.stats.events.count(InterruptionOutcome, outcome="duplicate") == 1
         assert len(h.ctx.stats.taint_latency) == 1
         assert bodies(h) == calls
         assert h.world.kubernetes.counters.evictions == evictions
@@ -173,7 +179,7 @@ async def test_a_lost_instance_whose_node_lingers_is_deleted_and_replaced_once(
         added = hyperpod.add_requests[calls:]
         assert [e.count for r in added for e in r.entries] == [1]
         assert kube.counters.evictions == 0
-        assert h.ctx.stats.counters["interruptions_handled"] == 1
+        assert h.ctx.stats.events.count(InterruptionOutcome, outcome="handled") == 1
 
 
 @pytest.mark.looptime
@@ -184,13 +190,15 @@ async def test_a_storm_of_notices_shares_provisioning_rounds_and_replaces_every_
         await settled(h, 30)  # 10 nodes of three 2-CPU pods
         nodes = h.world.kubernetes.nodes()
         assert len(nodes) == 10
-        calls, rounds = bodies(h), h.ctx.stats.counters["reconciles"]
+        calls, rounds = bodies(h), h.ctx.stats.events.count(ReconcileRan)
         for node in nodes:
             h.world.hyperpod.interrupt(instance_id_of(node))
-        await wait_for(lambda: h.ctx.stats.counters["interruption_replacements_requested"] == 10, 5)
-        counters = h.ctx.stats.counters
-        assert counters["reconciles"] - rounds < 10  # rounds were shared...
-        assert counters["reconciles_coalesced"] > 0
+        await wait_for(
+            lambda: h.ctx.stats.events.count(InterruptionOutcome, outcome="replacement-requested") == 10, 5
+        )
+        events = h.ctx.stats.events
+        assert events.count(ReconcileRan) - rounds < 10  # rounds were shared...
+        assert events.count(ReconcileCoalesced) > 0
         assert bodies(h) - calls <= 2  # ...and ask for the 10 replacements in one or two calls
         old = {n.name for n in nodes}
         await wait_for(lambda: not old & {n.name for n in h.world.kubernetes.nodes()}, 600)

@@ -10,6 +10,7 @@ from daemon_harness import Harness, running, wait_for, web_pod, with_pool, with_
 
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
+from hpscaler.daemon.events import InterruptionOutcome, InterruptionReceived, NodeDisrupted
 from hpscaler.daemon.interruption import REBALANCE_TAINT
 from hpscaler.daemon.state import instance_id_of
 
@@ -45,7 +46,7 @@ async def test_expired_nodes_are_replaced_before_their_pods_are_evicted(
         await wait_for(lambda: not set(old) & {n.name for n in kube.nodes()}, 1800)
         assert len(h.running_pods()) == 6
         assert all(p.node_name not in old for p in h.running_pods())
-        assert h.ctx.stats.counters["nodes_disrupted:Expired"] == 2
+        assert h.ctx.stats.events.count(NodeDisrupted, reason="Expired") == 2
         assert kube.counters.pods_killed == 0  # every pod left gracefully
 
 
@@ -64,7 +65,7 @@ async def test_a_rebalance_recommendation_preprovisions_without_evicting(
         tainted = kube.node(node.name)
         assert tainted is not None and REBALANCE_TAINT in tainted.taints
         assert h.world.hyperpod.calls["batch_add_nodes"] == adds + 1  # room for its pods, ahead of time
-        assert h.ctx.stats.counters["rebalance_preprovisioned"] == 1
+        assert h.ctx.stats.events.count(InterruptionOutcome, outcome="rebalance-preprovisioned") == 1
         await anyio.sleep(600)
         assert kube.counters.evictions == 0  # only a real notice drains
         assert {p.node_name for p in h.running_pods()} >= {node.name}
@@ -86,4 +87,4 @@ async def test_a_rebalance_recommendation_is_only_logged_when_not_taken_as_a_war
         untouched = kube.node(node.name)
         assert untouched is not None and REBALANCE_TAINT not in untouched.taints
         assert h.world.hyperpod.calls["batch_add_nodes"] == adds
-        assert h.ctx.stats.counters["interruption_received:rebalance-recommendation"] == 1
+        assert h.ctx.stats.events.count(InterruptionReceived, kind="rebalance-recommendation") == 1

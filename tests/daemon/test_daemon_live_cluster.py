@@ -17,6 +17,7 @@ from hpscaler.daemon.app import Daemon
 from hpscaler.daemon.cluster_sync import CLUSTER_REFRESH_SECONDS, request_cluster_refresh
 from hpscaler.daemon.context import Backends
 from hpscaler.daemon.drain import DISRUPTED_TAINT
+from hpscaler.daemon.events import ClusterRefreshed, NodeDeleteFailed, NodeDeleteRefused, NodeDisrupted
 from hpscaler.daemon.state import instance_id_of
 from hpscaler.provisioning.batching import NodesToAdd
 
@@ -80,7 +81,7 @@ async def test_group_status_follows_the_cluster_every_five_minutes(
         assert h.ctx.groups[SPOT_AZ1].status == "InService"
         await anyio.sleep(10)
         assert h.ctx.groups[SPOT_AZ1].status == "Degraded"
-        assert h.ctx.stats.counters["cluster_refreshes"] == 1
+        assert h.ctx.stats.events.count(ClusterRefreshed) == 1
         # Not planned with while Degraded: the On-Demand fallback gets the pod.
         h.world.kubernetes.add_pod(web_pod("w-0"))
         await wait_for(lambda: len(h.running_pods()) == 1, 300)
@@ -141,8 +142,8 @@ async def test_a_refused_delete_is_retried_and_the_node_goes(
         await wait_for(lambda: not h.world.hyperpod.nodes(), 600)
 
         assert h.world.hyperpod.delete_requests == [(logical_id,)] * 3
-        assert h.ctx.stats.counters["node_delete_refusals"] == 2
-        assert h.ctx.stats.counters["nodes_disrupted:Empty"] == 1
+        assert h.ctx.stats.events.count(NodeDeleteRefused) == 2
+        assert h.ctx.stats.events.count(NodeDisrupted, reason="Empty") == 1
 
 
 @pytest.mark.looptime
@@ -152,7 +153,7 @@ async def test_a_delete_hyperpod_keeps_refusing_is_reported_and_leaves_no_taint(
     async with running(consolidating(seed_config), catalogue, initial={SPOT_AZ1: 1}) as h:
         name = await _empty_node(h)
         h.world.hyperpod.refuse_delete(_logical_id(h, name), "NodeIdInUse", times=4)
-        await wait_for(lambda: h.ctx.stats.counters["node_delete_failures"] == 1, 900)
+        await wait_for(lambda: h.ctx.stats.events.count(NodeDeleteFailed) == 1, 900)
         await wait_for(lambda: name not in h.ctx.disrupting, 10)
 
         node = h.world.kubernetes.node(name)

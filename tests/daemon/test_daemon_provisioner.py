@@ -23,6 +23,7 @@ from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import AddResult, HyperPodNode, NodeStatus
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
+from hpscaler.daemon.events import LaunchFailed
 from hpscaler.fake import FakeHyperPod
 from hpscaler.model import CapacityType
 from hpscaler.provisioning.batching import AddRequest
@@ -72,7 +73,7 @@ async def test_spot_out_of_capacity_is_cancelled_backed_off_and_falls_back_to_on
         assert unavailable.is_unavailable(SPOT_AZ1, ZONE_A, failed_at)
         entry = unavailable.entries[(SPOT_AZ1, ZONE_A)]
         assert (entry.failures, entry.until - entry.last_failure) == (1, 60)
-        assert h.ctx.stats.counters["launch_failures"] == 2
+        assert h.ctx.stats.events.count(LaunchFailed) == 2
         await wait_for(lambda: groups_running(h, first) == {ON_DEMAND_AZ1}, 300)
         assert not any(n.group == SPOT_AZ1 for n in hyperpod.nodes())  # no Spot retry left behind
         assert hyperpod.launched[(SPOT_AZ1, CapacityType.SPOT)] == 0

@@ -7,6 +7,7 @@ from daemon_harness import C5_2X, ON_DEMAND_AZ1, SPOT_AZ1, ZONE_A, Harness, runn
 
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
+from hpscaler.daemon.events import ProvisioningRequestStep
 from hpscaler.model import CapacityType, Pod
 from hpscaler.provisioning.provreq import (
     ACCEPTED,
@@ -115,7 +116,7 @@ async def test_partial_capacity_is_released_entirely(seed_config: LoadedConfig, 
         assert request is not None
         condition = request.condition(PROVISIONED)
         assert condition is not None and "released" in condition.message
-        assert h.ctx.stats.counters["provreq_released"] >= 1
+        assert h.ctx.stats.events.count(ProvisioningRequestStep, step="released") >= 1
         # Nothing stays for it: no launch in flight, and the nodes that did come are consolidated.
         await wait_for(lambda: not h.ctx.inflight and ready_nodes(h) == 0, 1800)
         assert state(h, key, PROVISIONED) != ("True", "CapacityIsProvisioned")
@@ -144,4 +145,4 @@ async def test_partial_capacity_is_finished_in_the_same_zone(
         nodes = [n for n in h.world.kubernetes.nodes() if n.ready]
         assert len(nodes) == 3 and {n.zone for n in nodes} == {ZONE_A}
         assert sorted(n.instance_group for n in nodes) == [ON_DEMAND_AZ1, SPOT_AZ1, SPOT_AZ1]
-        assert h.ctx.stats.counters["provreq_released"] == 0
+        assert h.ctx.stats.events.count(ProvisioningRequestStep, step="released") == 0

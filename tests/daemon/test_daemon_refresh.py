@@ -14,6 +14,7 @@ from daemon_harness import C5_2X, ON_DEMAND_AZ1, SPOT_AZ1, ZONE_A, running, wait
 from hpscaler.backends.types import ClusterNodeConfig
 from hpscaler.catalogue import Catalogue, PriceOverride
 from hpscaler.config import LoadedConfig
+from hpscaler.daemon.events import HyperPodEventSeen
 from hpscaler.daemon.refresh import PRICE_REFRESH_SECONDS, apply_node_config, spot_price_overrides
 from hpscaler.fake import FakeKubernetes
 from hpscaler.model import CapacityType, InstanceGroup, NodeClass, NodePool, Requirement
@@ -157,4 +158,4 @@ async def test_hyperpod_events_are_relayed_and_counted(
         await anyio.sleep(120)
         launched = [e for e in h.world.hyperpod.events() if "is Running" in e.description]
         assert launched
-        assert h.ctx.stats.counters["hyperpod_events:Info"] >= len(launched)
+        assert h.ctx.stats.events.count(HyperPodEventSeen, level="Info") >= len(launched)

@@ -16,6 +16,7 @@ from prometheus_client import generate_latest
 from hpscaler.backends.protocols import BackendError
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
+from hpscaler.daemon.events import NodeRegistered, RegistrationFailed
 from hpscaler.model import (
     LABEL_CAPACITY_TYPE,
     LABEL_INSTANCE_CPU,
@@ -112,8 +113,8 @@ async def test_unregistered_node_stays_in_flight_and_no_second_node_is_asked_for
         await wait_for(lambda: sum(bool(p.node_name) for p in kube.pods()) == 3, 900)
         assert h.world.hyperpod.calls["batch_add_nodes"] == 1
         assert len(kube.nodes()) == 1
-        assert h.ctx.stats.counters["registration_errors"] == 4
-        assert h.ctx.stats.counters["nodes_registered"] == 1
+        assert h.ctx.stats.events.count(RegistrationFailed) == 4
+        assert h.ctx.stats.events.count(NodeRegistered) == 1
 
 
 @pytest.mark.looptime

@@ -16,6 +16,7 @@ from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
 from hpscaler.daemon.app import Daemon
 from hpscaler.daemon.drain import CHECKPOINT_ANNOTATION
+from hpscaler.daemon.events import ReconcileRan
 from hpscaler.daemon.state import instance_id_of
 from hpscaler.fake import FakeHyperPod
 from hpscaler.provisioning.batching import AddRequest
@@ -164,7 +165,7 @@ async def test_every_provisioning_round_is_counted_for_the_liveness_check(
 ) -> None:
     async with running(seed_config, catalogue) as h:
         await anyio.sleep(35)  # launch monitor rounds at 10, 20 and 30 s
-        assert h.ctx.stats.counters["reconciles"] == 3
+        assert h.ctx.stats.events.count(ReconcileRan) == 3
         h.world.hyperpod.faults.fail_next("list_nodes")
         await anyio.sleep(10)
-        assert h.ctx.stats.counters["reconciles"] == 4  # HyperPod could not be read, the loop still ran
+        assert h.ctx.stats.events.count(ReconcileRan) == 4  # HyperPod could not be read, the loop still ran

@@ -20,6 +20,7 @@ from hpscaler.backends.types import (
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
 from hpscaler.daemon.drain import DEADLINE_ANNOTATION, INTERRUPTED_TAINT, rfc3339
+from hpscaler.daemon.events import InterruptionOutcome, InterruptionReceived
 from hpscaler.daemon.signal_sources import ClusterEventSource
 from hpscaler.daemon.state import instance_id_of
 from hpscaler.model import Node
@@ -58,19 +59,22 @@ async def test_one_interruption_seen_by_three_sources_drains_once_and_replaces_o
         assert seen is not None
         assert INTERRUPTED_TAINT in seen.taints and h.world.interruption_taint in seen.taints
         assert NOTICE_ANNOTATION in seen.annotations  # the agent's report is there too
-        counters = h.ctx.stats.counters
-        assert {counters["interruption_source:sqs"], counters["interruption_source:agent"]} == {1}
-        assert counters["interruption_source:taint"] == 1
+        events = h.ctx.stats.events
+        assert {
+            events.count(InterruptionReceived, source="sqs"),
+            events.count(InterruptionReceived, source="agent"),
+        } == {1}
+        assert events.count(InterruptionReceived, source="taint") == 1
         assert adds(h) == calls + 1
         # Each victim was evicted exactly once, by the one drain.
         assert sum(1 for k in h.world.kubernetes.evicted_at if k in victims) == len(victims)
 
         await wait_for(lambda: h.world.kubernetes.node(node.name) is None, 130)
         await anyio.sleep(90)  # the termination's state change and HyperPod event arrive too
-        assert counters["interruption_source:hyperpod-events"] >= 1
-        assert counters["interruptions_handled"] == 1
-        assert counters["interruption_replacements_requested"] == 1
-        assert counters["interruption_duplicates"] >= 3
+        assert events.count(InterruptionReceived, source="hyperpod-events") >= 1
+        assert events.count(InterruptionOutcome, outcome="handled") == 1
+        assert events.count(InterruptionOutcome, outcome="replacement-requested") == 1
+        assert events.count(InterruptionOutcome, outcome="duplicate") >= 3
         await wait_for(lambda: len(h.running_pods()) == 6, 300)
         assert adds(h) == calls + 1  # replaced once, whichever source spoke first
         assert not [k for k in h.world.kubernetes.kills if k.key in victims]
@@ -91,8 +95,8 @@ async def test_a_notice_on_the_node_alone_is_enough(
         await anyio.sleep(3)
         seen = h.world.kubernetes.node(node.name)
         assert seen is not None and INTERRUPTED_TAINT in seen.taints
-        assert h.ctx.stats.counters[f"interruption_source:{via}"] == 1
-        assert h.ctx.stats.counters["interruption_source:sqs"] == 0
+        assert h.ctx.stats.events.count(InterruptionReceived, source=via) == 1
+        assert h.ctx.stats.events.count(InterruptionReceived, source="sqs") == 0
         assert adds(h) == calls + 1
         assert h.ctx.disrupting[node.name] == "spot-interruption"
 
@@ -109,9 +113,9 @@ async def test_a_loss_seen_only_in_hyperpod_events_is_replaced_and_counted(
         h.world.hyperpod.interrupt(instance_id_of(node), notice=False)
         assert h.world.kubernetes.node(node.name) is None  # gone before anyone could say
         await anyio.sleep(65)  # one ListClusterEvents poll
-        counters = h.ctx.stats.counters
-        assert counters["interruption_source:hyperpod-events"] == 1
-        assert counters["interruptions_handled"] == 1
+        events = h.ctx.stats.events
+        assert events.count(InterruptionReceived, source="hyperpod-events") == 1
+        assert events.count(InterruptionOutcome, outcome="handled") == 1
         await wait_for(lambda: len(h.running_pods()) == 4, 300)
 
 
@@ -128,12 +132,12 @@ async def test_a_pending_state_change_does_not_block_a_later_spot_notice(
             await h.daemon.interruptions.handle(
                 InterruptionMessage(f"sc-{state}", InterruptionKind.STATE_CHANGE, instance, now, state=state)
             )
-        assert h.ctx.stats.counters["interruption_no_action"] == 2
+        assert h.ctx.stats.events.count(InterruptionOutcome, outcome="no-action") == 2
         assert node.name not in h.ctx.disrupting
         h.world.hyperpod.interrupt(instance)
         await anyio.sleep(2)
         assert h.ctx.disrupting.get(node.name) == "spot-interruption"
-        assert h.ctx.stats.counters["interruption_duplicates"] == 0
+        assert h.ctx.stats.events.count(InterruptionOutcome, outcome="duplicate") == 0
 
 
 @pytest.mark.looptime
@@ -162,7 +166,7 @@ async def test_the_earliest_deadline_wins(seed_config: LoadedConfig, catalogue: 
         await anyio.sleep(1)
         annotated = h.world.kubernetes.pod(pod.key)
         assert annotated is not None and annotated.annotations[DEADLINE_ANNOTATION] == rfc3339(now + 120)
-        assert h.ctx.stats.counters["interruption_deadline_advanced"] == 1
+        assert h.ctx.stats.events.count(InterruptionOutcome, outcome="deadline-advanced") == 1
         # Evicted in time for the earlier deadline: grace 30 s + safety margin 10 s before it.
         await wait_for(lambda: pod.key in h.world.kubernetes.evicted_at, 120)
         assert h.world.kubernetes.evicted_at[pod.key] <= now + 120 - 30 - 10 + 1
@@ -200,9 +204,9 @@ async def test_an_interruption_in_an_unmanaged_group_is_left_to_hyperpod(
         calls = adds(h)
         h.world.hyperpod.interrupt(instance_id_of(node))
         await anyio.sleep(200)  # notice, termination, its state change and HyperPod event
-        counters = h.ctx.stats.counters
-        assert counters["interruption_unmanaged_group"] >= 2
-        assert counters["interruptions_handled"] == 0
+        events = h.ctx.stats.events
+        assert events.count(InterruptionOutcome, outcome="unmanaged-group") >= 2
+        assert events.count(InterruptionOutcome, outcome="handled") == 0
         assert adds(h) == calls  # no second replacement from hpscaler
         seen = h.world.kubernetes.node(node.name)
         assert seen is None or INTERRUPTED_TAINT not in seen.taints
@@ -231,7 +235,7 @@ async def test_a_hyperpod_capacity_failure_backs_the_offering_off(
         zone = next(g for g in seed_config.instance_groups if g.name == SPOT_AZ1).zones[0]
         assert h.ctx.unavailable.is_unavailable(SPOT_AZ1, zone, h.world.clock.now())
         assert h.ctx.unavailable.entries[(SPOT_AZ1, zone)].failures == 1
-        assert h.ctx.stats.counters["hyperpod_capacity_failures"] == 1
+        assert h.ctx.stats.events.count(InterruptionOutcome, outcome="capacity-failure") == 1
 
 
 @pytest.mark.looptime

@@ -33,6 +33,7 @@ from e2e_harness import (
 )
 
 from hpscaler.daemon.drain import DISRUPTED_TAINT
+from hpscaler.daemon.events import CancelRefused, NodeDeleteFailed, NodeDeleteRefused, NodeDisrupted
 from hpscaler.testing import FakeApiServer
 
 NODES = 60  # more than one BatchAddClusterNodes (50 nodes) and one BatchDeleteClusterNodes (50 ids)
@@ -83,7 +84,7 @@ async def test_cancelling_60_launches_sends_50_ids_a_request_and_retries_a_refus
         assert sorted(map(len, first)) == [10, 50]
         assert sorted(i for ids in first for i in ids) == launched
         # Refused for that node alone: reported, still given up, and cancelled again next round.
-        assert daemon.ctx.stats.counters["cancel_failures"] == 1
+        assert daemon.ctx.stats.events.count(CancelRefused) == 1
         assert refused in daemon.ctx.inflight
         assert set(daemon.ctx.inflight) - {refused} == {
             n.logical_id for n in moto_ext.cluster_nodes(REGION, CLUSTER) if n.group == ON_DEMAND_GROUP
@@ -156,11 +157,11 @@ async def test_a_delete_hyperpod_keeps_refusing_is_reported_leaves_no_taint_and_
         moto_ext.refuse_delete(REGION, CLUSTER, logical_id, "NodeIdInUse", times=4)
         finish_pods(kube, empty)
 
-        counters = daemon.ctx.stats.counters
-        await eventually(lambda: counters["node_delete_failures"] == 1, 60, "the failure reported")
+        events = daemon.ctx.stats.events
+        await eventually(lambda: events.count(NodeDeleteFailed) == 1, 60, "the failure reported")
         # Untainted until the next consolidation poll (3 s) takes it up again.
         await eventually(lambda: not tainted(kube, empty), what="the taint removed")
-        assert counters["node_delete_refusals"] == 4
+        assert events.count(NodeDeleteRefused) == 4
         assert [deleted_ids(r) for r in deletes()[:4]] == [[logical_id]] * 4
         # The next consolidation deletes it once HyperPod accepts: a drained node is never forgotten.
         await eventually(
@@ -169,4 +170,6 @@ async def test_a_delete_hyperpod_keeps_refusing_is_reported_leaves_no_taint_and_
             "the node deleted",
         )
         # Counted when the daemon reads the answer, which may come after moto shows the node gone.
-        await eventually(lambda: counters["nodes_disrupted:Empty"] == 1, what="the disruption counted")
+        await eventually(
+            lambda: events.count(NodeDisrupted, reason="Empty") == 1, what="the disruption counted"
+        )

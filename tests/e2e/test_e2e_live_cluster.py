@@ -38,6 +38,7 @@ from hpscaler.cli import main
 from hpscaler.config import load_config
 from hpscaler.daemon import app, cluster_sync
 from hpscaler.daemon.cluster_sync import PrerequisitesNotMet
+from hpscaler.daemon.events import ClusterRefreshed
 from hpscaler.service.run import Service, StartupError
 from hpscaler.testing import FakeApiServer
 
@@ -80,7 +81,7 @@ async def test_a_group_added_with_update_cluster_takes_effect_without_a_restart(
         assert check_batch_add(add) == {"late-spot": 2}
         group = daemon.ctx.groups["late-spot"]
         assert (group.zones, group.capacity_type.value) == (("us-west-2a",), "spot")
-        assert daemon.ctx.stats.counters["cluster_refreshes"] >= 1
+        assert daemon.ctx.stats.events.count(ClusterRefreshed) >= 1
 
 
 async def test_run_refuses_a_cluster_with_managed_karpenter(
@@ -290,7 +291,7 @@ async def test_the_groups_are_read_again_periodically_without_any_event(
     subnet = (await admin.sagemaker.describe_cluster(ClusterName=CLUSTER))["VpcConfig"]["Subnets"][0]
     async with running(config) as service:
         daemon = await eventually(lambda: service.daemon, what="the daemon")
-        await eventually(lambda: daemon.ctx.stats.counters["cluster_refreshes"] >= 1, what="a refresh")
+        await eventually(lambda: daemon.ctx.stats.events.count(ClusterRefreshed) >= 1, what="a refresh")
         await add_group(admin, "late-od", subnet, capacity="OnDemand")
         await eventually(lambda: "late-od" in daemon.ctx.groups, what="the new group read")
         assert daemon.ctx.groups["late-od"].capacity_type.value == "on-demand"

@@ -32,6 +32,7 @@ from e2e_harness import (
 )
 from kube_harness import granted
 
+from hpscaler.daemon.events import EvictionBlocked, InterruptionOutcome
 from hpscaler.testing import FakeApiServer
 
 
@@ -131,8 +132,10 @@ async def test_spot_interruption_drains_through_the_eviction_api_and_replaces_ca
         last_eviction = max(r.time for r in evictions() if r.status == 201)
         assert deleted[0].time > last_eviction > batch_adds()[1].time
         assert service.daemon is not None
-        counters = service.daemon.ctx.stats.counters
-        assert counters["interruptions_handled"] == 1 and counters["evictions_blocked"] >= 1
+        events = service.daemon.ctx.stats.events
+        assert (
+            events.count(InterruptionOutcome, outcome="handled") == 1 and events.count(EvictionBlocked) >= 1
+        )
 
     attributes = await admin.sqs.get_queue_attributes(
         QueueUrl=cloud.queue_url,

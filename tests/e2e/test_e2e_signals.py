@@ -23,6 +23,7 @@ from e2e_harness import (
     write_config,
 )
 
+from hpscaler.daemon.events import HyperPodEventSeen, InterruptionOutcome
 from hpscaler.testing import FakeApiServer
 
 STATIC = "static-spot"  # a Spot group in no HyperpodNodeClass: HyperPod keeps its count itself
@@ -50,9 +51,9 @@ async def test_warn_cluster_events_are_logged_at_warning_and_info_ones_at_info(
             moto_ext.add_event(
                 cluster, "Instance i-0123456789abcdef1 is running", instance_id="i-1", level="Info"
             )
-            counters = daemon.ctx.stats.counters
+            events = daemon.ctx.stats.events
             await eventually(
-                lambda: counters["hyperpod_events:Warn"] and counters["hyperpod_events:Info"],
+                lambda: all(events.count(HyperPodEventSeen, level=lv) for lv in ("Warn", "Info")),
                 what="both events read",
             )
 
@@ -79,9 +80,9 @@ async def test_a_spot_notice_in_a_group_hpscaler_does_not_manage_is_left_to_hype
         await admin.sqs.send_message(QueueUrl=cloud.queue_url, MessageBody=spot_warning(static.instance_id))
         await eventually(lambda: moto_ext.requests("DeleteMessage"), what="the notice acknowledged")
 
-        counters = daemon.ctx.stats.counters
-        assert counters["interruption_unmanaged_group"] == 1
-        assert counters["interruptions_handled"] == 0
+        events = daemon.ctx.stats.events
+        assert events.count(InterruptionOutcome, outcome="unmanaged-group") == 1
+        assert events.count(InterruptionOutcome, outcome="handled") == 0
     assert [r for r in batch_adds() if r.from_hpscaler] == []  # no second replacement from hpscaler
     taints = {t["key"] for t in kube.get("nodes", name)["spec"].get("taints") or []}
     assert INTERRUPTED_TAINT not in taints

@@ -10,6 +10,7 @@ from daemon_harness import running, wait_for, web_pod
 
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
+from hpscaler.daemon.events import ReconcileRan
 from hpscaler.model import LABEL_INSTANCE_TYPE, LABEL_ZONE, LabelSelector, Pod, PodAffinityTerm, Requirement
 
 HOUR = 3600.0
@@ -45,12 +46,12 @@ async def test_impossible_pods_get_a_reason_and_an_event_once_and_no_nodes(
         for i in range(4):
             kube.add_pod(web_pod(f"fine-{i}", cpu=2000))
         await wait_for(lambda: sum(p.phase == "Running" for p in kube.pods()) == 4, 600)
-        rounds_before = h.ctx.stats.counters["reconciles"]
+        rounds_before = h.ctx.stats.events.count(ReconcileRan)
         await anyio.sleep(HOUR)
 
         assert h.world.hyperpod.calls["batch_add_nodes"] == 1  # the fine pods' nodes, nothing more
         assert len(h.world.hyperpod.nodes()) == 2
-        assert h.ctx.stats.counters["reconciles"] > rounds_before + 100  # alive and still looking
+        assert h.ctx.stats.events.count(ReconcileRan) > rounds_before + 100  # alive and still looking
         plan = h.daemon.provisioner.last_plan
         assert plan is not None
         reasons = {u.pod.split("/")[1]: u.reason for u in plan.unschedulable}

@@ -19,6 +19,7 @@ from faulty import Ledger, all_running, launched, run_until_killed, tainted_live
 
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
+from hpscaler.daemon.events import OrphanedTaintCleared
 from hpscaler.model import Node
 from hpscaler.testing.chaos import Chaos
 
@@ -168,7 +169,7 @@ async def test_a_node_tainted_by_a_killed_consolidation_is_untainted_when_it_is_
         await h.tg.start(daemon.run)
         await wait_for(lambda: all_running(h, 3), 300)
         assert h.world.kubernetes.pod("default/c").node_name == tainted.name  # type: ignore[union-attr]
-        assert daemon.ctx.stats.counters["orphaned_taints_cleared"] == 1
+        assert daemon.ctx.stats.events.count(OrphanedTaintCleared) == 1
         await anyio.sleep(600)
         assert launched(h) == 2
         assert tainted_live_nodes(h) == []

@@ -12,6 +12,7 @@ from faulty import Ledger, add_pods, all_running, faulty_daemon, launched, scale
 
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
+from hpscaler.daemon.events import WatchLost, WatchResynced
 from hpscaler.testing.chaos import Chaos, FaultRates
 
 PODS, NODES = 12, 4  # 2-CPU pods, three per ml.c5.2xlarge
@@ -34,7 +35,7 @@ async def test_dropped_watch_streams_and_failing_writes(
         await wait_for(lambda: len(h.world.interruptions) == 0 and all_running(h, PODS), 900)
         await scale_to_zero(h)
         assert chaos.counts()["stream-dropped"] >= 3
-        assert daemon.ctx.stats.counters["watch_errors"] >= chaos.counts()["stream-dropped"]
+        assert daemon.ctx.stats.events.count(WatchLost) >= chaos.counts()["stream-dropped"]
         assert launched(h) == NODES + 1
         assert ledger.evicted_twice() == []
 
@@ -74,7 +75,7 @@ async def test_lost_watch_events_heal_at_the_next_relist(
         await wait_for(lambda: all_running(h, PODS), 1800)
         await anyio.sleep(600)
         assert chaos.counts()["event-lost"] >= 3
-        assert daemon.ctx.stats.counters["watch_resyncs"] >= 1
+        assert daemon.ctx.stats.events.count(WatchResynced) >= 1
         assert launched(h) == NODES
         cache = daemon.ctx.cache
         await wait_for(lambda: len(cache.pods) == PODS and len(cache.nodes) == NODES, 1200)

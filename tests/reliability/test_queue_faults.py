@@ -13,6 +13,12 @@ from faulty import Ledger, all_running, faulty_daemon, launched, tainted_live_no
 from hpscaler.backends.types import InterruptionKind, InterruptionMessage
 from hpscaler.catalogue import Catalogue
 from hpscaler.config import LoadedConfig
+from hpscaler.daemon.events import (
+    InterruptionOutcome,
+    InterruptionReceived,
+    InterruptionReceiveFailed,
+    InterruptionUnreadable,
+)
 from hpscaler.daemon.state import instance_id_of
 from hpscaler.testing.chaos import Chaos
 
@@ -52,11 +58,11 @@ async def test_junk_duplicates_and_foreign_messages_around_one_real_notice(
             )
         await wait_for(lambda: len(queue) == 0, 300)
         await wait_for(lambda: all_running(h, 6), 600)
-        counters = h.ctx.stats.counters
-        assert counters["interruption_junk_messages"] == 30
-        assert counters["interruption_not_ours"] == 5
-        assert counters["interruption_duplicates"] == 9
-        assert counters["interruptions_handled"] == 1
+        events = h.ctx.stats.events
+        assert events.count(InterruptionUnreadable) == 30
+        assert events.count(InterruptionOutcome, outcome="not-ours") == 5
+        assert events.count(InterruptionOutcome, outcome="duplicate") == 9
+        assert events.count(InterruptionOutcome, outcome="handled") == 1
         assert queue.acknowledged == 45
         assert sorted(ledger.evictions.values()) == [1, 1, 1]
         await anyio.sleep(300)
@@ -79,9 +85,13 @@ async def test_a_notice_arriving_after_the_termination_changes_nothing(
         await wait_for(lambda: all_running(h, 6), 600)
         queue.put(message(h, InterruptionKind.SPOT_INTERRUPTION, victim, deadline=now + 120))
         await wait_for(lambda: len(queue) == 0, 60)
-        counters = h.ctx.stats.counters
-        assert counters["interruption_received:spot-interruption"] == 1
-        assert counters["interruption_duplicates"] + counters["interruption_not_ours"] >= 1
+        events = h.ctx.stats.events
+        assert events.count(InterruptionReceived, kind="spot-interruption") == 1
+        assert (
+            events.count(InterruptionOutcome, outcome="duplicate")
+            + events.count(InterruptionOutcome, outcome="not-ours")
+            >= 1
+        )
         assert h.world.kubernetes.counters.evictions == 0
         await anyio.sleep(300)
         assert all_running(h, 6)
@@ -109,9 +119,9 @@ async def test_sqs_down_for_two_minutes_then_deletes_failing(
         h.world.hyperpod.interrupt(victim, notice=True)
         await wait_for(lambda: len(h.world.interruptions) == 0, 900)
         await wait_for(lambda: all_running(h, 6), 900)
-        counters = daemon.ctx.stats.counters
-        assert counters["interruption_receive_errors"] > 0
-        assert counters["interruptions_handled"] >= 1
+        events = daemon.ctx.stats.events
+        assert events.count(InterruptionReceiveFailed) > 0
+        assert events.count(InterruptionOutcome, outcome="handled") >= 1
         assert sorted(ledger.evictions.values()) == [1, 1, 1]
         assert not [k for k in ledger.evictions if k.endswith("(again)")]
         assert tainted_live_nodes(h) == []

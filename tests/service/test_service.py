@@ -45,7 +45,7 @@ async def test_probes_and_metrics_through_a_first_provisioning_round() -> None:
         running = await start(tg, service)
         port = service.port
         assert port is not None and service.config.settings.health.bind == "127.0.0.1"
-        await eventually(lambda: service.daemon is not None and service.daemon.ctx.synced.is_set(), 10)
+        await eventually(lambda: service.daemon is not None and service.daemon.synced.is_set(), 10)
 
         # Leading and synced, but nothing reconciled yet: alive, not ready.
         assert await get(port, "/healthz") == (200, "ok: leader, 0 reconciles\n")
@@ -123,7 +123,7 @@ async def test_sd_notify_ready_after_the_first_reconcile_and_watchdog_only_while
         async with anyio.create_task_group() as tg:
             await tg.start(world.run)
             running = await start(tg, service)
-            await eventually(lambda: service.daemon is not None and service.daemon.ctx.synced.is_set(), 10)
+            await eventually(lambda: service.daemon is not None and service.daemon.synced.is_set(), 10)
             await anyio.sleep(5)  # no pod: the first reconcile is the launch monitor's, after 10 s
             assert not any(m.startswith("READY=1") for m in drain())
             assert sum(m == "WATCHDOG=1" for m in drain()) >= 2  # alive while waiting
@@ -170,7 +170,7 @@ async def test_stop_lets_an_inflight_batch_add_finish_then_releases_the_lease() 
     async with anyio.create_task_group() as tg:
         await tg.start(world.run)
         running = await start(tg, service)
-        await eventually(lambda: service.daemon is not None and service.daemon.ctx.synced.is_set(), 10)
+        await eventually(lambda: service.daemon is not None and service.daemon.synced.is_set(), 10)
         gate = hyperpod.hold("batch_add_nodes")
         world.kubernetes.add_pod(web_pod("web-0"))
         await eventually(lambda: service.daemon is not None and service.daemon.ctx.plan_lock.locked(), 10)
@@ -207,7 +207,7 @@ async def test_stop_that_overruns_shutdown_seconds_exits_1_at_the_limit() -> Non
     async with anyio.create_task_group() as tg:
         await tg.start(world.run)
         running = await start(tg, service)
-        await eventually(lambda: service.daemon is not None and service.daemon.ctx.synced.is_set(), 10)
+        await eventually(lambda: service.daemon is not None and service.daemon.synced.is_set(), 10)
         gate = hyperpod.hold("batch_add_nodes")  # a call that never returns
         world.kubernetes.add_pod(web_pod("web-0"))
         await eventually(lambda: service.daemon is not None and service.daemon.ctx.plan_lock.locked(), 10)
@@ -250,7 +250,7 @@ async def test_reload_applies_a_valid_config_and_keeps_the_old_one_when_invalid(
     async with anyio.create_task_group() as tg:
         await tg.start(world.run)
         running = await start(tg, service)
-        await eventually(lambda: service.daemon is not None and service.daemon.ctx.synced.is_set(), 10)
+        await eventually(lambda: service.daemon is not None and service.daemon.synced.is_set(), 10)
         daemon = service.daemon
         assert daemon is not None
 
