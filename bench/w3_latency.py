@@ -28,7 +28,7 @@ from bench import karpenter_port as kp
 from bench.common import Result, Row, make_generic_pods, percentile, timed
 from bench.daemon_env import example_groups, make_config, make_daemon, make_world, quiet_logs
 from hpscaler.catalogue import load_catalogue
-from hpscaler.provisioning.batching import MAX_NODES_PER_CALL
+from hpscaler.provisioning.batching import MAX_NODES_PER_CALL, AddRequest
 
 TARGET_P99 = 0.050
 IDLE, MAXIMUM = 1.0, 10.0  # hpscaler's and Karpenter's default batching windows
@@ -80,11 +80,11 @@ async def trial(n_pods: int, seed: int) -> dict[str, Any]:
     bucket = TokenBucket(CLIENT_QPS, CLIENT_BURST)
     answered: list[float] = []
 
-    async def batch_add_nodes(body: Any) -> Any:
-        calls.append((time.perf_counter(), sum(int(e["IncrementTargetCountBy"]) for e in body["NodesToAdd"])))
+    async def batch_add_nodes(request: AddRequest) -> Any:
+        calls.append((time.perf_counter(), request.node_count))
         await bucket.take()
         await anyio.sleep(API_LATENCY)
-        answer = await original_add(body)
+        answer = await original_add(request)
         answered.append(time.perf_counter())
         return answer
 
