@@ -4,8 +4,8 @@
 the high-availability tests talk to a Kubernetes API over HTTP without a cluster.
 """
 
+from hpscaler.testing.apiobjects import ApiError
 from hpscaler.testing.apiresources import CUSTOM_RESOURCES, DEFAULT_RESOURCES, ResourceType
-from hpscaler.testing.apistore import ApiError
 from hpscaler.testing.fakeapiserver import FakeApiServer, RecordedRequest
 
 __all__ = [
