@@ -12,29 +12,18 @@ import gc
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 
 import anyio
 
-from hpscaler.backends.errors import CapacityError, InvalidRequestError, NotFoundError
 from hpscaler.backends.protocols import BackendError
-from hpscaler.backends.types import AddResult, HyperPodNode, NodeStatus
+from hpscaler.backends.types import HyperPodNode
 from hpscaler.daemon.context import DaemonContext
-from hpscaler.daemon.events import (
-    ApiCalled,
-    CancelRefused,
-    CloudProviderError,
-    LaunchFailed,
-    NodeCreated,
-    ReconcileCoalesced,
-    ReconcileRan,
-)
+from hpscaler.daemon.events import CloudProviderError, LaunchFailed, ReconcileCoalesced, ReconcileRan
+from hpscaler.daemon.launching import cancel_launches, request_plan
 from hpscaler.daemon.posting import EventPoster, PodEvent
 from hpscaler.daemon.registration import Registrar
 from hpscaler.daemon.state import instance_id_of, joined_instance_ids
 from hpscaler.model import Node, Pod
-from hpscaler.planning import group_additions
-from hpscaler.provisioning.batching import AddRequest, batch_additions, client_token
 from hpscaler.provisioning.bookings import with_holders
 from hpscaler.provisioning.gangs import GangLaunches, gang_launches, launch_zones, stranded_launches
 from hpscaler.provisioning.launches import InFlight, review_launches
@@ -43,10 +32,6 @@ from hpscaler.scheduling.scheduler import solve
 from hpscaler.scheduling.types import InFlightNode, Plan, SchedulingInput
 
 MAX_FALLBACK_ROUNDS = 12
-Offering = tuple[str, str, str]
-"""(group, zone, instance type) of a node asked for; zone and type "" unless sent in the request."""
-MAX_TOKEN_SALTS = 4
-REFUSED = (CapacityError, NotFoundError, InvalidRequestError)  # errors that refuse a request's groups
 
 
 class Provisioner:
@@ -127,7 +112,7 @@ class Provisioner:
                     break
                 # Shielded: a shutdown must not cut a call between sending it and recording its nodes.
                 with anyio.CancelScope(shield=True):
-                    refused = await self._request(plan, extra_pending)
+                    refused = await request_plan(self.ctx, plan, extra_pending)
                 if not refused:
                     break  # the plan is in flight
         self.ctx.notify()
@@ -186,31 +171,8 @@ class Provisioner:
                     retry_in=round(until - now),
                 )
             ctx.record(LaunchFailed(give_up.group, give_up.logical_id, give_up.reason))
-        await self._cancel([g.logical_id for g in review.give_up])
+        await cancel_launches(self.ctx, [g.logical_id for g in review.give_up])
         return len(review.adopted)
-
-    async def _cancel(self, ids: list[str]) -> None:
-        """Delete nodes in flight, and forget the ones HyperPod no longer has."""
-        ctx = self.ctx
-        try:
-            result = await ctx.backends.hyperpod.batch_delete_nodes(ids)
-        except BackendError as exc:
-            ctx.record(CloudProviderError("BatchDeleteClusterNodes", str(exc)))
-            ctx.log.warning("cancel_launches_failed", nodes=ids, error=str(exc))
-            return
-        ctx.record(ApiCalled("BatchDeleteClusterNodes"))
-        for logical_id in (
-            *result.deleted,
-            *(f.logical_id for f in result.failed if f.code == "NodeIdNotFound"),
-        ):
-            ctx.cancel_launch(logical_id)
-        ctx.log.info("launches_cancelled", nodes=list(result.deleted))
-        refused = [(f.logical_id, f.code, f.message) for f in result.failed if f.code != "NodeIdNotFound"]
-        if refused:
-            # Still in flight and still given up: the next round cancels them again.
-            for logical_id, code, _ in refused:
-                ctx.record(CancelRefused(logical_id, code))
-            ctx.log.warning("cancel_launches_refused", nodes=refused, retry="next provisioning round")
 
     async def _cancel_stranded_gang_launches(self, plan: Plan) -> bool:
         """Cancel a gang's launches in flight that the plan leaves in another zone (see
@@ -224,7 +186,7 @@ class Provisioner:
         for gang, ids in stranded.items():
             ctx.log.warning("gang_launches_cancelled", gang=gang, nodes=ids, reason="gang planned elsewhere")
         if stranded:
-            await self._cancel([lid for ids in stranded.values() for lid in ids])
+            await cancel_launches(self.ctx, [lid for ids in stranded.values() for lid in ids])
         return bool(stranded)
 
     def _group_zone(self, name: str) -> str:
@@ -317,127 +279,6 @@ class Provisioner:
             gang_zones=gang_zones or {},
         )
 
-    async def _request(self, plan: Plan, extra_pending: Sequence[Pod]) -> bool:
-        """Send the plan's additions; True if some group was refused (the caller re-plans)."""
-        ctx = self.ctx
-        live = ctx.cache.pods
-        extra = {p.key: p for p in extra_pending}
-        pod_ids: dict[str, str] = {}
-        pools: dict[str, str] = {}
-        group_pods: dict[Offering, list[str]] = {}
-        # What each new node will be labelled with, in plan order per offering: registration puts it
-        # there. Per offering, not per group: the calls for two zones of one group may go in any order.
-        group_labels: dict[Offering, list[tuple[tuple[str, str], ...]]] = {}
-        multi_zone = {g.name for g in ctx.config.instance_groups if len(g.zones) > 1}
-        multi_type = {g.name for g in ctx.config.instance_groups if len(g.instance_types) > 1}
-        # One pass over the plan: this runs between the window closing and the first call.
-        for node in plan.new_nodes:
-            pools[node.instance_group] = node.node_pool
-            offering = (
-                node.instance_group,
-                node.zone if node.instance_group in multi_zone else "",
-                node.instance_type if node.instance_group in multi_type else "",
-            )
-            group_pods.setdefault(offering, []).extend(node.pods)
-            group_labels.setdefault(offering, []).append(tuple(sorted(node.labels.items())))
-            for key in node.pods:
-                current = live.get(key)
-                pod_ids[key] = _decision_id(key, extra.get(key, current), current)
-        for_pods = {group: tuple(keys) for group, keys in group_pods.items()}
-        additions = group_additions(plan, ctx.config.instance_groups, pod_ids)
-        refused = False
-        now = ctx.clock.now()
-        for request in batch_additions(ctx.config.cluster_name, additions):
-            result, rejected = await self._send(request)
-            if result is None:
-                if rejected:
-                    for entry in request.entries:
-                        group = ctx.groups.get(entry.group)
-                        zones = entry.zones or (group.zones if group else ())
-                        zone = zones[0] if zones else ""
-                        ctx.unavailable.mark(entry.group, zone, now, "refused by the API")
-                    refused = True
-                continue
-            asked = {
-                e.group: (e.zones[0] if e.zones else "", e.instance_types[0] if e.instance_types else "")
-                for e in request.entries  # a group appears once per call
-            }
-            refused |= self._record(result, pools, for_pods, group_labels, now, asked)
-        return refused
-
-    async def _send(self, request: AddRequest) -> tuple[AddResult | None, bool]:
-        """Send one request; returns (answer, whether the API rejected it outright).
-
-        A replay that answers NotFound (or a node seen going away) means the token was used before for
-        nodes cancelled or lost since: this is a new decision, so it is re-sent under a new token.
-        """
-        ctx = self.ctx
-        for attempt in range(MAX_TOKEN_SALTS):
-            sent = request
-            if attempt:
-                token = client_token(
-                    request.cluster, request.entries, [request.client_token], salt=f"retry-{attempt}"
-                )
-                sent = replace(request, client_token=token)
-            try:
-                result = await ctx.backends.hyperpod.batch_add_nodes(sent)
-            except BackendError as exc:
-                ctx.record(CloudProviderError("BatchAddClusterNodes", str(exc)))
-                ctx.log.warning("batch_add_failed", error=str(exc), code=exc.code, token=sent.client_token)
-                # Refused for this request's groups (no capacity or quota, nothing found, or invalid):
-                # the same request cannot succeed, another group may. Other errors wait for a round.
-                return None, isinstance(exc, REFUSED)
-            ctx.record(ApiCalled("BatchAddClusterNodes"))
-            # A replay answers with the nodes' latest status: one deleted, going or gone since
-            # (ShuttingDown, then Failure when its termination fails) is no capacity for a new decision.
-            if not any(
-                a.status in (NodeStatus.NOT_FOUND, NodeStatus.SHUTTING_DOWN) or a.logical_id in ctx.gone
-                for a in result.successful
-            ):
-                return result, False
-            ctx.log.info("client_token_replayed_cancelled_nodes", token=sent.client_token)
-        return None, False
-
-    def _record(
-        self,
-        result: AddResult,
-        pools: dict[str, str],
-        for_pods: dict[Offering, tuple[str, ...]],
-        group_labels: dict[Offering, list[tuple[tuple[str, str], ...]]],
-        now: float,
-        asked: dict[str, tuple[str, str]] | None = None,
-    ) -> bool:
-        ctx = self.ctx
-        for added in result.successful:
-            if added.logical_id not in ctx.inflight and added.status is not NodeStatus.NOT_FOUND:
-                zone, instance_type = (asked or {}).get(added.group, ("", ""))
-                offering = (added.group, zone, instance_type)
-                planned = group_labels.get(offering)
-                record = InFlight(
-                    added.logical_id,
-                    added.group,
-                    pools.get(added.group, ""),
-                    now,
-                    for_pods.get(offering, ()),
-                    labels=planned.pop(0) if planned else (),
-                    zone=zone,
-                    instance_type=instance_type,
-                )
-                ctx.track_launch(record)
-                ctx.record(NodeCreated(added.group, added.logical_id))
-        for group_name, count in _counts(result).items():
-            ctx.log.info("nodes_requested", group=group_name, count=count)
-        for failure in result.failed:
-            group = ctx.groups.get(failure.group)
-            # The zone asked for (a group appears once per call), else the group's first.
-            zone = (asked or {}).get(failure.group, ("", ""))[0]
-            zone = zone or (group.zones[0] if group and group.zones else "")
-            ctx.unavailable.mark(failure.group, zone, now, f"{failure.error_code}: {failure.message}")
-            ctx.log.warning(
-                "nodes_refused", group=failure.group, code=failure.error_code, count=failure.count
-            )
-        return bool(result.failed)
-
     def _report(self, plan: Plan) -> None:
         """Tell users through pod Events what was decided (once per pod and decision).
 
@@ -485,23 +326,3 @@ def _collection_deferred() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _decision_id(key: str, pod: Pod | None, live: Pod | None) -> str:
-    """What a pod contributes to the ClientToken: its identity, and the node it must leave if any.
-
-    A restarted daemon re-deciding for the same pods derives the same token (HyperPod replays the
-    first answer instead of adding nodes twice). Room for pods that must leave their node (expiry,
-    interruption, rebalance) is a new decision even for pods that were provisioned for before: with
-    the pod's identity alone the token would replay the request that made their current node.
-    """
-    identity = (pod.uid or key) if pod is not None else key
-    leaving = live.node_name if live is not None else ""
-    return f"{identity}@{leaving}" if leaving else identity
-
-
-def _counts(result: AddResult) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for added in result.successful:
-        counts[added.group] = counts.get(added.group, 0) + 1
-    return counts

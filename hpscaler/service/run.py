@@ -32,21 +32,19 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from hpscaler.backends.protocols import BackendError, HyperPodCluster, LeaseStore
 from hpscaler.backends.registry import BackendNotFound, BackendSet, check_backends, open_backends
 from hpscaler.catalogue import Catalogue
 from hpscaler.clock import Clock, SystemClock
 from hpscaler.config import ConfigError, LoadedConfig, check_capacity_type_unchanged, load_config
 from hpscaler.config.validate import ConfigIssue
 from hpscaler.daemon.app import Daemon
-from hpscaler.daemon.cluster_sync import PrerequisitesNotMet, startup_cluster
-from hpscaler.daemon.context import Backends
 from hpscaler.daemon.events import ReconcileRan
 from hpscaler.logs import Format, configure, parse_format, parse_level
 from hpscaler.service import systemd
-from hpscaler.service.health import health_server
 from hpscaler.service.leader import LeaderElector
 from hpscaler.service.metrics import registry_for
+from hpscaler.service.startup import StartupError as StartupError
+from hpscaler.service.startup import bind_health, daemon_backends, lease_store, read_cluster
 from hpscaler.signals import missing_source_warning
 
 log = structlog.get_logger("hpscaler.service")
@@ -108,10 +106,6 @@ def read_config(path: Path, *, require_instance_groups: bool = True) -> LoadedCo
     except Exception as exc:  # whatever the files hold, the running service stays up
         issue = ConfigIssue(str(path), "configuration", "", f"cannot be loaded: {exc!r}", "fix the files")
         return ConfigError([issue])
-
-
-class StartupError(Exception):
-    """The service could not start (backends, health port); the message says what to do."""
 
 
 def reload_problems(old: LoadedConfig, new: LoadedConfig, path: str) -> list[ConfigIssue]:
@@ -311,32 +305,13 @@ class Service:
 
     # --- running --------------------------------------------------------------------------------
 
-    async def _read_cluster(self, hyperpod: HyperPodCluster) -> LoadedConfig:
-        """The configuration with the live cluster's groups, once its prerequisites are checked."""
-        try:
-            return await startup_cluster(hyperpod, self.config)
-        except PrerequisitesNotMet as exc:
-            raise StartupError(f"cluster {exc.cluster} is not ready for hpscaler:\n{exc}") from exc
-        except BackendError as exc:
-            raise StartupError(f"cannot describe cluster {self.config.cluster_name}: {exc}") from exc
-
     async def lead(self, backends: BackendSet) -> None:
         """The work done while holding the lease: run the daemon."""
         assert backends.kubernetes is not None and backends.hyperpod is not None
         if self._stopping:
             return
         daemon = Daemon(
-            self.config,
-            Backends(
-                backends.kubernetes,
-                backends.hyperpod,
-                backends.scores,
-                backends.interruptions,
-                backends.prices,
-            ),
-            self.catalogue,
-            self.clock,
-            live_groups=self.live_cluster,
+            self.config, daemon_backends(backends), self.catalogue, self.clock, live_groups=self.live_cluster
         )
         self.daemon = daemon
         systemd.notify("STATUS=leader: autoscaling")
@@ -399,15 +374,11 @@ class Service:
                 assert backends.kubernetes is not None
                 assert backends.hyperpod is not None
                 if self.live_cluster:
-                    self.config = await self._read_cluster(backends.hyperpod)
-                if not isinstance(backends.kubernetes, LeaseStore):
-                    raise StartupError(
-                        "the Kubernetes backend keeps no Leases (hpscaler.backends.protocols.LeaseStore), "
-                        "which leader election needs: pick one that does in spec.backends.kubernetes"
-                    )
+                    self.config = await read_cluster(backends.hyperpod, self.config)
+                store = lease_store(backends.kubernetes)
                 kube = settings.kubernetes
                 elector = LeaderElector(
-                    backends.kubernetes,
+                    store,
                     name=kube.lease_name,
                     holder=self.holder,
                     lease_seconds=kube.lease_seconds,
@@ -418,21 +389,14 @@ class Service:
                 registry = registry_for(
                     lambda: self.daemon.ctx if self.daemon else None, lambda: elector.is_leader
                 )
-                health = health_server(
+                port = await bind_health(
+                    stack,
                     settings.health.bind,
                     settings.health.port,
                     alive=self.liveness,
                     ready=self.readiness,
                     registry=registry,
                 )
-                try:
-                    port = await stack.enter_async_context(health)
-                except OSError as exc:
-                    where = f"{settings.health.bind}:{settings.health.port}"
-                    raise StartupError(
-                        f"cannot serve /healthz on {where}: {os.strerror(exc.errno) if exc.errno else exc}; "
-                        "stop what uses the port, or set spec.health.port"
-                    ) from exc
                 async with anyio.create_task_group() as tg:
                     self.port = port
                     if self.handle_signals:
