@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import math
 import random
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -198,8 +199,8 @@ def make_diverse_pods(n: int, seed: int = SEED) -> list[Pod]:
 
 
 def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, Any]:
-    """Best wall time of `repeat` calls (GC collected before, disabled during), and the last result."""
-    best = math.inf
+    """Median wall time of `repeat` calls (GC collected before, disabled during), and the last result."""
+    times: list[float] = []
     result: Any = None
     for _ in range(repeat):
         gc.collect()
@@ -207,10 +208,10 @@ def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, Any]:
         try:
             start = time.perf_counter()
             result = fn()
-            best = min(best, time.perf_counter() - start)
+            times.append(time.perf_counter() - start)
         finally:
             gc.enable()
-    return best, result
+    return statistics.median(times), result
 
 
 @dataclass
