@@ -16,7 +16,8 @@ import anyio
 
 from hpscaler.backends.protocols import BackendError, ProvisioningRequestSource
 from hpscaler.daemon.context import DaemonContext
-from hpscaler.daemon.events import ApiCalled, CloudProviderError, ProvisioningRequestStep
+from hpscaler.daemon.events import ProvisioningRequestStep
+from hpscaler.daemon.launching import cancel_launches
 from hpscaler.daemon.provisioner import Provisioner
 from hpscaler.daemon.state import joined_instance_ids, still_in_flight
 from hpscaler.provisioning.capacity import Attempt, Decision, confirm, decide
@@ -162,15 +163,8 @@ class ProvisioningRequests:
         if not ids:
             return
         ctx.log.warning("provisioning_request_partial_released", request=request, nodes=ids)
-        try:
-            result = await ctx.backends.hyperpod.batch_delete_nodes(ids)
-        except BackendError as exc:
-            ctx.record(CloudProviderError("BatchDeleteClusterNodes", str(exc)))
-            ctx.log.warning("provisioning_request_release_failed", request=request, error=str(exc))
-            return
-        ctx.record(ApiCalled("BatchDeleteClusterNodes"))
-        for logical_id in result.deleted:
-            ctx.cancel_launch(logical_id)
+        # The provisioner's cancel: a node HyperPod no longer has is forgotten, a refusal is reported.
+        await cancel_launches(ctx, ids)
 
     async def _write(self, changes: list[StatusChange]) -> None:
         ctx = self.ctx
