@@ -34,6 +34,7 @@ from hpscaler.scheduling.signatures import class_signature, gang_key, node_targe
 from hpscaler.scheduling.types import InFlightNode, SchedulingInput
 
 _PROBE_HOST = "\x00probe"  # hostname of a node that does not exist yet: an empty hostname domain
+_NO_DEMAND: Vector = np.zeros(0)  # a shape's demand until every pending pod is read
 
 DomainsOf = Callable[[PodClass, TopologySpread], frozenset[str]]  # a class's domains of a spread
 NodeTarget = tuple[dict[str, str], tuple[Taint, ...]]  # an existing node's labels and effective taints
@@ -123,11 +124,17 @@ class RoundIndex:
                 self.topology.register(pod)
 
     def _build_classes(self) -> None:
+        """Group the pending pods into classes and shapes; set each class's smallest demand."""
         label_keys = self.topology.selector_keys()
         by_signature: dict[tuple[object, ...], PodClass] = {}
         by_options: dict[tuple[object, ...], int] = {}
-        by_shape: dict[tuple[int, tuple[float, ...]], Shape] = {}
-        demands: dict[tuple[tuple[str, int], ...], tuple[Vector, tuple[float, ...]]] = {}
+        by_shape: dict[tuple[int, int], Shape] = {}
+        # Requests -> the number of their demand (equal demands, one number), and each number's demand.
+        numbers: dict[tuple[tuple[str, int], ...], int] = {}
+        by_demand: dict[tuple[float, ...], int] = {}
+        demands: list[tuple[float, ...]] = []
+        self.shape_demands: list[int] = []  # per shape, the number of its demand
+        pods_at = self.dim_index[PODS_RESOURCE]
         for pod in self.pending:
             sig = class_signature(pod, label_keys)
             cls = by_signature.get(sig)
@@ -142,21 +149,43 @@ class RoundIndex:
                 by_signature[sig] = cls
                 self.classes.append(cls)
             requests = tuple(pod.requests.items())
-            demand_key = demands.get(requests)
-            if demand_key is None:
-                demand = self.vector(pod.requests, pods=1)
-                demand_key = demands[requests] = (demand, tuple(demand.tolist()))
-            demand = demand_key[0]
-            skey = (cls.index, demand_key[1])
-            shape = by_shape.get(skey)
+            number = numbers.get(requests)
+            if number is None:
+                demand = self.demand_row(pod.requests, pods_at)
+                number = numbers[requests] = by_demand.setdefault(demand, len(demands))
+                if number == len(demands):
+                    demands.append(demand)
+            shape = by_shape.get((cls.index, number))
             if shape is None:
-                shape = Shape(len(self.shapes), cls, demand, [], gang=gang_key(pod))
-                by_shape[skey] = shape
+                shape = Shape(len(self.shapes), cls, _NO_DEMAND, [], gang=gang_key(pod))
+                by_shape[cls.index, number] = shape
                 self.shapes.append(shape)
-                low = cls.min_demand
-                cls.min_demand = demand if low is None else np.minimum(low, demand)
+                self.shape_demands.append(number)
             shape.pods.append(pod)
             cls.left += 1
+        self.demands: Vector = np.array(demands, dtype=np.float64).reshape(len(demands), len(self.dims))
+        rows = list(self.demands)
+        for shape, number in zip(self.shapes, self.shape_demands, strict=True):
+            shape.demand = rows[number]
+        if self.shapes:
+            # Each class's elementwise minimum over its shapes: shapes in class order, reduced per class.
+            of_class = np.fromiter((s.cls.index for s in self.shapes), dtype=np.int64, count=len(self.shapes))
+            by_class = np.argsort(of_class, kind="stable")
+            starts = np.flatnonzero(np.r_[True, np.diff(of_class[by_class]) != 0])
+            lows = np.minimum.reduceat(self.demands[np.asarray(self.shape_demands)[by_class]], starts)
+            for low, first in zip(lows, starts.tolist(), strict=True):
+                self.classes[int(of_class[by_class[first]])].min_demand = low
+
+    def demand_row(self, requests: dict[str, int], pods_at: int) -> tuple[float, ...]:
+        """`vector(requests, pods=1)` as plain floats (`pods_at`: the position of the pods resource)."""
+        row = [0.0] * len(self.dims)
+        dim_index = self.dim_index
+        for name, amount in requests.items():
+            index = dim_index.get(name)
+            if index is not None:
+                row[index] += amount
+        row[pods_at] += 1
+        return tuple(row)
 
     def _add_option_set(self, pod: Pod) -> int:
         """Memoise the launch options pods constrained like `pod` are compatible with."""

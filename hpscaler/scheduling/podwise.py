@@ -20,6 +20,7 @@ the fill parks them, so `Filler.place_on_parked` can reopen them once new nodes 
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,8 @@ from hpscaler.scheduling.verdicts import TopologyVerdicts
 
 # From this many distinct demands on, nodes x demands scoring costs more than a walk per pod.
 MANY_DEMANDS = 512
+# Targets the sorted walk of `BestFit.best` looks at before numpy passes over all of them take over.
+WALK = 24
 
 
 def many_demands(index: RoundIndex) -> bool:
@@ -43,26 +46,39 @@ def many_demands(index: RoundIndex) -> bool:
     return len(index.group_demand) >= MANY_DEMANDS
 
 
-def dominant_dim(shapes: Sequence[Shape], residuals: Vector) -> int:
-    """The resource the pending pods ask the most of, relative to what the targets have left."""
-    asked = np.sum([s.demand * s.remaining for s in shapes], axis=0)
+def dominant_dim(shapes: Sequence[Shape], residuals: Vector, demand: Vector) -> int:
+    """The resource the pending pods ask the most of, relative to what the targets have left (`demand`:
+    the round's demand groups, which the shapes are in)."""
+    groups = np.fromiter((s.group for s in shapes), dtype=np.int64, count=len(shapes))
+    remaining = np.fromiter((s.remaining for s in shapes), dtype=np.float64, count=len(shapes))
+    asked = (demand[groups] * remaining[:, None]).sum(axis=0)
     free = residuals.sum(axis=0)
     share = np.where(free > 0, asked / np.maximum(free, EPS), 0.0)
     return int(share.argmax())
 
 
+def queue(index: RoundIndex, shapes: Sequence[Shape]) -> list[Shape]:
+    """`shapes` in the order their pods are placed: largest first (Karpenter's queue order); at equal
+    size, constrained shapes first (they need more distinct nodes, which the others can then fill)."""
+    if not shapes:
+        return []
+    constrained = [cls.topology.constrained for cls in index.classes]
+    positions = np.fromiter((s.index for s in shapes), dtype=np.int64, count=len(shapes))
+    loose = np.fromiter((not constrained[s.cls.index] for s in shapes), dtype=bool, count=len(shapes))
+    size = np.asarray(index.sizes)[positions]
+    return [shapes[i] for i in np.lexsort((positions, loose, -size)).tolist()]
+
+
 def place_podwise(index: RoundIndex, packing: Packing, verdicts: TopologyVerdicts) -> None:
     """Place the pending pods outside gangs onto the existing and in-flight nodes, pod by pod."""
     targets = packing.bins
-    sizes = index.sizes
-    # Largest first; at equal size, constrained shapes first (as new nodes are opened).
-    shapes = sorted(
-        (s for s in index.shapes if s.group >= 0 and s.remaining > 0),
-        key=lambda s: (-sizes[s.index], not s.cls.topology.constrained, s.index),
-    )
-    if not targets or not shapes:
+    if not targets:
         return
-    fitter = BestFit(index, targets, verdicts, dominant_dim(shapes, np.array([t.residual for t in targets])))
+    shapes = queue(index, [s for s in index.shapes if s.group >= 0 and s.remaining > 0])
+    if not shapes:
+        return
+    residuals = np.array([t.residual for t in targets])
+    fitter = BestFit(index, targets, verdicts, dominant_dim(shapes, residuals, index.group_demand))
     for shape in shapes:
         while shape.remaining > 0:
             at = fitter.best(shape)
@@ -73,7 +89,14 @@ def place_podwise(index: RoundIndex, packing: Packing, verdicts: TopologyVerdict
 
 
 class BestFit:
-    """Finds the target a pod goes to, with what every target has left as one matrix."""
+    """Finds the target a pod goes to, with what every target has left kept sorted by the dominant resource.
+
+    The targets are walked from the first with room enough on the dominant resource, least room first:
+    the first that admits the pod, holds it on every other resource and whose topology allows it is the
+    best fit. Most pods take the first or one of the next few. A pod that walks past `WALK` targets
+    (nodes closed by topology, or full on another resource) is found with a few numpy passes over all
+    targets instead (`_search`), which give the same answer.
+    """
 
     def __init__(
         self,
@@ -86,23 +109,35 @@ class BestFit:
         self.targets = list(targets)
         self.verdicts = verdicts  # None: targets topology closes are not parked
         self.dim = dim
+        # What each target has left: rows of plain floats for the walk, and `(room on dim, position)`
+        # sorted, kept in step as pods are placed (`placed`).
+        self.rows = [t.residual.tolist() for t in self.targets]
+        self.order = sorted((row[dim], i) for i, row in enumerate(self.rows))
+        # Per demand group, the least a target must have left of each resource to hold one pod of it; the
+        # resources but `dim`, which the walk checks target by target.
+        self.least = least_rows(index.group_demand).tolist()
+        self.others = [d for d in range(len(index.dims)) if d != dim]
+        # The same as a matrix, one row per resource, for `_search`: columns in `stale` are behind `rows`.
         # Arrays over the targets have room for `capacity` of them, so a new node is added in place.
         self.capacity = max(16, len(self.targets))
-        # What the targets have left, one row per resource, kept in step as pods are placed (`placed`).
         self.free = np.zeros((len(index.dims), self.capacity))
-        for i, target in enumerate(self.targets):
-            self.free[:, i] = target.residual
-        # Options key -> which targets admit its classes, worked out for the first `admitted[key]`.
-        self.admitting: dict[int, npt.NDArray[np.bool_]] = {}
-        self.admitted: dict[int, int] = {}
+        self.stale: set[int] = set(range(len(self.targets)))
+        # Options key -> whether each target admits its classes, as a list and an array (for `_search`).
+        self.admitting: dict[int, list[bool]] = {}
+        self.admitting_array: dict[int, npt.NDArray[np.bool_]] = {}
+        self.admitted_array: dict[int, int] = {}  # how many targets of `admitting_array[key]` are set
         # Targets in the same topology domains (all keys but the hostname) get one verdict from a class
         # whose checks ignore the hostname.
         self.numbers: dict[tuple[str | None, ...], int] = {}
+        self.domain_list = [self.domain(t) for t in self.targets]
         self.domains = np.zeros(self.capacity, dtype=np.int64)
-        for i, target in enumerate(self.targets):
-            self.domains[i] = self.domain(target)
-        # Class index -> the targets its topology closes for the rest of the pass (see `best`).
-        self.shut: dict[int, npt.NDArray[np.bool_]] = {}
+        self.domains[: len(self.targets)] = self.domain_list
+        # Class index -> the targets its topology closes for the rest of the pass (see `best`), as a set
+        # and a mask; and those it has not closed, for classes with few left (`_open_candidates`).
+        self.shut: dict[int, set[int]] = {}
+        self.shut_mask: dict[int, npt.NDArray[np.bool_]] = {}
+        self.unshut: dict[int, set[int]] = {}
+        self.unshut_upto: dict[int, int] = {}  # targets before this one are in `unshut` unless shut
 
     def domain(self, target: Target) -> int:
         """The number of `target`'s topology domains."""
@@ -116,43 +151,145 @@ class BestFit:
             self.capacity *= 2
             self.free = _grown(self.free, self.capacity)
             self.domains = _grown(self.domains, self.capacity)
-            self.admitting = {k: _grown(a, self.capacity) for k, a in self.admitting.items()}
-            self.shut = {k: _grown(a, self.capacity) for k, a in self.shut.items()}
+            self.admitting_array = {k: _grown(a, self.capacity) for k, a in self.admitting_array.items()}
+            self.shut_mask = {k: _grown(a, self.capacity) for k, a in self.shut_mask.items()}
         self.targets.append(target)
-        self.free[:, at] = target.residual
-        self.domains[at] = self.domain(target)
+        row = target.residual.tolist()
+        self.rows.append(row)
+        insort(self.order, (row[self.dim], at))
+        self.stale.add(at)
+        number = self.domain(target)
+        self.domain_list.append(number)
+        self.domains[at] = number
 
     def refresh(self) -> None:
         """Take in what every target has left (after placements made without `placed`)."""
-        for i, target in enumerate(self.targets):
-            self.free[:, i] = target.residual
+        self.rows = [t.residual.tolist() for t in self.targets]
+        self.order = sorted((row[self.dim], i) for i, row in enumerate(self.rows))
+        self.stale.update(range(len(self.targets)))
 
     def placed(self, at: int) -> None:
         """Take in what the target at `at` has left after a placement."""
-        self.free[:, at] = self.targets[at].residual
+        dim = self.dim
+        before = self.rows[at][dim]
+        row = self.rows[at] = self.targets[at].residual.tolist()
+        if row[dim] != before:
+            order = self.order
+            del order[bisect_left(order, (before, at))]
+            insort(order, (row[dim], at))
+        self.stale.add(at)
 
-    def admits(self, cls: PodClass) -> npt.NDArray[np.bool_]:
-        """Which targets admit `cls` (labels, taints); False past the last target."""
+    def admits(self, cls: PodClass) -> list[bool]:
+        """Whether each target admits `cls` (labels, taints)."""
         key = cls.options_key
         found = self.admitting.get(key)
         if found is None:
-            found = self.admitting[key] = np.zeros(self.capacity, dtype=bool)
-        done = self.admitted.get(key, 0)
+            found = self.admitting[key] = []
+        done = len(found)
         if done < len(self.targets):
-            found[done : len(self.targets)] = [t.admits(cls, self.index) for t in self.targets[done:]]
-            self.admitted[key] = len(self.targets)
+            found.extend(t.admits(cls, self.index) for t in self.targets[done:])
         return found
 
     def best(self, shape: Shape) -> int | None:
         """The position of the target the next pod of `shape` goes to: of those that admit it, hold it and
         whose topology allows it, the one with the least room left on the dominant resource (the first of
         equals). None if there is none; then the targets only topology closed are parked for the class."""
-        if not self.targets:
+        n = len(self.targets)
+        if not n:
             return None
         cls = shape.cls
-        free = self.free
-        fit = self.admits(cls).copy()
+        least = self.least[shape.group] if shape.group >= 0 else least_rows(shape.demand[None, :])[0]
+        low = least[self.dim]
+        admit = self.admitting.get(cls.options_key)
+        if admit is None or len(admit) < n:
+            admit = self.admits(cls)
         shut = self.shut.get(cls.index)
+        candidates = None if shut is None else self._open_candidates(cls, low)
+        walked_off = False  # whether targets past the `WALK` walked are left
+        if candidates is None:
+            order = self.order
+            start = bisect_left(order, (low,))
+            candidates = order[start : start + WALK]
+            walked_off = start + WALK < n
+        rows = self.rows
+        others = self.others
+        checks = cls.topology
+        constrained = checks.constrained
+        verdicts: dict[int, bool] = {}  # per topology domains, when the checks ignore the hostname
+        closed: list[int] = []  # targets with room that topology closes to the class
+        for _, at in candidates:
+            if not admit[at] or (shut is not None and at in shut):
+                continue
+            row = rows[at]
+            for d in others:
+                if row[d] < least[d]:
+                    break
+            else:  # it holds the pod on every resource
+                if not constrained:
+                    return at
+                if checks.host_keyed:
+                    if topo.allowed(checks, self.targets[at].labels):
+                        return at
+                    self._close(cls, at, closed)
+                    continue
+                number = self.domain_list[at]
+                ok = verdicts.get(number)
+                if ok is None:
+                    ok = verdicts[number] = topo.allowed(checks, self.targets[at].labels)
+                if ok:
+                    return at
+                closed.append(at)
+        if walked_off:
+            return self._search(shape, closed)
+        self._park(cls, closed)
+        return None
+
+    def _open_candidates(self, cls: PodClass, low: float) -> list[tuple[float, int]] | None:
+        """For a class whose topology has closed all but a few targets for good, those with room `low` or
+        more on the dominant resource, least room first (None: walk the sorted targets)."""
+        unshut = self.unshut.get(cls.index)
+        if unshut is None:
+            return None
+        upto = self.unshut_upto[cls.index]
+        if upto < len(self.targets):
+            unshut.update(range(upto, len(self.targets)))
+            self.unshut_upto[cls.index] = len(self.targets)
+        if len(unshut) > WALK:
+            return None
+        rows = self.rows
+        dim = self.dim
+        return sorted((room, at) for at in unshut if (room := rows[at][dim]) >= low)
+
+    def _close(self, cls: PodClass, at: int, closed: list[int]) -> None:
+        """Note that the class's topology closes the target at `at` (a check that reads the hostname):
+        for the rest of the pass if its checks only count up (see `lasting`)."""
+        closed.append(at)
+        if not lasting(cls.topology):
+            return
+        shut = self.shut.get(cls.index)
+        if shut is None:
+            shut = self.shut[cls.index] = set()
+            self.shut_mask[cls.index] = np.zeros(self.capacity, dtype=bool)
+            self.unshut[cls.index] = set(range(len(self.targets)))
+            self.unshut_upto[cls.index] = len(self.targets)
+        shut.add(at)
+        self.shut_mask[cls.index][at] = True
+        self.unshut[cls.index].discard(at)
+
+    def _park(self, cls: PodClass, closed: list[int]) -> None:
+        """Park the targets topology closed to `cls` (in position order), which new nodes may reopen."""
+        if self.verdicts is not None and closed:
+            for i in sorted(set(closed)):
+                self.verdicts.park_closed(self.targets[i], cls)
+
+    def _search(self, shape: Shape, closed_before: list[int]) -> int | None:
+        """`best` by numpy passes over every target, for a pod the walk did not place within `WALK`
+        targets (`closed_before`: the targets the walk found topology closed)."""
+        cls = shape.cls
+        n = len(self.targets)
+        free = self._free()
+        fit = self._admitting_array(cls).copy()
+        shut = self.shut_mask.get(cls.index)
         if shut is not None:
             fit &= ~shut
         # Resource by resource over contiguous rows: numpy's `all(axis=1)` on a narrow matrix is slower.
@@ -160,33 +297,55 @@ class BestFit:
             if need > 0:
                 fit &= free[dim] >= need - EPS
         room = np.where(fit, free[self.dim], np.inf)
-        if not cls.topology.constrained:
-            at = int(room.argmin())
-            return at if fit[at] else None
         checks = cls.topology
-        # Anti-affinity and hostname spreads (no eligible domains: the minimum is 0) only count up while
-        # pods are placed, so a target they close stays closed: it is not looked at again.
-        lasting = not checks.affinity and all(not spread.domains for spread in checks.spreads)
         closed = np.zeros(len(fit), dtype=bool)  # targets with room that topology closes to the class
         while True:
             at = int(room.argmin())
             if not fit[at]:
-                if self.verdicts is not None:  # new nodes may move the counts that close them
-                    for i in np.flatnonzero(closed).tolist():
-                        self.verdicts.park_closed(self.targets[i], cls)
+                self._park(cls, [*closed_before, *np.flatnonzero(closed[:n]).tolist()])
                 return None
-            if topo.allowed(checks, self.targets[at].labels):
+            if not checks.constrained or topo.allowed(checks, self.targets[at].labels):
                 return at
             if checks.host_keyed:
                 closed[at] = True
-                if lasting:
-                    if shut is None:
-                        shut = self.shut[cls.index] = np.zeros(self.capacity, dtype=bool)
-                    shut[at] = True
+                self._close(cls, at, [])
             else:
                 closed |= fit & (self.domains == self.domains[at])
             fit &= ~closed
             room[closed] = np.inf
+
+    def _free(self) -> Vector:
+        """What the targets have left, one row per resource (the stale columns brought up to date)."""
+        if self.stale:
+            for at in self.stale:
+                self.free[:, at] = self.rows[at]
+            self.stale.clear()
+        return self.free
+
+    def _admitting_array(self, cls: PodClass) -> npt.NDArray[np.bool_]:
+        """`admits` as a mask over the targets' arrays (False past the last target)."""
+        found = self.admits(cls)
+        key = cls.options_key
+        array = self.admitting_array.get(key)
+        if array is None:
+            array = self.admitting_array[key] = np.zeros(self.capacity, dtype=bool)
+        done = self.admitted_array.get(key, 0)
+        if done < len(found):
+            array[done : len(found)] = found[done:]
+            self.admitted_array[key] = len(found)
+        return array
+
+
+def least_rows(demand: Vector) -> Vector:
+    """Per row of `demand`, the least room on each resource that holds it: the demand less `EPS`, or
+    -inf where it asks for none (as `fits`, which a resource not asked for never fails)."""
+    return np.where(demand > 0, demand - EPS, -np.inf)
+
+
+def lasting(checks: topo.ClassTopology) -> bool:
+    """Whether the class's checks only count up while pods are placed, so that a target they close stays
+    closed for the pass: anti-affinity and hostname spreads (no eligible domains: the minimum is 0)."""
+    return not checks.affinity and all(not spread.domains for spread in checks.spreads)
 
 
 def _grown(array: npt.NDArray[np.generic], capacity: int) -> npt.NDArray[Any]:

@@ -17,6 +17,8 @@ from hpscaler.model import CapacityType
 from hpscaler.scheduling.options import ON_DEMAND_TIER, SPOT_TIER, Option
 from hpscaler.scheduling.packing import EPS, Vector
 
+_BATCH = 1 << 18  # elements of the largest temporary `OptionTable.prepare` makes
+
 
 class OptionTable:
     """Launch options (the ones a set of pod classes is compatible with) as arrays.
@@ -52,19 +54,71 @@ class OptionTable:
                 self.blocks.append((start, end))
                 start = end
         self._ranked: dict[tuple[float, ...], list[list[int] | None]] = {}
+        # Demand -> the position of its best option in the first block, -1 if none (see `prepare`).
+        self._first: dict[tuple[float, ...], int] = {}
+
+    def prepare(self, demands: Vector) -> None:
+        """Work out the best option of the first block for each row of `demands`, all rows at once.
+
+        When nearly every demand opens at most one node (pods of many distinct sizes), ranking each on its
+        own costs a dozen small numpy calls per node; most callers take the first option ranked, so that
+        is computed for all the demands in a few passes, and the rest of a ranking only for a caller that
+        walks on (`ranked`).
+        """
+        if not self.blocks or not len(demands):
+            return
+        start, end = self.blocks[0]
+        alloc = self.alloc[start:end]
+        usable = self.usable[start:end]
+        price = self.price[start:end]
+        columns = np.ascontiguousarray(alloc.T)  # per resource, every option's allocatable
+        room = columns + EPS
+        rows = max(1, _BATCH // max(1, len(alloc)))  # bound the (demands x options) temporaries
+        for top in range(0, len(demands), rows):
+            demand = demands[top : top + rows]
+            asks = np.ascontiguousarray(demand.T)[:, :, None]  # per resource, a column of the demands
+            # As `_rank`, resource by resource (a reduction over a short last axis is slow): the options
+            # that hold the demand, and pods per node by the resources asked for (none: one pod per node).
+            holds = np.broadcast_to(usable, (len(demand), len(alloc))).copy()
+            fewest = np.full(holds.shape, np.inf)
+            for dim, ask in enumerate(asks):
+                holds &= ask <= room[dim]
+                asked = ask > 0
+                if asked.all():
+                    np.minimum(fewest, columns[dim] / ask, out=fewest)
+                elif asked.any():
+                    ratio = columns[dim] / np.where(asked, ask, 1.0)
+                    np.minimum(fewest, np.where(asked, ratio, np.inf), out=fewest)
+            per_node = np.maximum(1.0, np.floor(fewest))
+            per_node[np.isinf(fewest)] = 1.0
+            cost = np.where(holds, price / per_node, np.inf)
+            best = cost.argmin(axis=1)
+            found = holds[np.arange(len(demand)), best]
+            firsts = np.where(found, best + start, -1).tolist()
+            for key, first in zip(map(tuple, demand.tolist()), firsts, strict=True):
+                self._first[key] = first
 
     def ranked(self, demand: Vector) -> Iterator[Option]:
         """Usable options that can hold one pod of `demand`, best first (the order is cached per demand)."""
         key = tuple(demand.tolist())
-        blocks = self._ranked.get(key)
-        if blocks is None:
-            blocks = self._ranked[key] = [None] * len(self.blocks)
         options = self.options
+        blocks = self._ranked.get(key)
+        first = -1  # the position `prepare` found first, and already yielded
+        if blocks is None:
+            prepared = self._first.get(key)
+            blocks = [None] * len(self.blocks)
+            if prepared is not None:
+                if prepared < 0:
+                    blocks[0] = []  # no option of the first block holds the demand
+                else:
+                    first = prepared
+                    yield options[first]
+            blocks = self._ranked.setdefault(key, blocks)
         for number, (start, end) in enumerate(self.blocks):
             order = blocks[number]
             if order is None:
                 order = blocks[number] = self._rank(demand, start, end)
-            for i in order:
+            for i in order[1:] if number == 0 and first >= 0 else order:
                 yield options[i]
 
     def _rank(self, demand: Vector, start: int, end: int) -> list[int]:

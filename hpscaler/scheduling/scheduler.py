@@ -45,7 +45,7 @@ from hpscaler.scheduling.index import RoundIndex
 from hpscaler.scheduling.options import Option
 from hpscaler.scheduling.packing import PodClass, Shape
 from hpscaler.scheduling.placement import Packing
-from hpscaler.scheduling.podwise import BestFit, dominant_dim, many_demands, place_podwise
+from hpscaler.scheduling.podwise import BestFit, dominant_dim, many_demands, place_podwise, queue
 from hpscaler.scheduling.preferences import (
     Relaxation,
     avoids_prefer_no_schedule,
@@ -118,14 +118,14 @@ class _Solver:
     def place_on_new(self) -> None:
         # Largest first; at equal size, constrained shapes first (they need more distinct nodes, which
         # the unconstrained ones can then fill).
+        if many_demands(self.index):
+            self.place_on_new_podwise(queue(self.index, [s for s in self.index.shapes if not s.gang]))
+            return
         sizes = self.index.sizes
         order = sorted(
             (s for s in self.index.shapes if not s.gang),
             key=lambda s: (-sizes[s.index], not s.cls.topology.constrained, s.index),
         )
-        if many_demands(self.index):
-            self.place_on_new_podwise(order)
-            return
         while order:
             progress = False
             for shape in order:
@@ -150,7 +150,13 @@ class _Solver:
         NodeClaims, and without the trial fills of `open_and_fill`, which cost nodes x demands here);
         `right_size` then launches each as the cheapest option that holds what it got."""
         packing = self.packing
-        dim = dominant_dim(order, np.array(self.index.option_vectors))
+        index = self.index
+        by_key: dict[int, set[int]] = {}
+        for shape in order:
+            by_key.setdefault(shape.cls.options_key, set()).add(shape.group)
+        for key, groups in by_key.items():  # nearly every demand opens at most one node: rank them at once
+            index.option_table(key).prepare(index.group_demand[sorted(groups)])
+        dim = dominant_dim(order, np.array(self.index.option_vectors), self.index.group_demand)
         fitter = BestFit(self.index, packing.new_bins, None, dim)
         while order:
             progress = False
