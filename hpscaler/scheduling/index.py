@@ -79,7 +79,7 @@ class RoundIndex:
         self._register_pods()
         self.topology_keys = tuple(sorted(self.topology.keys() - {LABEL_HOSTNAME}))
         self._build_classes()
-        self.group_demand = demand_groups(self.shapes, len(self.dims))
+        self.group_demand = demand_groups(self.shapes, self.demands, self.shape_demands)
         self._size_shapes()
         # Existing nodes alike share a signature (numbered after the options); in-flight nodes use the
         # signature of the option they were planned as.
@@ -128,26 +128,21 @@ class RoundIndex:
         label_keys = self.topology.selector_keys()
         by_signature: dict[tuple[object, ...], PodClass] = {}
         by_options: dict[tuple[object, ...], int] = {}
-        by_shape: dict[tuple[int, int], Shape] = {}
+        shapes_of: list[dict[int, Shape]] = []  # per class, its shapes by the number of their demand
         # Requests -> the number of their demand (equal demands, one number), and each number's demand.
         numbers: dict[tuple[tuple[str, int], ...], int] = {}
         by_demand: dict[tuple[float, ...], int] = {}
         demands: list[tuple[float, ...]] = []
+        shapes = self.shapes
         self.shape_demands: list[int] = []  # per shape, the number of its demand
+        self.shape_classes: list[int] = []  # per shape, the index of its class
         pods_at = self.dim_index[PODS_RESOURCE]
         for pod in self.pending:
             sig = class_signature(pod, label_keys)
             cls = by_signature.get(sig)
             if cls is None:
-                osig = options_signature(pod)
-                okey = by_options.get(osig)
-                if okey is None:
-                    okey = by_options[osig] = self._add_option_set(pod)
-                cls = PodClass(len(self.classes), pod, self.option_terms[okey], okey)
-                cls.options = self.option_sets[okey]
-                cls.option_ids = self.option_id_sets[okey]
-                by_signature[sig] = cls
-                self.classes.append(cls)
+                cls = by_signature[sig] = self._add_class(pod, by_options)
+                shapes_of.append({})
             requests = tuple(pod.requests.items())
             number = numbers.get(requests)
             if number is None:
@@ -155,26 +150,39 @@ class RoundIndex:
                 number = numbers[requests] = by_demand.setdefault(demand, len(demands))
                 if number == len(demands):
                     demands.append(demand)
-            shape = by_shape.get((cls.index, number))
+            of_class = shapes_of[cls.index]
+            shape = of_class.get(number)
             if shape is None:
-                shape = Shape(len(self.shapes), cls, _NO_DEMAND, [], gang=gang_key(pod))
-                by_shape[cls.index, number] = shape
-                self.shapes.append(shape)
+                shape = of_class[number] = Shape(len(shapes), cls, _NO_DEMAND, [], gang=gang_key(pod))
+                shapes.append(shape)
                 self.shape_demands.append(number)
+                self.shape_classes.append(cls.index)
             shape.pods.append(pod)
             cls.left += 1
         self.demands: Vector = np.array(demands, dtype=np.float64).reshape(len(demands), len(self.dims))
         rows = list(self.demands)
-        for shape, number in zip(self.shapes, self.shape_demands, strict=True):
+        for shape, number in zip(shapes, self.shape_demands, strict=True):
             shape.demand = rows[number]
-        if self.shapes:
+        if shapes:
             # Each class's elementwise minimum over its shapes: shapes in class order, reduced per class.
-            of_class = np.fromiter((s.cls.index for s in self.shapes), dtype=np.int64, count=len(self.shapes))
-            by_class = np.argsort(of_class, kind="stable")
-            starts = np.flatnonzero(np.r_[True, np.diff(of_class[by_class]) != 0])
+            by_class = np.argsort(self.shape_classes, kind="stable")
+            in_order = np.asarray(self.shape_classes)[by_class]
+            starts = np.flatnonzero(np.r_[True, in_order[1:] != in_order[:-1]])
             lows = np.minimum.reduceat(self.demands[np.asarray(self.shape_demands)[by_class]], starts)
-            for low, first in zip(lows, starts.tolist(), strict=True):
-                self.classes[int(of_class[by_class[first]])].min_demand = low
+            for low, index in zip(lows, in_order[starts].tolist(), strict=True):
+                self.classes[index].min_demand = low
+
+    def _add_class(self, pod: Pod, by_options: dict[tuple[object, ...], int]) -> PodClass:
+        """A new class for pods constrained like `pod` (`by_options`: options signature -> key)."""
+        osig = options_signature(pod)
+        okey = by_options.get(osig)
+        if okey is None:
+            okey = by_options[osig] = self._add_option_set(pod)
+        cls = PodClass(len(self.classes), pod, self.option_terms[okey], okey)
+        cls.options = self.option_sets[okey]
+        cls.option_ids = self.option_id_sets[okey]
+        self.classes.append(cls)
+        return cls
 
     def demand_row(self, requests: dict[str, int], pods_at: int) -> tuple[float, ...]:
         """`vector(requests, pods=1)` as plain floats (`pods_at`: the position of the pods resource)."""
@@ -201,10 +209,10 @@ class RoundIndex:
         if not self.shapes:
             return
         ones = np.ones(len(self.dims))
-        caps = np.array(
-            [self.option_vectors[s.cls.options[0].index] if s.cls.options else ones for s in self.shapes]
-        )
-        demands = np.array([s.demand for s in self.shapes])
+        vectors = self.option_vectors
+        caps = np.array([vectors[c.options[0].index] if c.options else ones for c in self.classes])
+        caps = caps[self.shape_classes]
+        demands = self.demands[self.shape_demands]
         shares = np.where(caps > 0, demands / np.maximum(caps, EPS), 0.0)
         self.sizes.extend(shares.max(axis=1).tolist())
 

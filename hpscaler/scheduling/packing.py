@@ -10,6 +10,7 @@ fit) has a closed form, and a run gives the same sequence as placing one pod at 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -115,20 +116,22 @@ class Candidates:
     spent_seen: int = 0  # how far into `Packing.spent` `live` is current
 
 
-def demand_groups(shapes: list[Shape], width: int) -> Vector:
-    """Number the distinct demands of the shapes outside gangs (sets `Shape.group`); their demand rows."""
-    index: dict[tuple[float, ...], int] = {}
-    rows: list[Vector] = []
-    for shape in shapes:
+def demand_groups(shapes: list[Shape], demands: Vector, numbers: Sequence[int]) -> Vector:
+    """Number the distinct demands of the shapes outside gangs (sets `Shape.group`); their demand rows.
+
+    `numbers[i]` is the row of `demands` that is the demand of `shapes[i]` (equal demands share a row).
+    """
+    group_of: dict[int, int] = {}
+    rows: list[int] = []
+    for shape, number in zip(shapes, numbers, strict=True):
         if shape.gang:
             continue
-        key = tuple(shape.demand.tolist())
-        group = index.get(key)
+        group = group_of.get(number)
         if group is None:
-            group = index[key] = len(rows)
-            rows.append(shape.demand)
+            group = group_of[number] = len(rows)
+            rows.append(number)
         shape.group = group
-    return np.array(rows) if rows else np.zeros((0, width))
+    return demands[rows] if rows else np.zeros((0, demands.shape[1]))
 
 
 def choose_run(demand: Vector, residual: Vector, scale: Vector) -> tuple[int, int]:

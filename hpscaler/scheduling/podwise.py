@@ -138,6 +138,7 @@ class BestFit:
         self.shut_mask: dict[int, npt.NDArray[np.bool_]] = {}
         self.unshut: dict[int, set[int]] = {}
         self.unshut_upto: dict[int, int] = {}  # targets before this one are in `unshut` unless shut
+        self.unmasked: dict[int, list[int]] = {}  # targets shut and not yet in `shut_mask`
 
     def domain(self, target: Target) -> int:
         """The number of `target`'s topology domains."""
@@ -272,8 +273,9 @@ class BestFit:
             self.shut_mask[cls.index] = np.zeros(self.capacity, dtype=bool)
             self.unshut[cls.index] = set(range(len(self.targets)))
             self.unshut_upto[cls.index] = len(self.targets)
+            self.unmasked[cls.index] = []
         shut.add(at)
-        self.shut_mask[cls.index][at] = True
+        self.unmasked[cls.index].append(at)
         self.unshut[cls.index].discard(at)
 
     def _park(self, cls: PodClass, closed: list[int]) -> None:
@@ -291,6 +293,10 @@ class BestFit:
         fit = self._admitting_array(cls).copy()
         shut = self.shut_mask.get(cls.index)
         if shut is not None:
+            unmasked = self.unmasked[cls.index]
+            if unmasked:
+                shut[unmasked] = True
+                unmasked.clear()
             fit &= ~shut
         # Resource by resource over contiguous rows: numpy's `all(axis=1)` on a narrow matrix is slower.
         for dim, need in enumerate(shape.demand.tolist()):

@@ -68,9 +68,16 @@ class OptionTable:
         if not self.blocks or not len(demands):
             return
         start, end = self.blocks[0]
-        alloc = self.alloc[start:end]
-        usable = self.usable[start:end]
-        price = self.price[start:end]
+        # Usable options only, and of options alike (allocatable and price; e.g. one type in two zones)
+        # the first, which ranks before the others for every demand.
+        usable = np.flatnonzero(self.usable[start:end]) + start
+        table = np.column_stack((self.alloc[usable], self.price[usable]))
+        keep = usable[np.sort(np.unique(table, axis=0, return_index=True)[1])]
+        if not len(keep):
+            self._first.update((key, -1) for key in map(tuple, demands.tolist()))
+            return
+        alloc = self.alloc[keep]
+        price = self.price[keep]
         columns = np.ascontiguousarray(alloc.T)  # per resource, every option's allocatable
         room = columns + EPS
         rows = max(1, _BATCH // max(1, len(alloc)))  # bound the (demands x options) temporaries
@@ -79,7 +86,7 @@ class OptionTable:
             asks = np.ascontiguousarray(demand.T)[:, :, None]  # per resource, a column of the demands
             # As `_rank`, resource by resource (a reduction over a short last axis is slow): the options
             # that hold the demand, and pods per node by the resources asked for (none: one pod per node).
-            holds = np.broadcast_to(usable, (len(demand), len(alloc))).copy()
+            holds = np.ones((len(demand), len(alloc)), dtype=bool)
             fewest = np.full(holds.shape, np.inf)
             for dim, ask in enumerate(asks):
                 holds &= ask <= room[dim]
@@ -94,7 +101,7 @@ class OptionTable:
             cost = np.where(holds, price / per_node, np.inf)
             best = cost.argmin(axis=1)
             found = holds[np.arange(len(demand)), best]
-            firsts = np.where(found, best + start, -1).tolist()
+            firsts = np.where(found, keep[best], -1).tolist()
             for key, first in zip(map(tuple, demand.tolist()), firsts, strict=True):
                 self._first[key] = first
 
