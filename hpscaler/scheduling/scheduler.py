@@ -153,19 +153,22 @@ class _Solver:
         index = self.index
         by_key: dict[int, set[int]] = {}
         for shape in order:
-            by_key.setdefault(shape.cls.options_key, set()).add(shape.group)
+            if shape.remaining > 0:
+                by_key.setdefault(shape.cls.options_key, set()).add(shape.group)
         for key, groups in by_key.items():  # nearly every demand opens at most one node: rank them at once
             index.option_table(key).prepare(index.group_demand[sorted(groups)])
-        dim = dominant_dim(order, np.array(self.index.option_vectors), self.index.group_demand)
-        fitter = BestFit(self.index, packing.new_bins, None, dim)
+        dim = dominant_dim(order, np.array(index.option_vectors), index.group_demand)
+        fitter = BestFit(index, packing.new_bins, None, dim)
+        best, placed, targets = fitter.best, fitter.placed, fitter.targets
         while order:
             progress = False
             for shape in order:
-                while shape.remaining > 0:
-                    at = fitter.best(shape)
+                pods = shape.pods
+                while shape.next < len(pods):
+                    at = best(shape)
                     if at is not None:
-                        packing.place(shape, fitter.targets[at])
-                        fitter.placed(at)
+                        packing.place(shape, targets[at])
+                        placed(at)
                     elif self.filler.place_on_parked(shape):
                         fitter.refresh()  # the parked node may be one of the fitter's, and was filled
                     else:
