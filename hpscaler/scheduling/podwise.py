@@ -20,7 +20,7 @@ the fill parks them, so `Filler.place_on_parked` can reopen them once new nodes 
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
@@ -109,19 +109,21 @@ class BestFit:
         self.targets = list(targets)
         self.verdicts = verdicts  # None: targets topology closes are not parked
         self.dim = dim
-        # What each target has left: rows of plain floats for the walk, and `(room on dim, position)`
-        # sorted, kept in step as pods are placed (`placed`).
-        self.rows = [t.residual.tolist() for t in self.targets]
-        self.order = sorted((row[dim], i) for i, row in enumerate(self.rows))
+        # What each target has left, as rows of plain floats for the walk, and the targets' positions by
+        # room left on `dim` (then position) with those rooms, kept in step as pods are placed (`placed`).
+        self.rows: list[list[float]] = []
+        self.positions: list[int] = []
+        self.rooms: list[float] = []
+        self.stale: set[int] = set()  # targets whose column of `free` is behind `rows`
+        self.refresh()
         # Per demand group, the least a target must have left of each resource to hold one pod of it; the
         # resources but `dim`, which the walk checks target by target.
         self.least = least_rows(index.group_demand).tolist()
         self.others = [d for d in range(len(index.dims)) if d != dim]
-        # The same as a matrix, one row per resource, for `_search`: columns in `stale` are behind `rows`.
+        # The same as a matrix, one row per resource, for `_search`.
         # Arrays over the targets have room for `capacity` of them, so a new node is added in place.
         self.capacity = max(16, len(self.targets))
         self.free = np.zeros((len(index.dims), self.capacity))
-        self.stale: set[int] = set(range(len(self.targets)))
         # Options key -> whether each target admits its classes, as a list and an array (for `_search`).
         self.admitting: dict[int, list[bool]] = {}
         self.admitting_array: dict[int, npt.NDArray[np.bool_]] = {}
@@ -139,6 +141,7 @@ class BestFit:
         self.unshut: dict[int, set[int]] = {}
         self.unshut_upto: dict[int, int] = {}  # targets before this one are in `unshut` unless shut
         self.unmasked: dict[int, list[int]] = {}  # targets shut and not yet in `shut_mask`
+        self.constrained: dict[int, bool] = {}  # class index -> whether it has topology checks
 
     def domain(self, target: Target) -> int:
         """The number of `target`'s topology domains."""
@@ -157,7 +160,7 @@ class BestFit:
         self.targets.append(target)
         row = target.residual.tolist()
         self.rows.append(row)
-        insort(self.order, (row[self.dim], at))
+        self._list(row[self.dim], at)
         self.stale.add(at)
         number = self.domain(target)
         self.domain_list.append(number)
@@ -166,7 +169,9 @@ class BestFit:
     def refresh(self) -> None:
         """Take in what every target has left (after placements made without `placed`)."""
         self.rows = [t.residual.tolist() for t in self.targets]
-        self.order = sorted((row[self.dim], i) for i, row in enumerate(self.rows))
+        order = sorted((row[self.dim], i) for i, row in enumerate(self.rows))
+        self.rooms = [room for room, _ in order]
+        self.positions = [at for _, at in order]
         self.stale.update(range(len(self.targets)))
 
     def placed(self, at: int) -> None:
@@ -175,10 +180,27 @@ class BestFit:
         before = self.rows[at][dim]
         row = self.rows[at] = self.targets[at].residual.tolist()
         if row[dim] != before:
-            order = self.order
-            del order[bisect_left(order, (before, at))]
-            insort(order, (row[dim], at))
+            self._unlist(before, at)
+            self._list(row[dim], at)
         self.stale.add(at)
+
+    def _list(self, room: float, at: int) -> None:
+        """Put the target at `at`, with `room` left on `dim`, in its place in `positions` and `rooms`."""
+        rooms, positions = self.rooms, self.positions
+        i = bisect_left(rooms, room)
+        while i < len(rooms) and rooms[i] == room and positions[i] < at:
+            i += 1
+        rooms.insert(i, room)
+        positions.insert(i, at)
+
+    def _unlist(self, room: float, at: int) -> None:
+        """Take the target at `at`, listed with `room`, out of `positions` and `rooms`."""
+        rooms, positions = self.rooms, self.positions
+        i = bisect_left(rooms, room)
+        while positions[i] != at:
+            i += 1
+        del rooms[i]
+        del positions[i]
 
     def admits(self, cls: PodClass) -> list[bool]:
         """Whether each target admits `cls` (labels, taints)."""
@@ -199,7 +221,7 @@ class BestFit:
         if not n:
             return None
         cls = shape.cls
-        least = self.least[shape.group] if shape.group >= 0 else least_rows(shape.demand[None, :])[0]
+        least = self.least[shape.group] if shape.group >= 0 else least_rows(shape.demand[None, :])[0].tolist()
         low = least[self.dim]
         admit = self.admitting.get(cls.options_key)
         if admit is None or len(admit) < n:
@@ -208,17 +230,18 @@ class BestFit:
         candidates = None if shut is None else self._open_candidates(cls, low)
         walked_off = False  # whether targets past the `WALK` walked are left
         if candidates is None:
-            order = self.order
-            start = bisect_left(order, (low,))
-            candidates = order[start : start + WALK]
+            start = bisect_left(self.rooms, low)
+            candidates = self.positions[start : start + WALK]
             walked_off = start + WALK < n
         rows = self.rows
         others = self.others
         checks = cls.topology
-        constrained = checks.constrained
+        constrained = self.constrained.get(cls.index)
+        if constrained is None:
+            constrained = self.constrained[cls.index] = checks.constrained
         verdicts: dict[int, bool] = {}  # per topology domains, when the checks ignore the hostname
         closed: list[int] = []  # targets with room that topology closes to the class
-        for _, at in candidates:
+        for at in candidates:
             if not admit[at] or (shut is not None and at in shut):
                 continue
             row = rows[at]
@@ -245,9 +268,9 @@ class BestFit:
         self._park(cls, closed)
         return None
 
-    def _open_candidates(self, cls: PodClass, low: float) -> list[tuple[float, int]] | None:
-        """For a class whose topology has closed all but a few targets for good, those with room `low` or
-        more on the dominant resource, least room first (None: walk the sorted targets)."""
+    def _open_candidates(self, cls: PodClass, low: float) -> list[int] | None:
+        """For a class whose topology has closed all but a few targets for good, the positions of those
+        with room `low` or more on the dominant resource, least room first (None: walk them all)."""
         unshut = self.unshut.get(cls.index)
         if unshut is None:
             return None
@@ -259,7 +282,8 @@ class BestFit:
             return None
         rows = self.rows
         dim = self.dim
-        return sorted((room, at) for at in unshut if (room := rows[at][dim]) >= low)
+        listed = sorted((rows[at][dim], at) for at in unshut)
+        return [at for room, at in listed if room >= low]
 
     def _close(self, cls: PodClass, at: int, closed: list[int]) -> None:
         """Note that the class's topology closes the target at `at` (a check that reads the hostname):
