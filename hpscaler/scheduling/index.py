@@ -247,17 +247,18 @@ class RoundIndex:
         return found
 
     def _group_classes(self) -> tuple[npt.NDArray[np.int64], dict[int, set[int]]]:
+        groups = np.fromiter((s.group for s in self.shapes), dtype=np.int64, count=len(self.shapes))
+        classes = np.asarray(self.shape_classes, dtype=np.int64)
+        grouped = groups >= 0
+        count = np.bincount(groups[grouped], minlength=len(self.group_demand))
         single = np.full(len(self.group_demand), -1, dtype=np.int64)
-        count = np.zeros(len(self.group_demand), dtype=np.int64)
-        for shape in self.shapes:
-            if shape.group >= 0:
-                count[shape.group] += 1
-                single[shape.group] = shape.cls.index
+        single[groups[grouped]] = classes[grouped]  # kept only where the group has one shape
         single[count != 1] = -1
         multi: dict[int, set[int]] = {}
-        for shape in self.shapes:
-            if shape.group >= 0 and count[shape.group] > 1:
-                multi.setdefault(shape.cls.index, set()).add(shape.group)
+        shared = grouped.copy()
+        shared[grouped] = count[groups[grouped]] > 1
+        for cls, group in zip(classes[shared].tolist(), groups[shared].tolist(), strict=True):
+            multi.setdefault(cls, set()).add(group)
         return single, multi
 
     def compile_topology(self, domains: DomainsOf) -> None:

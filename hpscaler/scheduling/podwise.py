@@ -50,7 +50,7 @@ def dominant_dim(shapes: Sequence[Shape], residuals: Vector, demand: Vector) -> 
     """The resource the pending pods ask the most of, relative to what the targets have left (`demand`:
     the round's demand groups, which the shapes are in)."""
     groups = np.fromiter((s.group for s in shapes), dtype=np.int64, count=len(shapes))
-    remaining = np.fromiter((s.remaining for s in shapes), dtype=np.float64, count=len(shapes))
+    remaining = np.fromiter((len(s.pods) - s.next for s in shapes), dtype=np.float64, count=len(shapes))
     asked = (demand[groups] * remaining[:, None]).sum(axis=0)
     free = residuals.sum(axis=0)
     share = np.where(free > 0, asked / np.maximum(free, EPS), 0.0)
@@ -131,6 +131,7 @@ class BestFit:
         # Targets in the same topology domains (all keys but the hostname) get one verdict from a class
         # whose checks ignore the hostname.
         self.numbers: dict[tuple[str | None, ...], int] = {}
+        self.signature_domains: dict[int, int] = {}
         self.domain_list = [self.domain(t) for t in self.targets]
         self.domains = np.zeros(self.capacity, dtype=np.int64)
         self.domains[: len(self.targets)] = self.domain_list
@@ -144,9 +145,14 @@ class BestFit:
         self.constrained: dict[int, bool] = {}  # class index -> whether it has topology checks
 
     def domain(self, target: Target) -> int:
-        """The number of `target`'s topology domains."""
-        values = tuple(target.labels.get(k) for k in self.index.topology_keys)
-        return self.numbers.setdefault(values, len(self.numbers))
+        """The number of `target`'s topology domains (targets of one signature share them)."""
+        number = self.signature_domains.get(target.signature)
+        if number is None:
+            values = tuple(target.labels.get(k) for k in self.index.topology_keys)
+            number = self.signature_domains[target.signature] = self.numbers.setdefault(
+                values, len(self.numbers)
+            )
+        return number
 
     def append(self, target: Target) -> None:
         """Add a target (a new node just opened)."""

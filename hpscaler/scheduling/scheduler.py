@@ -153,7 +153,7 @@ class _Solver:
         index = self.index
         by_key: dict[int, set[int]] = {}
         for shape in order:
-            if shape.remaining > 0:
+            if shape.next < len(shape.pods):
                 by_key.setdefault(shape.cls.options_key, set()).add(shape.group)
         for key, groups in by_key.items():  # nearly every demand opens at most one node: rank them at once
             index.option_table(key).prepare(index.group_demand[sorted(groups)])
