@@ -17,7 +17,7 @@ from hpscaler.model import CapacityType
 from hpscaler.scheduling.options import ON_DEMAND_TIER, SPOT_TIER, Option
 from hpscaler.scheduling.packing import EPS, Vector
 
-_BATCH = 1 << 18  # elements of the largest temporary `OptionTable.prepare` makes
+_BATCH = 1 << 16  # elements of a temporary of `OptionTable.prepare` (demands x options)
 
 
 class OptionTable:
@@ -80,30 +80,36 @@ class OptionTable:
         price = self.price[keep]
         columns = np.ascontiguousarray(alloc.T)  # per resource, every option's allocatable
         room = columns + EPS
-        rows = max(1, _BATCH // max(1, len(alloc)))  # bound the (demands x options) temporaries
+        rows = max(1, _BATCH // len(alloc))  # bound the (demands x options) temporaries
         for top in range(0, len(demands), rows):
             demand = demands[top : top + rows]
             asks = np.ascontiguousarray(demand.T)[:, :, None]  # per resource, a column of the demands
-            # As `_rank`, resource by resource (a reduction over a short last axis is slow): the options
-            # that hold the demand, and pods per node by the resources asked for (none: one pod per node).
-            holds = np.ones((len(demand), len(alloc)), dtype=bool)
-            fewest = np.full(holds.shape, np.inf)
+            # As `_rank`, resource by resource (a reduction over a short last axis is slow), in place: the
+            # options that do not hold the demand, and pods per node by the resources asked for.
+            short = np.zeros((len(demand), len(alloc)), dtype=bool)
+            fewest = np.full(short.shape, np.inf)
+            ratio = np.empty(short.shape)
             for dim, ask in enumerate(asks):
-                holds &= ask <= room[dim]
+                short |= ask > room[dim]
                 asked = ask > 0
                 if asked.all():
-                    np.minimum(fewest, columns[dim] / ask, out=fewest)
+                    np.divide(columns[dim], ask, out=ratio)
                 elif asked.any():
-                    ratio = columns[dim] / np.where(asked, ask, 1.0)
-                    np.minimum(fewest, np.where(asked, ratio, np.inf), out=fewest)
-            per_node = np.maximum(1.0, np.floor(fewest))
-            per_node[np.isinf(fewest)] = 1.0
-            cost = np.where(holds, price / per_node, np.inf)
+                    np.divide(columns[dim], np.where(asked, ask, 1.0), out=ratio)
+                    ratio[~asked[:, 0]] = np.inf
+                else:
+                    continue
+                np.minimum(fewest, ratio, out=fewest)
+            unasked = np.isinf(fewest[:, 0])  # asks for no resource: one pod per node
+            np.floor(fewest, out=fewest)
+            np.maximum(fewest, 1.0, out=fewest)
+            fewest[unasked] = 1.0
+            cost = np.divide(price, fewest, out=fewest)
+            cost[short] = np.inf
             best = cost.argmin(axis=1)
-            found = holds[np.arange(len(demand)), best]
+            found = ~short[np.arange(len(demand)), best]
             firsts = np.where(found, keep[best], -1).tolist()
-            for key, first in zip(map(tuple, demand.tolist()), firsts, strict=True):
-                self._first[key] = first
+            self._first.update(zip(map(tuple, demand.tolist()), firsts, strict=True))
 
     def ranked(self, demand: Vector) -> Iterator[Option]:
         """Usable options that can hold one pod of `demand`, best first (the order is cached per demand)."""

@@ -16,10 +16,11 @@ def gang_key(pod: Pod) -> str:
 
 def class_signature(pod: Pod, label_keys: frozenset[str]) -> tuple[object, ...]:
     """What tells two pods apart for the scheduler: pods with equal signatures form one class."""
+    labels, selector = pod.labels, pod.node_selector  # called per pending pod: no work for empty ones
     return (
         pod.namespace,
-        tuple(sorted((k, v) for k, v in pod.labels.items() if k in label_keys)),
-        tuple(sorted(pod.node_selector.items())),
+        tuple(sorted([item for item in labels.items() if item[0] in label_keys])) if labels else (),
+        tuple(sorted(selector.items())) if selector else (),
         pod.node_affinity,
         pod.tolerations,
         pod.avoids_prefer_no_schedule,
@@ -27,7 +28,7 @@ def class_signature(pod: Pod, label_keys: frozenset[str]) -> tuple[object, ...]:
         pod.pod_affinity,
         pod.pod_anti_affinity,
         pod.preferred_pod_anti_affinity,
-        gang_key(pod),
+        gang_key(pod) if pod.gang is not None else "",
     )
 
 
