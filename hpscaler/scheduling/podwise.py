@@ -228,23 +228,32 @@ class BestFit:
             return None
         cls = shape.cls
         least = self.least[shape.group] if shape.group >= 0 else least_rows(shape.demand[None, :])[0].tolist()
-        low = least[self.dim]
         admit = self.admitting.get(cls.options_key)
         if admit is None or len(admit) < n:
             admit = self.admits(cls)
         shut = self.shut.get(cls.index)
-        candidates = None if shut is None else self._open_candidates(cls, low)
+        candidates = None if shut is None else self._open_candidates(cls, least[self.dim])
         walked_off = False  # whether targets past the `WALK` walked are left
         if candidates is None:
-            start = bisect_left(self.rooms, low)
+            start = bisect_left(self.rooms, least[self.dim])
             candidates = self.positions[start : start + WALK]
             walked_off = start + WALK < n
         rows = self.rows
         others = self.others
-        checks = cls.topology
         constrained = self.constrained.get(cls.index)
         if constrained is None:
-            constrained = self.constrained[cls.index] = checks.constrained
+            constrained = self.constrained[cls.index] = cls.topology.constrained
+        if not constrained:
+            for at in candidates:
+                if admit[at]:
+                    row = rows[at]
+                    for d in others:
+                        if row[d] < least[d]:
+                            break
+                    else:  # it holds the pod on every resource
+                        return at
+            return self._search(shape, []) if walked_off else None
+        checks = cls.topology
         verdicts: dict[int, bool] = {}  # per topology domains, when the checks ignore the hostname
         closed: list[int] = []  # targets with room that topology closes to the class
         for at in candidates:
@@ -255,8 +264,6 @@ class BestFit:
                 if row[d] < least[d]:
                     break
             else:  # it holds the pod on every resource
-                if not constrained:
-                    return at
                 if checks.host_keyed:
                     if topo.allowed(checks, self.targets[at].labels):
                         return at
