@@ -125,41 +125,11 @@ class RoundIndex:
 
     def _build_classes(self) -> None:
         """Group the pending pods into classes and shapes; set each class's smallest demand."""
-        label_keys = self.topology.selector_keys()
-        by_signature: dict[tuple[object, ...], PodClass] = {}
-        by_options: dict[tuple[object, ...], int] = {}
-        shapes_of: list[dict[int, Shape]] = []  # per class, its shapes by the number of their demand
-        # Requests -> the number of their demand (equal demands, one number), and each number's demand.
-        numbers: dict[tuple[tuple[str, int], ...], int] = {}
-        by_demand: dict[tuple[float, ...], int] = {}
-        demands: list[tuple[float, ...]] = []
+        if not self._group_pods(by_value=False):
+            # Equal demands written as different requests (another key order, an explicit zero): group
+            # the pods by the demand's value instead, which costs a row of floats per pod.
+            self._group_pods(by_value=True)
         shapes = self.shapes
-        self.shape_demands: list[int] = []  # per shape, the number of its demand
-        self.shape_classes: list[int] = []  # per shape, the index of its class
-        pods_at = self.dim_index[PODS_RESOURCE]
-        for pod in self.pending:
-            sig = class_signature(pod, label_keys)
-            cls = by_signature.get(sig)
-            if cls is None:
-                cls = by_signature[sig] = self._add_class(pod, by_options)
-                shapes_of.append({})
-            requests = tuple(pod.requests.items())
-            number = numbers.get(requests)
-            if number is None:
-                demand = self.demand_row(pod.requests, pods_at)
-                number = numbers[requests] = by_demand.setdefault(demand, len(demands))
-                if number == len(demands):
-                    demands.append(demand)
-            of_class = shapes_of[cls.index]
-            shape = of_class.get(number)
-            if shape is None:
-                shape = of_class[number] = Shape(len(shapes), cls, _NO_DEMAND, [], gang=gang_key(pod))
-                shapes.append(shape)
-                self.shape_demands.append(number)
-                self.shape_classes.append(cls.index)
-            shape.pods.append(pod)
-            cls.left += 1
-        self.demands: Vector = np.array(demands, dtype=np.float64).reshape(len(demands), len(self.dims))
         rows = list(self.demands)
         for shape, number in zip(shapes, self.shape_demands, strict=True):
             shape.demand = rows[number]
@@ -171,6 +141,49 @@ class RoundIndex:
             lows = np.minimum.reduceat(self.demands[np.asarray(self.shape_demands)[by_class]], starts)
             for low, index in zip(lows, in_order[starts].tolist(), strict=True):
                 self.classes[index].min_demand = low
+
+    def _group_pods(self, by_value: bool) -> bool:
+        """Group the pending pods into classes, and each class's pods into shapes by their requests (or
+        with `by_value`, by their demand's value); number the distinct demands (`demands`). False if two
+        shapes of a class have equal demands (the caller groups by value then)."""
+        self.classes, self.shapes = [], []
+        self.option_sets, self.option_id_sets, self.option_terms = [], [], []
+        label_keys = self.topology.selector_keys()
+        by_signature: dict[tuple[object, ...], PodClass] = {}
+        by_options: dict[tuple[object, ...], int] = {}
+        shapes_of: list[dict[int, Shape]] = []  # per class, its shapes by the number of their demand
+        numbers: dict[tuple[object, ...], int] = {}  # requests (or demand) -> the number of the demand
+        requests_of: list[dict[str, int]] = []  # per number, the requests of its first pod
+        shapes = self.shapes
+        self.shape_demands: list[int] = []  # per shape, the number of its demand
+        self.shape_classes: list[int] = []  # per shape, the index of its class
+        pods_at = self.dim_index[PODS_RESOURCE]
+        for pod in self.pending:
+            sig = class_signature(pod, label_keys)
+            cls = by_signature.get(sig)
+            if cls is None:
+                cls = by_signature[sig] = self._add_class(pod, by_options)
+                shapes_of.append({})
+            requests = pod.requests
+            key = self.demand_row(requests, pods_at) if by_value else tuple(requests.items())
+            number = numbers.get(key)
+            if number is None:
+                number = numbers[key] = len(requests_of)
+                requests_of.append(requests)
+            of_class = shapes_of[cls.index]
+            shape = of_class.get(number)
+            if shape is None:
+                shape = of_class[number] = Shape(len(shapes), cls, _NO_DEMAND, [], gang=gang_key(pod))
+                shapes.append(shape)
+                self.shape_demands.append(number)
+                self.shape_classes.append(cls.index)
+            shape.pods.append(pod)
+            cls.left += 1
+        # The demands as a matrix, a column per resource at once (as `vector(requests, pods=1)`).
+        columns = [[requests.get(name, 0) for requests in requests_of] for name in self.dims]
+        self.demands: Vector = np.array(columns, dtype=np.float64).reshape(len(self.dims), -1).T.copy()
+        self.demands[:, pods_at] += 1
+        return by_value or _distinct_rows(self.demands)
 
     def _add_class(self, pod: Pod, by_options: dict[tuple[object, ...], int]) -> PodClass:
         """A new class for pods constrained like `pod` (`by_options`: options signature -> key)."""
@@ -366,6 +379,14 @@ class RoundIndex:
         """Per demand group, the class of its only shape (-1: it has several); and per class, the
         groups of several shapes it has a shape in."""
         return self._single_class, self._class_groups
+
+
+def _distinct_rows(matrix: Vector) -> bool:
+    """Whether no two rows of `matrix` are equal."""
+    if len(matrix) < 2:
+        return True
+    ordered = matrix[np.lexsort(matrix.T[::-1])]
+    return bool((ordered[1:] != ordered[:-1]).any(axis=1).all())
 
 
 def compatible_options(options: list[Option], pod: Pod, terms: tuple[KeySets, ...]) -> list[Option]:
