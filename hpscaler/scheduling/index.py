@@ -93,6 +93,9 @@ class RoundIndex:
             self.signature_targets[option.index] = option
         self._single_class, self._class_groups = self._group_classes()
         self._watchers: dict[int, list[int]] = {}  # filled by `compile_topology`
+        # Per class, the classes whose checks read a count a pod of the class changes, with repeats, in
+        # the order of its groups (what `Packing.note_change` records); set by `compile_topology`.
+        self.notified: list[tuple[int, ...]] = [()] * len(self.classes)
         # Caches (memos of the inputs above).
         self._option_tables: dict[int, OptionTable] = {}
         self._compat: dict[tuple[int, int], bool] = {}
@@ -115,7 +118,8 @@ class RoundIndex:
 
     def _register_pods(self) -> None:
         for pod in self.pending:
-            self.topology.register(pod)
+            if pod.topology_spread or pod.pod_affinity or pod.pod_anti_affinity:  # else nothing to register
+                self.topology.register(pod)
         for node in self.inp.nodes:
             for pod in node.pods:
                 self.topology.register(pod)
@@ -285,6 +289,11 @@ class RoundIndex:
         for cls in self.classes:
             for group in cls.topology.watched:
                 self._watchers.setdefault(id(group), []).append(cls.index)
+        watchers = self._watchers
+        self.notified = [
+            tuple(c for g in (*cls.topology.increments, *cls.topology.owns) for c in watchers.get(id(g), ()))
+            for cls in self.classes
+        ]
 
     # -- lookups --------------------------------------------------------------------------------
 

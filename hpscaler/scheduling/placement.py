@@ -38,10 +38,12 @@ class Packing:
         self.taken_names: set[str] = set()
         self.usage: dict[str, dict[str, int]] = {}
         self.unschedulable: list[Unschedulable] = []
-        self.group_left: npt.NDArray[np.int64] = np.zeros(len(index.group_demand), dtype=np.int64)
-        for shape in index.shapes:
-            if shape.group >= 0:
-                self.group_left[shape.group] += shape.remaining
+        grouped = [(s.group, s.remaining) for s in index.shapes if s.group >= 0]
+        self.group_left: npt.NDArray[np.int64] = np.bincount(
+            np.array([g for g, _ in grouped], dtype=np.int64),
+            np.array([n for _, n in grouped], dtype=np.float64),
+            minlength=len(index.group_demand),
+        ).astype(np.int64)
         self.spent: list[int] = []  # classes placed in full, in order (a rollback may give one pods again)
         # Classes whose checks read a count that changed, in order (see `verdicts`).
         self.changed: list[int] = []
@@ -119,11 +121,9 @@ class Packing:
 
     def note_change(self, cls: PodClass) -> None:
         """Record that the counts `cls` changes were changed: classes reading them may see new verdicts."""
-        checks = cls.topology
-        if checks.increments or checks.owns:
-            watchers = self.index.watchers()
-            for group in (*checks.increments, *checks.owns):
-                self.changed.extend(watchers.get(id(group), ()))
+        notified = self.index.notified[cls.index]
+        if notified:
+            self.changed.extend(notified)
 
     def fresh_name(self, group: str, number: int) -> str:
         """An unused hostname for a new node of `group`, numbered `number` or the next free number."""

@@ -182,7 +182,7 @@ class _Solver:
             if not progress:
                 return
             # What was placed may open domains (pod affinity, spread) to constrained pods left over.
-            order = [s for s in order if s.remaining > 0 and s.cls.topology.constrained]
+            order = [s for s in order if s.next < len(s.pods) and s.cls.topology.constrained]
 
     def open_and_fill(self, shape: Shape, option: Option) -> None:
         """Open a node of `option` for a pod of `shape` and fill it.
@@ -250,7 +250,7 @@ class _Solver:
             )
         index = self.index
         for shape in index.shapes:
-            if shape.remaining <= 0:
+            if shape.next >= len(shape.pods):
                 continue
             reason = explain_unschedulable(
                 shape.pods[shape.next], index.inp, index.options, shape.cls.options, packing.within_limits
