@@ -143,6 +143,7 @@ class BestFit:
         self.unshut_upto: dict[int, int] = {}  # targets before this one are in `unshut` unless shut
         self.unmasked: dict[int, list[int]] = {}  # targets shut and not yet in `shut_mask`
         self.constrained: dict[int, bool] = {}  # class index -> whether it has topology checks
+        self.lasting: dict[int, bool] = {}  # class index -> `lasting(its checks)`
 
     def domain(self, target: Target) -> int:
         """The number of `target`'s topology domains (targets of one signature share them)."""
@@ -185,9 +186,19 @@ class BestFit:
         dim = self.dim
         before = self.rows[at][dim]
         row = self.rows[at] = self.targets[at].residual.tolist()
-        if row[dim] != before:
-            self._unlist(before, at)
-            self._list(row[dim], at)
+        room = row[dim]
+        if room != before:
+            rooms, positions = self.rooms, self.positions
+            i = bisect_left(rooms, before)
+            while positions[i] != at:
+                i += 1
+            del rooms[i]
+            del positions[i]
+            i = bisect_left(rooms, room, 0, i if room < before else len(rooms))  # less room: not after
+            while i < len(rooms) and rooms[i] == room and positions[i] < at:
+                i += 1
+            rooms.insert(i, room)
+            positions.insert(i, at)
         self.stale.add(at)
 
     def _list(self, room: float, at: int) -> None:
@@ -198,15 +209,6 @@ class BestFit:
             i += 1
         rooms.insert(i, room)
         positions.insert(i, at)
-
-    def _unlist(self, room: float, at: int) -> None:
-        """Take the target at `at`, listed with `room`, out of `positions` and `rooms`."""
-        rooms, positions = self.rooms, self.positions
-        i = bisect_left(rooms, room)
-        while positions[i] != at:
-            i += 1
-        del rooms[i]
-        del positions[i]
 
     def admits(self, cls: PodClass) -> list[bool]:
         """Whether each target admits `cls` (labels, taints)."""
@@ -302,7 +304,10 @@ class BestFit:
         """Note that the class's topology closes the target at `at` (a check that reads the hostname):
         for the rest of the pass if its checks only count up (see `lasting`)."""
         closed.append(at)
-        if not lasting(cls.topology):
+        lasts = self.lasting.get(cls.index)
+        if lasts is None:
+            lasts = self.lasting[cls.index] = lasting(cls.topology)
+        if not lasts:
             return
         shut = self.shut.get(cls.index)
         if shut is None:
