@@ -30,7 +30,13 @@ from hpscaler.scheduling.options import Option, build_options
 from hpscaler.scheduling.packing import EPS, PodClass, Shape, Vector, demand_groups
 from hpscaler.scheduling.ranking import OptionTable
 from hpscaler.scheduling.requirements import KeySets, first_conflict, pod_terms, term_fits_labels
-from hpscaler.scheduling.signatures import class_signature, gang_key, node_target, options_signature
+from hpscaler.scheduling.signatures import (
+    constraints_signature,
+    gang_key,
+    label_signature,
+    node_target,
+    options_signature,
+)
 from hpscaler.scheduling.types import InFlightNode, SchedulingInput
 
 _PROBE_HOST = "\x00probe"  # hostname of a node that does not exist yet: an empty hostname domain
@@ -117,9 +123,19 @@ class RoundIndex:
     # -- building -------------------------------------------------------------------------------
 
     def _register_pods(self) -> None:
+        """Register the topology groups pods' constraints refer to; number the pending pods' distinct
+        constraints (`constraints_signature`), registering one pod of each: the others refer to the same
+        groups, and each group is still created at the first pod that refers to it."""
+        by_constraints: dict[tuple[object, ...], int] = {}
+        self.pod_constraints: list[int] = []  # per pending pod, the number of its constraints
         for pod in self.pending:
-            if pod.topology_spread or pod.pod_affinity or pod.pod_anti_affinity:  # else nothing to register
-                self.topology.register(pod)
+            key = constraints_signature(pod)
+            number = by_constraints.get(key)
+            if number is None:
+                number = by_constraints[key] = len(by_constraints)
+                if pod.topology_spread or pod.pod_affinity or pod.pod_anti_affinity:  # else nothing to do
+                    self.topology.register(pod)
+            self.pod_constraints.append(number)
         for node in self.inp.nodes:
             for pod in node.pods:
                 self.topology.register(pod)
@@ -153,7 +169,8 @@ class RoundIndex:
         self.classes, self.shapes = [], []
         self.option_sets, self.option_id_sets, self.option_terms = [], [], []
         label_keys = self.topology.selector_keys()
-        by_signature: dict[tuple[object, ...], PodClass] = {}
+        # (constraints number, labels) -> class: equal for pods of equal `class_signature`.
+        by_signature: dict[tuple[int, tuple[tuple[str, str], ...]], PodClass] = {}
         by_options: dict[tuple[object, ...], int] = {}
         shapes_of: list[dict[int, Shape]] = []  # per class, its shapes by the number of their demand
         numbers: dict[tuple[object, ...], int] = {}  # requests (or demand) -> the number of the demand
@@ -162,8 +179,9 @@ class RoundIndex:
         self.shape_demands: list[int] = []  # per shape, the number of its demand
         self.shape_classes: list[int] = []  # per shape, the index of its class
         pods_at = self.dim_index[PODS_RESOURCE]
-        for pod in self.pending:
-            sig = class_signature(pod, label_keys)
+        for pod, constraints in zip(self.pending, self.pod_constraints, strict=True):
+            labels = pod.labels
+            sig = (constraints, label_signature(pod, label_keys) if labels else ())
             cls = by_signature.get(sig)
             if cls is None:
                 cls = by_signature[sig] = self._add_class(pod, by_options)

@@ -16,10 +16,20 @@ def gang_key(pod: Pod) -> str:
 
 def class_signature(pod: Pod, label_keys: frozenset[str]) -> tuple[object, ...]:
     """What tells two pods apart for the scheduler: pods with equal signatures form one class."""
-    labels, selector = pod.labels, pod.node_selector  # called per pending pod: no work for empty ones
+    return (label_signature(pod, label_keys), constraints_signature(pod))
+
+
+def label_signature(pod: Pod, label_keys: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    """The pod's labels that some topology selector reads (`label_keys`), sorted."""
+    labels = pod.labels  # called per pending pod: no work for a pod without labels
+    return tuple(sorted([item for item in labels.items() if item[0] in label_keys])) if labels else ()
+
+
+def constraints_signature(pod: Pod) -> tuple[object, ...]:
+    """Everything of `class_signature` but the labels: the namespace and every scheduling constraint."""
+    selector = pod.node_selector
     return (
         pod.namespace,
-        tuple(sorted([item for item in labels.items() if item[0] in label_keys])) if labels else (),
         tuple(sorted(selector.items())) if selector else (),
         pod.node_affinity,
         pod.tolerations,
