@@ -258,8 +258,13 @@ class BestFit:
         checks = cls.topology
         verdicts: dict[int, bool] = {}  # per topology domains, when the checks ignore the hostname
         closed: list[int] = []  # targets with room that topology closes to the class
+        # Targets in domains found closed need no look when none are parked (there is nothing to note).
+        skip = self.verdicts is None and not checks.host_keyed
+        domains = self.domain_list
         for at in candidates:
             if not admit[at] or (shut is not None and at in shut):
+                continue
+            if skip and verdicts.get(domains[at]) is False:
                 continue
             row = rows[at]
             for d in others:
@@ -271,7 +276,7 @@ class BestFit:
                         return at
                     self._close(cls, at, closed)
                     continue
-                number = self.domain_list[at]
+                number = domains[at]
                 ok = verdicts.get(number)
                 if ok is None:
                     ok = verdicts[number] = topo.allowed(checks, self.targets[at].labels)

@@ -234,7 +234,8 @@ def allowed(topo: ClassTopology, labels: Mapping[str, str]) -> bool:
             if len(spread.domains) < spread.min_domains:
                 low = 0
             else:
-                low = min(group.counts.get(d, 0) for d in spread.domains)
+                counts = group.counts
+                low = min([counts.get(d, 0) for d in spread.domains])
         else:
             low = 0  # a new node can always open an empty hostname domain
         if after - low > spread.max_skew:
