@@ -30,23 +30,24 @@ class OptionTable:
     """
 
     def __init__(self, options: Sequence[Option], vectors: Sequence[Vector], usable: Sequence[bool]) -> None:
-        tier = [SPOT_TIER if o.capacity_type is CapacityType.SPOT else ON_DEMAND_TIER for o in options]
-        static = sorted(
-            range(len(options)),
-            key=lambda i: (
-                -options[i].node_pool.weight,
-                tier[i],
-                -options[i].score,
-                options[i].class_position,
-                options[i].index,
-            ),
-        )
+        spot = CapacityType.SPOT
+        keys = [
+            (
+                -o.node_pool.weight,
+                SPOT_TIER if o.capacity_type is spot else ON_DEMAND_TIER,
+                -o.score,
+                o.class_position,
+                o.index,
+            )
+            for o in options
+        ]
+        static = sorted(range(len(options)), key=keys.__getitem__)
         self.options = [options[i] for i in static]
         width = len(vectors[0]) if len(vectors) else 0
         self.alloc: Vector = np.array([vectors[o.index] for o in self.options]).reshape(len(static), width)
         self.usable = np.array([usable[i] for i in static], dtype=bool)
         self.price = np.array([o.price for o in self.options], dtype=np.float64)
-        heads = [(-o.node_pool.weight, tier[i], -o.score) for i, o in zip(static, self.options, strict=True)]
+        heads = [keys[i][:3] for i in static]
         self.blocks: list[tuple[int, int]] = []
         start = 0
         for end in range(1, len(static) + 1):
@@ -56,6 +57,7 @@ class OptionTable:
         self._ranked: dict[tuple[float, ...], list[list[int] | None]] = {}
         # Demand -> the position of its best option in the first block, -1 if none (see `prepare`).
         self._first: dict[tuple[float, ...], int] = {}
+        self._distinct: npt.NDArray[np.int64] | None = None  # the first block's options `prepare` ranks
 
     def prepare(self, demands: Vector) -> None:
         """Work out the best option of the first block for each row of `demands`, all rows at once.
@@ -67,12 +69,17 @@ class OptionTable:
         """
         if not self.blocks or not len(demands):
             return
-        start, end = self.blocks[0]
-        # Usable options only, and of options alike (allocatable and price; e.g. one type in two zones)
-        # the first, which ranks before the others for every demand.
-        usable = np.flatnonzero(self.usable[start:end]) + start
-        table = np.column_stack((self.alloc[usable], self.price[usable]))
-        keep = usable[np.sort(np.unique(table, axis=0, return_index=True)[1])]
+        if self._distinct is None:
+            start, end = self.blocks[0]
+            # Usable options only, and of options alike (allocatable and price; e.g. one type in two
+            # zones) the first, which ranks before the others for every demand.
+            usable = np.flatnonzero(self.usable[start:end]) + start
+            table = np.column_stack((self.alloc[usable], self.price[usable])).tolist()
+            alike: dict[tuple[float, ...], int] = {}
+            for position, row in zip(usable.tolist(), table, strict=True):
+                alike.setdefault(tuple(row), position)
+            self._distinct = np.array(list(alike.values()), dtype=np.int64)
+        keep = self._distinct
         if not len(keep):
             self._first.update((key, -1) for key in map(tuple, demands.tolist()))
             return

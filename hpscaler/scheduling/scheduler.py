@@ -151,12 +151,12 @@ class _Solver:
         `right_size` then launches each as the cheapest option that holds what it got."""
         packing = self.packing
         index = self.index
-        by_key: dict[int, set[int]] = {}
+        # Per class, its demand groups: ranked at once (`OptionTable.prepare`) once it opens a node (with
+        # pods of distinct sizes, a class that opens one opens several, each for another demand).
+        unranked: dict[int, list[int]] = {}
         for shape in order:
             if shape.next < len(shape.pods):
-                by_key.setdefault(shape.cls.options_key, set()).add(shape.group)
-        for key, groups in by_key.items():  # nearly every demand opens at most one node: rank them at once
-            index.option_table(key).prepare(index.group_demand[sorted(groups)])
+                unranked.setdefault(shape.cls.index, []).append(shape.group)
         dim = dominant_dim(order, np.array(index.option_vectors), index.group_demand)
         fitter = BestFit(index, packing.new_bins, None, dim)
         best, placed, targets = fitter.best, fitter.placed, fitter.targets
@@ -172,6 +172,9 @@ class _Solver:
                     elif self.filler.place_on_parked(shape):
                         fitter.refresh()  # the parked node may be one of the fitter's, and was filled
                     else:
+                        groups = unranked.pop(shape.cls.index, None)
+                        if groups is not None:
+                            index.option_table(shape.cls.options_key).prepare(index.group_demand[groups])
                         option = packing.best_option(shape)
                         if option is None:
                             break
