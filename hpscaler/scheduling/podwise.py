@@ -285,7 +285,8 @@ class BestFit:
                 closed.append(at)
         if walked_off:
             return self._search(shape, closed)
-        self._park(cls, closed)
+        if closed and self.verdicts is not None:
+            self._park(cls, closed)
         return None
 
     def _open_candidates(self, cls: PodClass, low: float) -> list[int] | None:
@@ -300,6 +301,8 @@ class BestFit:
             self.unshut_upto[cls.index] = len(self.targets)
         if len(unshut) > WALK:
             return None
+        if not unshut:
+            return []
         rows = self.rows
         dim = self.dim
         listed = sorted((rows[at][dim], at) for at in unshut)
