@@ -177,7 +177,7 @@ class RoundIndex:
         requests_of: list[dict[str, int]] = []  # per number, the requests of its first pod
         shapes = self.shapes
         self.shape_demands: list[int] = []  # per shape, the number of its demand
-        self.shape_classes: list[int] = []  # per shape, the index of its class
+        shape_classes: list[int] = []  # per shape, the index of its class
         pods_at = self.dim_index[PODS_RESOURCE]
         for pod, constraints in zip(self.pending, self.pod_constraints, strict=True):
             labels = pod.labels
@@ -198,13 +198,14 @@ class RoundIndex:
                 shape = of_class[number] = Shape(len(shapes), cls, _NO_DEMAND, [], gang=gang_key(pod))
                 shapes.append(shape)
                 self.shape_demands.append(number)
-                self.shape_classes.append(cls.index)
+                shape_classes.append(cls.index)
             shape.pods.append(pod)
             cls.left += 1
         # The demands as a matrix, a column per resource at once (as `vector(requests, pods=1)`).
         columns = [[requests.get(name, 0) for requests in requests_of] for name in self.dims]
         self.demands: Vector = np.array(columns, dtype=np.float64).reshape(len(self.dims), -1).T.copy()
         self.demands[:, pods_at] += 1
+        self.shape_classes = np.asarray(shape_classes, dtype=np.int64)  # per shape, its class's index
         return by_value or _distinct_rows(self.demands)
 
     def _add_class(self, pod: Pod, by_options: dict[tuple[object, ...], int]) -> PodClass:
@@ -241,6 +242,7 @@ class RoundIndex:
 
     def _size_shapes(self) -> None:
         """Per shape, its largest share of any resource of its best launch option (all shapes at once)."""
+        self.shape_sizes: Vector = np.zeros(0)  # `sizes` as an array
         if not self.shapes:
             return
         ones = np.ones(len(self.dims))
@@ -249,7 +251,8 @@ class RoundIndex:
         caps = caps[self.shape_classes]
         demands = self.demands[self.shape_demands]
         shares = np.where(caps > 0, demands / np.maximum(caps, EPS), 0.0)
-        self.sizes.extend(shares.max(axis=1).tolist())
+        self.shape_sizes = shares.max(axis=1)
+        self.sizes.extend(self.shape_sizes.tolist())
 
     def _index_nodes(self) -> None:
         for node in self.inp.nodes:

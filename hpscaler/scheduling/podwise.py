@@ -46,12 +46,10 @@ def many_demands(index: RoundIndex) -> bool:
     return len(index.group_demand) >= MANY_DEMANDS
 
 
-def dominant_dim(shapes: Sequence[Shape], residuals: Vector, demand: Vector) -> int:
-    """The resource the pending pods ask the most of, relative to what the targets have left (`demand`:
-    the round's demand groups, which the shapes are in)."""
-    groups = np.fromiter((s.group for s in shapes), dtype=np.int64, count=len(shapes))
-    remaining = np.fromiter((len(s.pods) - s.next for s in shapes), dtype=np.float64, count=len(shapes))
-    asked = (demand[groups] * remaining[:, None]).sum(axis=0)
+def dominant_dim(left: npt.NDArray[np.int64], residuals: Vector, demand: Vector) -> int:
+    """The resource the pending pods outside gangs ask the most of, relative to what the targets have left
+    (`left`: pods left per demand group, `demand`: the groups' demands)."""
+    asked = (demand * left[:, None]).sum(axis=0)
     free = residuals.sum(axis=0)
     share = np.where(free > 0, asked / np.maximum(free, EPS), 0.0)
     return int(share.argmax())
@@ -62,11 +60,11 @@ def queue(index: RoundIndex, shapes: Sequence[Shape]) -> list[Shape]:
     size, constrained shapes first (they need more distinct nodes, which the others can then fill)."""
     if not shapes:
         return []
-    constrained = [cls.topology.constrained for cls in index.classes]
+    loose = np.array([not cls.topology.constrained for cls in index.classes], dtype=bool)
     positions = np.fromiter((s.index for s in shapes), dtype=np.int64, count=len(shapes))
-    loose = np.fromiter((not constrained[s.cls.index] for s in shapes), dtype=bool, count=len(shapes))
-    size = np.asarray(index.sizes)[positions]
-    return [shapes[i] for i in np.lexsort((positions, loose, -size)).tolist()]
+    size = index.shape_sizes[positions]
+    order = np.lexsort((positions, loose[index.shape_classes[positions]], -size))
+    return [shapes[i] for i in order.tolist()]
 
 
 def place_podwise(index: RoundIndex, packing: Packing, verdicts: TopologyVerdicts) -> None:
@@ -78,7 +76,9 @@ def place_podwise(index: RoundIndex, packing: Packing, verdicts: TopologyVerdict
     if not shapes:
         return
     residuals = np.array([t.residual for t in targets])
-    fitter = BestFit(index, targets, verdicts, dominant_dim(shapes, residuals, index.group_demand))
+    fitter = BestFit(
+        index, targets, verdicts, dominant_dim(packing.group_left, residuals, index.group_demand)
+    )
     for shape in shapes:
         while shape.remaining > 0:
             at = fitter.best(shape)

@@ -157,7 +157,7 @@ class _Solver:
         for shape in order:
             if shape.next < len(shape.pods):
                 unranked.setdefault(shape.cls.index, []).append(shape.group)
-        dim = dominant_dim(order, np.array(index.option_vectors), index.group_demand)
+        dim = dominant_dim(packing.group_left, np.array(index.option_vectors), index.group_demand)
         fitter = BestFit(index, packing.new_bins, None, dim)
         best, placed, targets = fitter.best, fitter.placed, fitter.targets
         while order:
