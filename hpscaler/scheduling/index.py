@@ -82,6 +82,10 @@ class RoundIndex:
         self.option_id_sets: list[frozenset[int]] = []
         self.option_terms: list[tuple[KeySets, ...]] = []
         self.sizes: list[float] = []
+        # Set by `_group_pods`: the distinct demands, and per shape the number of its demand and its class.
+        self.demands: Vector = np.zeros((0, len(self.dims)))
+        self.shape_demands: list[int] = []
+        self.shape_classes: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         self._register_pods()
         self.topology_keys = tuple(sorted(self.topology.keys() - {LABEL_HOSTNAME}))
         self._build_classes()
@@ -97,7 +101,7 @@ class RoundIndex:
         self.inflight = self._resolve_inflight()
         for option in self.options:
             self.signature_targets[option.index] = option
-        self._single_class, self._class_groups = self._group_classes()
+        self._single_class, self._class_groups = _group_classes(self)
         self._watchers: dict[int, list[int]] = {}  # filled by `compile_topology`
         # Per class, the classes whose checks read a count a pod of the class changes, with repeats, in
         # the order of its groups (what `Packing.note_change` records); set by `compile_topology`.
@@ -145,10 +149,10 @@ class RoundIndex:
 
     def _build_classes(self) -> None:
         """Group the pending pods into classes and shapes; set each class's smallest demand."""
-        if not self._group_pods(by_value=False):
+        if not _group_pods(self, by_value=False):
             # Equal demands written as different requests (another key order, an explicit zero): group
             # the pods by the demand's value instead, which costs a row of floats per pod.
-            self._group_pods(by_value=True)
+            _group_pods(self, by_value=True)
         shapes = self.shapes
         rows = list(self.demands)
         for shape, number in zip(shapes, self.shape_demands, strict=True):
@@ -162,52 +166,6 @@ class RoundIndex:
             for low, index in zip(lows, in_order[starts].tolist(), strict=True):
                 self.classes[index].min_demand = low
 
-    def _group_pods(self, by_value: bool) -> bool:
-        """Group the pending pods into classes, and each class's pods into shapes by their requests (or
-        with `by_value`, by their demand's value); number the distinct demands (`demands`). False if two
-        shapes of a class have equal demands (the caller groups by value then)."""
-        self.classes, self.shapes = [], []
-        self.option_sets, self.option_id_sets, self.option_terms = [], [], []
-        label_keys = self.topology.selector_keys()
-        # (constraints number, labels) -> class: equal for pods of equal `class_signature`.
-        by_signature: dict[tuple[int, tuple[tuple[str, str], ...]], PodClass] = {}
-        by_options: dict[tuple[object, ...], int] = {}
-        shapes_of: list[dict[int, Shape]] = []  # per class, its shapes by the number of their demand
-        numbers: dict[tuple[object, ...], int] = {}  # requests (or demand) -> the number of the demand
-        requests_of: list[dict[str, int]] = []  # per number, the requests of its first pod
-        shapes = self.shapes
-        self.shape_demands: list[int] = []  # per shape, the number of its demand
-        shape_classes: list[int] = []  # per shape, the index of its class
-        pods_at = self.dim_index[PODS_RESOURCE]
-        for pod, constraints in zip(self.pending, self.pod_constraints, strict=True):
-            labels = pod.labels
-            sig = (constraints, label_signature(pod, label_keys) if labels else ())
-            cls = by_signature.get(sig)
-            if cls is None:
-                cls = by_signature[sig] = self._add_class(pod, by_options)
-                shapes_of.append({})
-            requests = pod.requests
-            key = self.demand_row(requests, pods_at) if by_value else tuple(requests.items())
-            number = numbers.get(key)
-            if number is None:
-                number = numbers[key] = len(requests_of)
-                requests_of.append(requests)
-            of_class = shapes_of[cls.index]
-            shape = of_class.get(number)
-            if shape is None:
-                shape = of_class[number] = Shape(len(shapes), cls, _NO_DEMAND, [], gang=gang_key(pod))
-                shapes.append(shape)
-                self.shape_demands.append(number)
-                shape_classes.append(cls.index)
-            shape.pods.append(pod)
-            cls.left += 1
-        # The demands as a matrix, a column per resource at once (as `vector(requests, pods=1)`).
-        columns = [[requests.get(name, 0) for requests in requests_of] for name in self.dims]
-        self.demands: Vector = np.array(columns, dtype=np.float64).reshape(len(self.dims), -1).T.copy()
-        self.demands[:, pods_at] += 1
-        self.shape_classes = np.asarray(shape_classes, dtype=np.int64)  # per shape, its class's index
-        return by_value or _distinct_rows(self.demands)
-
     def _add_class(self, pod: Pod, by_options: dict[tuple[object, ...], int]) -> PodClass:
         """A new class for pods constrained like `pod` (`by_options`: options signature -> key)."""
         osig = options_signature(pod)
@@ -219,17 +177,6 @@ class RoundIndex:
         cls.option_ids = self.option_id_sets[okey]
         self.classes.append(cls)
         return cls
-
-    def demand_row(self, requests: dict[str, int], pods_at: int) -> tuple[float, ...]:
-        """`vector(requests, pods=1)` as plain floats (`pods_at`: the position of the pods resource)."""
-        row = [0.0] * len(self.dims)
-        dim_index = self.dim_index
-        for name, amount in requests.items():
-            index = dim_index.get(name)
-            if index is not None:
-                row[index] += amount
-        row[pods_at] += 1
-        return tuple(row)
 
     def _add_option_set(self, pod: Pod) -> int:
         """Memoise the launch options pods constrained like `pod` are compatible with."""
@@ -283,21 +230,6 @@ class RoundIndex:
             planned = flight.labels.items()
             found.append((flight, next((o for o in variants if planned <= o.labels.items()), variants[0])))
         return found
-
-    def _group_classes(self) -> tuple[npt.NDArray[np.int64], dict[int, set[int]]]:
-        groups = np.fromiter((s.group for s in self.shapes), dtype=np.int64, count=len(self.shapes))
-        classes = np.asarray(self.shape_classes, dtype=np.int64)
-        grouped = groups >= 0
-        count = np.bincount(groups[grouped], minlength=len(self.group_demand))
-        single = np.full(len(self.group_demand), -1, dtype=np.int64)
-        single[groups[grouped]] = classes[grouped]  # kept only where the group has one shape
-        single[count != 1] = -1
-        multi: dict[int, set[int]] = {}
-        shared = grouped.copy()
-        shared[grouped] = count[groups[grouped]] > 1
-        for cls, group in zip(classes[shared].tolist(), groups[shared].tolist(), strict=True):
-            multi.setdefault(cls, set()).add(group)
-        return single, multi
 
     def compile_topology(self, domains: DomainsOf) -> None:
         """Compile every class's topology checks (after the cluster's pods are seeded)."""
@@ -409,6 +341,83 @@ class RoundIndex:
         """Per demand group, the class of its only shape (-1: it has several); and per class, the
         groups of several shapes it has a shape in."""
         return self._single_class, self._class_groups
+
+
+def _group_pods(index: RoundIndex, by_value: bool) -> bool:
+    """Group the pending pods into classes, and each class's pods into shapes by their requests (or
+    with `by_value`, by their demand's value); number the distinct demands (`demands`). False if two
+    shapes of a class have equal demands (the caller groups by value then)."""
+    index.classes, index.shapes = [], []
+    index.option_sets, index.option_id_sets, index.option_terms = [], [], []
+    label_keys = index.topology.selector_keys()
+    # (constraints number, labels) -> class: equal for pods of equal `class_signature`.
+    by_signature: dict[tuple[int, tuple[tuple[str, str], ...]], PodClass] = {}
+    by_options: dict[tuple[object, ...], int] = {}
+    shapes_of: list[dict[int, Shape]] = []  # per class, its shapes by the number of their demand
+    numbers: dict[tuple[object, ...], int] = {}  # requests (or demand) -> the number of the demand
+    requests_of: list[dict[str, int]] = []  # per number, the requests of its first pod
+    shapes = index.shapes
+    shape_demands: list[int] = []  # per shape, the number of its demand
+    index.shape_demands = shape_demands
+    shape_classes: list[int] = []  # per shape, the index of its class
+    pods_at = index.dim_index[PODS_RESOURCE]
+    for pod, constraints in zip(index.pending, index.pod_constraints, strict=True):
+        labels = pod.labels
+        sig = (constraints, label_signature(pod, label_keys) if labels else ())
+        cls = by_signature.get(sig)
+        if cls is None:
+            cls = by_signature[sig] = index._add_class(pod, by_options)
+            shapes_of.append({})
+        requests = pod.requests
+        key = _demand_row(requests, index.dim_index, pods_at) if by_value else tuple(requests.items())
+        number = numbers.get(key)
+        if number is None:
+            number = numbers[key] = len(requests_of)
+            requests_of.append(requests)
+        of_class = shapes_of[cls.index]
+        shape = of_class.get(number)
+        if shape is None:
+            shape = of_class[number] = Shape(len(shapes), cls, _NO_DEMAND, [], gang=gang_key(pod))
+            shapes.append(shape)
+            shape_demands.append(number)
+            shape_classes.append(cls.index)
+        shape.pods.append(pod)
+        cls.left += 1
+    # The demands as a matrix, a column per resource at once (as `vector(requests, pods=1)`).
+    columns = [[requests.get(name, 0) for requests in requests_of] for name in index.dims]
+    index.demands = np.array(columns, dtype=np.float64).reshape(len(index.dims), -1).T.copy()
+    index.demands[:, pods_at] += 1
+    index.shape_classes = np.asarray(shape_classes, dtype=np.int64)  # per shape, its class's index
+    return by_value or _distinct_rows(index.demands)
+
+
+def _demand_row(requests: dict[str, int], dim_index: dict[str, int], pods_at: int) -> tuple[float, ...]:
+    """`RoundIndex.vector(requests, pods=1)` as plain floats (`dim_index`: each resource's position,
+    `pods_at`: the pods resource's)."""
+    row = [0.0] * len(dim_index)
+    for name, amount in requests.items():
+        index = dim_index.get(name)
+        if index is not None:
+            row[index] += amount
+    row[pods_at] += 1
+    return tuple(row)
+
+
+def _group_classes(index: RoundIndex) -> tuple[npt.NDArray[np.int64], dict[int, set[int]]]:
+    """See `RoundIndex.group_classes`."""
+    groups = np.fromiter((s.group for s in index.shapes), dtype=np.int64, count=len(index.shapes))
+    classes = np.asarray(index.shape_classes, dtype=np.int64)
+    grouped = groups >= 0
+    count = np.bincount(groups[grouped], minlength=len(index.group_demand))
+    single = np.full(len(index.group_demand), -1, dtype=np.int64)
+    single[groups[grouped]] = classes[grouped]  # kept only where the group has one shape
+    single[count != 1] = -1
+    multi: dict[int, set[int]] = {}
+    shared = grouped.copy()
+    shared[grouped] = count[groups[grouped]] > 1
+    for cls, group in zip(classes[shared].tolist(), groups[shared].tolist(), strict=True):
+        multi.setdefault(cls, set()).add(group)
+    return single, multi
 
 
 def _distinct_rows(matrix: Vector) -> bool:

@@ -95,7 +95,7 @@ class BestFit:
     the first that admits the pod, holds it on every other resource and whose topology allows it is the
     best fit. Most pods take the first or one of the next few. A pod that walks past `WALK` targets
     (nodes closed by topology, or full on another resource) is found with a few numpy passes over all
-    targets instead (`_search`), which give the same answer.
+    targets instead (`_numpy_best`), which give the same answer.
     """
 
     def __init__(
@@ -120,11 +120,11 @@ class BestFit:
         # resources but `dim`, which the walk checks target by target.
         self.least = least_rows(index.group_demand).tolist()
         self.others = [d for d in range(len(index.dims)) if d != dim]
-        # The same as a matrix, one row per resource, for `_search`.
+        # The same as a matrix, one row per resource, for `_numpy_best`.
         # Arrays over the targets have room for `capacity` of them, so a new node is added in place.
         self.capacity = max(16, len(self.targets))
         self.free = np.zeros((len(index.dims), self.capacity))
-        # Options key -> whether each target admits its classes, as a list and an array (for `_search`).
+        # Options key -> whether each target admits its classes, as a list and an array (for `_numpy_best`).
         self.admitting: dict[int, list[bool]] = {}
         self.admitting_array: dict[int, npt.NDArray[np.bool_]] = {}
         self.admitted_array: dict[int, int] = {}  # how many targets of `admitting_array[key]` are set
@@ -254,7 +254,7 @@ class BestFit:
                             break
                     else:  # it holds the pod on every resource
                         return at
-            return self._search(shape, []) if walked_off else None
+            return _numpy_best(self, shape, []) if walked_off else None
         checks = cls.topology
         verdicts: dict[int, bool] = {}  # per topology domains, when the checks ignore the hostname
         closed: list[int] = []  # targets with room that topology closes to the class
@@ -284,7 +284,7 @@ class BestFit:
                     return at
                 closed.append(at)
         if walked_off:
-            return self._search(shape, closed)
+            return _numpy_best(self, shape, closed)
         if closed and self.verdicts is not None:
             self._park(cls, closed)
         return None
@@ -334,42 +334,6 @@ class BestFit:
             for i in sorted(set(closed)):
                 self.verdicts.park_closed(self.targets[i], cls)
 
-    def _search(self, shape: Shape, closed_before: list[int]) -> int | None:
-        """`best` by numpy passes over every target, for a pod the walk did not place within `WALK`
-        targets (`closed_before`: the targets the walk found topology closed)."""
-        cls = shape.cls
-        n = len(self.targets)
-        free = self._free()
-        fit = self._admitting_array(cls).copy()
-        shut = self.shut_mask.get(cls.index)
-        if shut is not None:
-            unmasked = self.unmasked[cls.index]
-            if unmasked:
-                shut[unmasked] = True
-                unmasked.clear()
-            fit &= ~shut
-        # Resource by resource over contiguous rows: numpy's `all(axis=1)` on a narrow matrix is slower.
-        for dim, need in enumerate(shape.demand.tolist()):
-            if need > 0:
-                fit &= free[dim] >= need - EPS
-        room = np.where(fit, free[self.dim], np.inf)
-        checks = cls.topology
-        closed = np.zeros(len(fit), dtype=bool)  # targets with room that topology closes to the class
-        while True:
-            at = int(room.argmin())
-            if not fit[at]:
-                self._park(cls, [*closed_before, *np.flatnonzero(closed[:n]).tolist()])
-                return None
-            if not checks.constrained or topo.allowed(checks, self.targets[at].labels):
-                return at
-            if checks.host_keyed:
-                closed[at] = True
-                self._close(cls, at, [])
-            else:
-                closed |= fit & (self.domains == self.domains[at])
-            fit &= ~closed
-            room[closed] = np.inf
-
     def _free(self) -> Vector:
         """What the targets have left, one row per resource (the stale columns brought up to date)."""
         if self.stale:
@@ -390,6 +354,43 @@ class BestFit:
             array[done : len(found)] = found[done:]
             self.admitted_array[key] = len(found)
         return array
+
+
+def _numpy_best(fitter: BestFit, shape: Shape, closed_before: list[int]) -> int | None:
+    """`fitter.best` by numpy passes over every target, for a pod the walk did not place within `WALK`
+    targets (`closed_before`: the targets the walk found topology closed)."""
+    cls = shape.cls
+    n = len(fitter.targets)
+    free = fitter._free()
+    fit = fitter._admitting_array(cls).copy()
+    shut = fitter.shut_mask.get(cls.index)
+    if shut is not None:
+        unmasked = fitter.unmasked[cls.index]
+        if unmasked:
+            shut[unmasked] = True
+            unmasked.clear()
+        fit &= ~shut
+    # Resource by resource over contiguous rows: numpy's `all(axis=1)` on a narrow matrix is slower.
+    for dim, need in enumerate(shape.demand.tolist()):
+        if need > 0:
+            fit &= free[dim] >= need - EPS
+    room = np.where(fit, free[fitter.dim], np.inf)
+    checks = cls.topology
+    closed = np.zeros(len(fit), dtype=bool)  # targets with room that topology closes to the class
+    while True:
+        at = int(room.argmin())
+        if not fit[at]:
+            fitter._park(cls, [*closed_before, *np.flatnonzero(closed[:n]).tolist()])
+            return None
+        if not checks.constrained or topo.allowed(checks, fitter.targets[at].labels):
+            return at
+        if checks.host_keyed:
+            closed[at] = True
+            fitter._close(cls, at, [])
+        else:
+            closed |= fit & (fitter.domains == fitter.domains[at])
+        fit &= ~closed
+        room[closed] = np.inf
 
 
 def least_rows(demand: Vector) -> Vector:

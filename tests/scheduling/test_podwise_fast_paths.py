@@ -3,7 +3,7 @@
 - `OptionTable.prepare` ranks the first option of many demands at once; `ranked` then yields the same
   options in the same order as ranking each demand on its own.
 - `BestFit.best` walks the targets sorted by room; it picks what numpy passes over every target pick
-  (`BestFit._search`), and what a brute-force scan over the targets picks.
+  (`podwise._numpy_best`), and what a brute-force scan over the targets picks.
 - The index builds classes, shapes and demands with fewer calls: pods whose requests differ only in
   how they are written share a shape, topology groups are created in the order every pod would create
   them, and the queue, demand groups and dominant resource match their plain definitions.
@@ -37,7 +37,7 @@ from hpscaler.model import (
 from hpscaler.scheduling import podwise, topology
 from hpscaler.scheduling.index import RoundIndex, _distinct_rows
 from hpscaler.scheduling.packing import EPS, Shape, demand_groups
-from hpscaler.scheduling.podwise import BestFit, dominant_dim, least_rows, queue
+from hpscaler.scheduling.podwise import BestFit, _numpy_best, dominant_dim, least_rows, queue
 from hpscaler.scheduling.ranking import OptionTable
 from hpscaler.scheduling.scheduler import _Solver
 from hpscaler.scheduling.types import SchedulingInput
@@ -179,7 +179,7 @@ def test_the_walk_picks_what_numpy_and_a_brute_force_scan_pick(seed: int, count:
         for shape in shapes:
             expected = _brute_force(BestFit(index, bins, None, dim), shape)
             assert BestFit(index, bins, None, dim).best(shape) == expected
-            assert BestFit(index, bins, None, dim)._search(shape, []) == expected
+            assert _numpy_best(BestFit(index, bins, None, dim), shape, []) == expected
 
 
 def test_placing_pod_by_pod_keeps_the_walk_and_numpy_in_step() -> None:
@@ -193,7 +193,7 @@ def test_placing_pod_by_pod_keeps_the_walk_and_numpy_in_step() -> None:
     for walk_shape, numpy_shape in zip(walk_shapes, numpy_shapes, strict=True):
         at = walk.best(walk_shape)
         assert at == _brute_force(walk, walk_shape)
-        assert search._search(numpy_shape, []) == at
+        assert _numpy_best(search, numpy_shape, []) == at
         if at is not None:
             walk_solver.packing.place(walk_shape, walk.targets[at])
             walk.placed(at)
@@ -214,13 +214,13 @@ def test_a_pod_past_the_walk_is_found_by_numpy_passes(monkeypatch: pytest.Monkey
     (shape,) = solver.index.shapes
     dim = solver.index.dim_index["memory"]
     searched: list[int | None] = []
-    search = BestFit._search
+    search = podwise._numpy_best
 
-    def spy(self: BestFit, shape: Shape, closed: list[int]) -> int | None:
-        searched.append(search(self, shape, closed))
+    def spy(fitter: BestFit, shape: Shape, closed: list[int]) -> int | None:
+        searched.append(search(fitter, shape, closed))
         return searched[-1]
 
-    monkeypatch.setattr(BestFit, "_search", spy)
+    monkeypatch.setattr(podwise, "_numpy_best", spy)
     fitter = BestFit(solver.index, solver.packing.bins, None, dim)
     at = fitter.best(shape)
     assert at is not None and fitter.targets[at].name == "roomy"
