@@ -9,8 +9,10 @@ That figure excludes the batching window, which is a setting.
 End to end, pod created -> BatchAddClusterNodes answered, the rows charge hpscaler what a real
 cluster would: the batching window at its defaults (1 s idle / 10 s max, Karpenter's), and a
 modelled SageMaker API: every call waits API_LATENCY before it is answered, and calls pass a client
-token bucket (CLIENT_QPS, burst CLIENT_BURST). The Karpenter-style baseline gets the same window,
-the same API model, and the port's decision time for the same pods.
+token bucket (CLIENT_QPS, burst CLIENT_BURST). The Karpenter-style baseline gets each trial's window
+(as measured: the burst's delivery through the watch, then the idle second), the same API model with
+its calls in parallel (Karpenter creates a round's NodeClaims in parallel; hpscaler sends a round's
+BatchAddClusterNodes calls at once too), and the port's decision time for the same pods.
 
 Same-run baseline for the window-close figure: the time the Karpenter port needs to decide the same
 pods on the same offerings, i.e. the decision time a Karpenter-style scheduler adds after its window.
@@ -165,9 +167,12 @@ def run(quick: bool = False) -> Result:
         runs.append(anyio.run(trial, n_pods, 1000 + i))
     base = [baseline_decision(r["pods_obj"]) for r in runs[: min(3, trials)]]
     end_to_end = [x for r in runs for x in r["end_to_end"]]
-    # The Karpenter-style baseline end to end: the same window (the burst arrives at once, so it closes
-    # after IDLE), the port's decision, and the same API model for as many calls as hpscaler made.
-    base_end = [IDLE + b + API_LATENCY for b in base]
+    # The Karpenter-style baseline end to end, per call hpscaler made: the same window as the trial's
+    # (a Karpenter-style batcher sees the same pod events: the burst's delivery through the watch, then
+    # IDLE), the port's decision, and the same API model. Karpenter creates a round's NodeClaims in
+    # parallel, so every call is answered one API round trip after the decision.
+    base_decision = percentile(base, 50)
+    base_end = [r["window_seconds"] + base_decision + API_LATENCY for r in runs for _ in r["end_to_end"]]
     for r in runs:
         r.pop("pods_obj")
     latencies = [x for r in runs for x in r["latencies"]]
@@ -239,8 +244,8 @@ def run(quick: bool = False) -> Result:
                 None,
                 "s",
                 f"{IDLE:g} s idle / {MAXIMUM:g} s max window, {API_LATENCY * 1000:.0f} ms per API call, "
-                f"client limit {CLIENT_QPS:g} QPS burst {CLIENT_BURST}; baseline: the same window and API "
-                f"model plus the Karpenter port's decision time"
+                f"client limit {CLIENT_QPS:g} QPS burst {CLIENT_BURST}; baseline: each trial's window (burst "
+                f"delivery + idle), the port's decision time, calls in parallel as Karpenter's"
                 if q == 99
                 else "",
             )

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+import anyio
+
 from hpscaler.backends.errors import CapacityError, InvalidRequestError, NotFoundError
 from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import AddResult, NodeStatus
@@ -24,6 +26,7 @@ from hpscaler.scheduling.types import Plan
 Offering = tuple[str, str, str]
 """(group, zone, instance type) of a node asked for; zone and type "" unless sent in the request."""
 MAX_TOKEN_SALTS = 4
+MAX_CONCURRENT_ADDS = 8  # BatchAddClusterNodes calls in flight at once (each up to 50 nodes)
 REFUSED = (CapacityError, NotFoundError, InvalidRequestError)  # errors that refuse a request's groups
 
 
@@ -56,8 +59,9 @@ async def request_plan(ctx: DaemonContext, plan: Plan, extra_pending: Sequence[P
     additions = group_additions(plan, ctx.config.instance_groups, pod_ids)
     refused = False
     now = ctx.clock.now()
-    for request in batch_additions(ctx.config.cluster_name, additions):
-        result, rejected = await _send(ctx, request)
+    requests = list(batch_additions(ctx.config.cluster_name, additions))
+    answers, errors = await _send_all(ctx, requests)
+    for request, (result, rejected) in zip(requests, answers, strict=True):
         if result is None:
             if rejected:
                 for entry in request.entries:
@@ -72,7 +76,39 @@ async def request_plan(ctx: DaemonContext, plan: Plan, extra_pending: Sequence[P
             for e in request.entries  # a group appears once per call
         }
         refused |= _record(ctx, result, pools, for_pods, group_labels, now, asked)
+    if errors:
+        raise errors[0] if len(errors) == 1 else ExceptionGroup("BatchAddClusterNodes calls failed", errors)
     return refused
+
+
+async def _send_all(
+    ctx: DaemonContext, requests: list[AddRequest]
+) -> tuple[list[tuple[AddResult | None, bool]], list[Exception]]:
+    """Send the requests at once (at most MAX_CONCURRENT_ADDS in flight), as Karpenter creates a
+    round's NodeClaims in parallel: a burst of 1,000 nodes is 20 calls, and one after the other the
+    last would be answered 20 round trips after the first. Answers come back in request order.
+
+    A call that fails unexpectedly does not cancel the others (their nodes would be added but never
+    recorded): its error is returned, for the caller to raise once it has recorded the answers.
+    """
+    answers: list[tuple[AddResult | None, bool]] = [(None, False)] * len(requests)
+    if len(requests) == 1:  # the common case: no task group
+        answers[0] = await _send(ctx, requests[0])
+        return answers, []
+    limiter = anyio.CapacityLimiter(MAX_CONCURRENT_ADDS)
+    errors: list[Exception] = []
+
+    async def send(position: int, request: AddRequest) -> None:
+        async with limiter:
+            try:
+                answers[position] = await _send(ctx, request)
+            except Exception as exc:  # raised by the caller once the others are recorded
+                errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for position, request in enumerate(requests):
+            tg.start_soon(send, position, request, name=f"batch-add-{position}")
+    return answers, errors
 
 
 async def _send(ctx: DaemonContext, request: AddRequest) -> tuple[AddResult | None, bool]:

@@ -301,9 +301,10 @@ class SimulatedCluster:
 
     def _schedule(self) -> None:
         """Bind what kube-scheduler would bind now, and start the Job clocks of bound pods."""
-        if not self._pending or self._holding:
-            return
-        pending = [s.pod for s in self._pods.values() if s.pod.key in self._pending]
+        if not self._pending or self._holding or not self._nodes:
+            return  # nothing to bind, or nowhere to bind it
+        # Keyed by pod key already: no `Pod.key` string per pod (this runs on every pod added).
+        pending = [s.pod for key, s in self._pods.items() if key in self._pending]
         bound = [s.pod for s in self._pods.values() if s.pod.node_name]
         for binding in bind_pending(pending, self._nodes.values(), bound):
             state = self._pods[binding.pod]

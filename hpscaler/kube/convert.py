@@ -24,6 +24,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from hpscaler.backends.errors import NotFoundError
 from hpscaler.backends.protocols import BackendError
 from hpscaler.backends.types import Lease
 from hpscaler.model import LabelSelector, Pod, Requirement, Taint
@@ -51,6 +52,10 @@ class KubeApiError(BackendError):
         self.details = details
 
 
+class KubeNotFoundError(KubeApiError, NotFoundError):
+    """HTTP 404: the object does not exist (any more). A `NotFoundError`, as the fake raises."""
+
+
 def api_error(operation: str, status: int, body: bytes) -> KubeApiError:
     """The error for a non-2xx answer, with the metav1.Status message and reason when there is one."""
     message, reason, details = body.decode("utf-8", "replace")[:500], "", None
@@ -62,9 +67,8 @@ def api_error(operation: str, status: int, body: bytes) -> KubeApiError:
         message = str(parsed.get("message") or message)
         reason = str(parsed.get("reason") or "")
         details = parsed.get("details")
-    return KubeApiError(
-        f"{operation}: HTTP {status}: {message}", status=status, reason=reason, details=details
-    )
+    kind = KubeNotFoundError if status == 404 else KubeApiError
+    return kind(f"{operation}: HTTP {status}: {message}", status=status, reason=reason, details=details)
 
 
 async def call_json(

@@ -118,7 +118,10 @@ class Filler:
                 # out shapes of other demands too: drop every demand that has nothing else left.
                 runs = None
                 if closed <= seen_closed:  # no class closed since the last drop: only this demand goes
-                    active, demand = np.delete(active, row), np.delete(demand, row, axis=0)
+                    if lazy:
+                        active, demand = np.delete(active, row), np.delete(demand, row, axis=0)
+                    else:
+                        demand[row] = np.inf  # fits nothing: the next filtering pass drops it
                     continue
                 keep = self.still_open(active, candidates, cursor, closed, group, seen_closed)
                 active, demand = active[keep], demand[keep]

@@ -26,7 +26,8 @@ from hpscaler.model import (
     tolerates_all,
 )
 from hpscaler.scheduling import topology as topo
-from hpscaler.scheduling.options import Option, build_options
+from hpscaler.scheduling.optionmemo import MEMO
+from hpscaler.scheduling.options import Option
 from hpscaler.scheduling.packing import EPS, PodClass, Shape, Vector, demand_groups
 from hpscaler.scheduling.ranking import OptionTable
 from hpscaler.scheduling.requirements import KeySets, first_conflict, pod_terms, term_fits_labels
@@ -51,7 +52,8 @@ class RoundIndex:
 
     def __init__(self, inp: SchedulingInput) -> None:
         self.inp = inp
-        self.options = build_options(
+        # Shared with the other rounds of this configuration (see `optionmemo`): read-only.
+        self.options = MEMO.options(
             inp.node_pools,
             inp.node_classes,
             inp.groups,
@@ -116,8 +118,9 @@ class RoundIndex:
         numbers: dict[tuple[str | None, ...], int] = {}
         self._domain_probe_list: list[dict[str, str]] = []
         self._domain_ids: list[int] = []
+        keys = self.topology_keys
         for option in self.options:
-            domains = tuple(option.labels.get(k) for k in self.topology_keys)
+            domains = tuple(map(option.labels.get, keys))
             number = numbers.get(domains)
             if number is None:
                 number = numbers[domains] = len(numbers)

@@ -10,6 +10,7 @@ fit) has a closed form, and a run gives the same sequence as placing one pod at 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -152,31 +153,40 @@ def run_length(demand: Vector, residual: Vector, scale: Vector, best: int, score
     equal scores), capped by what fits."""
     chosen = demand[best]
     # A handful of resources: plain floats are cheaper than numpy calls here.
+    wanted = chosen.tolist()
     room = min(
-        (
-            int((free + EPS) // need)
-            for free, need in zip(residual.tolist(), chosen.tolist(), strict=True)
-            if need > 0
-        ),
+        (int((free + EPS) // need) for free, need in zip(residual.tolist(), wanted, strict=True) if need > 0),
         default=1 << 30,
     )
     if room <= 1 or len(scores) == 1:
         return max(1, room)
-    needed = chosen > 0
     # After j more placements of `chosen`, every score t has dropped by j * drop[t].
     drop = demand @ (scale * chosen)
-    gain = drop[best] - drop  # how much faster the chosen score falls than each other one
-    faster = np.flatnonzero(gain > _RUN_SLACK * max(1.0, abs(float(drop[best]))))
+    top = float(drop[best])
+    gain = top - drop  # how much faster the chosen score falls than each other one
+    faster = np.flatnonzero(gain > _RUN_SLACK * max(1.0, abs(top)))
     if not faster.size:
         return room
     # Row t overtakes once (scores[best] - scores[t]) / gain[t] more are placed (rows before `best` win
-    # a tie, rows after it lose one), unless it no longer fits by then.
+    # a tie, rows after it lose one), unless it no longer fits by then. Only rows that overtake within
+    # `room` placements can cut the run: usually a few, worked out in plain floats.
     limit = (scores[best] - scores[faster]) / gain[faster]
-    tolerance = _RUN_SLACK * (1.0 + np.abs(limit))
-    overtakes = np.where(faster < best, np.ceil(limit - tolerance), np.floor(limit + tolerance) + 1)
-    rest = residual[needed] + EPS - demand[faster][:, needed]
-    still_fits = np.floor(np.min(rest / chosen[needed], axis=1))  # placements after which t still fits
-    competing = overtakes <= still_fits
-    if not competing.any():
+    near = np.flatnonzero(limit < room + 1)
+    if not near.size:
         return room
-    return max(1, min(room, int(np.min(overtakes[competing]))))
+    run = room
+    free = residual.tolist()
+    needed = [d for d, need in enumerate(wanted) if need > 0]
+    for at, overtake_at in zip(faster[near].tolist(), limit[near].tolist(), strict=True):
+        tolerance = _RUN_SLACK * (1.0 + abs(overtake_at))
+        overtakes = (
+            math.ceil(overtake_at - tolerance) if at < best else math.floor(overtake_at + tolerance) + 1
+        )
+        if overtakes >= run:
+            continue
+        row = demand[at].tolist()
+        # How many more placements of `chosen` leave room for one pod of row t.
+        still_fits = min(math.floor((free[d] + EPS - row[d]) / wanted[d]) for d in needed)
+        if overtakes <= still_fits:
+            run = overtakes
+    return max(1, run)

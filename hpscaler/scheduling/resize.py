@@ -58,6 +58,7 @@ class Sizer:
         self.index = index
         self.packing = packing
         self.peers: dict[PeerKey, list[Option]] = {}
+        self.peer_keys: dict[int, PeerKey] = {}  # option index -> its peer key
         # Without topology keys the peer key is one per (pool, group, zone): compute it once for each.
         by_offering: dict[tuple[str, str, str], PeerKey] = {}
         for o in index.options:
@@ -68,6 +69,7 @@ class Sizer:
             else:
                 offering = (o.node_pool.name, o.group.name, o.zone)
                 key = by_offering.get(offering) or by_offering.setdefault(offering, self.peer_key(o))
+            self.peer_keys[o.index] = key
             self.peers.setdefault(key, []).append(o)
         self.tables: dict[SizeKey, tuple[SizeTable, Vector]] = {}
 
@@ -79,10 +81,13 @@ class Sizer:
 
     def by_key(self, bins: Sequence[Bin], min_pods: int) -> dict[SizeKey, list[Bin]]:
         found: dict[SizeKey, list[Bin]] = {}
+        classes = self.index.classes
         for b in bins:
-            if b.option is not None and len(b.placed) >= min_pods:
-                sets = frozenset(self.index.classes[c].options_key for c in b.classes)
-                found.setdefault((self.peer_key(b.option), sets), []).append(b)
+            option = b.option
+            if option is not None and len(b.placed) >= min_pods:
+                sets = frozenset(classes[c].options_key for c in b.classes)
+                peer = self.peer_keys.get(option.index) or self.peer_key(option)
+                found.setdefault((peer, sets), []).append(b)
         return found
 
     def table(self, key: SizeKey) -> tuple[SizeTable, Vector]:
@@ -264,8 +269,11 @@ def _within_limits(packing: Packing, old: Option, new: Option, count: int) -> bo
 def _switch(packing: Packing, b: Bin, option: Option) -> None:
     old = b.option
     assert old is not None
-    packing.add_usage(old.node_pool.name, old.capacity, sign=-1)
-    packing.add_usage(option.node_pool.name, option.capacity)
+    # Options of one instance type share their capacity dict: a switch within the type and NodePool
+    # leaves the usage as it is.
+    if old.capacity is not option.capacity or old.node_pool is not option.node_pool:
+        packing.add_usage(old.node_pool.name, old.capacity, sign=-1)
+        packing.add_usage(option.node_pool.name, option.capacity)
     cap = packing.index.option_vectors[option.index]
     b.residual = cap - (b.capacity - b.residual)
     b.capacity, b.option, b.signature = cap, option, option.index

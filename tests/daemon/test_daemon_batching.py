@@ -136,3 +136,63 @@ async def test_a_burst_of_200_pods_is_one_plan_in_ceil_nodes_over_50_calls(
         assert planned == {f"default/burst-{i}" for i in range(200)}
         await wait_for(lambda: len(h.running_pods()) == 200, 300)
         assert len(h.world.hyperpod.add_requests) == math.ceil(nodes / 50)
+
+
+@pytest.mark.looptime
+async def test_the_calls_of_a_burst_are_in_flight_at_once(
+    seed_config: LoadedConfig, catalogue: Catalogue
+) -> None:
+    """Like Karpenter's parallel NodeClaim creation: a 67-node burst is two calls, the second not held
+    back for the first's answer (each takes 2 s here)."""
+    async with running(seed_config, catalogue) as h:
+        hyperpod = h.world.hyperpod
+        original = hyperpod.batch_add_nodes
+        in_flight, most, answered = 0, 0, []
+
+        async def slow_add(request: AddRequest) -> object:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            await anyio.sleep(2.0)
+            in_flight -= 1
+            answered.append(anyio.current_time())
+            return await original(request)
+
+        hyperpod.batch_add_nodes = slow_add  # type: ignore[method-assign]
+        for i in range(200):
+            h.world.kubernetes.add_pod(web_pod(f"burst-{i}", cpu=2000))
+        await wait_for(lambda: len(answered) == 2, 60)
+        assert most == 2
+        assert answered[1] - answered[0] < 2.0  # answered together, not one round trip apart
+        await wait_for(lambda: len(h.ctx.inflight) == math.ceil(200 / 3), 30)
+
+
+@pytest.mark.looptime
+async def test_a_call_failing_unexpectedly_loses_none_of_the_other_calls_nodes(
+    seed_config: LoadedConfig, catalogue: Catalogue
+) -> None:
+    """An error that is not a BackendError (a bug, a broken transport) stops the daemon, as before; the
+    call sent alongside is still answered and its nodes recorded first, not cancelled mid-call."""
+    calls: list[int] = []
+    harness = None
+    with pytest.raises(BaseExceptionGroup) as raised:
+        async with running(seed_config, catalogue) as h:
+            harness = h
+            hyperpod = h.world.hyperpod
+            original = hyperpod.batch_add_nodes
+
+            async def first_breaks(request: AddRequest) -> object:
+                calls.append(request.node_count)
+                if len(calls) == 1:
+                    raise RuntimeError("connection reset")
+                await anyio.sleep(1.0)  # answered after the other call failed
+                return await original(request)
+
+            hyperpod.batch_add_nodes = first_breaks  # type: ignore[method-assign]
+            for i in range(200):
+                h.world.kubernetes.add_pod(web_pod(f"burst-{i}", cpu=2000))
+            await anyio.sleep(120)  # the daemon stops on the error before this ends
+    assert raised.group_contains(RuntimeError, match="connection reset", depth=None)
+    assert harness is not None and len(calls) == 2
+    assert len(harness.ctx.inflight) == calls[1] > 0
+    assert len(harness.world.hyperpod.nodes()) == calls[1]

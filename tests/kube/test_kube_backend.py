@@ -20,6 +20,7 @@ from kube_harness import (
     until_synced,
 )
 
+from hpscaler.backends.errors import NotFoundError
 from hpscaler.backends.protocols import BackendError, KubernetesCluster, LeaseStore
 from hpscaler.backends.types import WatchKind
 from hpscaler.config import LoadedConfig
@@ -281,7 +282,7 @@ async def test_taint_node_with_a_stale_read_is_rejected_and_retried(
 
 
 async def test_taint_missing_node_is_not_retryable(backend: KubernetesBackend) -> None:
-    with pytest.raises(BackendError) as missing:
+    with pytest.raises(NotFoundError) as missing:
         await backend.taint_node("ghost", add=[Taint("x", "NoSchedule")])
     assert not missing.value.retryable and missing.value.code == "NotFound"
 
@@ -296,9 +297,11 @@ async def test_annotations_are_merge_patched(server: FakeApiServer, backend: Kub
     assert node is not None and node["metadata"]["annotations"] == {"b": "2"}
     assert pod is not None and pod["metadata"]["annotations"] == {"hpscaler.io/x": "y"}
     assert {r.content_type for r in server.requests_for("patch")} == {MERGE}
-    with pytest.raises(BackendError) as missing:
+    # A 404 is a NotFoundError, as the fake backend raises: callers handle both alike.
+    with pytest.raises(NotFoundError) as missing:
         await backend.annotate_pod("default", "ghost", {"a": "b"})
-    assert not missing.value.retryable
+    assert not missing.value.retryable and isinstance(missing.value, KubeApiError)
+    assert missing.value.status == 404 and missing.value.code == "NotFound"
 
 
 # --- eviction and deletion ---------------------------------------------------------------------------
