@@ -50,7 +50,7 @@ KARPENTER_GO = {1000: 1000 / 0.891, 5000: 5000 / 5.09, 10000: 10000 / 12.07, 200
 TARGET_FLATNESS = 1.3  # us/pod at the largest size / us/pod at 1k (research proposal, Karpenter ~2.0)
 
 
-REPEATS = 5
+REPEATS = 9
 
 
 def port_instance_types(sizes: tuple[int, ...] | None = None) -> list[kp.InstanceType]:
@@ -125,7 +125,7 @@ def measure(
     if distinct:
         pods = distinct_sizes(pods)
     inp = scheduling_input(pods, groups)
-    # Medians of 5 calls a side where a call is short (load swings one call by 2x); one call at 10k.
+    # Medians of 9 calls a side where a call is short (load swings one call by 2x); one call at 10k.
     repeat = REPEATS if n <= 1_000 else 1
     # Launch options are built once per configuration and reused by later rounds (`optionmemo`), as the
     # port gets its instance types built before the call; the warm-up call built them. A first round
